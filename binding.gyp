@@ -1,0 +1,21 @@
+{
+  "targets": [
+    {
+      "target_name": "navarch_nvml",
+      "sources": [
+        "native/addon.cc",
+        "native/library.cc",
+        "native/errors.cc",
+        "native/devices.cc",
+        "native/watcher.cc",
+        "native/sd_notify.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion", "-Wno-unused-parameter"],
+      "libraries": ["-ldl", "-lpthread"]
+    }
+  ]
+}
