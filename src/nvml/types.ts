@@ -48,6 +48,11 @@ export interface DeviceInfo {
   pciBusIdShort: string;
   minorNumber: number | null;
   memoryTotalBytes: number | null;
+  /**
+   * Set when the device could not be opened or identified (e.g. GPU_IS_LOST at enumeration):
+   * the device is still listed, so a broken GPU is reported instead of silently missing.
+   */
+  error: NvmlErrorInfo | null;
 }
 
 export interface NvLinkStatus {
