@@ -1,0 +1,65 @@
+// Shared helpers for the deploy tests: polling, a notification-socket receiver, tool probes.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+/** Polls `cond` until it is truthy or `timeoutMs` passes (then throws with `what`). */
+export async function waitFor<T>(cond: () => T | undefined | null | false, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** True when `cmd` runs (exit 0) with `args`. */
+export function have(cmd: string, args: string[] = ['--version']): boolean {
+  const r = spawnSync(cmd, args, { stdio: 'ignore', timeout: 30_000 });
+  return r.status === 0;
+}
+
+export interface NotifyMessage {
+  state: string;
+  pid: number | null;
+}
+
+/** A python3 AF_UNIX datagram receiver (Node cannot bind unix datagram sockets). */
+export class NotifyReceiver {
+  readonly messages: NotifyMessage[] = [];
+  private child: ChildProcess;
+  private ready = false;
+  private stderr = '';
+
+  constructor(readonly address: string) {
+    const script = fileURLToPath(new URL('./notify-receiver.py', import.meta.url));
+    this.child = spawn('python3', [script, address], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let buf = '';
+    this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const m = JSON.parse(line) as { ready?: boolean } & NotifyMessage;
+        if (m.ready) this.ready = true;
+        else this.messages.push({ state: m.state, pid: m.pid });
+      }
+    });
+    this.child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
+  }
+
+  async started(): Promise<void> {
+    await waitFor(() => this.ready || this.child.exitCode !== null, `receiver on ${this.address}`);
+    if (!this.ready) throw new Error(`notify receiver failed: ${this.stderr}`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    await exited;
+  }
+}
