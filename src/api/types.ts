@@ -1,0 +1,60 @@
+/**
+ * What the local API (src/api/server.ts) needs from the running agent. The daemon
+ * (src/agent/agent.ts) implements it; API unit tests implement it with plain objects.
+ */
+import type { ActiveFault } from '../events/types.js';
+import type { BackendKind, FakeFault } from '../backends/types.js';
+import type { DeviceInfo, NvmlErrorInfo, SystemInfo, Telemetry, WatchStats } from '../nvml/types.js';
+
+export interface DeviceStatus extends DeviceInfo {
+  /** Latest telemetry, null before the first sample or when the last sample failed. */
+  telemetry: Telemetry | null;
+  /** Error of the latest sample (a lost or hung GPU), null when it succeeded. */
+  sampleError: NvmlErrorInfo | null;
+  /** When the latest sample was taken (ms since the epoch), null before the first. */
+  sampledAtMs: number | null;
+  /** Last XID seen on this GPU (from NVML or the kernel log), 0 when none. */
+  lastXid: number;
+}
+
+export type ControlPlaneState = 'disabled' | 'connecting' | 'connected' | 'disconnected' | 'unauthorized';
+
+export interface ControlPlaneStatus {
+  server: string;
+  state: ControlPlaneState;
+  registered: boolean;
+  /** Node status the control plane last returned (e.g. "NODE_STATUS_UNHEALTHY"), null when unknown. */
+  nodeStatus: string | null;
+  lastError: string | null;
+  lastContactMs: number | null;
+}
+
+export interface KmsgStatus {
+  enabled: boolean;
+  path: string | null;
+  /** "running", "disabled", "unavailable: <reason>", "stopped". */
+  state: string;
+  linesRead?: number;
+  xidsMatched?: number;
+  unresolvedPci?: number;
+}
+
+export interface AgentStatus {
+  agent: { version: string; nodeId: string; pid: number; startedAtMs: number; uptimeS: number; stateDir: string };
+  backend: { kind: BackendKind; reason: string; driverError: string | null; warnings: string[] };
+  system: SystemInfo | null;
+  devices: DeviceStatus[];
+  activeFaults: ActiveFault[];
+  controlPlane: ControlPlaneStatus;
+  events: { pending: number; store: Record<string, unknown> | null };
+  kmsg: KmsgStatus;
+  watch: WatchStats | null;
+}
+
+export interface AgentView {
+  /** True while the main loop ticks (liveness). */
+  alive(): boolean;
+  status(): AgentStatus;
+  /** Present only when the backend can inject (fake backend). */
+  inject?: (fault: FakeFault) => Promise<void> | void;
+}
