@@ -68,6 +68,12 @@ export interface HealthEventInput {
    * it (a recovery, e.g. temperature back under the threshold); 'none' is a one-off event.
    */
   fault: 'raise' | 'clear' | 'none';
+  /**
+   * How many identical occurrences this input stands for (default 1). Set by sources whose
+   * producer already merged duplicates (e.g. an NVML event with count 1000 after a storm), so the
+   * store can add it to HealthEvent.count and keep counts exact without 1000 appends.
+   */
+  count?: number;
 }
 
 /** A stored event: what the store keeps on disk until the control plane acknowledged it. */

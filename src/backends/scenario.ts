@@ -1,0 +1,232 @@
+/**
+ * Scripted faults for the fake backend. A scenario file (YAML or JSON) names faults and when to
+ * inject them, relative to the start of the run:
+ *
+ *   name: xid-79-then-recover
+ *   events:
+ *     - { at: 5s, gpu: 3, fault: xid, xid: 79 }
+ *     - { at: 20000, gpu: 3, fault: recover }
+ *
+ * Validation is strict and every error names the file and the entry.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { parseDuration } from '../config/duration.js';
+import type { FakeFault, InjectableBackend } from './types.js';
+
+export const MAX_SCENARIO_BYTES = 1024 * 1024;
+export const MAX_SCENARIO_EVENTS = 10_000;
+/** Latest allowed `at`: 30 days. */
+export const MAX_SCENARIO_AT_MS = 30 * 24 * 3_600_000;
+
+export interface ScenarioEvent {
+  atMs: number;
+  fault: FakeFault;
+}
+
+export interface Scenario {
+  name: string;
+  /** Sorted by atMs (stable for equal times, in file order). */
+  events: ScenarioEvent[];
+}
+
+type FieldKind = 'int' | 'number' | 'bool' | 'string' | 'mask';
+
+/** Per fault: its fields (besides at/gpu/fault) and whether each is required. */
+const FAULT_FIELDS: Record<FakeFault['kind'], Record<string, { kind: FieldKind; required: boolean }>> = {
+  xid: { xid: { kind: 'int', required: true }, message: { kind: 'string', required: false } },
+  ecc: { sbe: { kind: 'int', required: false }, dbe: { kind: 'int', required: false } },
+  temperature: { celsius: { kind: 'number', required: true } },
+  gpu_lost: {},
+  nvlink_down: { link: { kind: 'int', required: true } },
+  power: { watts: { kind: 'number', required: true } },
+  pcie_replay: { count: { kind: 'int', required: true } },
+  clock_reasons: { mask: { kind: 'mask', required: true } },
+  remapped_rows: {
+    pending: { kind: 'bool', required: false },
+    failure: { kind: 'bool', required: false },
+    uncorrected: { kind: 'int', required: false },
+  },
+  recover: {},
+};
+
+export const FAULT_KINDS = Object.keys(FAULT_FIELDS) as Array<FakeFault['kind']>;
+
+export class ScenarioError extends Error {
+  override name = 'ScenarioError';
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parseAt(v: unknown, where: string): number {
+  let ms: number | null = null;
+  if (typeof v === 'number') ms = Number.isFinite(v) && v >= 0 ? Math.round(v) : null;
+  else if (typeof v === 'string') ms = /^\d+$/.test(v.trim()) ? Number(v.trim()) : parseDuration(v);
+  if (ms === null) throw new ScenarioError(`${where}.at: expected milliseconds or a duration like "5s", got ${JSON.stringify(v)}`);
+  if (ms > MAX_SCENARIO_AT_MS) throw new ScenarioError(`${where}.at: ${JSON.stringify(v)} is later than 30 days`);
+  return ms;
+}
+
+function parseField(v: unknown, kind: FieldKind, where: string): number | boolean | string {
+  switch (kind) {
+    case 'int':
+      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
+      throw new ScenarioError(`${where}: expected a whole number >= 0, got ${JSON.stringify(v)}`);
+    case 'number':
+      if (typeof v === 'number' && Number.isFinite(v)) return v;
+      throw new ScenarioError(`${where}: expected a number, got ${JSON.stringify(v)}`);
+    case 'bool':
+      if (typeof v === 'boolean') return v;
+      throw new ScenarioError(`${where}: expected true or false, got ${JSON.stringify(v)}`);
+    case 'string':
+      if (typeof v === 'string' && v.length <= 1024) return v;
+      throw new ScenarioError(`${where}: expected a string (at most 1024 characters)`);
+    case 'mask':
+      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
+      if (typeof v === 'string' && /^(0x[0-9a-f]+|\d+)$/i.test(v.trim())) return Number(v.trim());
+      throw new ScenarioError(`${where}: expected a bit mask (number or "0x48"), got ${JSON.stringify(v)}`);
+  }
+}
+
+/**
+ * Validate parsed scenario content. `label` prefixes every error (the file name). When
+ * `gpuCount` is given, gpu indexes are checked against it.
+ */
+export function validateScenario(doc: unknown, label: string, opts: { gpuCount?: number } = {}): Scenario {
+  if (!isPlainObject(doc)) throw new ScenarioError(`${label}: expected a mapping with "name" and "events"`);
+  for (const k of Object.keys(doc)) {
+    if (k !== 'name' && k !== 'events' && k !== 'description') throw new ScenarioError(`${label}: unknown key "${k}" (expected name, description, events)`);
+  }
+  const name = doc.name ?? '';
+  if (typeof name !== 'string') throw new ScenarioError(`${label}: name: expected a string`);
+  if (!Array.isArray(doc.events)) throw new ScenarioError(`${label}: events: expected a list`);
+  if (doc.events.length > MAX_SCENARIO_EVENTS) throw new ScenarioError(`${label}: events: more than ${MAX_SCENARIO_EVENTS} entries`);
+  const events: ScenarioEvent[] = doc.events.map((entry: unknown, i: number) => {
+    const where = `${label}: events[${i}]`;
+    if (!isPlainObject(entry)) throw new ScenarioError(`${where}: expected a mapping like { at: "5s", gpu: 0, fault: "xid", xid: 79 }`);
+    const kind = entry.fault;
+    if (typeof kind !== 'string') throw new ScenarioError(`${where}.fault: missing (one of ${FAULT_KINDS.join(', ')})`);
+    const fields = FAULT_FIELDS[kind as FakeFault['kind']];
+    if (!Object.hasOwn(FAULT_FIELDS, kind) || !fields) throw new ScenarioError(`${where}.fault: unknown fault "${kind}"`);
+    if (!('at' in entry)) throw new ScenarioError(`${where}.at: missing`);
+    const atMs = parseAt(entry.at, where);
+    const fault: Record<string, unknown> = { kind };
+    const gpuOptional = kind === 'recover';
+    if (entry.gpu === undefined || entry.gpu === null) {
+      if (!gpuOptional) throw new ScenarioError(`${where}.gpu: missing`);
+    } else {
+      const gpu = parseField(entry.gpu, 'int', `${where}.gpu`) as number;
+      if (opts.gpuCount !== undefined && gpu >= opts.gpuCount) {
+        throw new ScenarioError(`${where}.gpu: ${gpu} out of range (the node has ${opts.gpuCount} GPU${opts.gpuCount === 1 ? '' : 's'})`);
+      }
+      fault.gpu = gpu;
+    }
+    for (const [k, v] of Object.entries(entry)) {
+      if (k === 'at' || k === 'gpu' || k === 'fault') continue;
+      const spec = fields[k];
+      if (!spec) {
+        const allowed = Object.keys(fields);
+        throw new ScenarioError(`${where}.${k}: not a field of fault "${kind}"${allowed.length ? ` (expected ${allowed.join(', ')})` : ''}`);
+      }
+      fault[k] = parseField(v, spec.kind, `${where}.${k}`);
+    }
+    for (const [k, spec] of Object.entries(fields)) {
+      if (spec.required && fault[k] === undefined) throw new ScenarioError(`${where}.${k}: missing (required by fault "${kind}")`);
+    }
+    return { atMs, fault: fault as unknown as FakeFault };
+  });
+  const order = events.map((e, i) => ({ e, i }));
+  order.sort((a, b) => a.e.atMs - b.e.atMs || a.i - b.i);
+  return { name, events: order.map((o) => o.e) };
+}
+
+/** Parse scenario text; JSON when the file name ends in .json, YAML otherwise (YAML also reads JSON). */
+export function parseScenario(text: string, label: string, opts: { gpuCount?: number } = {}): Scenario {
+  let doc: unknown;
+  try {
+    doc = label.toLowerCase().endsWith('.json') ? JSON.parse(text) : parseYaml(text, { maxAliasCount: 100 });
+  } catch (err) {
+    const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    throw new ScenarioError(`${label}: not valid ${label.toLowerCase().endsWith('.json') ? 'JSON' : 'YAML'}: ${msg}`);
+  }
+  return validateScenario(doc, label, opts);
+}
+
+export async function loadScenario(file: string, opts: { gpuCount?: number } = {}): Promise<Scenario> {
+  let size: number;
+  try {
+    size = (await stat(file)).size;
+  } catch (err) {
+    throw new ScenarioError(`${file}: cannot read scenario: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (size > MAX_SCENARIO_BYTES) throw new ScenarioError(`${file}: scenario larger than ${MAX_SCENARIO_BYTES} bytes`);
+  return parseScenario(await readFile(file, 'utf8'), file, opts);
+}
+
+/** The timers a scenario runs on; tests pass a fake clock. Real timers are unref'd. */
+export interface ScenarioClock {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const realClock: ScenarioClock = {
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};
+
+export interface ScenarioRun {
+  /** Faults injected so far. */
+  injected(): number;
+  /** Resolves when every event was injected (or the run was stopped). */
+  done: Promise<void>;
+  stop(): void;
+}
+
+/**
+ * Inject the scenario's faults at their times. A fault that fails at run time (e.g. a GPU out of
+ * range on a smaller node) goes to `onError` and the run continues.
+ */
+export function runScenario(
+  backend: InjectableBackend,
+  scenario: Scenario,
+  opts: { clock?: ScenarioClock; onError?: (err: Error, ev: ScenarioEvent) => void; onInject?: (ev: ScenarioEvent) => void } = {},
+): ScenarioRun {
+  const clock = opts.clock ?? realClock;
+  const handles = new Set<unknown>();
+  let count = 0;
+  let remaining = scenario.events.length;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  if (remaining === 0) resolveDone();
+  for (const ev of scenario.events) {
+    const h = clock.setTimeout(() => {
+      handles.delete(h);
+      try {
+        backend.inject(ev.fault);
+        count++;
+        opts.onInject?.(ev);
+      } catch (err) {
+        opts.onError?.(err instanceof Error ? err : new Error(String(err)), ev);
+      }
+      if (--remaining === 0) resolveDone();
+    }, ev.atMs);
+    handles.add(h);
+  }
+  return {
+    injected: () => count,
+    done,
+    stop: () => {
+      for (const h of handles) clock.clearTimeout(h);
+      handles.clear();
+      resolveDone();
+    },
+  };
+}
