@@ -1,0 +1,195 @@
+// The systemd unit (exposure score, verify) and install.sh/uninstall.sh in a scratch root with a
+// recording SYSTEMCTL. systemd-analyze runs offline (no systemd as PID 1 needed).
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { have, makeRecorder, repoRoot, run } from './helpers.js';
+
+const unitPath = join(repoRoot, 'systemd/navarch-agent.service');
+const installSh = join(repoRoot, 'systemd/install.sh');
+const uninstallSh = join(repoRoot, 'systemd/uninstall.sh');
+const unitText = readFileSync(unitPath, 'utf8');
+
+const hasAnalyze = have('systemd-analyze');
+if (!hasAnalyze) console.warn('[skip] systemd-analyze tests: systemd-analyze is not installed (apt-get install systemd)');
+const isRoot = process.getuid?.() === 0;
+if (!isRoot) console.warn('[skip] ownership checks in install.sh tests: not running as root');
+
+function directive(name: string): string[] {
+  return unitText
+    .split('\n')
+    .filter((l) => l.startsWith(`${name}=`))
+    .map((l) => l.slice(name.length + 1));
+}
+
+describe('navarch-agent.service', () => {
+  it('is a notify service with a watchdog, a credential token and the network/persistenced ordering', () => {
+    expect(directive('Type')).toEqual(['notify']);
+    expect(directive('WatchdogSec')).toHaveLength(1);
+    expect(directive('Restart')).toEqual(['on-failure']);
+    expect(directive('LoadCredential')).toEqual(['auth-token:/etc/navarch-agent/auth-token']);
+    expect(directive('EnvironmentFile')).toEqual(['-/etc/navarch-agent/agent.env']);
+    expect(directive('StateDirectory')).toEqual(['navarch-agent']);
+    expect(directive('After')[0]).toContain('network-online.target');
+    expect(directive('After')[0]).toContain('nvidia-persistenced.service');
+    expect(directive('Wants')[0]).toContain('network-online.target');
+    const exec = directive('ExecStart')[0]!;
+    expect(exec).toContain('--auth-token-file ${CREDENTIALS_DIRECTORY}/auth-token');
+    expect(exec).not.toMatch(/--auth-token(\s|=)/);
+    expect(directive('User')).toEqual(['navarch-agent']);
+    expect(directive('DevicePolicy')).toEqual(['closed']);
+    expect(directive('CapabilityBoundingSet')).toEqual(['CAP_SYSLOG']);
+    expect(directive('MemoryDenyWriteExecute')).toEqual(['no']);
+  });
+
+  it.skipIf(!hasAnalyze)('has an offline exposure score of at most 2.0 and no parse warnings', () => {
+    const r = run('systemd-analyze', ['security', '--offline=true', '--no-pager', unitPath]);
+    const m = /Overall exposure level for navarch-agent\.service: ([0-9.]+)/.exec(r.stdout + r.stderr);
+    expect(m, r.stdout + r.stderr).not.toBeNull();
+    const score = Number(m![1]);
+    console.log(`systemd-analyze security --offline=true exposure: ${score}`);
+    expect(score).toBeLessThanOrEqual(2.0);
+    expect(r.stderr).not.toMatch(/Invalid|Unknown|ignoring/i);
+  });
+
+  it.skipIf(!hasAnalyze)('passes systemd-analyze verify once installed into a root with its binary', () => {
+    const root = mkdtempSync(join(tmpdir(), 'navarch-verify-'));
+    try {
+      // The unit's dependencies (multi-user.target, network-online.target, ...) come from the host.
+      for (const d of ['/usr/lib/systemd/system', '/lib/systemd/system']) {
+        if (existsSync(d)) {
+          cpSync(d, join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
+          break;
+        }
+      }
+      mkdirSync(join(root, 'usr/local/bin'), { recursive: true });
+      writeFileSync(join(root, 'usr/local/bin/navarch-agent'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      const log = join(root, 'systemctl.log');
+      const rec = makeRecorder(join(root, 'systemctl-rec'), log, 'systemctl');
+      const inst = run('bash', [installSh, '--root', root, '--quiet'], { env: { ...process.env, SYSTEMCTL: rec } });
+      expect(inst.status, inst.stderr).toBe(0);
+      const r = run('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'navarch-agent.service']);
+      expect(r.stdout + r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('install.sh / uninstall.sh in a scratch root', () => {
+  let root: string;
+  let log: string;
+  let env: NodeJS.ProcessEnv;
+  const etc = () => join(root, 'etc/navarch-agent');
+  const calls = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
+  const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
+
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'navarch-install-'));
+    const tools = mkdtempSync(join(tmpdir(), 'navarch-tools-'));
+    log = join(tools, 'calls.log');
+    env = { ...process.env, SYSTEMCTL: makeRecorder(join(tools, 'systemctl'), log, 'systemctl') };
+    // A host without systemd-sysusers falls back to useradd; both understand --root.
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('creates the user, directories, env file, token and unit, then reloads, enables and starts', () => {
+    const r = run('bash', [installSh, '--root', root, '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
+      '--set', 'NAVARCH_SERVER=http://cp.internal:50051', '--set', 'NAVARCH_POOL=h100-a', '--token-stdin'],
+    { env, input: 's3cret-token\n' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(root, 'etc/passwd'), 'utf8')).toMatch(/^navarch-agent:x:\d+:\d+:.*:\/var\/lib\/navarch-agent:\/usr\/sbin\/nologin$/m);
+    expect(mode(etc())).toBe('750');
+    expect(mode(join(root, 'var/lib/navarch-agent'))).toBe('700');
+    const envText = readFileSync(join(etc(), 'agent.env'), 'utf8');
+    expect(envText).toContain('NAVARCH_SERVER="http://cp.internal:50051"\n');
+    expect(envText).toContain('NAVARCH_POOL="h100-a"\n');
+    expect(envText).not.toContain('s3cret');
+    expect(readFileSync(join(etc(), 'auth-token'), 'utf8')).toBe('s3cret-token');
+    expect(mode(join(etc(), 'auth-token'))).toBe('600');
+    const unit = readFileSync(join(root, 'etc/systemd/system/navarch-agent.service'), 'utf8');
+    expect(unit).toMatch(/^ExecStart=\/opt\/navarch-agent\/current\/bin\/navarch-agent run /m);
+    expect(calls()).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl restart navarch-agent.service']);
+    if (isRoot) {
+      const uid = Number(/^navarch-agent:x:(\d+):/m.exec(readFileSync(join(root, 'etc/passwd'), 'utf8'))![1]);
+      expect(statSync(join(root, 'var/lib/navarch-agent')).uid).toBe(uid);
+      expect(statSync(join(etc(), 'auth-token')).uid).toBe(0);
+    }
+  });
+
+  it('is idempotent: a re-run keeps agent.env and the token and only starts (no restart)', () => {
+    rmSync(log, { force: true });
+    const before = readFileSync(join(root, 'etc/passwd'), 'utf8');
+    const r = run('bash', [installSh, '--root', root, '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
+      '--set', 'NAVARCH_SERVER=http://changed:1'], { env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('kept existing');
+    expect(readFileSync(join(root, 'etc/passwd'), 'utf8')).toBe(before);
+    expect(readFileSync(join(etc(), 'agent.env'), 'utf8')).toContain('http://cp.internal:50051');
+    expect(readFileSync(join(etc(), 'auth-token'), 'utf8')).toBe('s3cret-token');
+    expect(calls()).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl start navarch-agent.service']);
+  });
+
+  it('--replace-env rewrites the settings, a new token restarts, --no-start only enables', () => {
+    rmSync(log, { force: true });
+    const r = run('bash', [installSh, '--root', root, '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
+      '--replace-env', '--set', 'NAVARCH_SERVER=http://changed:1', '--no-start'], { env: { ...env, NAVARCH_AUTH_TOKEN: 'rotated' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(etc(), 'agent.env'), 'utf8')).toContain('NAVARCH_SERVER="http://changed:1"');
+    expect(readFileSync(join(etc(), 'agent.env'), 'utf8')).not.toContain('NAVARCH_POOL');
+    expect(readFileSync(join(etc(), 'auth-token'), 'utf8')).toBe('rotated');
+    expect(calls()).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service']);
+  });
+
+  it('rejects bad input with a one-line error before changing anything', () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--set', 'SERVER=x'], /NAVARCH_\[A-Z0-9_\]\+/],
+      [['--set', 'NAVARCH_SERVER'], /expected NAVARCH_KEY=VALUE/],
+      [['--set', 'NAVARCH_AUTH_TOKEN=x'], /--token-file/],
+      [['--root', 'relative/dir'], /absolute path/],
+      [['--bin', '/usr/bin/navarch agent'], /plain absolute path/],
+      [['--frobnicate'], /unknown argument: --frobnicate/],
+      [['--token-file', '/nonexistent/token'], /cannot read token file/],
+    ];
+    for (const [args, re] of cases) {
+      const r = run('bash', [installSh, '--root', root, ...args], { env });
+      expect(r.status, args.join(' ')).not.toBe(0);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(r.stderr).toMatch(re);
+    }
+    expect(readFileSync(join(etc(), 'auth-token'), 'utf8')).toBe('rotated');
+  });
+
+  it('a failing systemctl fails the install with the command named', () => {
+    const tools = mkdtempSync(join(tmpdir(), 'navarch-tools-'));
+    const bad = makeRecorder(join(tools, 'systemctl'), join(tools, 'log'), 'systemctl', 1);
+    const r = run('bash', [installSh, '--root', root, '--quiet'], { env: { ...env, SYSTEMCTL: bad } });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/daemon-reload' failed/);
+    rmSync(tools, { recursive: true, force: true });
+  });
+
+  it('uninstall.sh removes unit and config but keeps state; --purge removes state and user', () => {
+    rmSync(log, { force: true });
+    writeFileSync(join(root, 'var/lib/navarch-agent/events.db'), 'x');
+    let r = run('bash', [uninstallSh, '--root', root], { env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service'))).toBe(false);
+    expect(existsSync(etc())).toBe(false);
+    expect(existsSync(join(root, 'var/lib/navarch-agent/events.db'))).toBe(true);
+    expect(calls()).toEqual(['systemctl disable --now navarch-agent.service', 'systemctl daemon-reload']);
+    // Again: nothing left to do, still success.
+    r = run('bash', [uninstallSh, '--root', root], { env });
+    expect(r.status, r.stderr).toBe(0);
+    if (have('userdel', ['--help'])) {
+      r = run('bash', [uninstallSh, '--root', root, '--purge'], { env });
+      expect(r.status, r.stderr).toBe(0);
+      expect(existsSync(join(root, 'var/lib/navarch-agent'))).toBe(false);
+      expect(readFileSync(join(root, 'etc/passwd'), 'utf8')).not.toContain('navarch-agent');
+    } else {
+      console.warn('[skip] uninstall --purge: userdel is not installed');
+    }
+  });
+});
