@@ -146,6 +146,9 @@ type LogRecord =
   | { t: 'f'; f: ActiveFault; b: string }
   | { t: 'u'; k: string };
 
+/** Directories (real paths) with a store open in this process. */
+const OPEN_DIRS = new Set<string>();
+
 const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
 const ACTION_RANK: Record<RecommendedAction, number> = { none: 0, restart_app: 1, reset_gpu: 2, reboot: 3, replace: 4 };
 const SEVERITIES = new Set<string>(['info', 'warning', 'critical']);
@@ -238,6 +241,7 @@ class FileEventStore implements DurableEventStore {
   private readonly ids: IdGen;
 
   private file: StoreFile | null = null;
+  private lockedDir: string | null = null;
   private fileBytes = 0;
   private needCompact = false;
   private closed = false;
@@ -330,9 +334,13 @@ class FileEventStore implements DurableEventStore {
 
   private takeLock(): void {
     const lockPath = path.join(this.dir, LOCK_NAME);
+    const real = fs.realpathSync(this.dir);
+    if (OPEN_DIRS.has(real)) throw new EventStoreError(`event store: ${this.dir} is in use by process ${process.pid} (this process)`, 'LOCKED');
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        OPEN_DIRS.add(real);
+        this.lockedDir = real;
         return;
       } catch (e) {
         if (errCode(e) !== 'EEXIST') throw new EventStoreError(`event store: cannot create lock ${lockPath}: ${(e as Error).message}`, 'IO');
@@ -354,6 +362,9 @@ class FileEventStore implements DurableEventStore {
   }
 
   private releaseLock(): void {
+    if (!this.lockedDir) return;
+    OPEN_DIRS.delete(this.lockedDir);
+    this.lockedDir = null;
     const lockPath = path.join(this.dir, LOCK_NAME);
     try {
       if (Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10) === process.pid) fs.rmSync(lockPath, { force: true });
@@ -532,7 +543,8 @@ class FileEventStore implements DurableEventStore {
 
   private pruneRecent(t: number): void {
     if (this.recent.size === 0) return;
-    const horizon = Math.max(t, this.now()) - this.windowMs * 2;
+    // Event times (not the wall clock): sources stamp events with their own timestamps.
+    const horizon = t - this.windowMs * 2;
     for (const [k, r] of this.recent) {
       if (r.lastTimeMs < horizon || this.recent.size > 4096) this.recent.delete(k);
     }
