@@ -2,7 +2,8 @@
 # Installs the navarch-agent systemd service: system user, /etc/navarch-agent (config + token),
 # the unit file, then daemon-reload, enable and start. Idempotent: re-running changes nothing
 # that is already right, never overwrites an existing agent.env (unless --replace-env), and only
-# restarts the service when the unit, the environment or the token changed.
+# restarts the service when the unit, the environment or the token changed. Without a token,
+# a drop-in (navarch-agent.service.d/50-no-token.conf) removes the credential and the flag.
 #
 # Usage: install.sh [--root DIR] [--bin PATH] [--set NAVARCH_KEY=VALUE]... [--replace-env]
 #                   [--token-file FILE | --token-stdin] [--no-start] [--no-enable] [--quiet]
@@ -137,18 +138,37 @@ elif [ ${#sets[@]} -gt 0 ]; then
   say "kept existing $env_file (use --replace-env to rewrite it)"
 fi
 
-# 4. Token: always present (LoadCredential fails on a missing file); empty means no token.
+# 4. Token. LoadCredential= fails the start when its file is missing, and the agent rejects an
+# empty token file, so without a token a drop-in drops the credential and the flag instead.
 token_file=$etc/auth-token
-if [ "$token_given" = 1 ]; then
+dropin_dir=$r/etc/systemd/system/navarch-agent.service.d
+dropin=$dropin_dir/50-no-token.conf
+if [ "$token_given" = 1 ] && [ -n "$token" ]; then
   if printf '%s' "$token" | write_if_changed "$token_file" 0600 0:0; then changed=1; say "wrote $token_file"; fi
-elif [ ! -e "$token_file" ]; then
-  : | write_if_changed "$token_file" 0600 0:0 || true
+elif [ "$token_given" = 1 ]; then
+  die "the token is empty"
 fi
+have_token=0
+if [ -s "$token_file" ]; then have_token=1; fi
 
 # 5. Unit file, with ExecStart pointing at --bin.
 if sed "s#^ExecStart=/usr/local/bin/navarch-agent #ExecStart=$bin #" "$unit_src" \
   | write_if_changed "$unit_dst" 0644 0:0; then
   changed=1; say "installed $unit_dst"
+fi
+if [ "$have_token" = 1 ]; then
+  if [ -e "$dropin" ]; then
+    rm -f "$dropin"; rmdir "$dropin_dir" 2>/dev/null || true
+    changed=1; say "removed $dropin (a token is configured)"
+  fi
+else
+  mkdir -p "$dropin_dir"
+  exec_line=$(grep '^ExecStart=' "$unit_dst" | sed 's# --auth-token-file [^ ]*##')
+  if printf '%s\n' "# Written by install.sh: no token in $token_file, so no credential to load." \
+    "[Service]" "LoadCredential=" "ExecStart=" "$exec_line" \
+    | write_if_changed "$dropin" 0644 0:0; then
+    changed=1; say "no token configured: installed $dropin"
+  fi
 fi
 
 # 6. systemd.

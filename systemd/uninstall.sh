@@ -31,6 +31,7 @@ case "$root" in /*) ;; *) die "--root must be an absolute path, got '$root'" ;; 
 r=${root%/}
 systemctl=${SYSTEMCTL:-systemctl}
 unit=$r/etc/systemd/system/navarch-agent.service
+dropin_dir=$r/etc/systemd/system/navarch-agent.service.d
 
 run() { say "+ $*"; "$@" || die "'$*' failed"; }
 if [ -e "$unit" ]; then
@@ -39,6 +40,10 @@ if [ -e "$unit" ]; then
   $systemctl disable --now navarch-agent.service || say "warning: '$systemctl disable --now' failed; continuing"
   rm -f "$unit"
   say "removed $unit"
+  if [ -d "$dropin_dir" ]; then
+    rm -f "$dropin_dir/50-no-token.conf"
+    rmdir "$dropin_dir" 2>/dev/null || say "kept $dropin_dir (it holds other drop-ins)"
+  fi
   # shellcheck disable=SC2086
   run $systemctl daemon-reload
 fi

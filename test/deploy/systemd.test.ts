@@ -69,7 +69,14 @@ describe('navarch-agent.service', () => {
       const rec = makeRecorder(join(root, 'systemctl-rec'), log, 'systemctl');
       const inst = run('bash', [installSh, '--root', root, '--quiet'], { env: { ...process.env, SYSTEMCTL: rec } });
       expect(inst.status, inst.stderr).toBe(0);
-      const r = run('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'navarch-agent.service']);
+      // Without a token the no-token drop-in is verified with the unit.
+      expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service.d/50-no-token.conf'))).toBe(true);
+      let r = run('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'navarch-agent.service']);
+      expect(r.stdout + r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      const inst2 = run('bash', [installSh, '--root', root, '--quiet', '--token-stdin'], { env: { ...process.env, SYSTEMCTL: rec }, input: 'tok' });
+      expect(inst2.status, inst2.stderr).toBe(0);
+      r = run('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'navarch-agent.service']);
       expect(r.stdout + r.stderr).toBe('');
       expect(r.status).toBe(0);
     } finally {
@@ -143,6 +150,32 @@ describe('install.sh / uninstall.sh in a scratch root', () => {
     expect(calls()).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service']);
   });
 
+  it('without a token installs a drop-in that loads no credential; a later token removes it', () => {
+    const root2 = mkdtempSync(join(tmpdir(), 'navarch-install-'));
+    try {
+      rmSync(log, { force: true });
+      let r = run('bash', [installSh, '--root', root2, '--quiet'], { env });
+      expect(r.status, r.stderr).toBe(0);
+      const dropin = join(root2, 'etc/systemd/system/navarch-agent.service.d/50-no-token.conf');
+      const text = readFileSync(dropin, 'utf8');
+      expect(text).toMatch(/^LoadCredential=$/m);
+      expect(text).toMatch(/^ExecStart=$/m);
+      expect(text).toMatch(/^ExecStart=\/usr\/local\/bin\/navarch-agent run --state-dir \$\{STATE_DIRECTORY\}$/m);
+      expect(existsSync(join(root2, 'etc/navarch-agent/auth-token'))).toBe(false);
+      rmSync(log, { force: true });
+      r = run('bash', [installSh, '--root', root2, '--token-stdin'], { env, input: 'abc\n' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(existsSync(dropin)).toBe(false);
+      expect(readFileSync(join(root2, 'etc/navarch-agent/auth-token'), 'utf8')).toBe('abc');
+      expect(calls()).toContain('systemctl restart navarch-agent.service');
+      r = run('bash', [installSh, '--root', root2, '--token-stdin'], { env, input: '' });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/token is empty/);
+    } finally {
+      rmSync(root2, { recursive: true, force: true });
+    }
+  });
+
   it('rejects bad input with a one-line error before changing anything', () => {
     const cases: Array<[string[], RegExp]> = [
       [['--set', 'SERVER=x'], /NAVARCH_\[A-Z0-9_\]\+/],
@@ -177,6 +210,7 @@ describe('install.sh / uninstall.sh in a scratch root', () => {
     let r = run('bash', [uninstallSh, '--root', root], { env });
     expect(r.status, r.stderr).toBe(0);
     expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service'))).toBe(false);
+    expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service.d'))).toBe(false);
     expect(existsSync(etc())).toBe(false);
     expect(existsSync(join(root, 'var/lib/navarch-agent/events.db'))).toBe(true);
     expect(calls()).toEqual(['systemctl disable --now navarch-agent.service', 'systemctl daemon-reload']);
