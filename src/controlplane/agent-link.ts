@@ -1,0 +1,752 @@
+/**
+ * The agent's link to Navarch's control plane: registration (forever, with backoff), heartbeats,
+ * health delivery (push on append, at-least-once, one ReportHealth in flight, ack to the store
+ * only after `acknowledged`), periodic check reports, command polling and handling, re-registration
+ * with fault re-assertion when the control plane forgot the node, and a graceful shutdown.
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { create } from '@bufbuild/protobuf';
+import pino, { type Logger } from 'pino';
+import type { HealthEvent } from '../events/types.js';
+import type { EventStore } from '../store/types.js';
+import {
+  GetNodeCommandsRequestSchema,
+  HeartbeatRequestSchema,
+  NodeCommandType,
+  NodeStatus,
+  ReportHealthRequestSchema,
+  type NodeCommand,
+} from '../gen/navarch/control_plane_pb.js';
+import type { ControlPlaneClient } from './client.js';
+import { runHook, type HookResult } from './hooks.js';
+import {
+  eventToProto,
+  faultsToResults,
+  faultToProto,
+  inventoryToRegisterRequest,
+  metricsToProto,
+  resultToProto,
+  type CheckResult,
+  type NodeInventory,
+  type NodeMetricsSample,
+} from './wire.js';
+
+export type { CheckResult, NodeInventory, NodeMetricsSample };
+
+/** Exit status the owner should use after TERMINATE (see docs/controlplane.md). */
+export const TERMINATE_EXIT_CODE = 0;
+/** Marker written to the state dir on TERMINATE; while it exists the link does not register. */
+export const TERMINATION_MARKER = 'terminated.json';
+
+export interface TerminationMarker {
+  commandId: string;
+  nodeId: string;
+  timeMs: number;
+  reason: string;
+}
+
+export interface TerminateInfo {
+  exitCode: number;
+  commandId: string;
+  markerPath: string | null;
+  parameters: Record<string, string>;
+}
+
+export interface RpcInfo {
+  method: 'RegisterNode' | 'ReportHealth' | 'SendHeartbeat' | 'GetNodeCommands';
+  ok: boolean;
+  /** Connect code name on failure ("unavailable", "not_found", "deadline_exceeded", ...). */
+  code: string | null;
+  durationMs: number;
+}
+
+export interface LinkStatus {
+  nodeId: string | null;
+  url: string;
+  registered: boolean;
+  registrations: number;
+  /** Set while registration fails with InvalidArgument / Unauthenticated / PermissionDenied. */
+  configError: string | null;
+  lastError: { method: string; code: string; message: string; atMs: number } | null;
+  lastSuccessMs: number | null;
+  lastRegisteredMs: number | null;
+  /** NodeStatus the control plane returned on the last ReportHealth ("NODE_STATUS_UNHEALTHY"). */
+  nodeStatus: string | null;
+  pending: number;
+  eventsDelivered: number;
+  reportsSent: number;
+  heartbeatsSent: number;
+  heartbeatIntervalMs: number;
+  healthIntervalMs: number;
+  commandPollIntervalMs: number;
+  cordoned: boolean;
+  draining: boolean;
+  terminating: boolean;
+  /** The termination marker found at start (the node was terminated before this process ran). */
+  terminated: TerminationMarker | null;
+  commandsHandled: number;
+}
+
+export interface AgentLinkOptions {
+  client: ControlPlaneClient;
+  store: EventStore;
+  inventory: () => NodeInventory | Promise<NodeInventory>;
+  metrics?: () => NodeMetricsSample | Promise<NodeMetricsSample>;
+  /** Node-side check results for periodic reports (boot, nvml, xid, ...). */
+  checks?: () => CheckResult[] | Promise<CheckResult[]>;
+  /** Full diagnostic sweep for RUN_DIAGNOSTIC (parameters of the command). */
+  diagnostics?: (parameters: Record<string, string>) => Promise<CheckResult[]>;
+  logger?: Logger;
+  /** Where the TERMINATE marker lives (none written when unset). */
+  stateDir?: string;
+  hooks?: {
+    /** Executable run as `<drain> drain|terminate` on DRAIN and TERMINATE. */
+    drain?: string;
+    /** Executable run as `<cordon> cordon|uncordon` on CORDON and UNCORDON. */
+    cordon?: string;
+    /** Deadline of a hook (default 300000; a command's `timeout` parameter in seconds overrides, capped at 1 h). */
+    timeoutMs?: number;
+  };
+  /** Called once after TERMINATE was handled and the link stopped: the owner exits with exitCode. */
+  onTerminate?: (info: TerminateInfo) => void;
+  /** Delivery latency (event timeMs -> acknowledged), per delivered event. */
+  onDeliveryLatency?: (ms: number, event: HealthEvent) => void;
+  /** Every RPC outcome (metrics). */
+  onRpc?: (info: RpcInfo) => void;
+  /** Local defaults until the control plane sends its own (heartbeat 30 s, health 60 s); poll 10 s. */
+  heartbeatIntervalMs?: number;
+  healthIntervalMs?: number;
+  commandPollIntervalMs?: number;
+  retry?: {
+    /** First backoff step (default 500 ms). */
+    baseMs?: number;
+    /** Backoff cap (default 30 s). */
+    capMs?: number;
+    /** Retry period after a configuration error (default 60 s). */
+    configErrorMs?: number;
+  };
+  /** Events per ReportHealth (default 500). */
+  maxEventsPerReport?: number;
+  /** Deadline of each provider call (inventory, metrics, checks; default 5 s). */
+  providerTimeoutMs?: number;
+  /** Deadline of a RUN_DIAGNOSTIC sweep (default 10 min). */
+  diagnosticTimeoutMs?: number;
+  /** Randomness for jitter (tests). */
+  random?: () => number;
+}
+
+const DEFAULT_HEARTBEAT_MS = 30_000;
+const DEFAULT_HEALTH_MS = 60_000;
+const DEFAULT_POLL_MS = 10_000;
+const MIN_SERVER_INTERVAL_S = 1;
+const MAX_SERVER_INTERVAL_S = 3600;
+const CONFIG_CODES = new Set([Code.InvalidArgument, Code.Unauthenticated, Code.PermissionDenied]);
+
+/**
+ * Validates an interval (seconds) from the control plane: 0, negative, non-integer garbage ->
+ * the default; otherwise clamped to [1 s, 1 h]. Returns milliseconds.
+ */
+export function validateServerInterval(seconds: number | undefined, defaultMs: number): { ms: number; adjusted: boolean } {
+  if (seconds === undefined || !Number.isFinite(seconds) || seconds <= 0) return { ms: defaultMs, adjusted: true };
+  const clamped = Math.min(MAX_SERVER_INTERVAL_S, Math.max(MIN_SERVER_INTERVAL_S, seconds));
+  return { ms: clamped * 1000, adjusted: clamped !== seconds };
+}
+
+/** Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)], at least 10 ms. */
+export function backoffMs(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.max(10, Math.floor(random() * ceiling));
+}
+
+/** interval +-10%. */
+export function jittered(ms: number, random: () => number = Math.random): number {
+  return Math.max(1, Math.round(ms * (0.9 + 0.2 * random())));
+}
+
+export function readTerminationMarker(stateDir: string): TerminationMarker | null {
+  try {
+    const m = JSON.parse(readFileSync(join(stateDir, TERMINATION_MARKER), 'utf8')) as TerminationMarker;
+    return typeof m === 'object' && m !== null ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+function codeName(c: Code): string {
+  return (Code[c] ?? 'unknown').replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
+}
+
+async function bounded<T>(p: T | Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      Promise.resolve(p),
+      new Promise<T>((_, reject) => {
+        t = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    if (t) clearTimeout(t);
+  }
+}
+
+export class AgentLink {
+  private readonly o: AgentLinkOptions;
+  private readonly log: Logger;
+  private readonly rnd: () => number;
+  private readonly abort = new AbortController();
+  private readonly retryBase: number;
+  private readonly retryCap: number;
+  private readonly configErrorMs: number;
+  private readonly maxBatch: number;
+  private readonly providerTimeoutMs: number;
+
+  private started = false;
+  private stopping = false;
+  private stopped = false;
+  private registered = false;
+  private registering: Promise<void> | null = null;
+  private generation = 0;
+  private nodeId: string | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private registeredWaiters: Array<() => void> = [];
+
+  private hbTimer: NodeJS.Timeout | null = null;
+  private healthTimer: NodeJS.Timeout | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private sleepers = new Set<() => void>();
+
+  private pumpRunning = false;
+  private dirty = false;
+  private periodicDue = false;
+  private needReassert = false;
+  private extraResults: CheckResult[] = [];
+
+  private heartbeatMs: number;
+  private healthMs: number;
+  private pollMs: number;
+
+  private readonly seenCommands = new Set<string>();
+  private readonly running = new Set<Promise<void>>();
+  private cordoned = false;
+  private draining = false;
+  private terminating = false;
+  private terminated: TerminationMarker | null = null;
+
+  private st = {
+    registrations: 0,
+    configError: null as string | null,
+    lastError: null as LinkStatus['lastError'],
+    lastSuccessMs: null as number | null,
+    lastRegisteredMs: null as number | null,
+    nodeStatus: null as string | null,
+    eventsDelivered: 0,
+    reportsSent: 0,
+    heartbeatsSent: 0,
+    commandsHandled: 0,
+  };
+
+  constructor(opts: AgentLinkOptions) {
+    this.o = opts;
+    this.log = opts.logger ?? pino({ level: 'silent' });
+    this.rnd = opts.random ?? Math.random;
+    this.retryBase = opts.retry?.baseMs ?? 500;
+    this.retryCap = opts.retry?.capMs ?? 30_000;
+    this.configErrorMs = opts.retry?.configErrorMs ?? 60_000;
+    this.maxBatch = Math.max(1, opts.maxEventsPerReport ?? 500);
+    this.providerTimeoutMs = opts.providerTimeoutMs ?? 5000;
+    const local = (v: number | undefined, d: number, name: string): number => {
+      if (v === undefined) return d;
+      if (!Number.isFinite(v) || v < 100 || v > 3_600_000) throw new Error(`${name} must be within [100 ms, 1 h], got ${v}`);
+      return v;
+    };
+    this.heartbeatMs = local(opts.heartbeatIntervalMs, DEFAULT_HEARTBEAT_MS, 'heartbeatIntervalMs');
+    this.healthMs = local(opts.healthIntervalMs, DEFAULT_HEALTH_MS, 'healthIntervalMs');
+    this.pollMs = local(opts.commandPollIntervalMs, DEFAULT_POLL_MS, 'commandPollIntervalMs');
+  }
+
+  /** Starts registration (in the background) and the loops. Idempotent. */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    if (this.o.stateDir) {
+      this.terminated = readTerminationMarker(this.o.stateDir);
+      if (this.terminated) {
+        this.log.error(
+          { commandId: this.terminated.commandId, at: new Date(this.terminated.timeMs).toISOString() },
+          `node was terminated by control-plane command; not registering. Remove ${join(this.o.stateDir, TERMINATION_MARKER)} to bring it back`,
+        );
+        return;
+      }
+    }
+    this.unsubscribe = this.o.store.onAppend(() => this.kickPump());
+    this.ensureRegistered('start');
+  }
+
+  /** Resolves once registered (immediately when already registered). */
+  whenRegistered(): Promise<void> {
+    if (this.registered) return Promise.resolve();
+    return new Promise((resolve) => this.registeredWaiters.push(resolve));
+  }
+
+  status(): LinkStatus {
+    return {
+      nodeId: this.nodeId,
+      url: this.o.client.url.toString(),
+      registered: this.registered,
+      registrations: this.st.registrations,
+      configError: this.st.configError,
+      lastError: this.st.lastError,
+      lastSuccessMs: this.st.lastSuccessMs,
+      lastRegisteredMs: this.st.lastRegisteredMs,
+      nodeStatus: this.st.nodeStatus,
+      pending: this.o.store.pendingCount(),
+      eventsDelivered: this.st.eventsDelivered,
+      reportsSent: this.st.reportsSent,
+      heartbeatsSent: this.st.heartbeatsSent,
+      heartbeatIntervalMs: this.heartbeatMs,
+      healthIntervalMs: this.healthMs,
+      commandPollIntervalMs: this.pollMs,
+      cordoned: this.cordoned,
+      draining: this.draining,
+      terminating: this.terminating,
+      terminated: this.terminated,
+      commandsHandled: this.st.commandsHandled,
+    };
+  }
+
+  /** Sends a report now (events plus current check results), e.g. after a state change. */
+  reportNow(): void {
+    this.periodicDue = true;
+    this.kickPump();
+  }
+
+  /**
+   * Stops the loops, flushes pending events and sends a final report within deadlineMs (default
+   * 10 s), then cancels whatever is still in flight. Resolves when done; never rejects.
+   */
+  async stop(opts: { deadlineMs?: number } = {}): Promise<void> {
+    await this.shutdown(opts.deadlineMs ?? 10_000, true);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // RPC plumbing
+
+  private async call<T>(method: RpcInfo['method'], fn: (o: { signal: AbortSignal; timeoutMs: number }) => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      const r = await fn({ signal: this.abort.signal, timeoutMs: this.o.client.timeoutMs });
+      this.st.lastSuccessMs = Date.now();
+      this.o.onRpc?.({ method, ok: true, code: null, durationMs: performance.now() - t0 });
+      return r;
+    } catch (e) {
+      const ce = ConnectError.from(e);
+      const code = codeName(ce.code);
+      this.st.lastError = { method, code, message: ce.rawMessage, atMs: Date.now() };
+      this.o.onRpc?.({ method, ok: false, code, durationMs: performance.now() - t0 });
+      throw ce;
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.abort.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.sleepers.add(done);
+    });
+  }
+
+  private wakeSleepers(): void {
+    for (const s of [...this.sleepers]) s();
+  }
+
+  private clearTimers(): void {
+    for (const t of [this.hbTimer, this.healthTimer, this.pollTimer]) if (t) clearTimeout(t);
+    this.hbTimer = this.healthTimer = this.pollTimer = null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Registration
+
+  private ensureRegistered(reason: string): void {
+    if (this.registering || this.stopping || this.stopped) return;
+    this.registered = false;
+    this.generation += 1;
+    this.clearTimers();
+    this.registering = this.registerLoop(reason).finally(() => {
+      this.registering = null;
+    });
+  }
+
+  private async registerLoop(reason: string): Promise<void> {
+    let attempt = 0;
+    while (!this.stopping && !this.abort.signal.aborted) {
+      let delay: number;
+      try {
+        const inv = await bounded(this.o.inventory(), this.providerTimeoutMs, 'inventory provider');
+        if (!inv.nodeId) throw new ConnectError('node id is empty (set --node-id or the hostname)', Code.InvalidArgument);
+        const req = inventoryToRegisterRequest(inv);
+        const res = await this.call('RegisterNode', (o) => this.o.client.rpc.registerNode(req, o));
+        if (!res.success) throw new ConnectError(`registration rejected: ${res.message}`, Code.Unavailable);
+        if (this.stopping) return;
+        this.nodeId = inv.nodeId;
+        const hb = validateServerInterval(res.config?.heartbeatIntervalSeconds, DEFAULT_HEARTBEAT_MS);
+        const hc = validateServerInterval(res.config?.healthCheckIntervalSeconds, DEFAULT_HEALTH_MS);
+        if (hb.adjusted || hc.adjusted) {
+          this.log.warn(
+            { heartbeatIntervalSeconds: res.config?.heartbeatIntervalSeconds, healthCheckIntervalSeconds: res.config?.healthCheckIntervalSeconds },
+            `control plane sent out-of-range intervals; using heartbeat ${hb.ms} ms, health ${hc.ms} ms`,
+          );
+        }
+        this.heartbeatMs = res.config ? hb.ms : this.heartbeatMs;
+        this.healthMs = res.config ? hc.ms : this.healthMs;
+        this.registered = true;
+        this.st.registrations += 1;
+        this.st.lastRegisteredMs = Date.now();
+        if (this.st.configError) this.log.info('control-plane configuration error resolved');
+        this.st.configError = null;
+        const faults = this.o.store.activeFaults();
+        this.log.info(
+          { nodeId: inv.nodeId, gpus: inv.gpus.length, reason, registrations: this.st.registrations, activeFaults: faults.length },
+          'registered with the control plane',
+        );
+        // Registration resets the node to ACTIVE: re-assert what is wrong at once.
+        this.needReassert = true;
+        this.periodicDue = true;
+        this.startLoops();
+        const waiters = this.registeredWaiters.splice(0);
+        for (const w of waiters) w();
+        return;
+      } catch (e) {
+        if (this.stopping) return;
+        const ce = ConnectError.from(e);
+        if (CONFIG_CODES.has(ce.code)) {
+          const msg = `control-plane configuration error (${codeName(ce.code)}): ${ce.rawMessage}; retrying every ${Math.round(this.configErrorMs / 1000)} s`;
+          this.st.configError = msg;
+          this.log.error({ code: codeName(ce.code), url: this.o.client.url.origin }, msg);
+          delay = jittered(this.configErrorMs, this.rnd);
+        } else {
+          delay = backoffMs(attempt, this.retryBase, this.retryCap, this.rnd);
+          this.log.warn({ code: codeName(ce.code), err: ce.rawMessage, retryInMs: delay, attempt: attempt + 1 }, 'registration failed');
+        }
+        attempt += 1;
+      }
+      await this.sleep(delay);
+    }
+  }
+
+  /** The control plane answered NotFound: it forgot the node. Re-register, then re-assert. */
+  private forgotten(method: string): void {
+    if (!this.registered) return;
+    this.log.warn({ method }, 'control plane does not know this node (NotFound): re-registering');
+    this.ensureRegistered('not_found');
+  }
+
+  private startLoops(): void {
+    this.clearTimers();
+    const gen = this.generation;
+    // First heartbeat right away, then on the (jittered) interval.
+    const hb = async (): Promise<void> => {
+      if (gen !== this.generation || this.stopping) return;
+      await this.heartbeat();
+      if (gen === this.generation && !this.stopping) this.hbTimer = setTimeout(hb, jittered(this.heartbeatMs, this.rnd));
+    };
+    this.hbTimer = setTimeout(hb, 0);
+    const health = (): void => {
+      if (gen !== this.generation || this.stopping) return;
+      this.periodicDue = true;
+      this.kickPump();
+      this.healthTimer = setTimeout(health, jittered(this.healthMs, this.rnd));
+    };
+    this.healthTimer = setTimeout(health, jittered(this.healthMs, this.rnd));
+    const poll = async (): Promise<void> => {
+      if (gen !== this.generation || this.stopping) return;
+      await this.pollCommands();
+      if (gen === this.generation && !this.stopping) this.pollTimer = setTimeout(poll, jittered(this.pollMs, this.rnd));
+    };
+    this.pollTimer = setTimeout(poll, jittered(Math.min(this.pollMs, 1000), this.rnd));
+    this.kickPump();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Heartbeat
+
+  private async heartbeat(): Promise<void> {
+    if (!this.registered || !this.nodeId) return;
+    let metrics;
+    if (this.o.metrics) {
+      try {
+        metrics = metricsToProto(await bounded(this.o.metrics(), this.providerTimeoutMs, 'metrics provider'));
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'metrics unavailable; heartbeat without metrics');
+      }
+    }
+    // No timestamp: the control plane's own clock decides liveness.
+    const req = create(HeartbeatRequestSchema, { nodeId: this.nodeId, metrics });
+    try {
+      await this.call('SendHeartbeat', (o) => this.o.client.rpc.sendHeartbeat(req, o));
+      this.st.heartbeatsSent += 1;
+    } catch (e) {
+      const ce = e as ConnectError;
+      if (ce.code === Code.NotFound) this.forgotten('SendHeartbeat');
+      else if (!this.abort.signal.aborted) this.log.warn({ code: codeName(ce.code), err: ce.rawMessage }, 'heartbeat failed');
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Health delivery
+
+  private kickPump(): void {
+    this.dirty = true;
+    if (this.pumpRunning || !this.registered || this.stopped || this.abort.signal.aborted) return;
+    this.pumpRunning = true;
+    void this.pump()
+      .catch((e) => this.log.error({ err: (e as Error).message }, 'health delivery loop failed'))
+      .finally(() => {
+        this.pumpRunning = false;
+        if (this.dirty && this.registered && !this.abort.signal.aborted) this.kickPump();
+      });
+  }
+
+  private async pump(): Promise<void> {
+    let attempt = 0;
+    while (this.registered && this.nodeId && !this.abort.signal.aborted) {
+      this.dirty = false;
+      const gen = this.generation;
+      const wantPeriodic = this.periodicDue;
+      const wantReassert = this.needReassert;
+      const extra = this.extraResults.splice(0);
+      const batch = this.o.store.pending(this.maxBatch);
+      if (batch.length === 0 && !wantPeriodic && !wantReassert && extra.length === 0) {
+        if (this.dirty) continue;
+        return;
+      }
+      this.periodicDue = false;
+      this.needReassert = false;
+      const results: CheckResult[] = [];
+      const events = [];
+      if (wantReassert) {
+        const faults = this.o.store.activeFaults();
+        events.push(...faults.map(faultToProto));
+        results.push(...faultsToResults(faults));
+        if (faults.length > 0) this.log.warn({ faults: faults.map((f) => f.key) }, 're-asserting active faults after registration');
+      }
+      if (wantPeriodic && this.o.checks) {
+        try {
+          results.push(...(await bounded(this.o.checks(), this.providerTimeoutMs, 'check provider')));
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message }, 'check results unavailable for this report');
+        }
+      }
+      results.push(...extra);
+      events.push(...batch.map(eventToProto));
+      const req = create(ReportHealthRequestSchema, { nodeId: this.nodeId, results: results.map(resultToProto), events });
+      try {
+        const res = await this.call('ReportHealth', (o) => this.o.client.rpc.reportHealth(req, o));
+        if (!res.acknowledged) throw new ConnectError('report not acknowledged', Code.Unavailable);
+        this.st.reportsSent += 1;
+        this.st.nodeStatus = `NODE_STATUS_${NodeStatus[res.nodeStatus] ?? 'UNKNOWN'}`;
+        attempt = 0;
+        if (batch.length > 0) {
+          try {
+            await this.o.store.ack(batch.map((e) => ({ id: e.id, count: e.count })));
+          } catch (e) {
+            this.log.error({ err: (e as Error).message }, 'store ack failed; events will be re-sent');
+          }
+          const now = Date.now();
+          this.st.eventsDelivered += batch.length;
+          if (this.o.onDeliveryLatency) for (const ev of batch) this.o.onDeliveryLatency(Math.max(0, now - ev.timeMs), ev);
+        }
+      } catch (e) {
+        // Nothing is dropped: flags and extra results go back, events stay in the store.
+        if (wantPeriodic) this.periodicDue = true;
+        if (wantReassert) this.needReassert = true;
+        this.extraResults.unshift(...extra);
+        const ce = e as ConnectError;
+        if (this.abort.signal.aborted) return;
+        if (ce.code === Code.NotFound) {
+          if (gen === this.generation) this.forgotten('ReportHealth');
+          return;
+        }
+        const delay = this.stopping ? Math.min(200, backoffMs(attempt, this.retryBase, this.retryCap, this.rnd)) : backoffMs(attempt, this.retryBase, this.retryCap, this.rnd);
+        attempt += 1;
+        this.log.warn(
+          { code: codeName(ce.code), err: ce.rawMessage, pending: this.o.store.pendingCount(), retryInMs: delay },
+          'health report failed; will retry',
+        );
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Commands
+
+  private async pollCommands(): Promise<void> {
+    if (!this.registered || !this.nodeId || this.terminating) return;
+    const req = create(GetNodeCommandsRequestSchema, { nodeId: this.nodeId });
+    let commands: NodeCommand[];
+    try {
+      commands = (await this.call('GetNodeCommands', (o) => this.o.client.rpc.getNodeCommands(req, o))).commands;
+    } catch (e) {
+      if (!this.abort.signal.aborted) this.log.warn({ code: codeName((e as ConnectError).code), err: (e as ConnectError).rawMessage }, 'command poll failed');
+      return;
+    }
+    for (const c of commands) {
+      if (this.seenCommands.has(c.commandId)) continue;
+      this.seenCommands.add(c.commandId);
+      if (this.seenCommands.size > 1000) this.seenCommands.delete(this.seenCommands.values().next().value as string);
+      const p = this.handleCommand(c)
+        .catch((e) => this.log.error({ commandId: c.commandId, err: (e as Error).message }, 'command failed'))
+        .finally(() => this.running.delete(p));
+      this.running.add(p);
+    }
+  }
+
+  private hookTimeout(params: Record<string, string>): number {
+    const base = this.o.hooks?.timeoutMs ?? 300_000;
+    const s = Number(params.timeout);
+    return Number.isFinite(s) && s > 0 ? Math.min(3_600_000, s * 1000) : base;
+  }
+
+  private async hook(kind: 'drain' | 'cordon', arg: string, c: NodeCommand): Promise<HookResult | null> {
+    const path = this.o.hooks?.[kind];
+    if (!path) return null;
+    const env: Record<string, string> = {
+      NAVARCH_COMMAND_ID: c.commandId,
+      NAVARCH_COMMAND_TYPE: NodeCommandType[c.type] ?? 'UNKNOWN',
+      NAVARCH_NODE_ID: this.nodeId ?? '',
+    };
+    for (const [k, v] of Object.entries(c.parameters)) {
+      const name = k.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
+      if (name) env[`NAVARCH_PARAM_${name}`] = v;
+    }
+    const r = await runHook(path, [arg], env, this.hookTimeout(c.parameters));
+    const level = r.ok ? 'info' : 'error';
+    this.log[level](
+      { hook: path, arg, exitCode: r.exitCode, signal: r.signal, timedOut: r.timedOut, error: r.error, durationMs: r.durationMs, output: r.output.slice(-1024) },
+      r.ok ? `${kind} hook succeeded` : `${kind} hook failed`,
+    );
+    return r;
+  }
+
+  private async handleCommand(c: NodeCommand): Promise<void> {
+    const type = NodeCommandType[c.type] ?? `UNKNOWN(${c.type})`;
+    this.log.info({ commandId: c.commandId, type, parameters: c.parameters }, 'control-plane command received');
+    this.st.commandsHandled += 1;
+    switch (c.type) {
+      case NodeCommandType.CORDON:
+        if (c.parameters.uncordon === 'true') {
+          this.cordoned = false;
+          await this.hook('cordon', 'uncordon', c);
+        } else {
+          this.cordoned = true;
+          await this.hook('cordon', 'cordon', c);
+        }
+        return;
+      case NodeCommandType.UNCORDON:
+        this.cordoned = false;
+        this.draining = false;
+        await this.hook('cordon', 'uncordon', c);
+        return;
+      case NodeCommandType.DRAIN:
+        this.cordoned = true;
+        this.draining = true;
+        await this.hook('drain', 'drain', c);
+        return;
+      case NodeCommandType.RUN_DIAGNOSTIC:
+        await this.diagnostic(c);
+        return;
+      case NodeCommandType.TERMINATE:
+        await this.terminate(c);
+        return;
+      default:
+        this.log.warn({ commandId: c.commandId, type }, 'unknown command type; skipped');
+    }
+  }
+
+  private async diagnostic(c: NodeCommand): Promise<void> {
+    let results: CheckResult[];
+    if (!this.o.diagnostics) {
+      results = [{ name: 'diagnostic', status: 'unknown', message: 'no diagnostic provider configured', details: { command_id: c.commandId } }];
+    } else {
+      try {
+        results = await bounded(this.o.diagnostics({ ...c.parameters }), this.o.diagnosticTimeoutMs ?? 600_000, 'diagnostic sweep');
+      } catch (e) {
+        results = [{ name: 'diagnostic', status: 'unknown', message: `diagnostic failed: ${(e as Error).message}`, details: { command_id: c.commandId } }];
+      }
+    }
+    this.log.info({ commandId: c.commandId, results: results.map((r) => `${r.name}=${r.status}`) }, 'diagnostic results');
+    this.extraResults.push(...results.map((r) => ({ ...r, details: { ...(r.details ?? {}), command_id: c.commandId } })));
+    this.kickPump();
+  }
+
+  private async terminate(c: NodeCommand): Promise<void> {
+    if (this.terminating) return;
+    this.terminating = true;
+    this.cordoned = true;
+    this.draining = true;
+    this.log.warn({ commandId: c.commandId, parameters: c.parameters }, 'TERMINATE: draining, final report, then exit');
+    await this.hook('drain', 'terminate', c);
+    let markerPath: string | null = null;
+    if (this.o.stateDir) {
+      markerPath = join(this.o.stateDir, TERMINATION_MARKER);
+      const marker: TerminationMarker = { commandId: c.commandId, nodeId: this.nodeId ?? '', timeMs: Date.now(), reason: 'TERMINATE command' };
+      try {
+        mkdirSync(this.o.stateDir, { recursive: true });
+        writeFileSync(markerPath + '.tmp', JSON.stringify(marker) + '\n', { mode: 0o644 });
+        renameSync(markerPath + '.tmp', markerPath);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message, markerPath }, 'cannot write the termination marker');
+        markerPath = null;
+      }
+    }
+    this.extraResults.push({ name: 'agent', status: 'unknown', message: `terminating on command ${c.commandId}`, details: { command_id: c.commandId } });
+    await this.shutdown(Math.min(30_000, this.hookTimeout(c.parameters)), false);
+    this.o.onTerminate?.({ exitCode: TERMINATE_EXIT_CODE, commandId: c.commandId, markerPath, parameters: { ...c.parameters } });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Shutdown
+
+  private async shutdown(deadlineMs: number, waitCommands: boolean): Promise<void> {
+    if (this.stopping) {
+      while (!this.stopped) await new Promise((r) => setTimeout(r, 20));
+      return;
+    }
+    this.stopping = true;
+    const deadline = Date.now() + Math.max(0, deadlineMs);
+    this.clearTimers();
+    this.wakeSleepers();
+    if (this.registered) {
+      // Flush events and send the final report (with current check results) through the pump.
+      this.periodicDue = true;
+      this.kickPump();
+      while (Date.now() < deadline && this.registered && (this.pumpRunning || this.periodicDue || this.o.store.pendingCount() > 0)) {
+        if (!this.pumpRunning) this.kickPump();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const left = this.o.store.pendingCount();
+      if (left > 0) this.log.warn({ pending: left }, 'stopping with events not yet acknowledged (kept in the store)');
+    }
+    if (waitCommands && this.running.size > 0) {
+      const rest = Math.max(0, deadline - Date.now());
+      await Promise.race([Promise.allSettled([...this.running]), new Promise((r) => setTimeout(r, rest))]);
+    }
+    this.abort.abort();
+    this.wakeSleepers();
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    this.registered = false;
+    this.stopped = true;
+    this.o.client.close();
+    this.log.info('control-plane link stopped');
+  }
+}

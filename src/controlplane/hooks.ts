@@ -1,0 +1,62 @@
+/**
+ * Runs an operator hook (drain / cordon executable) for a control-plane command: no shell, a
+ * deadline (SIGTERM, then SIGKILL 2 s later), bounded captured output.
+ */
+import { spawn } from 'node:child_process';
+
+export interface HookResult {
+  ok: boolean;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  /** Last bytes of stdout+stderr (at most 4 KiB). */
+  output: string;
+  /** Spawn error (ENOENT, EACCES, ...). */
+  error?: string;
+  durationMs: number;
+}
+
+const MAX_OUTPUT = 4096;
+
+export function runHook(
+  path: string,
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+): Promise<HookResult> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    let output = '';
+    let timedOut = false;
+    let settled = false;
+    let killTimer: NodeJS.Timeout | null = null;
+    const finish = (r: Omit<HookResult, 'durationMs' | 'output' | 'timedOut'>): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (killTimer) clearTimeout(killTimer);
+      resolve({ ...r, timedOut, output, durationMs: Date.now() - started });
+    };
+    let child;
+    try {
+      child = spawn(path, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    } catch (e) {
+      resolve({ ok: false, exitCode: null, signal: null, timedOut: false, output: '', error: (e as Error).message, durationMs: 0 });
+      return;
+    }
+    const keep = (b: Buffer): void => {
+      output = (output + b.toString('utf8')).slice(-MAX_OUTPUT);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    }, timeoutMs);
+    child.on('error', (e: NodeJS.ErrnoException) =>
+      finish({ ok: false, exitCode: null, signal: null, error: `${e.code ?? ''} ${e.message}`.trim() }),
+    );
+    child.on('close', (code, signal) => finish({ ok: code === 0 && !timedOut, exitCode: code, signal }));
+  });
+}

@@ -1,0 +1,328 @@
+/**
+ * Conversions between the agent's model (events, faults, inventory, metrics, check results) and
+ * Navarch's protobuf messages. Pure functions; both the delivery loops and the development
+ * control plane use them.
+ */
+import { create } from '@bufbuild/protobuf';
+import { timestampFromMs, timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
+import type { ActiveFault, HealthEvent as AgentEvent, HealthWatchSystem, NavarchEventType } from '../events/types.js';
+import {
+  GPUInfoSchema,
+  GPUMetricsSchema,
+  HealthCheckResultSchema,
+  HealthEventSchema,
+  HealthEventType,
+  HealthStatus,
+  HealthWatchSystem as PbSystem,
+  NodeMetadataSchema,
+  NodeMetricsSchema,
+  RegisterNodeRequestSchema,
+  type HealthCheckResult as PbCheckResult,
+  type HealthEvent as PbHealthEvent,
+  type NodeMetrics as PbNodeMetrics,
+  type RegisterNodeRequest,
+} from '../gen/navarch/control_plane_pb.js';
+
+// ---------------------------------------------------------------------------------------------
+// Agent-side shapes the providers return
+
+/** One GPU as registered. */
+export interface InventoryGpu {
+  index: number;
+  uuid: string;
+  name: string;
+  /** NVML busId "%08X:%02X:%02X.0". */
+  pciBusId: string;
+  memoryTotalBytes: number | null;
+  driverVersion: string;
+  cudaVersion: string;
+}
+
+/** What RegisterNode carries. */
+export interface NodeInventory {
+  nodeId: string;
+  provider: string;
+  region: string;
+  zone: string;
+  instanceType: string;
+  /** Becomes labels.pool (overrides a "pool" key in labels) when non-empty. */
+  pool?: string;
+  labels?: Record<string, string>;
+  hostname: string;
+  internalIp: string;
+  externalIp: string;
+  kernelVersion: string;
+  gpus: InventoryGpu[];
+}
+
+export interface GpuMetricsSample {
+  index: number;
+  temperatureC: number | null;
+  powerW: number | null;
+  utilizationPercent: number | null;
+  memoryUsedBytes: number | null;
+}
+
+export interface NodeMetricsSample {
+  cpuUsagePercent: number;
+  memoryUsagePercent: number;
+  gpus: GpuMetricsSample[];
+}
+
+export type CheckStatus = 'unknown' | 'healthy' | 'degraded' | 'unhealthy';
+
+/** A node-side check result (boot, nvml, xid, diagnostic, ...), sent as HealthCheckResult. */
+export interface CheckResult {
+  name: string;
+  status: CheckStatus;
+  message: string;
+  details?: Record<string, string>;
+  /** When the check completed (ms since the epoch); default: now. */
+  timeMs?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enums
+
+const EVENT_TYPES: Record<NavarchEventType, HealthEventType> = {
+  unknown: HealthEventType.UNKNOWN,
+  xid: HealthEventType.XID,
+  thermal: HealthEventType.THERMAL,
+  power: HealthEventType.POWER,
+  memory: HealthEventType.MEMORY,
+  nvlink: HealthEventType.NVLINK,
+  pcie: HealthEventType.PCIE,
+  driver_error: HealthEventType.DRIVER_ERROR,
+  ecc_sbe: HealthEventType.ECC_SBE,
+  ecc_dbe: HealthEventType.ECC_DBE,
+};
+
+const SYSTEMS: Record<HealthWatchSystem, PbSystem> = {
+  UNKNOWN: PbSystem.UNKNOWN,
+  PCIE: PbSystem.PCIE,
+  NVLINK: PbSystem.NVLINK,
+  PMU: PbSystem.PMU,
+  MCU: PbSystem.MCU,
+  MEM: PbSystem.MEM,
+  SM: PbSystem.SM,
+  INFOROM: PbSystem.INFOROM,
+  THERMAL: PbSystem.THERMAL,
+  POWER: PbSystem.POWER,
+  DRIVER: PbSystem.DRIVER,
+  NVSWITCH: PbSystem.NVSWITCH,
+};
+
+export function eventTypeToProto(t: NavarchEventType): HealthEventType {
+  return EVENT_TYPES[t] ?? HealthEventType.UNKNOWN;
+}
+
+export function systemToProto(s: HealthWatchSystem): PbSystem {
+  return SYSTEMS[s] ?? PbSystem.UNKNOWN;
+}
+
+/** CEL string of a HealthEventType as Navarch's evaluator sees it ("xid", "thermal", ...). */
+export function eventTypeCelName(t: HealthEventType): NavarchEventType {
+  for (const [k, v] of Object.entries(EVENT_TYPES)) if (v === t) return k as NavarchEventType;
+  return 'unknown';
+}
+
+/** CEL string of a HealthWatchSystem ("DCGM_HEALTH_WATCH_MEM", ...). */
+export function systemCelName(s: PbSystem): string {
+  for (const [k, v] of Object.entries(SYSTEMS)) if (v === s && k !== 'UNKNOWN') return `DCGM_HEALTH_WATCH_${k}`;
+  return 'DCGM_HEALTH_WATCH_UNKNOWN';
+}
+
+export function checkStatusToProto(s: CheckStatus): HealthStatus {
+  switch (s) {
+    case 'healthy':
+      return HealthStatus.HEALTHY;
+    case 'degraded':
+      return HealthStatus.DEGRADED;
+    case 'unhealthy':
+      return HealthStatus.UNHEALTHY;
+    default:
+      return HealthStatus.UNKNOWN;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+/** Metric keys Navarch's CEL policy reads as integers. */
+export const INTEGER_POLICY_KEYS = ['xid_code', 'temperature', 'ecc_sbe_count', 'ecc_dbe_count', 'link_id'] as const;
+
+/**
+ * Normalises a policy key's value to a plain base-10 integer string ("79", not " 79" or "79.0"),
+ * which Go's strconv.ParseInt accepts and CEL sees as int. Non-numeric values are left alone.
+ */
+export function plainInteger(v: string): string {
+  const t = v.trim();
+  if (/^-?\d+$/.test(t)) return String(BigInt(t));
+  if (/^\+\d+$/.test(t)) return String(BigInt(t.slice(1)));
+  const n = Number(t);
+  if (t !== '' && Number.isFinite(n)) return String(Math.trunc(n));
+  return v;
+}
+
+function normaliseMetrics(metrics: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(metrics)) out[k] = String(v);
+  for (const k of INTEGER_POLICY_KEYS) {
+    const v = out[k];
+    if (v !== undefined) out[k] = plainInteger(v);
+  }
+  return out;
+}
+
+function gpuIndexOf(i: number): number {
+  return Number.isInteger(i) && i >= 0 && i <= 0x7fffffff ? i : -1;
+}
+
+/**
+ * A stored event as a proto HealthEvent. The agent's extras go into metrics as plain strings
+ * (`count`, `event_id`, `severity`, `action`, `source`, `fault_key`), never overriding a key the
+ * source set; gpu_index is explicit (-1 for node level).
+ */
+export function eventToProto(ev: AgentEvent): PbHealthEvent {
+  const metrics = normaliseMetrics(ev.metrics ?? {});
+  const extras: Record<string, string> = {
+    count: String(ev.count ?? 1),
+    event_id: ev.id,
+    severity: ev.severity,
+    action: ev.action,
+    source: ev.source,
+    fault_key: ev.key,
+  };
+  for (const [k, v] of Object.entries(extras)) if (metrics[k] === undefined && v !== undefined) metrics[k] = v;
+  return create(HealthEventSchema, {
+    timestamp: timestampFromMs(Math.round(ev.timeMs)),
+    gpuIndex: gpuIndexOf(ev.gpuIndex),
+    gpuUuid: ev.gpuUuid ?? '',
+    system: systemToProto(ev.system),
+    eventType: eventTypeToProto(ev.type),
+    metrics,
+    message: ev.message ?? '',
+  });
+}
+
+/** An active fault re-asserted after (re-)registration, as a proto HealthEvent. */
+export function faultToProto(f: ActiveFault): PbHealthEvent {
+  const metrics = normaliseMetrics(f.metrics ?? {});
+  const extras: Record<string, string> = {
+    count: String(f.count),
+    event_id: f.lastEventId,
+    severity: f.severity,
+    action: f.action,
+    fault_key: f.key,
+    reasserted: 'true',
+    since: new Date(f.sinceMs).toISOString(),
+  };
+  for (const [k, v] of Object.entries(extras)) if (metrics[k] === undefined) metrics[k] = v;
+  return create(HealthEventSchema, {
+    timestamp: timestampFromMs(Math.round(f.lastSeenMs)),
+    gpuIndex: gpuIndexOf(f.gpuIndex),
+    gpuUuid: f.gpuUuid ?? '',
+    system: systemToProto(f.system),
+    eventType: eventTypeToProto(f.type),
+    metrics,
+    message: f.message,
+  });
+}
+
+/**
+ * Check results that re-assert active faults: one "active_faults" result, UNHEALTHY when any
+ * fault is critical (DEGRADED for warnings only), so a re-registered node does not read ACTIVE.
+ * Empty when nothing is critical or warning.
+ */
+export function faultsToResults(faults: ActiveFault[], nowMs = Date.now()): CheckResult[] {
+  const critical = faults.filter((f) => f.severity === 'critical');
+  const warning = faults.filter((f) => f.severity === 'warning');
+  if (critical.length === 0 && warning.length === 0) return [];
+  const worst = critical.length > 0 ? critical : warning;
+  const details: Record<string, string> = {};
+  for (const f of [...critical, ...warning].slice(0, 64)) details[f.key] = `${f.severity}: ${f.message}`.slice(0, 512);
+  return [
+    {
+      name: 'active_faults',
+      status: critical.length > 0 ? 'unhealthy' : 'degraded',
+      message: `${worst.length} active ${critical.length > 0 ? 'critical' : 'warning'} fault(s): ${worst
+        .slice(0, 8)
+        .map((f) => f.key)
+        .join(', ')}`,
+      details,
+      timeMs: nowMs,
+    },
+  ];
+}
+
+export function resultToProto(r: CheckResult): PbCheckResult {
+  return create(HealthCheckResultSchema, {
+    checkName: r.name,
+    status: checkStatusToProto(r.status),
+    message: r.message ?? '',
+    timestamp: timestampFromMs(Math.round(r.timeMs ?? Date.now())),
+    details: { ...(r.details ?? {}) },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration and heartbeat
+
+export function inventoryToRegisterRequest(inv: NodeInventory): RegisterNodeRequest {
+  const labels: Record<string, string> = { ...(inv.labels ?? {}) };
+  if (inv.pool) labels.pool = inv.pool;
+  return create(RegisterNodeRequestSchema, {
+    nodeId: inv.nodeId,
+    provider: inv.provider ?? '',
+    region: inv.region ?? '',
+    zone: inv.zone ?? '',
+    instanceType: inv.instanceType ?? '',
+    gpus: (inv.gpus ?? []).map((g) =>
+      create(GPUInfoSchema, {
+        index: g.index,
+        uuid: g.uuid ?? '',
+        name: g.name ?? '',
+        pciBusId: g.pciBusId ?? '',
+        memoryTotal: BigInt(Math.max(0, Math.trunc(g.memoryTotalBytes ?? 0))),
+        driverVersion: g.driverVersion ?? '',
+        cudaVersion: g.cudaVersion ?? '',
+      }),
+    ),
+    metadata: create(NodeMetadataSchema, {
+      hostname: inv.hostname || inv.nodeId,
+      internalIp: inv.internalIp ?? '',
+      externalIp: inv.externalIp ?? '',
+      kernelVersion: inv.kernelVersion ?? '',
+      labels,
+    }),
+  });
+}
+
+function finiteOr(v: number | null | undefined, d: number): number {
+  return typeof v === 'number' && Number.isFinite(v) ? v : d;
+}
+
+function int32(v: number | null | undefined): number {
+  const n = Math.trunc(finiteOr(v, 0));
+  return Math.max(-0x80000000, Math.min(0x7fffffff, n));
+}
+
+export function metricsToProto(m: NodeMetricsSample): PbNodeMetrics {
+  return create(NodeMetricsSchema, {
+    cpuUsagePercent: finiteOr(m.cpuUsagePercent, 0),
+    memoryUsagePercent: finiteOr(m.memoryUsagePercent, 0),
+    gpuMetrics: (m.gpus ?? []).map((g) =>
+      create(GPUMetricsSchema, {
+        gpuIndex: int32(g.index),
+        temperature: int32(g.temperatureC),
+        powerUsage: int32(g.powerW),
+        utilizationPercent: finiteOr(g.utilizationPercent, 0),
+        memoryUsed: BigInt(Math.max(0, Math.trunc(finiteOr(g.memoryUsedBytes, 0)))),
+      }),
+    ),
+  });
+}
+
+export function tsToMs(ts: Timestamp | undefined): number | null {
+  return ts ? timestampMs(ts) : null;
+}
