@@ -1,0 +1,507 @@
+/**
+ * The daemon: composes the GPU backend, the event sources (NVML events, kernel log, telemetry),
+ * the durable event store, the control-plane link, the local API and systemd notifications.
+ *
+ *   backend.watch ──> nvml-events ─┐
+ *   kmsg (PCI id -> GPU) ──────────┼──> store.append (durable, coalesced) ──> control-plane link
+ *   telemetry sampler + judge ─────┘                 └──> metrics, /status
+ *
+ * Faults are detected and stored whether or not the control plane is reachable; the link sends
+ * what is pending when it can. Nothing here blocks on the network.
+ */
+import { mkdir, open as openFile, unlink } from 'node:fs/promises';
+import { hostname as osHostname } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { AgentMetrics } from '../api/metrics.js';
+import { startApiServer, type ApiServer } from '../api/server.js';
+import type { AgentStatus, AgentView, ControlPlaneStatus, DeviceStatus, KmsgStatus } from '../api/types.js';
+import { selectBackend, type SelectResult } from '../backends/select.js';
+import { isInjectable, type FakeFault, type GpuBackend } from '../backends/types.js';
+import type { AgentConfig } from '../config/config.js';
+import type { HealthEventInput } from '../events/types.js';
+import type { DeviceInfo, DeviceSnapshot, NvmlEvent, WatchStats } from '../nvml/types.js';
+import { normalizePciBusId } from '../sources/kmsg-parse.js';
+import { nvmlEventsToInputs } from '../sources/nvml-events.js';
+import { openEventStore, type DurableEventStore } from '../store/event-store.js';
+import type { AppendResult } from '../store/types.js';
+import { TelemetryLoop } from './telemetry-loop.js';
+import { KmsgLink } from './kmsg-link.js';
+import { AgentLink, type LinkStatus, type TerminateInfo } from '../controlplane/agent-link.js';
+import { createControlPlaneClient, type ControlPlaneClient } from '../controlplane/client.js';
+import type { CheckResult, NodeInventory, NodeMetricsSample } from '../controlplane/wire.js';
+import { instanceTypeGpus } from '../host/instance-types.js';
+import { CpuUsage, memoryUsagePercent, nodeFacts } from '../host/facts.js';
+
+export class AgentStartError extends Error {
+  override name = 'AgentStartError';
+  /** True for bad configuration (exit code 2), false for a host problem (exit code 1). */
+  constructor(
+    message: string,
+    readonly usage = false,
+  ) {
+    super(message);
+  }
+}
+
+function linkState(s: LinkStatus): ControlPlaneStatus {
+  let state: ControlPlaneStatus['state'];
+  if (s.configError && /unauthenticated|permission/i.test(s.lastError?.code ?? '')) state = 'unauthorized';
+  else if (s.registered && s.lastSuccessMs !== null && (s.lastError === null || s.lastError.atMs <= s.lastSuccessMs)) state = 'connected';
+  else if (!s.registered && s.lastError === null) state = 'connecting';
+  else state = 'disconnected';
+  return {
+    server: s.url,
+    state,
+    registered: s.registered,
+    nodeStatus: s.nodeStatus,
+    lastError: s.configError ?? (s.lastError ? `${s.lastError.method}: ${s.lastError.code}: ${s.lastError.message}` : null),
+    lastContactMs: s.lastSuccessMs,
+  };
+}
+
+export interface AgentOptions {
+  config: AgentConfig;
+  log: Logger;
+  version: string;
+  env?: NodeJS.ProcessEnv;
+  /** Called when the agent changes state (for systemd STATUS=). */
+  onStatusText?: (text: string) => void;
+  /** Override of os.hostname() (tests). */
+  hostname?: string;
+  /** The control plane ordered TERMINATE: the owner should exit with this code. */
+  onTerminate?: (info: TerminateInfo) => void;
+}
+
+/** Liveness: the main loop must have ticked within this long. */
+const LIVENESS_MS = 15_000;
+const TICK_MS = 1_000;
+/** Bounded map of event id -> time stored, for the delivery-latency histogram. */
+const MAX_TRACKED_EVENTS = 20_000;
+
+export class Agent implements AgentView {
+  readonly startedAtMs = Date.now();
+  readonly metrics: AgentMetrics;
+  private api: ApiServer | null = null;
+  private store: DurableEventStore | null = null;
+  private backend: GpuBackend | null = null;
+  private selection: SelectResult | null = null;
+  private watch: { stop(): Promise<void>; stats(): WatchStats } | null = null;
+  private telemetry: TelemetryLoop | null = null;
+  private kmsg: KmsgLink | null = null;
+  private link: AgentLink | null = null;
+  private client: ControlPlaneClient | null = null;
+  private readonly cpu = new CpuUsage();
+  private tickTimer: NodeJS.Timeout | null = null;
+  private lastTickMs = Date.now();
+  private stopping: Promise<void> | null = null;
+  private readonly devices = new Map<number, DeviceStatus>();
+  private readonly byPci = new Map<string, DeviceInfo>();
+  private readonly ingestQueue = new Set<Promise<void>>();
+  private readonly log: Logger;
+  private readonly cfg: AgentConfig;
+  private readonly hostname: string;
+  private appendFailures = 0;
+
+  private constructor(private readonly opts: AgentOptions) {
+    this.cfg = opts.config;
+    this.log = opts.log;
+    this.hostname = opts.hostname ?? osHostname();
+    this.metrics = new AgentMetrics({ view: this, hostname: this.hostname, version: opts.version });
+  }
+
+  /** Open everything in order; on failure, close what was opened and throw AgentStartError. */
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const agent = new Agent(opts);
+    try {
+      await agent.open();
+    } catch (err) {
+      await agent.stop('start failed').catch(() => undefined);
+      throw err instanceof AgentStartError ? err : new AgentStartError((err as Error).message);
+    }
+    return agent;
+  }
+
+  get apiUrl(): string | null {
+    return this.api?.url ?? null;
+  }
+
+  private async open(): Promise<void> {
+    const { cfg, log } = this;
+    const env = this.opts.env ?? process.env;
+
+    // Validate the control-plane settings before opening anything.
+    try {
+      this.client = createControlPlaneClient({
+        url: cfg.server,
+        ...(cfg.authToken ? { token: cfg.authToken } : {}),
+        httpVersion: cfg.httpVersion,
+        ...(cfg.caFile ? { caFile: cfg.caFile } : {}),
+        ...(cfg.clientCert ? { certFile: cfg.clientCert } : {}),
+        ...(cfg.clientKey ? { keyFile: cfg.clientKey } : {}),
+        allowInsecure: cfg.allowInsecure,
+      });
+    } catch (err) {
+      throw new AgentStartError(`control plane: ${(err as Error).message}`, true);
+    }
+
+    await ensureWritableDir(cfg.stateDir);
+
+    // 1. GPU backend
+    const blog = log.child({ component: 'backend' });
+    try {
+      this.selection = await selectBackend({
+        mode: cfg.gpuBackend,
+        env,
+        ...(cfg.instanceType ? { instanceType: cfg.instanceType } : {}),
+        ...(cfg.scenario ? { scenarioFile: cfg.scenario } : {}),
+        ...(cfg.sysRoot ? { sysRoot: cfg.sysRoot } : {}),
+      });
+    } catch (err) {
+      throw new AgentStartError(`GPU backend: ${(err as Error).message}`);
+    }
+    const backend = this.selection.backend;
+    this.backend = backend;
+    for (const w of this.selection.warnings) blog.warn(w);
+    blog.info({ kind: backend.kind, reason: backend.reason, system: backend.system(), gpus: backend.devices().length }, 'GPU backend open');
+    this.setInventory(backend.devices());
+
+    // 2. Durable store
+    try {
+      this.store = await openEventStore({ dir: join(cfg.stateDir, 'events'), logger: log.child({ component: 'store' }) });
+    } catch (err) {
+      throw new AgentStartError(`event store in ${cfg.stateDir}: ${(err as Error).message}`);
+    }
+    this.store.onAppend((r) => this.onAppended(r));
+    if (this.selection.driverError) this.ingest(this.selection.driverError);
+
+    // 3. Local API (before the sources: /healthz answers while they start)
+    try {
+      this.api = await startApiServer({
+        host: cfg.listen.host,
+        port: cfg.listen.port,
+        view: this,
+        metrics: this.metrics,
+        log: log.child({ component: 'api' }),
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new AgentStartError(
+        `local API: cannot listen on ${cfg.listen.host}:${cfg.listen.port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`,
+      );
+    }
+    if (!cfg.listen.loopback) {
+      log.warn({ listen: this.api.url }, 'local API listens on a non-loopback address (explicitly configured)');
+    }
+    log.child({ component: 'api' }).info({ url: this.api.url, inject: this.inject !== undefined }, 'local API listening');
+
+    // 4. Sources
+    this.watch = backend.watch((events) => this.onNvmlEvents(events));
+    this.telemetry = new TelemetryLoop({
+      backend,
+      intervalMs: cfg.telemetryIntervalMs,
+      log: log.child({ component: 'telemetry' }),
+      onSnapshots: (snaps) => this.onSnapshots(snaps),
+      thresholds: { expectedGpuCount: backend.kind === 'nvml' ? (instanceTypeGpus(cfg.instanceType)?.gpus ?? null) : null },
+      onEvents: (inputs) => {
+        for (const i of inputs) this.ingest(i);
+      },
+    });
+    await this.telemetry.start();
+    this.kmsg = new KmsgLink({
+      path: cfg.kmsgPath,
+      stateDir: cfg.stateDir,
+      log: log.child({ component: 'kmsg' }),
+      resolvePci: (short) => this.byPci.get(short) ?? null,
+      onEvent: (i) => this.ingest(i),
+    });
+    await this.kmsg.start();
+
+    // 5. Control plane (in the background: never blocks detection)
+    this.link = new AgentLink({
+      client: this.client,
+      store: this.store,
+      logger: log.child({ component: 'controlplane' }),
+      stateDir: cfg.stateDir,
+      inventory: () => this.inventory(),
+      metrics: () => this.nodeMetrics(),
+      checks: () => this.checks(),
+      hooks: {
+        ...(cfg.drainHook ? { drain: cfg.drainHook } : {}),
+        ...(cfg.cordonHook ? { cordon: cfg.cordonHook } : {}),
+      },
+      heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+      healthIntervalMs: cfg.healthCheckIntervalMs,
+      commandPollIntervalMs: cfg.commandPollIntervalMs,
+      onDeliveryLatency: (ms) => this.metrics.observeDelivery(ms / 1000),
+      onTerminate: (info) => this.opts.onTerminate?.(info),
+    });
+    this.link.start();
+
+    // 6. Main loop tick (liveness)
+    this.tickTimer = setInterval(() => {
+      this.lastTickMs = Date.now();
+    }, TICK_MS);
+    this.tickTimer.unref();
+  }
+
+  private setInventory(devs: DeviceInfo[]): void {
+    this.byPci.clear();
+    for (const d of devs) {
+      const prev = this.devices.get(d.index);
+      this.devices.set(d.index, {
+        ...d,
+        telemetry: prev?.telemetry ?? null,
+        sampleError: prev?.sampleError ?? null,
+        sampledAtMs: prev?.sampledAtMs ?? null,
+        lastXid: prev?.lastXid ?? 0,
+      });
+      const short = normalizePciBusId(d.pciBusId) ?? normalizePciBusId(d.pciBusIdShort);
+      if (short) this.byPci.set(short, d);
+    }
+  }
+
+  private onSnapshots(snaps: DeviceSnapshot[]): void {
+    for (const s of snaps) {
+      const d = this.devices.get(s.index);
+      if (!d) continue;
+      d.sampledAtMs = s.takenAtMs;
+      if (s.ok) {
+        d.telemetry = s.telemetry;
+        d.sampleError = null;
+      } else {
+        d.sampleError = s.error;
+      }
+    }
+  }
+
+  private onNvmlEvents(events: NvmlEvent[]): void {
+    const source = this.backend?.kind === 'fake' ? 'fake' : 'nvml';
+    let inputs: HealthEventInput[];
+    try {
+      inputs = nvmlEventsToInputs(events, { source });
+    } catch (err) {
+      this.log.error({ err, component: 'nvml-events' }, 'cannot classify NVML events');
+      return;
+    }
+    for (const i of inputs) this.ingest(i);
+  }
+
+  /** Append a classified event to the durable store (never throws; failures are logged). */
+  ingest(input: HealthEventInput): void {
+    const store = this.store;
+    if (!store) return;
+    const p = store
+      .append(input)
+      .then(() => undefined)
+      .catch((err: unknown) => {
+        this.appendFailures++;
+        this.log.error({ err, key: input.key, severity: input.severity, component: 'store' }, 'cannot store health event');
+      })
+      .finally(() => this.ingestQueue.delete(p));
+    this.ingestQueue.add(p);
+  }
+
+  private onAppended(r: AppendResult): void {
+    const ev = r.event;
+    if (ev.type === 'xid') {
+      const code = Number(ev.metrics.xid_code);
+      if (Number.isSafeInteger(code)) {
+        const d = this.devices.get(ev.gpuIndex);
+        if (d) d.lastXid = code;
+        // Count occurrences: a cross-source duplicate (same XID from NVML and the kernel log)
+        // does not grow the stored count, so it is not counted twice here either.
+        const prev = this.lastCounts.get(ev.id) ?? 0;
+        const delta = r.coalesced ? Math.max(0, ev.count - prev) : ev.count;
+        this.lastCounts.set(ev.id, ev.count);
+        if (this.lastCounts.size > MAX_TRACKED_EVENTS) this.lastCounts.delete(this.lastCounts.keys().next().value as string);
+        if (delta > 0) this.metrics.recordXid(ev.gpuIndex, code, delta);
+      }
+    }
+    this.log.info(
+      { component: 'events', id: ev.id, key: ev.key, type: ev.type, gpu: ev.gpuIndex, severity: ev.severity, action: ev.action, count: ev.count, source: ev.source, coalesced: r.coalesced },
+      ev.message,
+    );
+  }
+
+  private readonly lastCounts = new Map<string, number>();
+
+  private inventory(): NodeInventory {
+    const cfg = this.cfg;
+    const facts = nodeFacts({ hostname: this.hostname });
+    const sys = this.backend?.system();
+    return {
+      nodeId: cfg.nodeId,
+      provider: cfg.provider,
+      region: cfg.region,
+      zone: cfg.zone,
+      instanceType: cfg.instanceType,
+      pool: cfg.pool,
+      labels: { ...cfg.labels },
+      hostname: facts.hostname || cfg.nodeId,
+      internalIp: facts.internalIp,
+      externalIp: facts.externalIp,
+      kernelVersion: facts.kernelVersion,
+      gpus: [...this.devices.values()]
+        .sort((a, b) => a.index - b.index)
+        .map((d) => ({
+          index: d.index,
+          uuid: d.uuid,
+          name: d.name,
+          pciBusId: d.pciBusId,
+          memoryTotalBytes: d.memoryTotalBytes,
+          driverVersion: sys?.driverVersion ?? '',
+          cudaVersion: sys?.cudaDriverVersion ?? '',
+        })),
+    };
+  }
+
+  private async nodeMetrics(): Promise<NodeMetricsSample> {
+    const [cpu, mem] = await Promise.all([this.cpu.percent().catch(() => 0), memoryUsagePercent().catch(() => 0)]);
+    return {
+      cpuUsagePercent: cpu,
+      memoryUsagePercent: mem,
+      gpus: [...this.devices.values()]
+        .filter((d) => d.telemetry !== null && d.sampleError === null)
+        .map((d) => ({
+          index: d.index,
+          temperatureC: d.telemetry?.temperatureC ?? null,
+          powerW: d.telemetry?.powerUsageW ?? null,
+          utilizationPercent: d.telemetry?.gpuUtilPercent ?? null,
+          memoryUsedBytes: d.telemetry?.memoryUsedBytes ?? null,
+        })),
+    };
+  }
+
+  /** Node-side check results for the periodic report (Go node's "boot" and "gpu" checks). */
+  private checks(): CheckResult[] {
+    const b = this.backend;
+    const out: CheckResult[] = [];
+    const n = this.devices.size;
+    if (!b || b.kind === 'none') {
+      out.push({ name: 'boot', status: 'unhealthy', message: this.selection?.driverError?.message ?? 'no GPU backend' });
+    } else {
+      out.push({ name: 'boot', status: n > 0 ? 'healthy' : 'unhealthy', message: `${n} GPU(s) via ${b.kind}` });
+    }
+    const failing = [...this.devices.values()].filter((d) => d.error || d.sampleError);
+    const lost = failing.filter((d) => (d.error ?? d.sampleError)?.code === 'NVML_ERROR_GPU_IS_LOST');
+    out.push({
+      name: 'gpu',
+      status: lost.length ? 'unhealthy' : failing.length ? 'degraded' : 'healthy',
+      message: failing.length
+        ? failing.map((d) => `GPU ${d.index}: ${(d.error ?? d.sampleError)?.code}`).join(', ')
+        : `${n} GPU(s) answering`,
+    });
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // AgentView
+
+  alive(): boolean {
+    return this.stopping === null && Date.now() - this.lastTickMs < LIVENESS_MS;
+  }
+
+  status(): AgentStatus {
+    const b = this.backend;
+    const cp: ControlPlaneStatus = this.link ? linkState(this.link.status()) : {
+      server: this.cfg.server,
+      state: 'connecting',
+      registered: false,
+      nodeStatus: null,
+      lastError: null,
+      lastContactMs: null,
+    };
+    const kmsg: KmsgStatus = this.kmsg?.status() ?? { enabled: this.cfg.kmsgPath !== null, path: this.cfg.kmsgPath, state: 'starting' };
+    return {
+      agent: {
+        version: this.opts.version,
+        nodeId: this.cfg.nodeId,
+        pid: process.pid,
+        startedAtMs: this.startedAtMs,
+        uptimeS: Math.round((Date.now() - this.startedAtMs) / 1000),
+        stateDir: this.cfg.stateDir,
+      },
+      backend: {
+        kind: b?.kind ?? 'none',
+        reason: b?.reason ?? 'not open',
+        driverError: this.selection?.driverError?.message ?? null,
+        warnings: this.selection?.warnings ?? [],
+      },
+      system: b ? b.system() : null,
+      devices: [...this.devices.values()].sort((x, y) => x.index - y.index),
+      activeFaults: this.store?.activeFaults() ?? [],
+      controlPlane: cp,
+      events: {
+        pending: this.store?.pendingCount() ?? 0,
+        store: this.store ? { ...this.store.stats(), appendFailures: this.appendFailures } : null,
+      },
+      kmsg,
+      watch: this.watch?.stats() ?? null,
+    };
+  }
+
+  get inject(): ((fault: FakeFault) => Promise<void>) | undefined {
+    const b = this.backend;
+    if (!b || !isInjectable(b)) return undefined;
+    return async (fault: FakeFault) => {
+      b.inject(fault);
+      // Sample right away so telemetry-driven faults (temperature, ECC counters, ...) show up
+      // without waiting for the next interval.
+      await this.telemetry?.sampleNow();
+    };
+  }
+
+  /** Wait until every event handed to ingest() so far is in the store. */
+  async drainIngest(): Promise<void> {
+    while (this.ingestQueue.size > 0) await Promise.allSettled([...this.ingestQueue]);
+  }
+
+  /**
+   * Stop sources, store what is in flight, push pending events to the control plane within the
+   * shutdown deadline (final report), then close everything. Idempotent.
+   */
+  stop(reason = 'stop'): Promise<void> {
+    if (!this.stopping) this.stopping = this.doStop(reason);
+    return this.stopping;
+  }
+
+  private async doStop(reason: string): Promise<void> {
+    const log = this.log;
+    log.info({ reason }, 'stopping');
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.selection?.scenario?.run?.stop();
+    await Promise.allSettled([this.watch?.stop(), this.telemetry?.stop(), this.kmsg?.stop()]);
+    await this.drainIngest();
+    if (this.link) {
+      const deadline = Date.now() + this.cfg.shutdownTimeoutMs;
+      try {
+        await this.link.stop({ deadlineMs: Math.max(0, deadline - Date.now()) });
+      } catch (err) {
+        log.warn({ err }, 'control-plane link did not stop cleanly');
+      }
+    }
+    const pending = this.store?.pendingCount() ?? 0;
+    if (pending > 0) log.warn({ pending }, 'events still pending at exit: kept on disk, sent on the next start');
+    await this.store?.close().catch((err: unknown) => log.error({ err }, 'closing the event store failed'));
+    await this.api?.close();
+    await this.backend?.close().catch((err: unknown) => log.warn({ err }, 'closing the GPU backend failed'));
+    this.client?.close();
+    log.info('stopped');
+  }
+}
+
+async function ensureWritableDir(dir: string): Promise<void> {
+  const probe = join(dir, `.probe-${process.pid}`);
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const fh = await openFile(probe, 'wx', 0o600);
+    await fh.close();
+    await unlink(probe);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new AgentStartError(
+      `state directory ${dir} is not writable (${e.code ?? e.message}): create it for the agent or pass --state-dir`,
+    );
+  }
+}

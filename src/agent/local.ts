@@ -1,0 +1,107 @@
+/**
+ * Read commands without a running agent: one local snapshot of the GPUs (devices) and the active
+ * faults kept in the state directory (faults).
+ */
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DeviceStatus } from '../api/types.js';
+import { selectBackend } from '../backends/select.js';
+import type { AgentConfig } from '../config/config.js';
+import type { ActiveFault } from '../events/types.js';
+import { EventStoreError, openEventStore } from '../store/event-store.js';
+
+export interface LocalSnapshot {
+  backend: { kind: string; reason: string; driverError: string | null };
+  devices: DeviceStatus[];
+  /** Faults judged locally from this one snapshot (lost GPUs, driver error). */
+  faults: ActiveFault[];
+}
+
+export async function localSnapshot(cfg: AgentConfig, env: NodeJS.ProcessEnv): Promise<LocalSnapshot> {
+  const sel = await selectBackend({
+    mode: cfg.gpuBackend,
+    env,
+    ...(cfg.instanceType ? { instanceType: cfg.instanceType } : {}),
+    ...(cfg.sysRoot ? { sysRoot: cfg.sysRoot } : {}),
+    startScenario: false,
+  });
+  const b = sel.backend;
+  try {
+    const snaps = await b.snapshot();
+    const now = Date.now();
+    const faults: ActiveFault[] = [];
+    if (sel.driverError) {
+      const e = sel.driverError;
+      faults.push({
+        key: e.key,
+        gpuIndex: -1,
+        gpuUuid: '',
+        type: e.type,
+        system: e.system,
+        severity: e.severity,
+        action: e.action,
+        message: e.message,
+        metrics: e.metrics,
+        sinceMs: e.timeMs,
+        lastSeenMs: e.timeMs,
+        count: 1,
+        lastEventId: '',
+      });
+    }
+    const devices: DeviceStatus[] = b.devices().map((d) => {
+      const s = snaps.find((x) => x.index === d.index);
+      const err = s && !s.ok ? s.error : null;
+      if (err?.code === 'NVML_ERROR_GPU_IS_LOST' || d.error?.code === 'NVML_ERROR_GPU_IS_LOST') {
+        faults.push({
+          key: `gpu${d.index}/xid/79`,
+          gpuIndex: d.index,
+          gpuUuid: d.uuid,
+          type: 'xid',
+          system: 'DRIVER',
+          severity: 'critical',
+          action: 'reboot',
+          message: `GPU ${d.index} is lost (fallen off the bus)`,
+          metrics: { xid_code: '79' },
+          sinceMs: now,
+          lastSeenMs: now,
+          count: 1,
+          lastEventId: '',
+        });
+      }
+      return {
+        ...d,
+        telemetry: s && s.ok ? s.telemetry : null,
+        sampleError: err,
+        sampledAtMs: s?.takenAtMs ?? null,
+        lastXid: 0,
+      };
+    });
+    return { backend: { kind: b.kind, reason: b.reason, driverError: sel.driverError?.message ?? null }, devices, faults };
+  } finally {
+    await b.close().catch(() => undefined);
+  }
+}
+
+/** Active faults stored in the state directory (empty when there is no store yet). */
+export async function storedFaults(cfg: AgentConfig): Promise<ActiveFault[]> {
+  const dir = join(cfg.stateDir, 'events');
+  try {
+    await access(dir);
+  } catch {
+    return [];
+  }
+  let store;
+  try {
+    store = await openEventStore({ dir, fsync: false });
+  } catch (err) {
+    if (err instanceof EventStoreError && err.code === 'LOCKED') {
+      throw new Error(`the event store in ${dir} is locked by a running agent whose API does not answer; use --api <url>`);
+    }
+    throw err;
+  }
+  try {
+    return store.activeFaults();
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,347 @@
+/**
+ * The `navarch-agent` command line: dispatch, bad-input handling (one line on stderr, exit 2)
+ * and the read commands. `runCli()` returns the exit code; src/cli/main.ts calls it.
+ */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { UsageError, resolveConfig, type AgentConfig } from '../config/config.js';
+import { parseDuration } from '../config/duration.js';
+import { LOG_LEVELS } from '../config/options.js';
+import { xidInfo } from '../xid/catalog.js';
+import type { AgentStatus, DeviceStatus } from '../api/types.js';
+import type { ActiveFault } from '../events/types.js';
+import { parseFakeFault, InjectValidationError } from '../api/inject.js';
+import { helpText, parseArgv, type ParsedArgs } from './args.js';
+import { COMMANDS, COMMAND_BY_NAME } from './commands.js';
+import { ago, fmt, gib, table } from './output.js';
+
+export interface CliIo {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+  env: NodeJS.ProcessEnv;
+}
+
+const defaultIo: CliIo = {
+  stdout: (s) => process.stdout.write(s),
+  stderr: (s) => process.stderr.write(s),
+  env: process.env,
+};
+
+export function packageVersion(): string {
+  try {
+    const p = fileURLToPath(new URL('../../package.json', import.meta.url));
+    return (JSON.parse(readFileSync(p, 'utf8')) as { version?: string }).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+function usageLine(): string {
+  return `usage: navarch-agent <command> [flags]\n\ncommands:\n${COMMANDS.map((c) => `  ${c.name.padEnd(14)}${c.summary.split('. ')[0]?.replace(/\.$/, '')}`).join('\n')}\n\nRun "navarch-agent help <command>" for a command's flags.\n`;
+}
+
+/** Run the CLI; resolves to the process exit code. */
+export async function runCli(argv: readonly string[], io: CliIo = defaultIo): Promise<number> {
+  try {
+    return await dispatch(argv, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr(`navarch-agent: ${oneLine(err.message)}\n`);
+      return 2;
+    }
+    io.stderr(`navarch-agent: ${oneLine(err instanceof Error ? err.message : String(err))}\n`);
+    return 1;
+  }
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h') {
+    (name === undefined ? io.stderr : io.stdout)(usageLine());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    io.stdout(`${packageVersion()}\n`);
+    return 0;
+  }
+  const cmd = COMMAND_BY_NAME.get(name);
+  if (!cmd) {
+    throw new UsageError(`unknown command "${name}" (commands: ${COMMANDS.map((c) => c.name).join(', ')})`);
+  }
+  const args = parseArgv(rest, cmd);
+  if (args.flags.get('help') === true) {
+    io.stdout(`${helpText(cmd)}\n`);
+    return 0;
+  }
+  switch (cmd.name) {
+    case 'help': {
+      const target = args.positionals[0];
+      if (!target) {
+        io.stdout(usageLine());
+        return 0;
+      }
+      const c = COMMAND_BY_NAME.get(target);
+      if (!c) throw new UsageError(`unknown command "${target}"`);
+      io.stdout(`${helpText(c)}\n`);
+      return 0;
+    }
+    case 'version':
+      io.stdout(args.flags.get('json') ? `${JSON.stringify({ version: packageVersion(), node: process.version })}\n` : `${packageVersion()}\n`);
+      return 0;
+    case 'xid':
+      return cmdXid(args, io);
+    case 'run': {
+      const cfg = resolveConfig({ flags: args.flags, env: io.env });
+      const { runDaemon } = await import('../agent/daemon.js');
+      return runDaemon(cfg, { version: packageVersion(), env: io.env });
+    }
+    case 'devices':
+      return cmdDevices(args, io);
+    case 'faults':
+      return cmdFaults(args, io);
+    case 'doctor': {
+      const cfg = resolveConfig({ flags: args.flags, env: io.env });
+      const { runDoctor } = await import('./doctor.js');
+      return runDoctor(cfg, { json: args.flags.get('json') === true, io });
+    }
+    case 'inject':
+      return cmdInject(args, io);
+    case 'control-plane':
+      return cmdControlPlane(args, io);
+    case 'demo': {
+      const d = args.flags.get('duration');
+      let durationMs: number | null = null;
+      if (typeof d === 'string') {
+        durationMs = parseDuration(d);
+        if (durationMs === null || durationMs <= 0) throw new UsageError(`flag --duration: expected a duration like "60s", got "${d}"`);
+      }
+      const level = strFlag(args, 'log-level') ?? 'warn';
+      if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+        throw new UsageError(`flag --log-level: expected one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
+      }
+      const { runDemo } = await import('./demo.js');
+      return runDemo({ durationMs, logLevel: level, json: args.flags.get('json') === true, io });
+    }
+    default:
+      throw new UsageError(`unknown command "${name}"`);
+  }
+}
+
+function strFlag(args: ParsedArgs, name: string): string | undefined {
+  const v = args.flags.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+function cmdXid(args: ParsedArgs, io: CliIo): number {
+  const raw = args.positionals[0] as string;
+  if (!/^\d{1,6}$/.test(raw.trim())) throw new UsageError(`xid: expected a non-negative integer code, got "${raw}"`);
+  const info = xidInfo(Number(raw));
+  if (args.flags.get('json')) {
+    io.stdout(`${JSON.stringify(info, null, 2)}\n`);
+    return 0;
+  }
+  const lines = [
+    `XID ${info.code}  ${info.mnemonic}${info.known ? '' : '  (not in the catalog)'}`,
+    `  meaning:        ${info.description}`,
+    `  NVIDIA action:  ${info.nvidiaAction}${info.nvidiaInvestigation ? ` (then ${info.nvidiaInvestigation})` : ''}`,
+    `  agent:          severity ${info.severity}, recommended action ${info.action}`,
+    `  control plane:  ${info.navarchFatal ? 'fatal in the default policy (node becomes UNHEALTHY)' : 'degraded in the default policy'}`,
+    `  source:         ${info.citation}`,
+  ];
+  if (info.note) lines.push(`  note:           ${info.note}`);
+  io.stdout(`${lines.join('\n')}\n`);
+  return 0;
+}
+
+/** Base URL of a running agent's API: --api, else http://<listen>. */
+function apiBase(args: ParsedArgs, cfg: AgentConfig | null): string {
+  const api = strFlag(args, 'api');
+  if (api !== undefined) {
+    let u: URL;
+    try {
+      u = new URL(api);
+    } catch {
+      throw new UsageError(`flag --api: expected a URL like "http://127.0.0.1:9400", got "${api}"`);
+    }
+    if (u.protocol !== 'http:') throw new UsageError(`flag --api: expected an http:// URL, got "${api}"`);
+    return api.replace(/\/+$/, '');
+  }
+  if (cfg) {
+    const host = cfg.listen.host === '0.0.0.0' ? '127.0.0.1' : cfg.listen.host === '::' ? '::1' : cfg.listen.host;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${cfg.listen.port}`;
+  }
+  return 'http://127.0.0.1:9400';
+}
+
+async function fetchStatus(base: string): Promise<AgentStatus | null> {
+  try {
+    const res = await fetch(`${base}/status`, { signal: AbortSignal.timeout(3000) });
+    if (!res.ok) return null;
+    return (await res.json()) as AgentStatus;
+  } catch {
+    return null;
+  }
+}
+
+function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): string[][] {
+  return devices.map((d) => {
+    const mine = faults.filter((f) => f.gpuIndex === d.index);
+    const worst = mine.some((f) => f.severity === 'critical') ? 'critical' : mine.some((f) => f.severity === 'warning') ? 'warning' : null;
+    const err = d.error ?? d.sampleError;
+    const health = err ? `error: ${err.code}` : worst ? `${worst}: ${mine.map((f) => f.type + (f.metrics.xid_code ? ` ${f.metrics.xid_code}` : '')).join(', ')}` : 'ok';
+    const t = d.telemetry;
+    return [
+      String(d.index),
+      d.name,
+      d.uuid,
+      d.pciBusId,
+      gib(d.memoryTotalBytes),
+      fmt(t?.temperatureC, 'C'),
+      fmt(t?.powerUsageW, 'W'),
+      fmt(t?.gpuUtilPercent, '%'),
+      health,
+    ];
+  });
+}
+
+async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
+  const cfg = resolveConfig({ flags: args.flags, env: io.env });
+  const json = args.flags.get('json') === true;
+  const status = await fetchStatus(apiBase(args, cfg));
+  let devices: DeviceStatus[];
+  let faults: ActiveFault[];
+  let source: string;
+  let backend: { kind: string; reason: string; driverError: string | null };
+  if (status) {
+    devices = status.devices;
+    faults = status.activeFaults;
+    source = 'agent';
+    backend = status.backend;
+  } else {
+    const { localSnapshot } = await import('../agent/local.js');
+    const snap = await localSnapshot(cfg, io.env);
+    devices = snap.devices;
+    faults = snap.faults;
+    source = 'local';
+    backend = snap.backend;
+  }
+  if (json) {
+    io.stdout(`${JSON.stringify({ source, backend, devices, activeFaults: faults }, null, 2)}\n`);
+    return 0;
+  }
+  io.stdout(`backend: ${backend.kind} (${backend.reason})${source === 'local' ? '  [local snapshot: no agent answered]' : ''}\n`);
+  if (backend.driverError) io.stdout(`driver error: ${backend.driverError}\n`);
+  if (devices.length === 0) {
+    io.stdout('no GPUs\n');
+    return 0;
+  }
+  io.stdout(`${table(['GPU', 'NAME', 'UUID', 'PCI', 'MEMORY', 'TEMP', 'POWER', 'UTIL', 'HEALTH'], deviceRows(devices, faults))}\n`);
+  return 0;
+}
+
+async function cmdFaults(args: ParsedArgs, io: CliIo): Promise<number> {
+  const cfg = resolveConfig({ flags: args.flags, env: io.env });
+  const json = args.flags.get('json') === true;
+  const status = await fetchStatus(apiBase(args, cfg));
+  let faults: ActiveFault[];
+  let source: string;
+  if (status) {
+    faults = status.activeFaults;
+    source = 'agent';
+  } else {
+    const { storedFaults } = await import('../agent/local.js');
+    faults = await storedFaults(cfg);
+    source = `state dir ${cfg.stateDir}`;
+  }
+  if (json) {
+    io.stdout(`${JSON.stringify({ source, activeFaults: faults }, null, 2)}\n`);
+    return 0;
+  }
+  if (faults.length === 0) {
+    io.stdout(`no active faults (${source})\n`);
+    return 0;
+  }
+  const rows = faults.map((f) => [
+    f.gpuIndex < 0 ? 'node' : String(f.gpuIndex),
+    f.type,
+    f.severity,
+    f.action,
+    String(f.count),
+    ago(f.sinceMs),
+    f.message,
+  ]);
+  io.stdout(`${table(['GPU', 'TYPE', 'SEVERITY', 'ACTION', 'COUNT', 'SINCE', 'MESSAGE'], rows)}\n`);
+  return 0;
+}
+
+async function cmdInject(args: ParsedArgs, io: CliIo): Promise<number> {
+  const kind = args.positionals[0] as string;
+  const body: Record<string, unknown> = { kind };
+  for (const k of ['gpu', 'xid', 'sbe', 'dbe', 'celsius', 'watts', 'link', 'count', 'mask', 'uncorrected', 'message']) {
+    const v = strFlag(args, k);
+    if (v !== undefined) body[k] = k === 'message' ? v : Number.isNaN(Number(v)) || v.trim() === '' ? v : Number(v);
+  }
+  for (const k of ['pending', 'failure']) {
+    const v = args.flags.get(k);
+    if (typeof v === 'boolean') body[k] = v;
+  }
+  try {
+    parseFakeFault(body);
+  } catch (err) {
+    if (err instanceof InjectValidationError) throw new UsageError(`inject: ${err.message}`);
+    throw err;
+  }
+  let cfg: AgentConfig | null = null;
+  const listen = strFlag(args, 'listen');
+  if (listen !== undefined) cfg = resolveConfig({ flags: new Map([['listen', listen]]), env: {} });
+  const base = apiBase(args, cfg);
+  let res: Response;
+  try {
+    res = await fetch(`${base}/inject`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(5000),
+    });
+  } catch (err) {
+    io.stderr(`navarch-agent: inject: no agent API at ${base} (${(err as Error).message}); start one with "navarch-agent run --gpu-backend fake"\n`);
+    return 1;
+  }
+  const text = await res.text();
+  if (res.status === 404) {
+    io.stderr(`navarch-agent: inject: the agent at ${base} does not accept injections (it does not use the fake backend)\n`);
+    return 1;
+  }
+  if (!res.ok) {
+    let msg = text.trim();
+    try {
+      msg = (JSON.parse(text) as { error?: string }).error ?? msg;
+    } catch {
+      // keep text
+    }
+    io.stderr(`navarch-agent: inject: rejected (HTTP ${res.status}): ${oneLine(msg)}\n`);
+    return res.status === 400 ? 2 : 1;
+  }
+  io.stdout(args.flags.get('json') ? text : `injected ${kind}${body.gpu !== undefined ? ` on GPU ${String(body.gpu)}` : ''}\n`);
+  return 0;
+}
+
+async function cmdControlPlane(args: ParsedArgs, io: CliIo): Promise<number> {
+  if (args.flags.get('dev') !== true) {
+    throw new UsageError('control-plane: only the development control plane exists here: pass --dev');
+  }
+  const portS = strFlag(args, 'port') ?? '50051';
+  if (!/^\d{1,5}$/.test(portS) || Number(portS) > 65535) throw new UsageError(`flag --port: expected 0-65535, got "${portS}"`);
+  const host = strFlag(args, 'host') ?? '127.0.0.1';
+  const token = strFlag(args, 'auth-token') ?? (io.env.NAVARCH_AUTH_TOKEN || undefined);
+  const level = strFlag(args, 'log-level') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new UsageError(`flag --log-level: expected one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
+  }
+  const { runDevControlPlane } = await import('./dev-control-plane.js');
+  return runDevControlPlane({ host, port: Number(portS), token, logLevel: level, io });
+}

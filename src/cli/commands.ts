@@ -1,0 +1,121 @@
+/**
+ * The CLI's command table: names, usage lines and flag sets. Read commands (devices, faults,
+ * doctor) take the same settings as `run`.
+ */
+import { RUN_FLAGS, type CommandDef, type FlagDef } from './args.js';
+
+const JSON_FLAG: FlagDef = { name: 'json', type: 'bool', help: 'print JSON instead of a table' };
+const API_FLAG: FlagDef = {
+  name: 'api',
+  type: 'string',
+  arg: '<url>',
+  help: 'local API of a running agent (default http://<--listen>, i.e. http://127.0.0.1:9400)',
+};
+const HELP_FLAG: FlagDef = { name: 'help', type: 'bool', help: 'show this help' };
+
+export const COMMANDS: CommandDef[] = [
+  {
+    name: 'run',
+    summary: 'Run the agent daemon: watch the GPUs and the kernel log, store health events durably, report them to the Navarch control plane, serve the local API.',
+    usage: 'navarch-agent run [flags]',
+    flags: [...RUN_FLAGS, HELP_FLAG],
+    positionals: [0, 0],
+  },
+  {
+    name: 'devices',
+    summary: 'List the GPUs with inventory and live health (from a running agent if its API answers, else a local snapshot).',
+    usage: 'navarch-agent devices [--api <url>] [--json] [run flags]',
+    flags: [...RUN_FLAGS, JSON_FLAG, API_FLAG, HELP_FLAG],
+    positionals: [0, 0],
+  },
+  {
+    name: 'faults',
+    summary: "List active faults (from a running agent's API, else from the state directory).",
+    usage: 'navarch-agent faults [--api <url>] [--json] [run flags]',
+    flags: [...RUN_FLAGS, JSON_FLAG, API_FLAG, HELP_FLAG],
+    positionals: [0, 0],
+  },
+  {
+    name: 'doctor',
+    summary: 'Check the host (driver, persistence mode, /dev/kmsg, state directory, control plane reachable and authorised, clock) and print what to fix. Exit 1 if a check fails.',
+    usage: 'navarch-agent doctor [--json] [run flags]',
+    flags: [...RUN_FLAGS, JSON_FLAG, HELP_FLAG],
+    positionals: [0, 0],
+  },
+  {
+    name: 'xid',
+    summary: 'Explain an XID code from the catalog (meaning, NVIDIA action, agent classification).',
+    usage: 'navarch-agent xid <code> [--json]',
+    flags: [JSON_FLAG, HELP_FLAG],
+    positionals: [1, 1],
+  },
+  {
+    name: 'inject',
+    summary:
+      'Inject a fault into a running agent that uses the fake backend (via POST /inject). Faults: xid, ecc, temperature, gpu_lost, nvlink_down, power, pcie_replay, clock_reasons, remapped_rows, recover.',
+    usage: 'navarch-agent inject <fault> [--gpu N] [--xid N] [--celsius C] ... [--api <url>]',
+    flags: [
+      API_FLAG,
+      JSON_FLAG,
+      { name: 'listen', type: 'string', arg: '<host:port>', help: 'address of the agent API when --api is not given' },
+      { name: 'gpu', type: 'string', arg: '<N>', help: 'GPU index' },
+      { name: 'xid', type: 'string', arg: '<N>', help: 'XID code (xid)' },
+      { name: 'message', type: 'string', arg: '<text>', help: 'XID message (xid)' },
+      { name: 'sbe', type: 'string', arg: '<N>', help: 'single-bit ECC errors (ecc)' },
+      { name: 'dbe', type: 'string', arg: '<N>', help: 'double-bit ECC errors (ecc)' },
+      { name: 'celsius', type: 'string', arg: '<C>', help: 'temperature (temperature)' },
+      { name: 'watts', type: 'string', arg: '<W>', help: 'power draw (power)' },
+      { name: 'link', type: 'string', arg: '<N>', help: 'NVLink link (nvlink_down)' },
+      { name: 'count', type: 'string', arg: '<N>', help: 'PCIe replay counter (pcie_replay)' },
+      { name: 'mask', type: 'string', arg: '<N>', help: 'clock event reason mask (clock_reasons)' },
+      { name: 'pending', type: 'bool', help: 'row remap pending (remapped_rows)' },
+      { name: 'failure', type: 'bool', help: 'row remap failure (remapped_rows)' },
+      { name: 'uncorrected', type: 'string', arg: '<N>', help: 'uncorrectable remapped rows (remapped_rows)' },
+      HELP_FLAG,
+    ],
+    positionals: [1, 1],
+  },
+  {
+    name: 'control-plane',
+    summary: 'Run the development control plane (in-memory, speaks the Navarch wire contract).',
+    usage: 'navarch-agent control-plane --dev [--port N] [--host H] [--auth-token T] [--log-level L]',
+    flags: [
+      { name: 'dev', type: 'bool', help: 'required: this is the development control plane, not Navarch' },
+      { name: 'port', type: 'string', arg: '<N>', help: 'port (default 50051; 0 = any free port)' },
+      { name: 'host', type: 'string', arg: '<host>', help: 'address to bind (default 127.0.0.1)' },
+      { name: 'auth-token', type: 'string', arg: '<token>', help: 'require this bearer token (also NAVARCH_AUTH_TOKEN)' },
+      { name: 'log-level', type: 'string', arg: '<level>', help: 'log level (default info)' },
+      HELP_FLAG,
+    ],
+    positionals: [0, 0],
+  },
+  {
+    name: 'demo',
+    summary:
+      'Dev control plane + an agent on the fake backend in one process, with a short scripted fault scenario (XID 79 on GPU 3, a thermal excursion on GPU 1), printing the control plane view. No GPU needed. Ctrl-C exits.',
+    usage: 'navarch-agent demo [--duration 60s] [--log-level L]',
+    flags: [
+      { name: 'duration', type: 'string', arg: '<duration>', help: 'exit after this long (default: run until Ctrl-C)' },
+      { name: 'log-level', type: 'string', arg: '<level>', help: 'agent log level (default warn)' },
+      { name: 'json', type: 'bool', help: 'print the control plane view as JSON lines' },
+      HELP_FLAG,
+    ],
+    positionals: [0, 0],
+  },
+  {
+    name: 'help',
+    summary: 'Show help for a command.',
+    usage: 'navarch-agent help [command]',
+    flags: [],
+    positionals: [0, 1],
+  },
+  {
+    name: 'version',
+    summary: 'Print the version.',
+    usage: 'navarch-agent version',
+    flags: [JSON_FLAG],
+    positionals: [0, 0],
+  },
+];
+
+export const COMMAND_BY_NAME = new Map(COMMANDS.map((c) => [c.name, c]));

@@ -1,0 +1,37 @@
+/** `navarch-agent control-plane --dev`: the development control plane until SIGINT/SIGTERM. */
+import { startDevControlPlane } from '../controlplane/dev-server.js';
+import type { CliIo } from './cli.js';
+
+export interface DevControlPlaneCliOptions {
+  host: string;
+  port: number;
+  token: string | undefined;
+  logLevel: string;
+  io: CliIo;
+}
+
+export async function runDevControlPlane(opts: DevControlPlaneCliOptions): Promise<number> {
+  let cp;
+  try {
+    cp = await startDevControlPlane({
+      host: opts.host,
+      port: opts.port,
+      ...(opts.token ? { authToken: opts.token } : {}),
+      print: opts.logLevel !== 'silent',
+    });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    opts.io.stderr(
+      `navarch-agent: control-plane: cannot listen on ${opts.host}:${opts.port}: ${e.code === 'EADDRINUSE' ? 'address in use' : e.message}\n`,
+    );
+    return 1;
+  }
+  opts.io.stdout(`dev control plane listening on ${cp.url}${opts.token ? ' (bearer token required)' : ''}\n`);
+  await new Promise<void>((resolve) => {
+    const done = (): void => resolve();
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+  await cp.close();
+  return 0;
+}
