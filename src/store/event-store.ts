@@ -231,6 +231,7 @@ class FileEventStore implements DurableEventStore {
   private readonly maxBytes: number;
   private readonly maxEvents: number;
   private readonly hardMaxEvents: number;
+  private readonly maxFaults: number;
   private readonly doFsync: boolean;
   private readonly windowMs: number;
   private readonly log: Logger | undefined;
@@ -285,6 +286,7 @@ class FileEventStore implements DurableEventStore {
     if (!(Number.isInteger(this.maxEvents) && this.maxEvents >= 1))
       throw new EventStoreError(`event store: maxEvents must be a positive integer (got ${String(opts.maxEvents)})`, 'BAD_INPUT');
     this.hardMaxEvents = this.maxEvents * 2 + 64;
+    this.maxFaults = Math.max(1024, this.maxEvents);
     this.doFsync = opts.fsync ?? true;
     this.windowMs = opts.crossSourceWindowMs ?? DEFAULT_CROSS_SOURCE_WINDOW_MS;
     if (!(this.windowMs >= 0)) throw new EventStoreError('event store: crossSourceWindowMs must be >= 0', 'BAD_INPUT');
@@ -637,11 +639,30 @@ class FileEventStore implements DurableEventStore {
         count: 1,
         lastEventId: ev.id,
       };
+      if (this.faults.size >= this.maxFaults) this.evictStalestFault();
       const entry: FaultEntry = { f, bootId: this.bootId, bytes: encodeLine({ t: 'f', f, b: this.bootId }).length };
       this.faults.set(input.key, entry);
       this.liveFaultBytes += entry.bytes;
     }
     this.dirtyFaults.add(input.key);
+  }
+
+  /** Bound the active-fault map: drop the least recently seen fault (least severe first). */
+  private evictStalestFault(): void {
+    let victim: FaultEntry | null = null;
+    for (const fe of this.faults.values()) {
+      if (
+        !victim ||
+        SEVERITY_RANK[fe.f.severity] < SEVERITY_RANK[victim.f.severity] ||
+        (fe.f.severity === victim.f.severity && fe.f.lastSeenMs < victim.f.lastSeenMs)
+      )
+        victim = fe;
+    }
+    if (!victim) return;
+    this.faults.delete(victim.f.key);
+    this.liveFaultBytes -= victim.bytes;
+    this.dirtyFaults.add(victim.f.key);
+    this.log?.warn({ key: victim.f.key, max: this.maxFaults }, 'event store: too many active faults; dropped the stalest');
   }
 
   // ------------------------------------------------------------------------------- reading
@@ -941,6 +962,12 @@ class FileEventStore implements DurableEventStore {
   /** Rewrite the live state into a new file and rename it over the log. */
   private async compactNow(): Promise<void> {
     const tmp = path.join(this.dir, TMP_NAME);
+    // The snapshot below covers every change made so far; changes made while this compaction
+    // awaits I/O mark events dirty again and go out with the next batch.
+    const events = this.dirtyEvents;
+    const faults = this.dirtyFaults;
+    this.dirtyEvents = new Set();
+    this.dirtyFaults = new Set();
     const parts: Buffer[] = [encodeLine({ t: 'h', v: 1, bootId: this.bootId, ms: this.now() })];
     for (const e of this.pendingMap.values()) {
       const line = encodeLine({ t: 'p', e: e.ev, s: e.src });
@@ -963,6 +990,8 @@ class FileEventStore implements DurableEventStore {
       await this.fsa.rename(tmp, this.logPath);
       await this.fsa.fsyncDir(this.dir);
     } catch (e) {
+      for (const id of events) this.dirtyEvents.add(id);
+      for (const k of faults) this.dirtyFaults.add(k);
       if (out) await out.close().catch(() => undefined);
       await this.fsa.unlink(tmp).catch(() => undefined);
       throw e;
@@ -973,8 +1002,6 @@ class FileEventStore implements DurableEventStore {
     this.file = await this.fsa.openAppend(this.logPath);
     this.fileBytes = buf.length;
     this.recomputeLive();
-    this.dirtyEvents = new Set();
-    this.dirtyFaults = new Set();
     this.needCompact = false;
     this.st.compactions++;
     if (this.st.diskFull) {
