@@ -65,6 +65,8 @@ export class CpuUsage {
   constructor(
     private readonly procRoot = '/proc',
     private readonly baselineMs = 250,
+    /** How the baseline waits (tests substitute their own). */
+    private readonly wait: (ms: number) => Promise<unknown> = (ms) => sleep(ms),
   ) {}
 
   private async read(): Promise<CpuTimes> {
@@ -75,7 +77,7 @@ export class CpuUsage {
   async percent(): Promise<number> {
     if (this.prev === null) {
       this.prev = await this.read();
-      await sleep(this.baselineMs);
+      await this.wait(this.baselineMs);
     }
     const cur = await this.read();
     const prev = this.prev;
