@@ -174,6 +174,18 @@ export function readTerminationMarker(stateDir: string): TerminationMarker | nul
   }
 }
 
+const TLS_TRUST = /certificate|self[- ]signed|unable to (get|verify)|CERT_|ERR_TLS_CERT|handshake failure|bad certificate/i;
+
+/**
+ * Errors that retrying fast cannot fix: InvalidArgument, Unauthenticated (HTTP 401),
+ * PermissionDenied, and TLS trust failures (wrong CA bundle, rejected client certificate).
+ */
+export function isConfigError(e: ConnectError): boolean {
+  if (CONFIG_CODES.has(e.code)) return true;
+  const cause = e.cause as NodeJS.ErrnoException | undefined;
+  return TLS_TRUST.test(e.rawMessage) || (cause !== undefined && TLS_TRUST.test(`${cause.code ?? ''} ${cause.message ?? ''}`));
+}
+
 function codeName(c: Code): string {
   return (Code[c] ?? 'unknown').replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
 }
@@ -427,7 +439,7 @@ export class AgentLink {
       } catch (e) {
         if (this.stopping) return;
         const ce = ConnectError.from(e);
-        if (CONFIG_CODES.has(ce.code)) {
+        if (isConfigError(ce)) {
           const msg = `control-plane configuration error (${codeName(ce.code)}): ${ce.rawMessage}; retrying every ${Math.round(this.configErrorMs / 1000)} s`;
           this.st.configError = msg;
           this.log.error({ code: codeName(ce.code), url: this.o.client.url.origin }, msg);
