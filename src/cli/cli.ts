@@ -60,9 +60,12 @@ function oneLine(s: string): string {
 
 async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h') {
-    (name === undefined ? io.stderr : io.stdout)(usageLine());
-    return name === undefined ? 2 : 0;
+  if (name === undefined) {
+    throw new UsageError(`missing command (commands: ${COMMANDS.map((c) => c.name).join(', ')}; see: navarch-agent help)`);
+  }
+  if (name === '--help' || name === '-h') {
+    io.stdout(usageLine());
+    return 0;
   }
   if (name === '--version' || name === '-v') {
     io.stdout(`${packageVersion()}\n`);
