@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the offline release: build/release/navarch-agent-<version>-linux-<arch>.tar.gz (+ .sha256)
+# holding the compiled agent (dist/), its production dependencies (copied from node_modules as
+# npm resolved them; all pure JavaScript), the prebuilt addon for that arch, systemd/ (unit and
+# install scripts), deploy/ec2/ and a bin/navarch-agent launcher. Needs no network. The host-arch
+# tarball is unpacked and smoke-tested (addon loads from prebuilds/, the CLI answers --version).
+#
+# Usage: scripts/release.sh [--arch x64|arm64]... [--out DIR] [--prebuilds DIR] [--skip-build] [--prebuild]
+#   --prebuilds   where the linux-<arch>/ addon directories are (default: prebuilds/)
+#   --skip-build  use the existing dist/ instead of running npm run build:ts
+#   --prebuild    run scripts/prebuild.sh first for the requested arches
+# Environment: SOURCE_DATE_EPOCH (file times in the tarball; default: the last commit's time).
+set -euo pipefail
+
+die() { echo "release.sh: $*" >&2; exit 1; }
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=$repo/build/release
+arches=()
+skip_build=0
+prebuild=0
+prebuilds=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) [ $# -ge 2 ] || die "--arch needs x64 or arm64"; arches+=("$2"); shift 2 ;;
+    --arch=*) arches+=("${1#*=}"); shift ;;
+    --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
+    --prebuilds) [ $# -ge 2 ] || die "--prebuilds needs a directory"; prebuilds=$2; shift 2 ;;
+    --skip-build) skip_build=1; shift ;;
+    --prebuild) prebuild=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+[ ${#arches[@]} -gt 0 ] || arches=(x64 arm64)
+for a in "${arches[@]}"; do
+  case "$a" in x64|arm64) ;; *) die "unsupported --arch '$a' (x64 or arm64)" ;; esac
+done
+cd "$repo"
+prebuilds=${prebuilds:-$repo/prebuilds}
+version=$(node -p 'require("./package.json").version')
+[[ "$version" =~ ^[0-9A-Za-z.+-]+$ ]] || die "odd version in package.json: $version"
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+
+if [ "$skip_build" = 0 ]; then
+  npm run --silent build:ts || die "npm run build:ts failed"
+fi
+[ -f dist/cli/main.js ] || die "dist/cli/main.js is missing (npm run build:ts)"
+if [ "$prebuild" = 1 ]; then
+  pb_args=()
+  for a in "${arches[@]}"; do pb_args+=(--arch "$a"); done
+  bash scripts/prebuild.sh "${pb_args[@]}" --out "$prebuilds" || die "scripts/prebuild.sh failed"
+fi
+
+# Production dependencies as installed (npm ls reads node_modules; no registry access).
+mapfile -t deps < <(npm ls --omit=dev --all --parseable 2>/dev/null | sed -n "s#^$repo/##p" | grep '^node_modules/' | sort -u)
+[ ${#deps[@]} -gt 0 ] || die "npm ls found no production dependencies in node_modules (npm ci first)"
+for d in "${deps[@]}"; do [ -d "$d" ] || die "dependency $d is not installed (npm ci first)"; done
+
+mkdir -p "$out"
+host_arch=$(node -p process.arch)
+for arch in "${arches[@]}"; do
+  pb=$prebuilds/linux-$arch
+  compgen -G "$pb/*.node" >/dev/null || die "no prebuilt addon in $pb (run scripts/prebuild.sh or pass --prebuild)"
+  name=navarch-agent-$version
+  stage=$(mktemp -d "${TMPDIR:-/tmp}/navarch-release.XXXXXX")
+  trap 'rm -rf "$stage"' EXIT
+  dst=$stage/$name
+  mkdir -p "$dst/bin" "$dst/prebuilds" "$dst/deploy" "$dst/docs"
+  cp package.json "$dst/"
+  for f in README.md LICENSE; do if [ -f "$f" ]; then cp "$f" "$dst/"; fi; done
+  cp -R dist "$dst/dist"
+  find "$dst/dist" \( -name "*.d.ts" -o -name "*.d.ts.map" -o -name "*.tsbuildinfo" \) -delete
+  cp -R "$pb" "$dst/prebuilds/"
+  cp -R systemd "$dst/systemd"
+  cp -R deploy/ec2 "$dst/deploy/ec2"
+  if [ -f docs/deploy.md ]; then cp docs/deploy.md "$dst/docs/"; fi
+  cp deploy/bin/navarch-agent "$dst/bin/navarch-agent"
+  chmod 0755 "$dst/bin/navarch-agent" "$dst"/systemd/*.sh "$dst"/deploy/ec2/*.sh
+  tar -cf - "${deps[@]}" | tar -xf - -C "$dst"
+  tarball=$out/$name-linux-$arch.tar.gz
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode='u+rwX,go+rX,go-w' \
+    -C "$stage" -cf - "$name" | gzip -9n > "$tarball.tmp"
+  mv -f "$tarball.tmp" "$tarball"
+  (cd "$out" && sha256sum "$(basename "$tarball")" > "$(basename "$tarball").sha256")
+  rm -rf "$stage"
+  trap - EXIT
+
+  if [ "$arch" = "$host_arch" ]; then
+    check=$(mktemp -d "${TMPDIR:-/tmp}/navarch-release-check.XXXXXX")
+    tar -xzf "$tarball" -C "$check"
+    if ! (cd "$check/$name" && node -e '
+        const m = require("node-gyp-build")(process.cwd());
+        if (typeof m.sdNotify !== "function") { console.error("addon lacks sdNotify"); process.exit(1); }'); then
+      rm -rf "$check"; die "smoke test: the addon in $tarball does not load from prebuilds/"
+    fi
+    if ! got=$("$check/$name/bin/navarch-agent" --version 2>&1); then
+      rm -rf "$check"; die "smoke test: bin/navarch-agent --version failed: $got"
+    fi
+    rm -rf "$check"
+    echo "release.sh: smoke test passed (version $got)" >&2
+  fi
+  echo "$tarball ($(du -h "$tarball" | cut -f1))"
+done
