@@ -1,0 +1,522 @@
+/**
+ * The kernel-log source: tails `/dev/kmsg` (or a regular file / FIFO of records) and turns the
+ * NVIDIA driver's NVRM lines into classified health events.
+ *
+ * - `/dev/kmsg` is opened O_NONBLOCK; each read() returns one record. EAGAIN means "nothing
+ *   new": the loop waits with a short backoff (25 ms doubling to 250 ms by default) and reads
+ *   again. (Node cannot poll a character device with libuv handles, so this is the approach
+ *   that works on Node 20.) EPIPE means the reader was overrun: it is counted and reading goes
+ *   on from the oldest record still in the ring buffer.
+ * - A regular file or a FIFO is read as a stream of records separated by newlines
+ *   (continuation lines start with a space). EOF counts as "nothing new".
+ * - Each record carries its own timestamp (usec since boot); wall time = boot time + usec.
+ * - A cursor {bootId, lastSeq} is persisted atomically in the state directory (throttled), and
+ *   only advanced after the event callback resolved (i.e. after the store has the event on disk):
+ *   same boot -> records with seq <= lastSeq are skipped (no replay), later ones are read (no
+ *   miss); no cursor or another boot -> first run: XIDs already in the ring buffer are emitted
+ *   as historical (metrics.replayed = "true") with their own timestamps.
+ * - Holds no lock besides its own file descriptor.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import type { HealthEventInput } from '../events/types.js';
+import { xidEventInput } from '../xid/catalog.js';
+import { MAX_RECORD_CHARS, parseKmsgRecord, parseNvrmLine, type KmsgRecord } from './kmsg-parse.js';
+
+export { normalizePciBusId, parseKmsgRecord, parseNvrmLine, parseXidLine } from './kmsg-parse.js';
+
+export const DEFAULT_KMSG_PATH = '/dev/kmsg';
+const CURSOR_FILE = 'kmsg-cursor.json';
+const READ_BUFFER_BYTES = 16 * 1024;
+const MAX_UUID_MAP = 512;
+
+export type GpuResolver = (pciShort: string) => { index: number; uuid: string } | null;
+
+export interface KmsgSourceOptions {
+  /** Default /dev/kmsg. A regular file or FIFO of records also works (tests, replays). */
+  path?: string;
+  /** Where the cursor is kept (`kmsg-cursor.json`). Without it nothing is persisted. */
+  stateDir?: string;
+  /** Maps the kernel's PCI id ("0000:9b:00") to the device; null when unknown. */
+  resolveGpu?: GpuResolver;
+  /** Receives every event. A returned promise is awaited before the cursor moves past the record. */
+  onEvent: (event: HealthEventInput) => void | Promise<unknown>;
+  logger?: Logger;
+  /** Boot id (default: /proc/sys/kernel/random/boot_id). */
+  bootId?: string;
+  /** Wall time of boot in ms (default: now - /proc/uptime, else /proc/stat btime). */
+  bootTimeMs?: number;
+  /** Emit the XIDs already in the buffer on a first run (marked replayed). Default true. */
+  replayOnFirstRun?: boolean;
+  /** Idle poll backoff bounds (ms). Defaults 25 and 250. */
+  pollMinMs?: number;
+  pollMaxMs?: number;
+  /** Least time between cursor writes (ms). Default 1000. */
+  cursorWriteIntervalMs?: number;
+  /** Test seam: replaces fs.read (to inject EPIPE and other errors a test cannot cause for real). */
+  readImpl?: (fd: number, buf: Buffer) => Promise<number>;
+}
+
+export interface KmsgStats {
+  mode: 'records' | 'stream' | 'closed';
+  records: number;
+  nvrmLines: number;
+  xids: number;
+  events: number;
+  /** EPIPE: the reader fell behind the ring buffer and records were lost. */
+  overruns: number;
+  /** Records that did not parse. */
+  parseErrors: number;
+  /** Records skipped because the cursor had already passed them (same boot). */
+  skipped: number;
+  /** Events emitted from the first-run backlog (historical). */
+  replayed: number;
+  /** onEvent threw or rejected. */
+  emitErrors: number;
+  readErrors: number;
+  lastSeq: string | null;
+  backlogDone: boolean;
+  cursorWrites: number;
+}
+
+interface Cursor {
+  bootId: string;
+  lastSeq: string;
+  path: string;
+}
+
+function readBootId(): string {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Wall-clock ms of boot: now - uptime (10 ms resolution), else btime from /proc/stat. */
+export function bootTimeMs(): number {
+  try {
+    const up = Number.parseFloat(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0] ?? '');
+    if (Number.isFinite(up)) return Date.now() - Math.round(up * 1000);
+  } catch {
+    /* fall through */
+  }
+  try {
+    const m = /^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'));
+    if (m?.[1]) return Number(m[1]) * 1000;
+  } catch {
+    /* fall through */
+  }
+  return Date.now();
+}
+
+function readAsync(fd: number, buf: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/** Atomic small-file write: tmp + fsync + rename + fsync(dir). */
+export function writeFileAtomic(file: string, data: string): void {
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, 'w', 0o600);
+  try {
+    fs.writeSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+  const dfd = fs.openSync(path.dirname(file), 'r');
+  try {
+    fs.fsyncSync(dfd);
+  } finally {
+    fs.closeSync(dfd);
+  }
+}
+
+export class KmsgSource {
+  private readonly path: string;
+  private readonly opts: KmsgSourceOptions;
+  private readonly log: Logger | undefined;
+  private readonly bootId: string;
+  private readonly bootMs: number;
+  private readonly pollMin: number;
+  private readonly pollMax: number;
+  private readonly cursorInterval: number;
+  private fd: number | null = null;
+  private mode: 'records' | 'stream' | 'closed' = 'closed';
+  private loopDone: Promise<void> | null = null;
+  private stopping = false;
+  private wake: (() => void) | null = null;
+  private sleepTimer: NodeJS.Timeout | null = null;
+  private readonly uuidByPci = new Map<string, string>();
+  /** Records with seq <= skipUpTo (same boot as the cursor) are skipped. */
+  private skipUpTo: bigint | null = null;
+  private firstRun = true;
+  private lastSeq: bigint | null = null;
+  private cursorDirty = false;
+  private lastCursorWrite = 0;
+  private streamBuf = '';
+  private readonly st: KmsgStats = {
+    mode: 'closed',
+    records: 0,
+    nvrmLines: 0,
+    xids: 0,
+    events: 0,
+    overruns: 0,
+    parseErrors: 0,
+    skipped: 0,
+    replayed: 0,
+    emitErrors: 0,
+    readErrors: 0,
+    lastSeq: null,
+    backlogDone: false,
+    cursorWrites: 0,
+  };
+
+  constructor(opts: KmsgSourceOptions) {
+    if (!opts || typeof opts.onEvent !== 'function') throw new Error('kmsg source: onEvent callback is required');
+    this.opts = opts;
+    this.path = opts.path ?? DEFAULT_KMSG_PATH;
+    this.log = opts.logger;
+    this.bootId = opts.bootId ?? readBootId();
+    this.bootMs = opts.bootTimeMs ?? bootTimeMs();
+    this.pollMin = Math.max(1, opts.pollMinMs ?? 25);
+    this.pollMax = Math.max(this.pollMin, opts.pollMaxMs ?? 250);
+    this.cursorInterval = Math.max(0, opts.cursorWriteIntervalMs ?? 1000);
+  }
+
+  /** Open the log and start tailing. Rejects with a one-line error when it cannot be opened. */
+  async start(): Promise<void> {
+    if (this.loopDone) throw new Error('kmsg source: already started');
+    this.loadCursor();
+    let fd: number;
+    try {
+      fd = fs.openSync(this.path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const hint = code === 'EACCES' || code === 'EPERM' ? ' (needs root or CAP_SYSLOG when kernel.dmesg_restrict=1)' : '';
+      throw new Error(`kmsg source: cannot open ${this.path}: ${code ?? (e as Error).message}${hint}`);
+    }
+    this.fd = fd;
+    this.mode = fs.fstatSync(fd).isCharacterDevice() ? 'records' : 'stream';
+    this.st.mode = this.mode;
+    this.stopping = false;
+    this.log?.info(
+      { path: this.path, mode: this.mode, firstRun: this.firstRun, resumeAfterSeq: this.skipUpTo?.toString() ?? null },
+      'kmsg source started',
+    );
+    this.loopDone = this.loop();
+  }
+
+  /** Stop tailing and persist the cursor. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    if (this.loopDone) await this.loopDone;
+    this.loopDone = null;
+    if (this.fd !== null) {
+      try {
+        fs.closeSync(this.fd);
+      } catch {
+        /* already closed */
+      }
+      this.fd = null;
+    }
+    this.mode = 'closed';
+    this.st.mode = 'closed';
+    this.persistCursor(true);
+  }
+
+  stats(): KmsgStats {
+    return { ...this.st, lastSeq: this.lastSeq?.toString() ?? null };
+  }
+
+  /** UUID learnt from `NVRM: GPU at PCI:...: GPU-...` lines. */
+  uuidForPci(pciShort: string): string | undefined {
+    return this.uuidByPci.get(pciShort);
+  }
+
+  /** Resolves once the records present at start have been read (the backlog). */
+  async waitBacklog(timeoutMs = 30_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!this.st.backlogDone) {
+      if (Date.now() > end) throw new Error('kmsg source: backlog not read in time');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  // ------------------------------------------------------------------------------ cursor
+
+  private cursorPath(): string | null {
+    return this.opts.stateDir ? path.join(this.opts.stateDir, CURSOR_FILE) : null;
+  }
+
+  private loadCursor(): void {
+    const p = this.cursorPath();
+    this.firstRun = true;
+    this.skipUpTo = null;
+    if (!p) return;
+    let c: Partial<Cursor> | null = null;
+    try {
+      c = JSON.parse(fs.readFileSync(p, 'utf8')) as Partial<Cursor>;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn({ err: (e as Error).message, path: p }, 'kmsg source: unreadable cursor ignored');
+      return;
+    }
+    if (c && c.bootId === this.bootId && c.path === this.path && typeof c.lastSeq === 'string' && /^\d{1,20}$/.test(c.lastSeq)) {
+      this.skipUpTo = BigInt(c.lastSeq);
+      this.lastSeq = this.skipUpTo;
+      this.firstRun = false;
+    } else if (c?.bootId && c.bootId !== this.bootId) {
+      this.log?.info({ previousBoot: c.bootId }, 'kmsg source: new boot since the last run; the previous boot\'s records are gone');
+    }
+  }
+
+  private persistCursor(force: boolean): void {
+    const p = this.cursorPath();
+    if (!p || !this.cursorDirty || this.lastSeq === null) return;
+    const now = Date.now();
+    if (!force && now - this.lastCursorWrite < this.cursorInterval) return;
+    try {
+      fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
+      const c: Cursor = { bootId: this.bootId, lastSeq: this.lastSeq.toString(), path: this.path };
+      writeFileAtomic(p, `${JSON.stringify({ ...c, updatedMs: now })}\n`);
+      this.cursorDirty = false;
+      this.lastCursorWrite = now;
+      this.st.cursorWrites++;
+    } catch (e) {
+      this.log?.warn({ err: (e as Error).message, path: p }, 'kmsg source: cursor write failed');
+    }
+  }
+
+  // -------------------------------------------------------------------------------- loop
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.wake = () => {
+        if (this.sleepTimer) clearTimeout(this.sleepTimer);
+        this.sleepTimer = null;
+        this.wake = null;
+        resolve();
+      };
+      this.sleepTimer = setTimeout(() => this.wake?.(), ms);
+      this.sleepTimer.unref?.();
+    });
+  }
+
+  private async onIdle(): Promise<void> {
+    if (this.mode === 'stream' && this.streamBuf.length > 0) await this.drainStream(true);
+    if (!this.st.backlogDone) {
+      this.st.backlogDone = true;
+      this.log?.debug({ records: this.st.records, replayed: this.st.replayed }, 'kmsg source: backlog read');
+    }
+    this.persistCursor(false);
+  }
+
+  private async loop(): Promise<void> {
+    let buf = Buffer.alloc(READ_BUFFER_BYTES);
+    const read = this.opts.readImpl ?? readAsync;
+    let delay = this.pollMin;
+    let errors = 0;
+    while (!this.stopping && this.fd !== null) {
+      let n: number;
+      try {
+        n = await read(this.fd, buf);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
+          await this.onIdle();
+          await this.sleep(delay);
+          delay = Math.min(delay * 2, this.pollMax);
+          continue;
+        }
+        if (code === 'EPIPE') {
+          this.st.overruns++;
+          this.log?.warn({ overruns: this.st.overruns }, 'kmsg source: overrun (EPIPE): records were lost; continuing from the oldest one');
+          continue;
+        }
+        if (code === 'EINVAL' && buf.length < 1024 * 1024) {
+          buf = Buffer.alloc(buf.length * 4); // a record bigger than the buffer
+          continue;
+        }
+        if (this.stopping) break;
+        this.st.readErrors++;
+        errors++;
+        this.log?.error({ err: (e as Error).message, code }, 'kmsg source: read failed');
+        await this.sleep(Math.min(this.pollMax * 2 ** Math.min(errors, 6), 30_000));
+        continue;
+      }
+      errors = 0;
+      if (n === 0) {
+        await this.onIdle();
+        await this.sleep(delay);
+        delay = Math.min(delay * 2, this.pollMax);
+        continue;
+      }
+      delay = this.pollMin;
+      if (this.mode === 'records') {
+        await this.handleRecord(parseKmsgRecord(buf.subarray(0, n)));
+      } else {
+        this.streamBuf += buf.toString('utf8', 0, n);
+        await this.drainStream(false);
+      }
+    }
+    if (this.mode === 'stream' && this.streamBuf.length > 0) await this.drainStream(true);
+  }
+
+  /** Split the stream buffer into records; the last one is only taken at idle (it may continue). */
+  private async drainStream(final: boolean): Promise<void> {
+    for (;;) {
+      const s = this.streamBuf;
+      // find the end of the first record: a newline followed by a line that is not a continuation
+      let end = -1;
+      let pos = 0;
+      for (;;) {
+        const nl = s.indexOf('\n', pos);
+        if (nl < 0) break;
+        if (nl + 1 < s.length) {
+          if (s.charCodeAt(nl + 1) !== 32) {
+            end = nl + 1;
+            break;
+          }
+          pos = nl + 1;
+          continue;
+        }
+        if (final) end = nl + 1;
+        break;
+      }
+      if (end < 0) {
+        if (final && s.length > 0 && s.indexOf('\n') < 0 && s.length > MAX_RECORD_CHARS) {
+          this.st.parseErrors++;
+          this.streamBuf = '';
+        } else if (s.length > MAX_RECORD_CHARS * 2) {
+          // an endless line: drop what we have, bounded memory
+          this.st.parseErrors++;
+          this.streamBuf = '';
+        }
+        return;
+      }
+      const rec = s.slice(0, end);
+      this.streamBuf = s.slice(end);
+      if (rec.trim().length === 0) continue;
+      await this.handleRecord(parseKmsgRecord(rec));
+    }
+  }
+
+  private async handleRecord(rec: KmsgRecord | null): Promise<void> {
+    if (!rec) {
+      this.st.parseErrors++;
+      return;
+    }
+    this.st.records++;
+    if (this.skipUpTo !== null && rec.seq <= this.skipUpTo) {
+      this.st.skipped++;
+      return;
+    }
+    const historical = this.firstRun && !this.st.backlogDone;
+    const events = historical && this.opts.replayOnFirstRun === false ? [] : this.eventsFor(rec, historical);
+    for (const ev of events) {
+      this.st.events++;
+      if (historical) this.st.replayed++;
+      try {
+        await this.opts.onEvent(ev);
+      } catch (e) {
+        this.st.emitErrors++;
+        this.log?.error({ err: (e as Error).message, key: ev.key }, 'kmsg source: event callback failed');
+      }
+    }
+    this.lastSeq = rec.seq;
+    this.cursorDirty = true;
+    if (events.length > 0) this.persistCursor(false);
+  }
+
+  private eventsFor(rec: KmsgRecord, historical: boolean): HealthEventInput[] {
+    const line = parseNvrmLine(rec.message);
+    if (!line) return [];
+    this.st.nvrmLines++;
+    const timeMs = Math.round(this.bootMs + rec.usecSinceBoot / 1000);
+    if (line.kind === 'gpu_uuid') {
+      if (this.uuidByPci.size >= MAX_UUID_MAP && !this.uuidByPci.has(line.pciShort)) {
+        const first = this.uuidByPci.keys().next().value;
+        if (first !== undefined) this.uuidByPci.delete(first);
+      }
+      this.uuidByPci.set(line.pciShort, line.uuid);
+      return [];
+    }
+    const gpu = this.resolve(line.pciShort);
+    const common = (ev: HealthEventInput): HealthEventInput => {
+      ev.metrics.pci_bus_id = line.pciShort;
+      ev.metrics.kmsg_seq = rec.seq.toString();
+      if (historical) ev.metrics.replayed = 'true';
+      if (gpu.index < 0) ev.key = ev.key.replace(/^node\//, `pci/${line.pciShort}/`);
+      return ev;
+    };
+    if (line.kind === 'fallen_off_bus') {
+      return [common(this.driverEvent('gpu_lost', gpu, timeMs, line.pciShort, 'GPU has fallen off the bus', 'reboot'))];
+    }
+    this.st.xids++;
+    const out = [
+      common(
+        xidEventInput({
+          code: line.code,
+          gpuIndex: gpu.index,
+          gpuUuid: gpu.uuid,
+          timeMs,
+          source: 'kmsg',
+          message: line.detail,
+          ...(line.pid !== undefined ? { pid: line.pid } : {}),
+          ...(line.processName !== undefined ? { processName: line.processName } : {}),
+        }),
+      ),
+    ];
+    if (line.code === 119 || line.code === 120) {
+      const what = line.code === 119 ? 'GSP RPC timeout' : 'GSP error';
+      const ev = this.driverEvent('gsp', gpu, timeMs, line.pciShort, `${what} (XID ${line.code}): NVML calls to this GPU may block`, 'reset_gpu');
+      ev.metrics.xid_code = String(line.code);
+      out.push(common(ev));
+    }
+    return out;
+  }
+
+  private resolve(pciShort: string): { index: number; uuid: string } {
+    let r: { index: number; uuid: string } | null = null;
+    try {
+      r = this.opts.resolveGpu?.(pciShort) ?? null;
+    } catch (e) {
+      this.log?.warn({ err: (e as Error).message, pciShort }, 'kmsg source: GPU resolver threw');
+    }
+    if (r && Number.isInteger(r.index) && r.index >= 0) return { index: r.index, uuid: r.uuid || this.uuidByPci.get(pciShort) || '' };
+    return { index: -1, uuid: this.uuidByPci.get(pciShort) ?? '' };
+  }
+
+  private driverEvent(
+    kind: 'gpu_lost' | 'gsp',
+    gpu: { index: number; uuid: string },
+    timeMs: number,
+    pciShort: string,
+    message: string,
+    action: 'reboot' | 'reset_gpu',
+  ): HealthEventInput {
+    return {
+      type: 'driver_error',
+      system: 'DRIVER',
+      gpuIndex: gpu.index,
+      gpuUuid: gpu.uuid,
+      metrics: { reason: kind === 'gpu_lost' ? 'fallen_off_bus' : 'gsp' },
+      message: `GPU ${pciShort}: ${message}`,
+      timeMs,
+      severity: 'critical',
+      action,
+      citation:
+        kind === 'gpu_lost'
+          ? 'kernel log "GPU has fallen off the bus" (XID 79, NVIDIA: RESTART_BM)'
+          : 'NVIDIA XID catalog: 119/120 RESET_GPU; DCGM stops calling the driver after a kernel-log XID 119',
+      source: 'kmsg',
+      key: gpu.index >= 0 ? `gpu${gpu.index}/${kind}` : `node/${kind}`,
+      fault: 'raise',
+    };
+  }
+}
