@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CLIENTS 32
@@ -104,19 +105,30 @@ static void reply_enqueue(char *reply, unsigned rec, unsigned drop) {
 /* ---------------------------------------------------------------- ops */
 
 static void op_storm(const jv *req, char *reply) {
-    long long dev, xid, count, distinct;
+    long long dev, xid, count, distinct, rate;
     pthread_mutex_lock(&g_mu);
     int bad = want_device(req, &dev, reply) || want_int(req, "xid", 0, 0xFFFFFFFFLL, &xid, reply, 0, 13) ||
               want_int(req, "count", 1, STORM_MAX, &count, reply, 1, 0) ||
-              want_int(req, "distinct", 1, 1000000, &distinct, reply, 0, 1);
+              want_int(req, "distinct", 1, 1000000, &distinct, reply, 0, 1) ||
+              want_int(req, "perSecond", 0, 1000000000LL, &rate, reply, 0, 0);
     pthread_mutex_unlock(&g_mu);
     if (bad) return;
     unsigned long long rec = 0, drop = 0, start = fake_now_ns();
     long long done = 0;
+    /* paced storms enqueue about one millisecond's worth per lock hold */
+    long long batch = rate > 0 && rate / 1000 < STORM_BATCH ? (rate / 1000 > 0 ? rate / 1000 : 1) : STORM_BATCH;
     while (done < count) {
+        if (rate > 0) { /* paced storm: never run ahead of done/rate seconds */
+            unsigned long long due = start + (unsigned long long)((double)done * 1e9 / (double)rate);
+            unsigned long long now = fake_now_ns();
+            if (due > now) {
+                struct timespec ts = { (time_t)((due - now) / 1000000000ULL), (long)((due - now) % 1000000000ULL) };
+                nanosleep(&ts, NULL);
+            }
+        }
         pthread_mutex_lock(&g_mu);
         if ((unsigned long long)dev >= g_ndev) { pthread_mutex_unlock(&g_mu); break; }
-        for (int k = 0; k < STORM_BATCH && done < count; k++, done++) {
+        for (long long k = 0; k < batch && done < count; k++, done++) {
             unsigned d = 0;
             rec += fake_enqueue((unsigned)dev, 0x8, (unsigned long long)(xid + done % distinct), &d);
             drop += d;
