@@ -42,8 +42,7 @@ int Call(Lane& lane, Fn fn, const char* name, Args... args) {
 
 #define NV_CALL(lane, member, ...) Call(lane, (lane).api().member, "nvml" #member, __VA_ARGS__)
 
-OptNum UInt(Lane& lane, int st, unsigned v) {
-  (void)lane;
+OptNum UInt(int st, unsigned v) {
   return st == abi::kSuccess ? OptNum(static_cast<double>(v)) : std::nullopt;
 }
 
@@ -231,7 +230,7 @@ void ReadTelemetry(Lane& lane, nvmlDevice_t h, Telemetry& t) {
   int st;
 
   st = NV_CALL(lane, DeviceGetTemperature, h, abi::kTemperatureGpu, &u);
-  t.temperatureC = UInt(lane, st, u);
+  t.temperatureC = UInt(st, u);
   st = NV_CALL(lane, DeviceGetPowerUsage, h, &u);
   if (st == abi::kSuccess) t.powerUsageW = u / 1000.0;
   st = NV_CALL(lane, DeviceGetEnforcedPowerLimit, h, &u);
@@ -249,9 +248,9 @@ void ReadTelemetry(Lane& lane, nvmlDevice_t h, Telemetry& t) {
     t.memTotal = static_cast<double>(mem.total);
   }
   st = NV_CALL(lane, DeviceGetClockInfo, h, abi::kClockSm, &u);
-  t.smClock = UInt(lane, st, u);
+  t.smClock = UInt(st, u);
   st = NV_CALL(lane, DeviceGetClockInfo, h, abi::kClockMem, &u);
-  t.memClock = UInt(lane, st, u);
+  t.memClock = UInt(st, u);
   // Clock event reasons (driver >= 535), else the older throttle-reasons name (same bits).
   if (lane.api().DeviceGetCurrentClocksEventReasons != nullptr) {
     st = NV_CALL(lane, DeviceGetCurrentClocksEventReasons, h, &ull);
@@ -262,7 +261,7 @@ void ReadTelemetry(Lane& lane, nvmlDevice_t h, Telemetry& t) {
   st = NV_CALL(lane, DeviceGetPerformanceState, h, &u);
   if (st == abi::kSuccess && u != abi::kPstateUnknown) t.pstate = u;
   st = NV_CALL(lane, DeviceGetFanSpeed, h, &u);
-  t.fan = UInt(lane, st, u);
+  t.fan = UInt(st, u);
   st = NV_CALL(lane, DeviceGetPersistenceMode, h, &u);
   if (st == abi::kSuccess) t.persistence = u == abi::kFeatureEnabled;
   st = NV_CALL(lane, DeviceGetEccMode, h, &u, &u2);
@@ -290,15 +289,15 @@ void ReadTelemetry(Lane& lane, nvmlDevice_t h, Telemetry& t) {
     t.remapFailure = u4 != 0;
   }
   st = NV_CALL(lane, DeviceGetPcieReplayCounter, h, &u);
-  t.pcieReplay = UInt(lane, st, u);
+  t.pcieReplay = UInt(st, u);
   st = NV_CALL(lane, DeviceGetCurrPcieLinkGeneration, h, &u);
-  t.pcieGenCur = UInt(lane, st, u);
+  t.pcieGenCur = UInt(st, u);
   st = NV_CALL(lane, DeviceGetMaxPcieLinkGeneration, h, &u);
-  t.pcieGenMax = UInt(lane, st, u);
+  t.pcieGenMax = UInt(st, u);
   st = NV_CALL(lane, DeviceGetCurrPcieLinkWidth, h, &u);
-  t.pcieWidthCur = UInt(lane, st, u);
+  t.pcieWidthCur = UInt(st, u);
   st = NV_CALL(lane, DeviceGetMaxPcieLinkWidth, h, &u);
-  t.pcieWidthMax = UInt(lane, st, u);
+  t.pcieWidthMax = UInt(st, u);
 
   // NVLink: walk link indices until INVALID_ARGUMENT (past the driver's maximum); links answering
   // NOT_SUPPORTED do not exist on this board and are omitted. No link at all -> null.
@@ -369,7 +368,8 @@ std::unique_ptr<Payload> QueryDeviceInfo(Lane& lane) {
     if (NV_CALL(lane, DeviceGetSerial, h, serial, abi::kSerialBufferSize) == abi::kSuccess)
       p->serial = Trimmed(serial, sizeof serial);
     unsigned minor = 0;
-    p->minor = UInt(lane, NV_CALL(lane, DeviceGetMinorNumber, h, &minor), minor);
+    int st = NV_CALL(lane, DeviceGetMinorNumber, h, &minor);
+    p->minor = UInt(st, minor);
     abi::nvmlMemory_t mem{0, 0, 0};
     if (NV_CALL(lane, DeviceGetMemoryInfo, h, &mem) == abi::kSuccess) p->memTotal = static_cast<double>(mem.total);
   } catch (DeviceFatal& f) {

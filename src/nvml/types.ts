@@ -163,6 +163,17 @@ export interface WatchOptions {
   queueCapacity?: number;
   /** Keep the event loop alive while watching. Default false. */
   ref?: boolean;
+  /**
+   * Event types to register (each still masked by what the GPU supports). Default: xid, ecc_sbe,
+   * ecc_dbe, ecc_storm, dram_retirement_event, dram_retirement_failure, non_fatal_poison,
+   * fatal_poison, gpu_unavailable, gpu_recovery_action. `gpu_lost` is always reported.
+   */
+  types?: NvmlEventType[];
+  /**
+   * The `dropped` notification: called (after the batch it belongs to) when distinct events had to
+   * be dropped because the queue was full; also counted in WatchStats.dropped.
+   */
+  onDropped?: (droppedSinceLast: number, droppedTotal: number) => void;
 }
 
 export interface OpenOptions {

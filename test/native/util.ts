@@ -1,0 +1,37 @@
+/** Shared helpers of the native-addon tests (test/native/*.test.ts). */
+import { FakeNvml, ensureFakeNvmlBuilt, type FakeNvmlConfig } from '../helpers/fake-nvml.js';
+import { addonStatus } from '../../src/nvml/index.js';
+
+/** Why the native tier cannot run here, or null when it can (the addon loads and the fake builds). */
+export function nativeSkipReason(): string | null {
+  const st = addonStatus();
+  if (!st.ok) return `native addon unavailable: ${st.reason}`;
+  try {
+    ensureFakeNvmlBuilt();
+  } catch (e) {
+    return `fake libnvidia-ml could not be built: ${(e as Error).message}`;
+  }
+  return null;
+}
+
+export const skipReason = nativeSkipReason();
+if (skipReason) console.warn(`[test/native] skipped: ${skipReason}`);
+
+/** A fake configured for this process (NAVARCH_NVML_LIBRARY / NAVARCH_FAKE_NVML_CONFIG set). */
+export function useFake(config: Partial<FakeNvmlConfig> = {}): FakeNvml {
+  const fake = FakeNvml.create(config);
+  fake.applyToProcess();
+  return fake;
+}
+
+/** Polls `cond` until it holds (or throws after timeoutMs with `what`). */
+export async function until(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
