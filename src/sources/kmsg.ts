@@ -159,6 +159,8 @@ export class KmsgSource {
   private cursorDirty = false;
   private lastCursorWrite = 0;
   private streamBuf = '';
+  /** Dropping the rest of an over-long line (stream mode). */
+  private discarding = false;
   private readonly st: KmsgStats = {
     mode: 'closed',
     records: 0,
@@ -369,6 +371,15 @@ export class KmsgSource {
 
   /** Split the stream buffer into records; the last one is only taken at idle (it may continue). */
   private async drainStream(final: boolean): Promise<void> {
+    if (this.discarding) {
+      const nl = this.streamBuf.indexOf('\n');
+      if (nl < 0) {
+        this.streamBuf = '';
+        return;
+      }
+      this.streamBuf = this.streamBuf.slice(nl + 1);
+      this.discarding = false;
+    }
     for (;;) {
       const s = this.streamBuf;
       // find the end of the first record: a newline followed by a line that is not a continuation
@@ -389,13 +400,11 @@ export class KmsgSource {
         break;
       }
       if (end < 0) {
-        if (final && s.length > 0 && s.indexOf('\n') < 0 && s.length > MAX_RECORD_CHARS) {
+        if (s.length > MAX_RECORD_CHARS * 2) {
+          // an endless line: drop it up to its newline, bounded memory
           this.st.parseErrors++;
           this.streamBuf = '';
-        } else if (s.length > MAX_RECORD_CHARS * 2) {
-          // an endless line: drop what we have, bounded memory
-          this.st.parseErrors++;
-          this.streamBuf = '';
+          this.discarding = s.indexOf('\n', MAX_RECORD_CHARS) < 0;
         }
         return;
       }

@@ -1,0 +1,287 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { HealthEventInput } from '../../src/events/types.js';
+import { KmsgSource, type KmsgSourceOptions } from '../../src/sources/kmsg.js';
+import { formatKmsgRecord } from '../../src/sources/kmsg-parse.js';
+import { openEventStore } from '../../src/store/event-store.js';
+import { xidEventInput } from '../../src/xid/catalog.js';
+
+const BOOT_MS = 1_700_000_000_000;
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function rec(seq: number, message: string, usec = seq * 1_000_000): string {
+  return formatKmsgRecord({ level: 4, seq, usecSinceBoot: usec, message });
+}
+
+let dir: string;
+const sources: KmsgSource[] = [];
+function source(o: Partial<KmsgSourceOptions> & Pick<KmsgSourceOptions, 'onEvent'>): KmsgSource {
+  const s = new KmsgSource({ bootId: 'boot-A', bootTimeMs: BOOT_MS, pollMinMs: 5, pollMaxMs: 20, stateDir: path.join(dir, 'state'), ...o });
+  sources.push(s);
+  return s;
+}
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kmsg-test-'));
+});
+afterEach(async () => {
+  for (const s of sources.splice(0)) await s.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const resolver = (pci: string) => (pci === '0000:9b:00' ? { index: 3, uuid: 'GPU-three' } : null);
+
+describe('KmsgSource over a regular file', () => {
+  it('emits classified XID events with the record timestamp, resolves PCI ids, learns UUIDs', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(
+      file,
+      rec(1, 'Linux version 6.x') +
+        rec(2, 'NVRM: GPU at PCI:0000:41:00: GPU-41414141-0000-1111-2222-333344445555') +
+        rec(3, 'NVRM: Xid (PCI:0000:9b:00): 119, pid=2024380, name=nvidia-smi, Timeout after 6s of waiting for RPC response') +
+        formatKmsgRecord({ level: 3, seq: 4, usecSinceBoot: 4_500_000, message: 'NVRM: Xid (PCI:0000:41:00): 79, GPU has fallen off the bus.', dict: { SUBSYSTEM: 'pci' } }) +
+        rec(5, 'NVRM: GPU 0000:41:00.0: GPU has fallen off the bus.') +
+        rec(6, 'NVRM: Xid (PCI:0000:9b:00): 13, pid=\'<unknown>\', name=<unknown>, Graphics SM Warp Exception'),
+    );
+    const got: HealthEventInput[] = [];
+    const s = source({ path: file, resolveGpu: resolver, onEvent: (e) => void got.push(e) });
+    await s.start();
+    await s.waitBacklog();
+    expect(s.stats().mode).toBe('stream');
+    expect(got.map((e) => e.key)).toEqual(['gpu3/xid/119', 'gpu3/gsp', 'pci/0000:41:00/xid/79', 'pci/0000:41:00/gpu_lost', 'gpu3/xid/13']);
+    const [x119, gsp, x79, lost, x13] = got as [HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput];
+    expect(x119).toMatchObject({ type: 'xid', system: 'DRIVER', gpuIndex: 3, gpuUuid: 'GPU-three', source: 'kmsg', severity: 'critical', fault: 'raise', timeMs: BOOT_MS + 3000 });
+    expect(x119.metrics).toMatchObject({ xid_code: '119', pid: '2024380', process_name: 'nvidia-smi', pci_bus_id: '0000:9b:00', kmsg_seq: '3', replayed: 'true' });
+    expect(gsp).toMatchObject({ type: 'driver_error', severity: 'critical', action: 'reset_gpu' });
+    expect(x79).toMatchObject({ gpuIndex: -1, gpuUuid: 'GPU-41414141-0000-1111-2222-333344445555', action: 'reboot', timeMs: BOOT_MS + 4500 });
+    expect(x79.metrics.pci_bus_id).toBe('0000:41:00');
+    expect(lost).toMatchObject({ type: 'driver_error', action: 'reboot', gpuUuid: 'GPU-41414141-0000-1111-2222-333344445555' });
+    expect(x13).toMatchObject({ fault: 'none', action: 'restart_app' });
+    expect(x13.metrics.pid).toBeUndefined();
+    expect(s.uuidForPci('0000:41:00')).toBe('GPU-41414141-0000-1111-2222-333344445555');
+
+    // records appended later are new, not replayed
+    fs.appendFileSync(file, rec(7, 'NVRM: Xid (PCI:0000:9b:00): 48, An uncorrectable double bit error (DBE)'));
+    await waitFor(() => got.length === 6, 'the appended XID');
+    expect(got[5]?.metrics.replayed).toBeUndefined();
+    expect(got[5]?.key).toBe('gpu3/xid/48');
+    const st = s.stats();
+    expect(st).toMatchObject({ records: 7, xids: 4, replayed: 5, parseErrors: 0 });
+  });
+
+  it('cursor: a restart neither replays nor misses; a new boot replays the buffer as historical', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, rec(1, 'boot') + rec(2, 'NVRM: Xid (PCI:0000:9b:00): 31, pid=1, name=a, first') + rec(3, 'other'));
+    const run = async (bootId: string) => {
+      const got: HealthEventInput[] = [];
+      const s = source({ path: file, bootId, resolveGpu: resolver, onEvent: (e) => void got.push(e) });
+      await s.start();
+      await s.waitBacklog();
+      await s.stop();
+      return got;
+    };
+    const first = await run('boot-A');
+    expect(first.map((e) => [e.metrics.kmsg_seq, e.metrics.replayed])).toEqual([['2', 'true']]);
+    const cursor = JSON.parse(fs.readFileSync(path.join(dir, 'state', 'kmsg-cursor.json'), 'utf8')) as { bootId: string; lastSeq: string };
+    expect(cursor).toMatchObject({ bootId: 'boot-A', lastSeq: '3' });
+
+    // logged while the agent was down
+    fs.appendFileSync(file, rec(4, 'NVRM: Xid (PCI:0000:9b:00): 43, while down') + rec(5, 'other'));
+    const second = await run('boot-A');
+    expect(second.map((e) => [e.metrics.kmsg_seq, e.metrics.replayed])).toEqual([['4', undefined]]);
+    const third = await run('boot-A');
+    expect(third).toEqual([]);
+
+    // reboot: the ring buffer starts over with low sequence numbers
+    fs.writeFileSync(file, rec(1, 'boot') + rec(2, 'NVRM: Xid (PCI:0000:9b:00): 79, new boot'));
+    const fourth = await run('boot-B');
+    expect(fourth.map((e) => [e.metrics.kmsg_seq, e.metrics.xid_code, e.metrics.replayed])).toEqual([['2', '79', 'true']]);
+  });
+
+  it('advances the cursor only after the callback resolved (the store has the event)', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, rec(1, 'NVRM: Xid (PCI:0000:9b:00): 79, x'));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const s = source({ path: file, resolveGpu: resolver, cursorWriteIntervalMs: 0, onEvent: () => gate });
+    await s.start();
+    await waitFor(() => s.stats().events === 1, 'the event');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(s.stats().lastSeq).toBeNull();
+    release();
+    await waitFor(() => s.stats().lastSeq === '1', 'cursor advance');
+  });
+
+  it('survives garbage records and a callback that throws', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, `garbage line\n${'z'.repeat(200_000)}\n${rec(2, 'NVRM: Xid (PCI:0000:9b:00): 13, ok')}`);
+    let calls = 0;
+    const s = source({
+      path: file,
+      resolveGpu: () => {
+        throw new Error('resolver bug');
+      },
+      onEvent: () => {
+        calls++;
+        throw new Error('callback bug');
+      },
+    });
+    await s.start();
+    await s.waitBacklog();
+    expect(calls).toBe(1);
+    expect(s.stats()).toMatchObject({ parseErrors: 2, emitErrors: 1, records: 1 });
+  });
+
+  it('replayOnFirstRun=false skips the backlog but still sets the cursor', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, rec(1, 'NVRM: Xid (PCI:0000:9b:00): 79, old'));
+    const got: HealthEventInput[] = [];
+    const s = source({ path: file, replayOnFirstRun: false, onEvent: (e) => void got.push(e) });
+    await s.start();
+    await s.waitBacklog();
+    fs.appendFileSync(file, rec(2, 'NVRM: Xid (PCI:0000:9b:00): 79, new'));
+    await waitFor(() => got.length === 1, 'new XID');
+    expect(got[0]?.metrics.kmsg_seq).toBe('2');
+  });
+
+  it('a clear one-line error when the path cannot be opened', async () => {
+    const s = source({ path: path.join(dir, 'nope'), onEvent: () => undefined });
+    await expect(s.start()).rejects.toThrow(/^kmsg source: cannot open .*nope: ENOENT$/);
+  });
+});
+
+describe('KmsgSource over a FIFO', () => {
+  it('reads records written to a FIFO as they come', async (ctx) => {
+    const fifo = path.join(dir, 'fifo');
+    try {
+      execFileSync('mkfifo', [fifo]);
+    } catch (e) {
+      console.warn(`SKIP FIFO test: mkfifo failed (${(e as Error).message.split('\n')[0]})`);
+      ctx.skip();
+      return;
+    }
+    const got: HealthEventInput[] = [];
+    const s = source({ path: fifo, resolveGpu: resolver, onEvent: (e) => void got.push(e) });
+    await s.start();
+    const w = fs.openSync(fifo, 'w');
+    fs.writeSync(w, rec(10, 'NVRM: Xid (PCI:0000:9b:00): 79, GPU has fallen off the bus.'));
+    await waitFor(() => got.length === 1, 'XID from FIFO');
+    fs.writeSync(w, rec(11, 'NVRM: Xid (PCI:0000:9b:00): 48, DBE'));
+    await waitFor(() => got.length === 2, 'second XID from FIFO');
+    fs.closeSync(w);
+    expect(got.map((e) => e.key)).toEqual(['gpu3/xid/79', 'gpu3/xid/48']);
+    expect(s.stats().mode).toBe('stream');
+  });
+});
+
+describe('KmsgSource read errors (injected: EPIPE cannot be caused on demand)', () => {
+  it('counts EPIPE overruns and goes on; EAGAIN waits', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, '');
+    const script: Array<string | Error> = [
+      rec(1, 'NVRM: Xid (PCI:0000:9b:00): 13, a'),
+      Object.assign(new Error('EAGAIN'), { code: 'EAGAIN' }),
+      Object.assign(new Error('EPIPE'), { code: 'EPIPE' }),
+      rec(9, 'NVRM: Xid (PCI:0000:9b:00): 31, b'),
+    ];
+    const got: HealthEventInput[] = [];
+    const s = source({
+      path: file,
+      resolveGpu: resolver,
+      onEvent: (e) => void got.push(e),
+      readImpl: async (_fd, buf) => {
+        const next = script.shift();
+        if (next === undefined) throw Object.assign(new Error('EAGAIN'), { code: 'EAGAIN' });
+        if (next instanceof Error) throw next;
+        return buf.write(next);
+      },
+    });
+    await s.start();
+    await waitFor(() => got.length === 2, 'both XIDs');
+    expect(s.stats().overruns).toBe(1);
+    expect(got[0]?.metrics.replayed).toBe('true');
+    expect(got[1]?.metrics.replayed).toBeUndefined();
+  });
+});
+
+describe('kernel log + NVML into the store', () => {
+  it('the same XID from NVML and the kernel log ends as one event and one fault', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, '');
+    const store = await openEventStore({ dir: path.join(dir, 'store'), bootId: 'boot-A' });
+    try {
+      const now = Date.now();
+      // the kernel logged it at (about) the same moment NVML delivered it
+      const s = source({ path: file, resolveGpu: resolver, bootTimeMs: now - 5000, onEvent: (e) => store.append(e) });
+      await s.start();
+      await s.waitBacklog();
+      await store.append(xidEventInput({ code: 79, gpuIndex: 3, gpuUuid: 'GPU-three', timeMs: now, source: 'nvml' }));
+      fs.appendFileSync(file, rec(1, 'NVRM: Xid (PCI:0000:9b:00): 79, GPU has fallen off the bus.', 5_000_300));
+      await waitFor(() => s.stats().events === 1 && store.stats().coalesced === 1, 'kmsg XID in the store');
+      const p = store.pending();
+      expect(p).toHaveLength(1);
+      expect(p[0]).toMatchObject({ key: 'gpu3/xid/79', count: 1 });
+      expect(p[0]?.metrics.pci_bus_id).toBe('0000:9b:00');
+      expect(store.activeFaults()).toHaveLength(1);
+    } finally {
+      for (const s of sources.splice(0)) await s.stop();
+      await store.close();
+    }
+  });
+});
+
+const kmsgWritable = (() => {
+  try {
+    fs.accessSync('/dev/kmsg', fs.constants.R_OK | fs.constants.W_OK);
+    return fs.statSync('/dev/kmsg').isCharacterDevice();
+  } catch {
+    return false;
+  }
+})();
+if (!kmsgWritable) console.warn('SKIP real /dev/kmsg tests: /dev/kmsg is not readable and writable here (needs root)');
+
+describe.skipIf(!kmsgWritable)('KmsgSource over the real /dev/kmsg', () => {
+  it('reads records one per read(), sees a written XID line, and resumes after a restart without replay or miss', async () => {
+    const tag = randomBytes(6).toString('hex');
+    // a PCI id no real GPU here has, so other processes' lines cannot match
+    const pci = `00ee:${randomBytes(1).toString('hex')}:1f`;
+    const stateDir = path.join(dir, 'state');
+    const mine = (e: HealthEventInput) => e.message.includes(tag);
+    const run1: HealthEventInput[] = [];
+    const s1 = new KmsgSource({ stateDir, pollMinMs: 5, pollMaxMs: 50, onEvent: (e) => void (mine(e) && run1.push(e)) });
+    sources.push(s1);
+    await s1.start();
+    await s1.waitBacklog();
+    expect(s1.stats().mode).toBe('records');
+    fs.writeFileSync('/dev/kmsg', `<3>NVRM: Xid (PCI:${pci}): 79, GPU has fallen off the bus. ${tag}-live\n`);
+    await waitFor(() => run1.length === 1, 'the live XID from /dev/kmsg');
+    expect(run1[0]).toMatchObject({ gpuIndex: -1, key: `pci/${pci}/xid/79`, source: 'kmsg' });
+    expect(run1[0]?.metrics.replayed).toBeUndefined();
+    // the record's own timestamp: within a few seconds of now
+    expect(Math.abs((run1[0]?.timeMs ?? 0) - Date.now())).toBeLessThan(10_000);
+    await s1.stop();
+
+    // logged while the agent was down
+    fs.writeFileSync('/dev/kmsg', `<3>NVRM: Xid (PCI:${pci}): 48, DBE ${tag}-down\n`);
+    const run2: HealthEventInput[] = [];
+    const s2 = new KmsgSource({ stateDir, pollMinMs: 5, pollMaxMs: 50, onEvent: (e) => void (mine(e) && run2.push(e)) });
+    sources.push(s2);
+    await s2.start();
+    await s2.waitBacklog();
+    await waitFor(() => run2.length >= 1, 'the XID logged while down');
+    expect(run2.map((e) => e.metrics.xid_code)).toEqual(['48']);
+    expect(run2[0]?.metrics.replayed).toBeUndefined();
+    expect(s2.stats().skipped).toBeGreaterThan(0);
+  });
+});
