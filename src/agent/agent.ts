@@ -173,7 +173,7 @@ export class Agent implements AgentView {
       throw new AgentStartError(`event store in ${cfg.stateDir}: ${(err as Error).message}`);
     }
     this.store.onAppend((r) => this.onAppended(r));
-    if (this.selection.driverError) this.ingest(this.selection.driverError);
+    if (this.selection.driverError) void this.ingest(this.selection.driverError);
 
     // 3. Local API (before the sources: /healthz answers while they start)
     try {
@@ -204,7 +204,7 @@ export class Agent implements AgentView {
       onSnapshots: (snaps) => this.onSnapshots(snaps),
       thresholds: { expectedGpuCount: backend.kind === 'nvml' ? (instanceTypeGpus(cfg.instanceType)?.gpus ?? null) : null },
       onEvents: (inputs) => {
-        for (const i of inputs) this.ingest(i);
+        for (const i of inputs) void this.ingest(i);
       },
     });
     await this.telemetry.start();
@@ -284,13 +284,13 @@ export class Agent implements AgentView {
       this.log.error({ err, component: 'nvml-events' }, 'cannot classify NVML events');
       return;
     }
-    for (const i of inputs) this.ingest(i);
+    for (const i of inputs) void this.ingest(i);
   }
 
-  /** Append a classified event to the durable store (never throws; failures are logged). */
-  ingest(input: HealthEventInput): void {
+  /** Append a classified event to the durable store (never rejects; failures are logged). */
+  ingest(input: HealthEventInput): Promise<void> {
     const store = this.store;
-    if (!store) return;
+    if (!store) return Promise.resolve();
     const p = store
       .append(input)
       .then(() => undefined)
@@ -300,6 +300,7 @@ export class Agent implements AgentView {
       })
       .finally(() => this.ingestQueue.delete(p));
     this.ingestQueue.add(p);
+    return p;
   }
 
   private onAppended(r: AppendResult): void {

@@ -37,6 +37,9 @@ export interface KmsgStatus {
   linesRead?: number;
   xidsMatched?: number;
   unresolvedPci?: number;
+  overruns?: number;
+  lastSeq?: string | null;
+  mode?: string;
 }
 
 export interface AgentStatus {
