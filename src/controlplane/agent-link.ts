@@ -550,12 +550,16 @@ export class AgentLink {
         results.push(...faultsToResults(faults));
         if (faults.length > 0) this.log.warn({ faults: faults.map((f) => f.key) }, 're-asserting active faults after registration');
       }
-      if (wantPeriodic && this.o.checks) {
-        try {
-          results.push(...(await bounded(this.o.checks(), this.providerTimeoutMs, 'check provider')));
-        } catch (e) {
-          this.log.warn({ err: (e as Error).message }, 'check results unavailable for this report');
+      if (wantPeriodic) {
+        if (this.o.checks) {
+          try {
+            results.push(...(await bounded(this.o.checks(), this.providerTimeoutMs, 'check provider')));
+          } catch (e) {
+            this.log.warn({ err: (e as Error).message }, 'check results unavailable for this report');
+          }
         }
+        // While a critical fault is active the node must not read HEALTHY on the next tick.
+        if (!wantReassert) results.push(...faultsToResults(this.o.store.activeFaults()));
       }
       results.push(...extra);
       events.push(...batch.map(eventToProto));

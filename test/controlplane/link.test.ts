@@ -198,6 +198,12 @@ describe('health delivery', () => {
     await waitFor(() => store.pendingCount() === 0, 20_000, 'ack');
     expect(link.status().nodeStatus).toBe('NODE_STATUS_UNHEALTHY');
     expect(latencies).toHaveLength(1);
+    // The next periodic report carries an active_faults result: health stays UNHEALTHY.
+    const reports = cp.node('node-a')!.reports;
+    link.reportNow();
+    await waitFor(() => cp.node('node-a')!.reports > reports, 20_000, 'periodic report');
+    expect(cp.node('node-a')!.healthStatus).toBe('unhealthy');
+    expect(cp.node('node-a')!.lastResults.find((r) => r.checkName === 'active_faults')?.message).toContain('gpu3/xid/79');
     // Node-level events carry gpu_index -1 explicitly.
     await store.append({ ...xidInput(0, 31), gpuIndex: -1, gpuUuid: '', key: 'node/xid/31' });
     await waitFor(() => cp.events('node-a').length === 2, 20_000, 'node-level event');
