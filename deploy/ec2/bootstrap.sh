@@ -100,15 +100,16 @@ imds_request() { # imds_request METHOD PATH -> body on stdout; returns 0 ok, 2 o
     *) return 1 ;;
   esac
 }
-imds_get() { # imds_get PATH -> value, retrying until the deadline
-  local path=$1 attempt=0 rc value
+imds_get() { # imds_get VAR PATH: sets VAR, retrying until the deadline (no subshell: the
+  # token must survive between calls)
+  local var=$1 path=$2 attempt=0 rc value
   while :; do
     if [ -z "$imds_token" ]; then
       if ! imds_token=$(imds_request PUT /latest/api/token) || [ -z "$imds_token" ]; then imds_token=; fi
     fi
     if [ -n "$imds_token" ]; then
       rc=0; value=$(imds_request GET "$path") || rc=$?
-      if [ "$rc" = 0 ] && [ -n "$value" ]; then printf '%s' "$value"; return 0; fi
+      if [ "$rc" = 0 ] && [ -n "$value" ]; then printf -v "$var" '%s' "$value"; return 0; fi
       if [ "$rc" = 2 ]; then imds_token=; fi
     fi
     backoff "$attempt" || die "instance metadata (IMDSv2 at $imds) unreachable: no answer for $path within ${deadline_s}s"
@@ -116,10 +117,11 @@ imds_get() { # imds_get PATH -> value, retrying until the deadline
   done
 }
 
-instance_id=$(imds_get /latest/meta-data/instance-id)
-region=$(imds_get /latest/meta-data/placement/region)
-zone=$(imds_get /latest/meta-data/placement/availability-zone)
-instance_type=$(imds_get /latest/meta-data/instance-type)
+instance_id='' region='' zone='' instance_type=''
+imds_get instance_id /latest/meta-data/instance-id
+imds_get region /latest/meta-data/placement/region
+imds_get zone /latest/meta-data/placement/availability-zone
+imds_get instance_type /latest/meta-data/instance-type
 [[ "$instance_id" =~ ^i-[0-9a-f]{8,32}$ ]] || die "IMDS returned an unexpected instance id: '$instance_id'"
 [[ "$region" =~ ^[a-z0-9-]{1,64}$ ]] || die "IMDS returned an unexpected region: '$region'"
 [[ "$zone" =~ ^[a-z0-9-]{1,64}$ ]] || die "IMDS returned an unexpected availability zone: '$zone'"
@@ -177,7 +179,8 @@ mkdir -p "$inst"
 if [ -n "${BOOTSTRAP_TARBALL_URL:-}" ]; then
   log "installing the agent from $BOOTSTRAP_TARBALL_URL"
   fetch "$BOOTSTRAP_TARBALL_URL" "$work/agent.tar.gz" "${BOOTSTRAP_TARBALL_SHA256:-}"
-  top=$(tar -tzf "$work/agent.tar.gz" | head -n1 | cut -d/ -f1) || die "$BOOTSTRAP_TARBALL_URL is not a gzip tarball"
+  tar -tzf "$work/agent.tar.gz" > "$work/agent.list" 2>/dev/null || die "$BOOTSTRAP_TARBALL_URL is not a gzip tarball"
+  top=$(sed -n '1s#/.*##p' "$work/agent.list")
   [[ "$top" =~ ^navarch-agent-[0-9A-Za-z.+-]+$ ]] || die "$BOOTSTRAP_TARBALL_URL does not look like a navarch-agent release (top directory '$top')"
   rm -rf "${inst:?}/$top.new" && mkdir -p "$inst/$top.new"
   tar -xzf "$work/agent.tar.gz" -C "$inst/$top.new" --strip-components=1 --no-same-owner || die "cannot unpack $BOOTSTRAP_TARBALL_URL"

@@ -1,0 +1,287 @@
+// deploy/ec2: the cloud-config validates, matches bootstrap.sh, and the bootstrap runs end to end
+// against a local IMDSv2 server on loopback, in a scratch root, with recorded systemctl/npm.
+import { createHash, randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { have, makeRecorder, repoRoot, run, runAsync } from './helpers.js';
+
+const bootstrap = join(repoRoot, 'deploy/ec2/bootstrap.sh');
+const userData = join(repoRoot, 'deploy/ec2/user-data.yaml');
+const IDENTITY: Record<string, string> = {
+  '/latest/meta-data/instance-id': 'i-0abc123def4567890',
+  '/latest/meta-data/placement/region': 'us-west-2',
+  '/latest/meta-data/placement/availability-zone': 'us-west-2b',
+  '/latest/meta-data/instance-type': 'p5.48xlarge',
+};
+
+/** A minimal IMDSv2: PUT token (TTL header required), GETs only with a live token. */
+class FakeImds {
+  readonly log: Array<{ method: string; path: string; status: number }> = [];
+  readonly tokens = new Set<string>();
+  failTokenPuts = 0;
+  /** After this many successful GETs, every token expires once (a 401 follows). */
+  expireAfterGets = Infinity;
+  gets = 0;
+  private server: Server;
+  port = 0;
+
+  constructor() {
+    this.server = createServer((req, res) => this.handle(req, res));
+  }
+  async start(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((r) => this.server.close(r));
+  }
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  private reply(req: IncomingMessage, res: ServerResponse, status: number, body = ''): void {
+    this.log.push({ method: req.method ?? '', path: req.url ?? '', status });
+    res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+  }
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    if (req.url === '/latest/api/token') {
+      if (req.method !== 'PUT') return this.reply(req, res, 405);
+      const ttl = Number(req.headers['x-aws-ec2-metadata-token-ttl-seconds']);
+      if (!Number.isInteger(ttl) || ttl < 1 || ttl > 21600) return this.reply(req, res, 400);
+      if (this.failTokenPuts > 0) {
+        this.failTokenPuts--;
+        return this.reply(req, res, 503);
+      }
+      const token = randomBytes(16).toString('base64url');
+      this.tokens.add(token);
+      return this.reply(req, res, 200, token);
+    }
+    if (req.method !== 'GET') return this.reply(req, res, 405);
+    const tok = req.headers['x-aws-ec2-metadata-token'];
+    if (typeof tok !== 'string' || !this.tokens.has(tok)) return this.reply(req, res, 401);
+    const value = IDENTITY[req.url ?? ''];
+    if (value === undefined) return this.reply(req, res, 404);
+    if (++this.gets === this.expireAfterGets) this.tokens.clear();
+    return this.reply(req, res, 200, value);
+  }
+}
+
+describe('user-data.yaml', () => {
+  it('embeds bootstrap.sh byte for byte and is what render-user-data.sh prints', () => {
+    const doc = parseYaml(readFileSync(userData, 'utf8')) as { write_files: Array<{ path: string; content: string; permissions: string }>; runcmd: unknown[] };
+    const script = doc.write_files.find((f) => f.path === '/usr/local/sbin/navarch-bootstrap');
+    expect(script?.content).toBe(readFileSync(bootstrap, 'utf8'));
+    expect(script?.permissions).toBe('0755');
+    const env = doc.write_files.find((f) => f.path === '/etc/navarch-agent/bootstrap.env');
+    expect(env?.permissions).toBe('0600');
+    expect(doc.runcmd).toEqual([['/usr/local/sbin/navarch-bootstrap', '--config', '/etc/navarch-agent/bootstrap.env']]);
+    const rendered = run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh')]);
+    expect(rendered.status, rendered.stderr).toBe(0);
+    expect(rendered.stdout, 'run deploy/ec2/render-user-data.sh > deploy/ec2/user-data.yaml').toBe(readFileSync(userData, 'utf8'));
+  });
+
+  it('render-user-data.sh rejects a malformed setting', () => {
+    const r = run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'PATH=/tmp']);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/bad setting 'PATH=\/tmp'/);
+  });
+
+  const hasCloudInit = have('cloud-init', ['--version']);
+  if (!hasCloudInit) console.warn('[skip] cloud-init schema: cloud-init is not installed (apt-get install cloud-init)');
+  it.skipIf(!hasCloudInit)('passes cloud-init schema validation (committed and custom-rendered)', () => {
+    let r = run('cloud-init', ['schema', '--config-file', userData]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/Valid cloud-config/);
+    const dir = mkdtempSync(join(tmpdir(), 'navarch-ud-'));
+    try {
+      const custom = run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'NAVARCH_SERVER=http://10.0.0.5:50051',
+        'BOOTSTRAP_TARBALL_URL=https://artifacts.example/navarch-agent-0.1.0-linux-x64.tar.gz', 'BOOTSTRAP_TARBALL_SHA256=' + 'a'.repeat(64)]);
+      expect(custom.status, custom.stderr).toBe(0);
+      writeFileSync(join(dir, 'ud.yaml'), custom.stdout);
+      r = run('cloud-init', ['schema', '--config-file', join(dir, 'ud.yaml')]);
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('bootstrap.sh against a loopback IMDSv2', () => {
+  const imds = new FakeImds();
+  let work: string;
+  let tarball: string;
+  let tarballSha: string;
+
+  beforeAll(async () => {
+    await imds.start();
+    work = mkdtempSync(join(tmpdir(), 'navarch-boot-'));
+    // A release tarball in the layout scripts/release.sh produces (launcher + systemd/).
+    const stage = join(work, 'stage', 'navarch-agent-0.1.0');
+    mkdirSync(join(stage, 'bin'), { recursive: true });
+    cpSync(join(repoRoot, 'deploy/bin/navarch-agent'), join(stage, 'bin/navarch-agent'));
+    cpSync(join(repoRoot, 'systemd'), join(stage, 'systemd'), { recursive: true });
+    tarball = join(work, 'navarch-agent-0.1.0-linux-x64.tar.gz');
+    const t = run('tar', ['-czf', tarball, '-C', join(work, 'stage'), 'navarch-agent-0.1.0']);
+    expect(t.status, t.stderr).toBe(0);
+    tarballSha = createHash('sha256').update(readFileSync(tarball)).digest('hex');
+  });
+  afterAll(async () => {
+    await imds.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+  beforeEach(() => {
+    imds.log.length = 0;
+    imds.tokens.clear();
+    imds.failTokenPuts = 0;
+    imds.expireAfterGets = Infinity;
+    imds.gets = 0;
+  });
+
+  function scratch(name: string) {
+    const root = join(work, name);
+    mkdirSync(root, { recursive: true });
+    const calls = join(work, `${name}.calls`);
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      TMPDIR: work,
+      IMDS_ENDPOINT: imds.url,
+      IMDS_DEADLINE_S: '60',
+      SYSTEMCTL: makeRecorder(join(work, `${name}.systemctl`), calls, 'systemctl'),
+      NPM: makeRecorder(join(work, `${name}.npm`), calls, 'npm'),
+    };
+    const callLines = () => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []);
+    return { root, env, callLines };
+  }
+
+  it('installs from the offline tarball: agent.env from IMDS, token, unit, service started, marker', async () => {
+    const { root, env, callLines } = scratch('tarball');
+    const cfg = join(work, 'bootstrap.env');
+    writeFileSync(cfg, [
+      '# settings',
+      'NAVARCH_SERVER="http://10.0.0.5:50051"',
+      'NAVARCH_POOL=train-h100',
+      `BOOTSTRAP_TARBALL_URL=file://${tarball}`,
+      `BOOTSTRAP_TARBALL_SHA256=${tarballSha}`,
+      'NAVARCH_LOG_LEVEL=info',
+      '',
+    ].join('\n'));
+    const r = await runAsync('bash', [bootstrap, '--root', root, '--config', cfg], {
+      env: { ...env, NAVARCH_AUTH_TOKEN: 'tok-123', NAVARCH_ALLOW_INSECURE: 'true', NAVARCH_LOG_LEVEL: 'debug' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain('instance i-0abc123def4567890 (p5.48xlarge) in us-west-2b');
+
+    // IMDSv2: the token first, then every GET with it; no GET was ever refused.
+    expect(imds.log[0]).toEqual({ method: 'PUT', path: '/latest/api/token', status: 200 });
+    expect(imds.log.filter((l) => l.method === 'GET').map((l) => [l.path, l.status])).toEqual(
+      Object.keys(IDENTITY).map((p) => [p, 200]),
+    );
+
+    expect(readlinkSync(join(root, 'opt/navarch-agent/current'))).toBe('navarch-agent-0.1.0');
+    expect(statSync(join(root, 'opt/navarch-agent/current/bin/navarch-agent')).mode & 0o111).not.toBe(0);
+    const envText = readFileSync(join(root, 'etc/navarch-agent/agent.env'), 'utf8');
+    for (const line of [
+      'NAVARCH_SERVER="http://10.0.0.5:50051"',
+      'NAVARCH_NODE_ID="i-0abc123def4567890"',
+      'NAVARCH_PROVIDER="aws"',
+      'NAVARCH_REGION="us-west-2"',
+      'NAVARCH_ZONE="us-west-2b"',
+      'NAVARCH_INSTANCE_TYPE="p5.48xlarge"',
+      'NAVARCH_POOL="train-h100"',
+      'NAVARCH_ALLOW_INSECURE="true"',
+      'NAVARCH_LOG_LEVEL="debug"', // the environment wins over the config file
+    ]) expect(envText).toContain(`${line}\n`);
+    expect(envText).not.toMatch(/tok-123|AUTH_TOKEN|BOOTSTRAP_/);
+    expect(readFileSync(join(root, 'etc/navarch-agent/auth-token'), 'utf8')).toBe('tok-123');
+    expect(statSync(join(root, 'etc/navarch-agent/auth-token')).mode & 0o777).toBe(0o600);
+    const unit = readFileSync(join(root, 'etc/systemd/system/navarch-agent.service'), 'utf8');
+    expect(unit).toMatch(/^ExecStart=\/opt\/navarch-agent\/current\/bin\/navarch-agent run --auth-token-file/m);
+    expect(callLines()).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl restart navarch-agent.service']);
+    expect(readFileSync(join(root, 'var/lib/navarch-bootstrap/done'), 'utf8')).toMatch(/^instance-id=i-0abc123def4567890$/m);
+
+    // Reboot: the same instance runs it again; the marker makes it a no-op.
+    const again = await runAsync('bash', [bootstrap, '--root', root, '--config', cfg], { env });
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr).toContain('already bootstrapped');
+    expect(callLines()).toHaveLength(3);
+
+    // --force re-runs it; nothing changed, so the service is only started, not restarted.
+    const forced = await runAsync('bash', [bootstrap, '--root', root, '--config', cfg, '--force'], {
+      env: { ...env, NAVARCH_AUTH_TOKEN: 'tok-123', NAVARCH_ALLOW_INSECURE: 'true', NAVARCH_LOG_LEVEL: 'debug' },
+    });
+    expect(forced.status, forced.stderr).toBe(0);
+    expect(callLines().slice(3)).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl start navarch-agent.service']);
+  });
+
+  it('installs from the npm registry when no tarball is given (recorded npm)', async () => {
+    const { root, env, callLines } = scratch('npm');
+    const r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_NPM_SPEC: 'navarch-agent@0.1.0' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(callLines()[0]).toBe(`npm install --global --prefix ${root}/opt/navarch-agent/npm --no-audit --no-fund --omit=dev navarch-agent@0.1.0`);
+    const unit = readFileSync(join(root, 'etc/systemd/system/navarch-agent.service'), 'utf8');
+    expect(unit).toMatch(/^ExecStart=\/opt\/navarch-agent\/npm\/bin\/navarch-agent run/m);
+    // No token: the no-token drop-in instead of an empty credential.
+    expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service.d/50-no-token.conf'))).toBe(true);
+    expect(callLines().slice(1)).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl restart navarch-agent.service']);
+  });
+
+  it('retries through IMDS errors and refreshes an expired token (401)', async () => {
+    const { root, env } = scratch('retry');
+    imds.failTokenPuts = 2;
+    imds.expireAfterGets = 2;
+    const r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const puts = imds.log.filter((l) => l.method === 'PUT').map((l) => l.status);
+    expect(puts).toEqual([503, 503, 200, 200]);
+    expect(imds.log.filter((l) => l.status === 401)).toHaveLength(1);
+    expect(readFileSync(join(root, 'etc/navarch-agent/agent.env'), 'utf8')).toContain('NAVARCH_INSTANCE_TYPE="p5.48xlarge"');
+  });
+
+  it('fails with a clear message and non-zero exit when IMDS is unreachable, installing nothing', async () => {
+    const { root, env, callLines } = scratch('noimds');
+    const closed = createServer();
+    await new Promise<void>((res) => closed.listen(0, '127.0.0.1', res));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((res) => closed.close(res));
+    const r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', IMDS_ENDPOINT: `http://127.0.0.1:${port}`, IMDS_DEADLINE_S: '3' },
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^navarch-bootstrap: error: instance metadata \(IMDSv2 at http:\/\/127\.0\.0\.1:\d+\) unreachable: no answer for \/latest\/meta-data\/instance-id within 3s$/);
+    expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service'))).toBe(false);
+    expect(existsSync(join(root, 'var/lib/navarch-bootstrap/done'))).toBe(false);
+    expect(callLines()).toEqual([]);
+  });
+
+  it('fails before installing on a bad checksum, a missing server or a failing install', async () => {
+    const { root, env, callLines } = scratch('bad');
+    let r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, BOOTSTRAP_TARBALL_SHA256: '0'.repeat(64) },
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/checksum mismatch for file:\/\/.*: expected 0{64}, got [0-9a-f]{64}/);
+    expect(existsSync(join(root, 'opt/navarch-agent/current'))).toBe(false);
+
+    r = await runAsync('bash', [bootstrap, '--root', root], { env });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim()).toBe('navarch-bootstrap: error: NAVARCH_SERVER is not set (the control plane URL, e.g. http://10.0.0.5:50051)');
+
+    r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, SYSTEMCTL: '/bin/false' },
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr, r.stderr).toMatch(/installing the service failed/);
+    expect(existsSync(join(root, 'var/lib/navarch-bootstrap/done'))).toBe(false);
+    expect(callLines()).toEqual([]);
+  });
+});
