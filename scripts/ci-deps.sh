@@ -1,15 +1,36 @@
 #!/usr/bin/env bash
 # System packages the test suite needs (Debian). Idempotent; quiet when everything is present.
+#   g++, make, python3     the addon, the fake libnvidia-ml, the sd_notify receiver in tests
+#   ShellCheck (package shellcheck): test/deploy/shellcheck.test.ts
+#   systemd                systemd-analyze security/verify (offline; systemd need not be PID 1),
+#                          systemd-sysusers (install.sh in a scratch root)
+#   cloud-init             cloud-init schema for deploy/ec2/user-data.yaml
+#   curl, file, binutils   deploy/ec2/bootstrap.sh, scripts/prebuild.sh checks
+#   g++-aarch64-linux-gnu, binutils-aarch64-linux-gnu   the cross-compiled linux-arm64 prebuild
+#   passwd                 useradd/userdel (install.sh fallback, uninstall.sh --purge)
 set -euo pipefail
 need=()
-command -v g++ >/dev/null || need+=(g++)
-command -v make >/dev/null || need+=(make)
-command -v python3 >/dev/null || need+=(python3)
+want() { # want COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 || need+=("$2")
+}
+want g++ g++
+want make make
+want python3 python3
+want shellcheck shellcheck
+want systemd-analyze systemd
+want cloud-init cloud-init
+want curl curl
+want file file
+want objdump binutils
+want useradd passwd
+want aarch64-linux-gnu-g++ g++-aarch64-linux-gnu
+want aarch64-linux-gnu-objdump binutils-aarch64-linux-gnu
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   else
-    echo "ci-deps: missing ${need[*]} and cannot install them" >&2
+    echo "ci-deps: missing ${need[*]} and cannot install them (need root and apt-get)" >&2
     exit 1
   fi
 fi
