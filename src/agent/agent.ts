@@ -474,6 +474,7 @@ export class Agent implements AgentView {
     this.selection?.scenario?.run?.stop();
     await Promise.allSettled([this.watch?.stop(), this.telemetry?.stop(), this.kmsg?.stop()]);
     await this.drainIngest();
+    log.debug('sources stopped');
     if (this.link) {
       const deadline = Date.now() + this.cfg.shutdownTimeoutMs;
       try {
@@ -485,8 +486,11 @@ export class Agent implements AgentView {
     const pending = this.store?.pendingCount() ?? 0;
     if (pending > 0) log.warn({ pending }, 'events still pending at exit: kept on disk, sent on the next start');
     await this.store?.close().catch((err: unknown) => log.error({ err }, 'closing the event store failed'));
+    log.debug('event store closed');
     await this.api?.close();
+    log.debug('local API closed');
     await this.backend?.close().catch((err: unknown) => log.warn({ err }, 'closing the GPU backend failed'));
+    log.debug('GPU backend closed');
     this.client?.close();
     log.info('stopped');
   }
