@@ -179,6 +179,8 @@ export function validateInput(input: HealthEventInput): string | null {
   if (!Number.isInteger(input.gpuIndex)) return `gpuIndex must be an integer for ${input.key}`;
   if (typeof input.source !== 'string') return `source must be a string for ${input.key}`;
   if (!input.metrics || typeof input.metrics !== 'object') return `metrics must be an object for ${input.key}`;
+  if (input.count !== undefined && !(Number.isSafeInteger(input.count) && input.count >= 1 && input.count <= 1e12))
+    return `count must be a positive integer for ${input.key} (got ${String(input.count)})`;
   return null;
 }
 
@@ -453,20 +455,21 @@ class FileEventStore implements DurableEventStore {
   /** Memory side of append: coalesce or create; returns a snapshot. */
   private applyInput(input: HealthEventInput): AppendResult & { shed?: boolean } {
     const t = input.timeMs;
+    const n = input.count ?? 1;
     this.pruneRecent(t);
     const existingId = this.byKey.get(input.key);
     const existing = existingId ? this.pendingMap.get(existingId) : undefined;
     if (existing && existing.ev.fault === input.fault && existing.ev.type === input.type) {
       const e = existing.ev;
       const s = existing.src[input.source] ?? { n: 0, t: 0 };
-      const sameOccurrence = s.n < e.count && this.seenByOtherSourceNear(existing.src, input.source, t);
-      s.n++;
+      // Occurrences another source already counted (within the window) are not counted again.
+      const matched = this.seenByOtherSourceNear(existing.src, input.source, t) ? Math.min(n, Math.max(0, e.count - s.n)) : 0;
+      s.n += n;
       s.t = Math.max(s.t, t);
       existing.src[input.source] = s;
-      if (sameOccurrence) {
-        this.st.crossSourceMerged++;
-      } else {
-        e.count++;
+      this.st.crossSourceMerged += matched;
+      if (n > matched) {
+        e.count += n - matched;
         if (e.count > existing.snapCount && existing.firstAfterSnap === null) existing.firstAfterSnap = t;
       }
       e.firstTimeMs = Math.min(e.firstTimeMs, t);
@@ -482,22 +485,27 @@ class FileEventStore implements DurableEventStore {
       if (!e.gpuUuid && input.gpuUuid) e.gpuUuid = input.gpuUuid;
       this.dirtyEvents.add(e.id);
       this.st.coalesced++;
-      this.applyFault(input, e, !sameOccurrence);
+      this.applyFault(input, e, n - matched);
       return { event: copyEvent(e), coalesced: true };
     }
 
     // The same occurrence from a second source, arriving after the first was already acknowledged.
+    let count = n;
     const rec = this.recent.get(input.key);
     if (rec && rec.event.fault === input.fault) {
       const s = rec.src[input.source] ?? { n: 0, t: 0 };
-      if (s.n < rec.count && this.seenByOtherSourceNear(rec.src, input.source, t)) {
-        s.n++;
+      const matched = this.seenByOtherSourceNear(rec.src, input.source, t) ? Math.min(n, Math.max(0, rec.count - s.n)) : 0;
+      if (matched > 0) {
+        s.n += matched;
         s.t = Math.max(s.t, t);
         rec.src[input.source] = s;
-        this.st.coalesced++;
-        this.st.crossSourceMerged++;
-        this.applyFault(input, rec.event, false);
-        return { event: copyEvent(rec.event), coalesced: true };
+        this.st.crossSourceMerged += matched;
+        count = n - matched;
+        if (count === 0) {
+          this.st.coalesced++;
+          this.applyFault(input, rec.event, 0);
+          return { event: copyEvent(rec.event), coalesced: true };
+        }
       }
     }
 
@@ -516,23 +524,23 @@ class FileEventStore implements DurableEventStore {
       key: input.key,
       fault: input.fault,
       id: this.ids.next(),
-      count: 1,
+      count,
       firstTimeMs: t,
       lastTimeMs: t,
     };
-    const bytes = encodeLine({ t: 'p', e: ev, s: { [input.source]: { n: 1, t } } }).length;
+    const bytes = encodeLine({ t: 'p', e: ev, s: { [input.source]: { n: count, t } } }).length;
     if (!this.admit(ev, bytes)) {
       this.st.shed++;
       this.st.shedBySeverity[ev.severity]++;
       this.log?.warn({ key: ev.key, severity: ev.severity }, 'event store: full; new non-critical event shed');
       return { event: ev, coalesced: false, shed: true };
     }
-    const entry: Entry = { ev, src: { [input.source]: { n: 1, t } }, bytes, snapCount: 0, firstAfterSnap: t };
+    const entry: Entry = { ev, src: { [input.source]: { n: count, t } }, bytes, snapCount: 0, firstAfterSnap: t };
     this.pendingMap.set(ev.id, entry);
     this.byKey.set(ev.key, ev.id);
     this.liveEventBytes += bytes;
     this.dirtyEvents.add(ev.id);
-    this.applyFault(input, ev, true);
+    this.applyFault(input, ev, count);
     return { event: copyEvent(ev), coalesced: false };
   }
 
@@ -603,7 +611,7 @@ class FileEventStore implements DurableEventStore {
     return this.liveEventBytes + this.liveFaultBytes;
   }
 
-  private applyFault(input: HealthEventInput, ev: HealthEvent, newOccurrence: boolean): void {
+  private applyFault(input: HealthEventInput, ev: HealthEvent, newOccurrences: number): void {
     if (input.fault === 'clear') {
       if (this.faults.has(input.key)) {
         const fe = this.faults.get(input.key) as FaultEntry;
@@ -618,7 +626,7 @@ class FileEventStore implements DurableEventStore {
     if (fe) {
       const f = fe.f;
       f.lastSeenMs = Math.max(f.lastSeenMs, input.timeMs);
-      if (newOccurrence) f.count++;
+      f.count += newOccurrences;
       if (SEVERITY_RANK[input.severity] > SEVERITY_RANK[f.severity]) f.severity = input.severity;
       if (ACTION_RANK[input.action] > ACTION_RANK[f.action]) f.action = input.action;
       f.lastEventId = ev.id;
@@ -636,7 +644,7 @@ class FileEventStore implements DurableEventStore {
         metrics: sanitizeMetrics(input.metrics),
         sinceMs: input.timeMs,
         lastSeenMs: input.timeMs,
-        count: 1,
+        count: Math.max(1, newOccurrences),
         lastEventId: ev.id,
       };
       if (this.faults.size >= this.maxFaults) this.evictStalestFault();

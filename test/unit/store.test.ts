@@ -150,6 +150,19 @@ describe('coalescing', () => {
     expect(f[0]?.count).toBe(5);
   });
 
+  it('honours input.count (occurrences a producer already merged), also across sources', async () => {
+    const s = await openStore();
+    const t = 1_700_000_000_000;
+    const nv = { ...xidEventInput({ code: 13, gpuIndex: 0, gpuUuid: 'GPU-0', timeMs: t, source: 'nvml' }), count: 1000 };
+    await s.append(nv);
+    for (let i = 0; i < 3; i++) await s.append(xidEventInput({ code: 13, gpuIndex: 0, gpuUuid: 'GPU-0', timeMs: t + i, source: 'kmsg' }));
+    expect(s.pending()[0]?.count).toBe(1000);
+    await s.append({ ...nv, count: 5, timeMs: t + 5 });
+    expect(s.pending()[0]?.count).toBe(1005);
+    await expect(s.append({ ...nv, count: 0 })).rejects.toThrow(/count must be a positive integer/);
+    await expect(s.append({ ...nv, count: 1.5 })).rejects.toThrow(/count must be a positive integer/);
+  });
+
   it('the second source arriving after the first was acked does not make a second event', async () => {
     const s = await openStore();
     const t = 1_700_000_000_000;
