@@ -275,6 +275,24 @@ describe('health delivery', () => {
     void cp;
   }, 90_000);
 
+  it('over h2c the link survives a control-plane restart (new HTTP/2 session) and delivers what piled up', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    const port = cp.port;
+    const { link, store } = makeLink(cp.url, {}, { httpVersion: '2' });
+    track(link).start();
+    await link.whenRegistered();
+    await store.append(xidInput(0, 13, { fault: 'none' }));
+    await waitFor(() => cp.events('node-a').length === 1, 20_000, 'first event');
+    await cp.close();
+    for (let i = 0; i < 5; i++) await store.append(xidInput(1, 13, { fault: 'none', metrics: { xid_code: '13', seq: String(i) } }));
+    await waitFor(() => link.status().lastError !== null, 20_000, 'failure seen');
+    const cp2 = await startDevControlPlane({ port, heartbeatIntervalSeconds: 1, healthCheckIntervalSeconds: 3600 });
+    cleanups.push(() => cp2.close());
+    await waitFor(() => store.pendingCount() === 0, 30_000, 'drained');
+    expect(cp2.events('node-a').filter((e) => e.metrics.seq !== undefined).map((e) => e.metrics.seq)).toEqual(['0', '1', '2', '3', '4']);
+    expect(cp2.node('node-a')?.registrations).toBe(1);
+  });
+
   it('the control plane restarts and forgets the node: re-registration and fault re-assertion', async () => {
     const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
     const { link, store } = makeLink(cp.url);
