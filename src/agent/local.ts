@@ -8,6 +8,7 @@ import type { DeviceStatus } from '../api/types.js';
 import { selectBackend } from '../backends/select.js';
 import type { AgentConfig } from '../config/config.js';
 import type { ActiveFault } from '../events/types.js';
+import { judgeSnapshot } from '../sources/telemetry.js';
 import { EventStoreError, openEventStore } from '../store/event-store.js';
 
 export interface LocalSnapshot {
@@ -76,6 +77,25 @@ export async function localSnapshot(cfg: AgentConfig, env: NodeJS.ProcessEnv): P
         lastXid: 0,
       };
     });
+    // Threshold judgement of this one snapshot (temperature, ECC, row remapping, ...).
+    for (const e of judgeSnapshot(null, snaps).events) {
+      if (e.fault !== 'raise' || faults.some((f) => f.key === e.key)) continue;
+      faults.push({
+        key: e.key,
+        gpuIndex: e.gpuIndex,
+        gpuUuid: e.gpuUuid,
+        type: e.type,
+        system: e.system,
+        severity: e.severity,
+        action: e.action,
+        message: e.message,
+        metrics: e.metrics,
+        sinceMs: e.timeMs,
+        lastSeenMs: e.timeMs,
+        count: e.count ?? 1,
+        lastEventId: '',
+      });
+    }
     return { backend: { kind: b.kind, reason: b.reason, driverError: sel.driverError?.message ?? null }, devices, faults };
   } finally {
     await b.close().catch(() => undefined);
