@@ -121,7 +121,9 @@ export class NvmlBackend implements GpuBackend {
   watch(onEvents: (events: NvmlEvent[]) => void): { stop(): Promise<void>; stats(): WatchStats } {
     const session = this.need();
     if (this.activeWatch) throw new Error('nvml backend: already watching (one watch at a time)');
-    const h = session.watch(onEvents, this.opts.watch);
+    // A lost GPU cannot be asked for its identity at event time (the watcher may report an empty
+    // uuid / bus id): fill them from the inventory so consumers can always key by GPU.
+    const h = session.watch((events) => onEvents(events.map((e) => this.withIdentity(e))), this.opts.watch);
     const handle = {
       stop: async () => {
         if (this.activeWatch === handle) this.activeWatch = null;
@@ -131,6 +133,13 @@ export class NvmlBackend implements GpuBackend {
     };
     this.activeWatch = handle;
     return handle;
+  }
+
+  private withIdentity(e: NvmlEvent): NvmlEvent {
+    if (e.uuid && e.pciBusId) return e;
+    const d = this.devs.find((x) => x.index === e.deviceIndex);
+    if (!d) return e;
+    return { ...e, uuid: e.uuid || d.uuid, pciBusId: e.pciBusId || d.pciBusId };
   }
 
   async close(): Promise<void> {

@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { afterAll } from 'vitest';
 import { NvmlBackend } from '../../src/backends/nvml.js';
 import { defaultDevices, ensureFakeNvmlBuilt, FAKE_NVML_LIB, FakeNvml } from '../helpers/fake-nvml.js';
 import { sharedBackendSuite } from './shared-suite.js';
@@ -30,16 +31,34 @@ async function skipReason(): Promise<string | null> {
 
 const reason = await skipReason();
 
+// One fake library + one NVML session for the whole file (as the agent holds one session for its
+// lifetime); each test's cleanup undoes its faults. Re-opening NVML per test would also exercise
+// the addon's shutdown/re-init path, which is the native tests' business.
+let shared: { fake: FakeNvml; backend: NvmlBackend } | null = null;
+
+afterAll(async () => {
+  if (!shared) return;
+  await shared.backend.close();
+  shared.fake.cleanup();
+  shared = null;
+});
+
 sharedBackendSuite(
   'nvml (fake libnvidia-ml)',
   async () => {
-    const fake = FakeNvml.create({ devices: defaultDevices(8) });
-    fake.applyToProcess();
-    const backend = new NvmlBackend({ libraryPath: FAKE_NVML_LIB, callTimeoutMs: 10_000, watch: { waitTimeoutMs: 100 } });
-    await backend.open();
+    if (!shared) {
+      const fake = FakeNvml.create({ devices: defaultDevices(8) });
+      fake.applyToProcess();
+      const backend = new NvmlBackend({ libraryPath: FAKE_NVML_LIB, callTimeoutMs: 10_000, watch: { waitTimeoutMs: 100 } });
+      await backend.open();
+      shared = { fake, backend };
+    }
+    const { fake, backend } = shared;
+    const touched = new Set<number>();
     return {
       backend,
       async inject(f) {
+        touched.add(f.gpu);
         switch (f.kind) {
           case 'xid':
             return fake.xid(f.gpu, f.xid);
@@ -52,8 +71,10 @@ sharedBackendSuite(
         }
       },
       async cleanup() {
-        await backend.close();
-        fake.cleanup();
+        for (const gpu of touched) {
+          await fake.recover(gpu);
+          await fake.set(gpu, 'temperatureC', defaultDevices(8)[gpu]!.telemetry!.temperatureC!);
+        }
       },
     };
   },

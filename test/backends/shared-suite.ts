@@ -84,10 +84,17 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
       await h.cleanup();
     });
 
-    function collect(): { events: NvmlEvent[] } {
+    /** Start watching and wait until every device is registered (NVML drops earlier events). */
+    async function collect(): Promise<{ events: NvmlEvent[] }> {
       const box = { events: [] as NvmlEvent[] };
       const w = h.backend.watch((batch) => box.events.push(...batch));
       stops.push(() => w.stop());
+      const n = h.backend.devices().length;
+      const reg = await waitFor('event registration on every device', () => w.stats().registered.length === n && w.stats().registered);
+      for (const r of reg) {
+        expect(r.error).toBeNull();
+        expect(r.types).toEqual(expect.arrayContaining(['xid', 'ecc_sbe', 'ecc_dbe']));
+      }
       return box;
     }
 
@@ -150,7 +157,7 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
     });
 
     it('delivers an injected XID as an event on the right device', async () => {
-      const box = collect();
+      const box = await collect();
       const dev = h.backend.devices()[3]!;
       await h.inject({ kind: 'xid', gpu: 3, xid: 79 });
       const ev = await waitFor('xid event', () => box.events.find((e) => e.type === 'xid'));
@@ -167,7 +174,7 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
     });
 
     it('reports a lost GPU as a per-device snapshot error and a gpu_lost event, then recovers', async () => {
-      const box = collect();
+      const box = await collect();
       const dev = h.backend.devices()[2]!;
       await h.inject({ kind: 'gpu_lost', gpu: 2 });
       const ev = await waitFor('gpu_lost event', () => box.events.find((e) => e.type === 'gpu_lost'));
