@@ -439,7 +439,9 @@ export class KmsgSource {
     }
     this.lastSeq = rec.seq;
     this.cursorDirty = true;
-    if (events.length > 0) this.persistCursor(false);
+    // After an emitted event the cursor is written at once (XIDs are rare), so a crash replays at
+    // most the record being handled; other records move it at most once per cursorWriteIntervalMs.
+    if (events.length > 0) this.persistCursor(true);
   }
 
   private eventsFor(rec: KmsgRecord, historical: boolean): HealthEventInput[] {
