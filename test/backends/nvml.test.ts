@@ -68,12 +68,24 @@ sharedBackendSuite(
             return fake.recover(f.gpu);
           case 'temperature':
             return fake.set(f.gpu, 'temperatureC', f.celsius);
+          case 'clock_reasons':
+            return fake.set(f.gpu, 'clockEventReasons', f.mask);
+          case 'power':
+            return fake.set(f.gpu, 'powerUsageMw', Math.round(f.watts * 1000));
+          case 'ecc':
+            await fake.set(f.gpu, 'eccVolatileUncorrected', f.dbe);
+            await fake.set(f.gpu, 'eccAggregateUncorrected', f.dbe);
+            await fake.inject({ op: 'event', device: f.gpu, type: 'ecc_dbe' });
+            return;
         }
       },
       async cleanup() {
         for (const gpu of touched) {
           await fake.recover(gpu);
-          await fake.set(gpu, 'temperatureC', defaultDevices(8)[gpu]!.telemetry!.temperatureC!);
+          const t = defaultDevices(8)[gpu]!.telemetry!;
+          for (const k of ['temperatureC', 'clockEventReasons', 'powerUsageMw', 'eccVolatileUncorrected', 'eccAggregateUncorrected'] as const) {
+            await fake.set(gpu, k, Number(t[k]));
+          }
         }
       },
     };

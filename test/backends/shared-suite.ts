@@ -12,7 +12,10 @@ export type HarnessFault =
   | { kind: 'xid'; gpu: number; xid: number }
   | { kind: 'gpu_lost'; gpu: number }
   | { kind: 'recover'; gpu: number }
-  | { kind: 'temperature'; gpu: number; celsius: number };
+  | { kind: 'temperature'; gpu: number; celsius: number }
+  | { kind: 'ecc'; gpu: number; dbe: number }
+  | { kind: 'clock_reasons'; gpu: number; mask: number }
+  | { kind: 'power'; gpu: number; watts: number };
 
 export interface BackendHarness {
   backend: GpuBackend;
@@ -200,6 +203,22 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
         return s[2]?.ok ? s : undefined;
       });
       expect(after.every((s) => s.ok)).toBe(true);
+    });
+
+    it('telemetry faults and an ECC DBE go through events and the judge the same way', async () => {
+      const box = await collect();
+      await h.inject({ kind: 'clock_reasons', gpu: 1, mask: 0x48 });
+      await h.inject({ kind: 'power', gpu: 2, watts: 900 });
+      await h.inject({ kind: 'ecc', gpu: 4, dbe: 1 });
+      const ev = await waitFor('ecc_dbe event', () => box.events.find((e) => e.type === 'ecc_dbe'));
+      expect(ev).toMatchObject({ deviceIndex: 4, uuid: h.backend.devices()[4]!.uuid, eventTypeMask: 0x2 });
+      expect(nvmlEventsToInputs([ev])).toMatchObject([{ type: 'ecc_dbe', system: 'MEM', key: 'gpu4/ecc_dbe', severity: 'critical' }]);
+      const snap = await h.backend.snapshot();
+      const s4 = snap[4]!;
+      expect(s4.ok && s4.telemetry.eccVolatileUncorrected).toBe(1);
+      const { events } = judgeSnapshot(null, snap);
+      expect(events.map((e) => e.key).sort()).toEqual(['gpu1/clock/hw_slowdown', 'gpu1/clock/hw_thermal_slowdown', 'gpu2/power', 'gpu4/ecc_dbe']);
+      expect(events.find((e) => e.key === 'gpu2/power')?.metrics.power_watts).toBe('900.000000');
     });
 
     it('shows an injected temperature in snapshots and the judge raises gpu0/thermal', async () => {
