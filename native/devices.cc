@@ -328,6 +328,15 @@ std::string CudaVersionString(int v) {
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
 
+void WarmIdentity(Lane& lane) {
+  try {
+    DeviceIdentity id;
+    Identify(lane, &id);
+  } catch (const DeviceFatal&) {
+    // Reported by the next devices()/snapshot() on this lane.
+  }
+}
+
 std::unique_ptr<Payload> QuerySystem(Lane& lane) {
   auto p = std::make_unique<SystemPayload>();
   char buf[abi::kVersionBufferSize] = {0};

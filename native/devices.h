@@ -36,6 +36,9 @@ std::unique_ptr<Payload> QueryDeviceInfo(Lane& lane);
 /** DeviceSnapshot of the lane's GPU ({ok:true, telemetry} or {ok:false, error}). */
 std::unique_ptr<Payload> QuerySnapshot(Lane& lane);
 
+/** Learn and cache the lane GPU's handle and identity (run once after open; errors are ignored). */
+void WarmIdentity(Lane& lane);
+
 /** What a device slot holds when its lane missed the deadline. */
 std::unique_ptr<Payload> DeviceInfoTimeout(int index, const DeviceIdentity& id, const Failure& f);
 std::unique_ptr<Payload> SnapshotTimeout(int index, const DeviceIdentity& id, const Failure& f);

@@ -189,7 +189,11 @@ void Lane::Run() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (stop_) return;
+      if (stop_) {
+        lock.unlock();
+        lib_.reset();  // only this thread uses lib_; releasing it lets nvmlShutdown run
+        return;
+      }
       job = std::move(queue_.front().first);
       busyDeadline_ = queue_.front().second;
       queue_.pop_front();

@@ -308,7 +308,12 @@ class Session : public Napi::ObjectWrap<Session> {
             core->lib = lib;
             core->libraryPath = lib->path();
             core->systemLane = Lane::Start(lib, -1);
-            for (unsigned i = 0; i < n; ++i) core->lanes.push_back(Lane::Start(lib, static_cast<int>(i)));
+            for (unsigned i = 0; i < n; ++i) {
+              core->lanes.push_back(Lane::Start(lib, static_cast<int>(i)));
+              // Learn UUID/PCI ids early, so a GPU lost later is still reported with its UUID.
+              std::string ignored;
+              core->lanes.back()->Submit(&WarmIdentity, DeadlineIn(core->callTimeoutMs), &ignored);
+            }
             core->activeCount = n;
             core->state = SessionCore::State::Open;
             result = std::make_unique<NumberPayload>(n);
@@ -351,7 +356,11 @@ class Session : public Napi::ObjectWrap<Session> {
             auto n = static_cast<unsigned>(static_cast<NumberPayload*>(r[0].get())->value);
             std::lock_guard<std::mutex> lock(core->mu);
             if (core->state == SessionCore::State::Open) {
-              for (size_t i = core->lanes.size(); i < n; ++i) core->lanes.push_back(Lane::Start(core->lib, static_cast<int>(i)));
+              for (size_t i = core->lanes.size(); i < n; ++i) {
+                core->lanes.push_back(Lane::Start(core->lib, static_cast<int>(i)));
+                std::string ignored;
+                core->lanes.back()->Submit(&WarmIdentity, DeadlineIn(core->callTimeoutMs), &ignored);
+              }
               core->activeCount = n;
             }
           }

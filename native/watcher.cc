@@ -400,6 +400,8 @@ void WatchCore::Run() {
     }
   }
   FreeSet();
+  devs_.clear();
+  lib_.reset();  // let the session's close() see the library released (nvmlShutdown can then run)
   std::lock_guard<std::mutex> lock(doneMu_);
   done_ = true;
   doneCv_.notify_all();

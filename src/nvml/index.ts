@@ -144,9 +144,20 @@ class NvmlSession implements Nvml {
         throw new NvmlError('NVML_ERROR_INVALID_ARGUMENT', (e as Error).message, 2);
       }
     }
+    // A throwing callback must surface as an ordinary uncaught exception, not inside the native
+    // threadsafe-function dispatch (where Node may only print it).
+    const guard = <A extends unknown[]>(fn: (...a: A) => void) => (...a: A): void => {
+      try {
+        fn(...a);
+      } catch (e) {
+        process.nextTick(() => {
+          throw e;
+        });
+      }
+    };
     let native: NativeWatch;
     try {
-      native = this.native.watch(onEvents, opts.onDropped ?? null, waitTimeoutMs, cap, opts.ref === true, mask);
+      native = this.native.watch(guard(onEvents), opts.onDropped ? guard(opts.onDropped) : null, waitTimeoutMs, cap, opts.ref === true, mask);
     } catch (e) {
       throw NvmlError.from(e);
     }
