@@ -142,6 +142,7 @@ const DEFAULT_HEALTH_MS = 60_000;
 const DEFAULT_POLL_MS = 10_000;
 const MIN_SERVER_INTERVAL_S = 1;
 const MAX_SERVER_INTERVAL_S = 3600;
+const MAX_EXTRA_RESULTS = 256;
 const CONFIG_CODES = new Set([Code.InvalidArgument, Code.Unauthenticated, Code.PermissionDenied]);
 
 /**
@@ -454,6 +455,14 @@ export class AgentLink {
     }
   }
 
+  /** A configuration error after registration (token rotated, CA changed): surface it loudly. */
+  private noteConfigError(ce: ConnectError): void {
+    if (!isConfigError(ce)) return;
+    const msg = `control-plane configuration error (${codeName(ce.code)}): ${ce.rawMessage}`;
+    if (this.st.configError !== msg) this.log.error({ code: codeName(ce.code) }, msg);
+    this.st.configError = msg;
+  }
+
   /** The control plane answered NotFound: it forgot the node. Re-register, then re-assert. */
   private forgotten(method: string): void {
     if (!this.registered) return;
@@ -507,6 +516,7 @@ export class AgentLink {
       this.st.heartbeatsSent += 1;
     } catch (e) {
       const ce = e as ConnectError;
+      this.noteConfigError(ce);
       if (ce.code === Code.NotFound) this.forgotten('SendHeartbeat');
       else if (!this.abort.signal.aborted) this.log.warn({ code: codeName(ce.code), err: ce.rawMessage }, 'heartbeat failed');
     }
@@ -568,6 +578,7 @@ export class AgentLink {
         const res = await this.call('ReportHealth', (o) => this.o.client.rpc.reportHealth(req, o));
         if (!res.acknowledged) throw new ConnectError('report not acknowledged', Code.Unavailable);
         this.st.reportsSent += 1;
+        this.st.configError = null;
         this.st.nodeStatus = `NODE_STATUS_${NodeStatus[res.nodeStatus] ?? 'UNKNOWN'}`;
         attempt = 0;
         if (batch.length > 0) {
@@ -587,6 +598,7 @@ export class AgentLink {
         this.extraResults.unshift(...extra);
         const ce = e as ConnectError;
         if (this.abort.signal.aborted) return;
+        this.noteConfigError(ce);
         if (ce.code === Code.NotFound) {
           if (gen === this.generation) this.forgotten('ReportHealth');
           return;
@@ -700,8 +712,18 @@ export class AgentLink {
       }
     }
     this.log.info({ commandId: c.commandId, results: results.map((r) => `${r.name}=${r.status}`) }, 'diagnostic results');
-    this.extraResults.push(...results.map((r) => ({ ...r, details: { ...(r.details ?? {}), command_id: c.commandId } })));
+    this.pushExtraResults(results.map((r) => ({ ...r, details: { ...(r.details ?? {}), command_id: c.commandId } })));
     this.kickPump();
+  }
+
+  /** Results waiting for the next report, bounded (oldest dropped, with a warning). */
+  private pushExtraResults(results: CheckResult[]): void {
+    this.extraResults.push(...results);
+    const over = this.extraResults.length - MAX_EXTRA_RESULTS;
+    if (over > 0) {
+      this.extraResults.splice(0, over);
+      this.log.warn({ dropped: over }, 'too many undelivered diagnostic results; dropped the oldest');
+    }
   }
 
   private async terminate(c: NodeCommand): Promise<void> {
@@ -724,7 +746,7 @@ export class AgentLink {
         markerPath = null;
       }
     }
-    this.extraResults.push({ name: 'agent', status: 'unknown', message: `terminating on command ${c.commandId}`, details: { command_id: c.commandId } });
+    this.pushExtraResults([{ name: 'agent', status: 'unknown', message: `terminating on command ${c.commandId}`, details: { command_id: c.commandId } }]);
     await this.shutdown(Math.min(30_000, this.hookTimeout(c.parameters)), false);
     this.o.onTerminate?.({ exitCode: TERMINATE_EXIT_CODE, commandId: c.commandId, markerPath, parameters: { ...c.parameters } });
   }

@@ -551,13 +551,18 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    socket.once('data', (chunk: Buffer) => {
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < 4 && !head.toString('latin1').split('').some((c, i) => c !== 'PRI '[i])) return;
+      socket.off('data', onData);
       socket.pause();
-      socket.unshift(chunk);
-      const target = chunk.subarray(0, 4).toString('latin1') === 'PRI ' ? h2 : h1;
+      socket.unshift(head);
+      const target = head.subarray(0, 4).toString('latin1') === 'PRI ' ? h2 : h1;
       target.emit('connection', socket);
       process.nextTick(() => socket.resume());
-    });
+    };
+    socket.on('data', onData);
   });
   await new Promise<void>((resolve, reject) => {
     front.once('error', reject);

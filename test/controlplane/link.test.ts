@@ -139,6 +139,18 @@ describe('registration', () => {
     expect(cp.calls().unauthorized ?? 0).toBe(0);
   });
 
+  it('a token rejected after registration (rotated on the control plane) is surfaced as a configuration error', async () => {
+    const cp = await devCp({ authToken: 'old-token' });
+    const { link } = makeLink(cp.url, {}, { token: 'old-token' });
+    track(link).start();
+    await link.whenRegistered();
+    await cp.close();
+    const cp2 = await startDevControlPlane({ port: cp.port, authToken: 'new-token', heartbeatIntervalSeconds: 1 });
+    cleanups.push(() => cp2.close());
+    await waitFor(() => link.status().configError !== null, 20_000, 'configuration error');
+    expect(link.status().configError).toMatch(/unauthenticated/);
+  });
+
   it('a response that never comes: the deadline fires and the loop retries', async () => {
     const conns: net.Socket[] = [];
     const server = net.createServer((s) => {
