@@ -185,6 +185,17 @@ describe.skipIf(addonSkip !== null)('selectBackend over the real addon and the f
       fake.cleanup();
     }
   });
+  it('auto: a hanging nvmlInit is bounded by the call timeout -> none + driver_error on a GPU host', async () => {
+    const fake = FakeNvml.create({ devices: defaultDevices(2), initHangMs: 3000 });
+    fake.applyToProcess();
+    try {
+      const r = await selectBackend({ mode: 'auto', env: fake.env(), sysRoot: tree({ dev: ['nvidia0', 'nvidia1', 'nvidiactl'] }), nvml: { callTimeoutMs: 300 } });
+      expect(r.backend.kind).toBe('none');
+      expect(r.driverError?.message).toBe('NVML failed: NVML_CALL_TIMEOUT (nvmlInit_v2) on a host with 2 /dev/nvidiaN nodes');
+    } finally {
+      fake.cleanup();
+    }
+  });
   it('auto: initError 9 on a bare host -> fake with a warning', async () => {
     const fake = FakeNvml.create({ devices: defaultDevices(8), initError: 9 });
     fake.applyToProcess();
