@@ -4,6 +4,8 @@
  * through /status, /metrics and the control plane. Also: SIGTERM flushes and exits 0.
  */
 import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
 import { DIST_BUILT, MAIN_JS, metricValue, startAgent, waitFor, type AgentProcess } from './agent-helpers.js';
@@ -119,6 +121,29 @@ describe.skipIf(!DIST_BUILT)('agent shutdown', () => {
       const code = await a.stop('SIGTERM');
       expect(code).toBe(0);
       expect(cp.events('e2e-flush').some((e) => e.metrics.xid_code === '94')).toBe(true);
+    } finally {
+      await cp.close();
+    }
+  });
+});
+
+describe.skipIf(!DIST_BUILT)('agent authentication', () => {
+  it('reports a rejected token in /status and still detects faults; a token file is accepted', async () => {
+    const cp = await startDevControlPlane({ authToken: 'fleet-token' });
+    try {
+      const bad = await startAgent({ args: ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', 'e2e-badtoken', '--kmsg-path', 'none'], env: { NAVARCH_AUTH_TOKEN: 'nope' } });
+      await waitFor('unauthorized state', async () => (await bad.status()).controlPlane.state === 'unauthorized');
+      expect((await bad.inject({ kind: 'xid', gpu: 0, xid: 79 })).status).toBe(200);
+      await waitFor('fault recorded without the control plane', async () => (await bad.status()).activeFaults.some((f) => f.key === 'gpu0/xid/79'));
+      expect(bad.logs.some((l) => JSON.stringify(l).includes('nope'))).toBe(false);
+      expect(await bad.stop('SIGTERM')).toBe(0);
+
+      const tokenFile = join(bad.stateDir, 'token');
+      writeFileSync(tokenFile, 'fleet-token\n');
+      const good = await startAgent({ args: ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', 'e2e-goodtoken', '--kmsg-path', 'none', '--auth-token-file', tokenFile] });
+      await waitFor('connected', async () => (await good.status()).controlPlane.state === 'connected');
+      expect(cp.node('e2e-goodtoken')).toBeTruthy();
+      expect(await good.stop('SIGTERM')).toBe(0);
     } finally {
       await cp.close();
     }
