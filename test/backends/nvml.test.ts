@@ -5,10 +5,11 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterAll } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { NvmlBackend } from '../../src/backends/nvml.js';
 import { defaultDevices, ensureFakeNvmlBuilt, FAKE_NVML_LIB, FakeNvml } from '../helpers/fake-nvml.js';
-import { sharedBackendSuite } from './shared-suite.js';
+import { judgeSnapshot } from '../../src/sources/telemetry.js';
+import { sharedBackendSuite, waitFor } from './shared-suite.js';
 
 async function skipReason(): Promise<string | null> {
   if (process.platform !== 'linux') return 'the addon and the fake libnvidia-ml are Linux-only';
@@ -43,17 +44,21 @@ afterAll(async () => {
   shared = null;
 });
 
+async function getShared(): Promise<{ fake: FakeNvml; backend: NvmlBackend }> {
+  if (!shared) {
+    const fake = FakeNvml.create({ devices: defaultDevices(8) });
+    fake.applyToProcess();
+    const backend = new NvmlBackend({ libraryPath: FAKE_NVML_LIB, callTimeoutMs: 10_000, watch: { waitTimeoutMs: 100 } });
+    await backend.open();
+    shared = { fake, backend };
+  }
+  return shared;
+}
+
 sharedBackendSuite(
   'nvml (fake libnvidia-ml)',
   async () => {
-    if (!shared) {
-      const fake = FakeNvml.create({ devices: defaultDevices(8) });
-      fake.applyToProcess();
-      const backend = new NvmlBackend({ libraryPath: FAKE_NVML_LIB, callTimeoutMs: 10_000, watch: { waitTimeoutMs: 100 } });
-      await backend.open();
-      shared = { fake, backend };
-    }
-    const { fake, backend } = shared;
+    const { fake, backend } = await getShared();
     const touched = new Set<number>();
     return {
       backend,
@@ -92,3 +97,32 @@ sharedBackendSuite(
   },
   reason,
 );
+
+describe.skipIf(reason !== null)('nvml backend: a hung NVML call', () => {
+  it('a snapshot call that hangs becomes a per-device NVML_CALL_TIMEOUT, judged as a driver_error', async () => {
+    const { fake } = await getShared();
+    // A second session on the same library with a short deadline.
+    const quick = new NvmlBackend({ libraryPath: FAKE_NVML_LIB, callTimeoutMs: 300 });
+    await quick.open();
+    try {
+      await fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 2000 });
+      const snap = await quick.snapshot();
+      expect(snap).toHaveLength(8);
+      const s1 = snap[1]!;
+      expect(s1.ok).toBe(false);
+      if (!s1.ok) expect(s1.error).toMatchObject({ code: 'NVML_CALL_TIMEOUT', fn: 'nvmlDeviceGetTemperature' });
+      expect(snap.filter((s) => s.ok)).toHaveLength(7);
+      expect(quick.suspectDevices()).toContain(1);
+      const { events } = judgeSnapshot(null, snap);
+      expect(events).toMatchObject([{ key: 'gpu1/driver_error', type: 'driver_error', severity: 'critical', metrics: { nvml_error: 'NVML_CALL_TIMEOUT', nvml_function: 'nvmlDeviceGetTemperature' } }]);
+      await fake.recover(1);
+      const back = await waitFor('GPU 1 to answer again', async () => {
+        const s = await quick.snapshot();
+        return s[1]?.ok ? s : undefined;
+      });
+      expect(back.every((s) => s.ok)).toBe(true);
+    } finally {
+      await quick.close();
+    }
+  });
+});

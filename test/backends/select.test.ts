@@ -160,10 +160,30 @@ const addonSkip = await addonReason();
 if (addonSkip) console.warn(`[skip] selectBackend over the real addon: ${addonSkip}`);
 
 describe.skipIf(addonSkip !== null)('selectBackend over the real addon and the fake libnvidia-ml', () => {
-  it('auto: NVML opens -> nvml backend, even on a host that would allow fake', async () => {
+  const TREES: Array<[string, () => string, string | undefined]> = [
+    ['a bare host', () => tree({}), undefined],
+    ['8 NVIDIA PCI devices', () => tree({ pci: H100_PCI }), undefined],
+    ['/dev/nvidia0', () => tree({ dev: ['nvidia0', 'nvidiactl'] }), undefined],
+    ['instance type p5.48xlarge', () => tree({}), 'p5.48xlarge'],
+  ];
+  for (const [what, mk, instanceType] of TREES) {
+    it(`auto: NVML opens on ${what} -> nvml backend`, async () => {
+      const fake = FakeNvml.create({ devices: defaultDevices(8) });
+      try {
+        const r = await selectBackend({ mode: 'auto', env: fake.env(), sysRoot: mk(), ...(instanceType ? { instanceType } : {}) });
+        expect(r.backend.kind).toBe('nvml');
+        expect(r.driverError).toBeUndefined();
+        expect(r.warnings).toEqual([]);
+        await r.backend.close();
+      } finally {
+        fake.cleanup();
+      }
+    });
+  }
+  it('nvml mode: NVML opens -> nvml backend', async () => {
     const fake = FakeNvml.create({ devices: defaultDevices(8) });
     try {
-      const r = await selectBackend({ mode: 'auto', env: fake.env(), sysRoot: tree({}) });
+      const r = await selectBackend({ mode: 'nvml', env: fake.env(), sysRoot: tree({}) });
       expect(r.backend.kind).toBe('nvml');
       expect(r.backend.devices()).toHaveLength(8);
       expect(r.backend.reason).toMatch(/^NVML opened/);
