@@ -36,6 +36,8 @@ const LOCK_NAME = 'events.lock';
 const MAX_METRICS = 64;
 const MAX_MESSAGE = 2048;
 const MAX_KEY = 256;
+/** Recently acknowledged keys remembered for cross-source merging. */
+const MAX_RECENT = 4096;
 
 export interface EventStoreOptions {
   dir: string;
@@ -251,6 +253,8 @@ class FileEventStore implements DurableEventStore {
 
   private readonly pendingMap = new Map<string, Entry>();
   private readonly byKey = new Map<string, string>();
+  /** Pending events per key (more than one only for remainders and fault-kind changes). */
+  private readonly keyRefs = new Map<string, number>();
   private readonly faults = new Map<string, FaultEntry>();
   private readonly recent = new Map<string, RecentAck>();
   private liveEventBytes = 0;
@@ -321,6 +325,7 @@ class FileEventStore implements DurableEventStore {
     }
     for (const [id, e] of this.pendingMap) {
       this.byKey.set(e.ev.key, id);
+      this.keyRefs.set(e.ev.key, (this.keyRefs.get(e.ev.key) ?? 0) + 1);
       this.ids.observe(id);
     }
     // Faults of a previous boot: a reset or reboot has happened, so the XID faults that needed one are gone.
@@ -538,6 +543,7 @@ class FileEventStore implements DurableEventStore {
     const entry: Entry = { ev, src: { [input.source]: { n: count, t } }, bytes, snapCount: 0, firstAfterSnap: t };
     this.pendingMap.set(ev.id, entry);
     this.byKey.set(ev.key, ev.id);
+    this.keyRefs.set(ev.key, (this.keyRefs.get(ev.key) ?? 0) + 1);
     this.liveEventBytes += bytes;
     this.dirtyEvents.add(ev.id);
     this.applyFault(input, ev, count);
@@ -554,9 +560,11 @@ class FileEventStore implements DurableEventStore {
   private pruneRecent(t: number): void {
     if (this.recent.size === 0) return;
     // Event times (not the wall clock): sources stamp events with their own timestamps.
+    // The map is in acknowledgement order, which is about event-time order: prune from the front.
     const horizon = t - this.windowMs * 2;
     for (const [k, r] of this.recent) {
-      if (r.lastTimeMs < horizon || this.recent.size > 4096) this.recent.delete(k);
+      if (r.lastTimeMs >= horizon && this.recent.size <= MAX_RECENT) break;
+      this.recent.delete(k);
     }
   }
 
@@ -598,10 +606,13 @@ class FileEventStore implements DurableEventStore {
 
   private removeEntry(id: string, e: Entry): void {
     this.pendingMap.delete(id);
+    const refs = (this.keyRefs.get(e.ev.key) ?? 1) - 1;
+    if (refs > 0) this.keyRefs.set(e.ev.key, refs);
+    else this.keyRefs.delete(e.ev.key);
     if (this.byKey.get(e.ev.key) === id) {
       this.byKey.delete(e.ev.key);
-      // Another pending event under the same key (e.g. a remainder) takes over coalescing.
-      for (const [oid, o] of this.pendingMap) if (o.ev.key === e.ev.key) this.byKey.set(e.ev.key, oid);
+      // Another pending event under the same key takes over coalescing (rare: scan only then).
+      if (refs > 0) for (const [oid, o] of this.pendingMap) if (o.ev.key === e.ev.key) this.byKey.set(e.ev.key, oid);
     }
     this.liveEventBytes -= e.bytes;
     this.dirtyEvents.add(id);
@@ -736,6 +747,7 @@ class FileEventStore implements DurableEventStore {
       this.st.acks++;
       if (sentCount >= e.ev.count) {
         this.removeEntry(s.id, e);
+        this.recent.delete(e.ev.key);
         this.recent.set(e.ev.key, { src: e.src, count: e.ev.count, lastTimeMs: e.ev.lastTimeMs, event: e.ev });
         continue;
       }
@@ -757,6 +769,7 @@ class FileEventStore implements DurableEventStore {
       const entry: Entry = { ev, src, bytes: encodeLine({ t: 'p', e: ev, s: src }).length, snapCount: 0, firstAfterSnap: null };
       this.pendingMap.set(ev.id, entry);
       this.byKey.set(ev.key, ev.id);
+      this.keyRefs.set(ev.key, (this.keyRefs.get(ev.key) ?? 0) + 1);
       this.liveEventBytes += entry.bytes;
       this.dirtyEvents.add(ev.id);
       const fe = this.faults.get(ev.key);
@@ -934,16 +947,27 @@ class FileEventStore implements DurableEventStore {
   private shedFraction(sev: Severity, fraction: number): boolean {
     let total = 0;
     for (const e of this.pendingMap.values()) if (e.ev.severity === sev) total++;
-    const n = Math.max(total > 0 ? 1 : 0, Math.ceil(total * fraction));
-    let done = 0;
-    while (done < n && this.shedOldest(sev)) done++;
-    return done > 0;
+    return this.shedOldestN(sev, Math.ceil(total * fraction)) > 0;
   }
 
   private shedAll(sev: Severity): boolean {
-    let done = 0;
-    while (this.shedOldest(sev)) done++;
-    return done > 0;
+    return this.shedOldestN(sev, Number.POSITIVE_INFINITY) > 0;
+  }
+
+  /** Shed up to n of the oldest events of one severity in one pass. */
+  private shedOldestN(sev: Severity, n: number): number {
+    const victims: Array<[string, Entry]> = [];
+    for (const [id, e] of this.pendingMap) {
+      if (victims.length >= n) break;
+      if (e.ev.severity === sev) victims.push([id, e]);
+    }
+    for (const [id, e] of victims) this.removeEntry(id, e);
+    if (victims.length > 0) {
+      this.st.shed += victims.length;
+      this.st.shedBySeverity[sev] += victims.length;
+      this.log?.warn({ count: victims.length, severity: sev, oldest: victims[0]?.[1].ev.key }, 'event store: shed oldest events');
+    }
+    return victims.length;
   }
 
   private async maybeCompact(): Promise<void> {
