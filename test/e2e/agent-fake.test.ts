@@ -100,6 +100,12 @@ describe.skipIf(!DIST_BUILT)('agent shutdown', () => {
     expect(await a.stop('SIGTERM')).toBe(0);
     expect(a.logs.some((l) => l.msg.includes('events still pending at exit'))).toBe(true);
     expect(a.logs.at(-1)?.msg).toBe('navarch-agent exiting');
+    // With no agent running, `faults` reads the state directory.
+    const f = spawnSync(process.execPath, [MAIN_JS, 'faults', '--json', '--state-dir', a.stateDir, '--api', 'http://127.0.0.1:9'], { encoding: 'utf8', timeout: 30_000 });
+    expect(f.status).toBe(0);
+    const fj = JSON.parse(f.stdout) as { source: string; activeFaults: Array<{ key: string }> };
+    expect(fj.source).toMatch(/^state dir/);
+    expect(fj.activeFaults.map((x) => x.key)).toContain('gpu0/xid/48');
 
     const cp = await startDevControlPlane();
     try {
