@@ -1,0 +1,151 @@
+// Lifecycle: repeated open/watch/stop/close with flat memory, worker_threads (load, terminate with
+// an active watch and with a wedged call in flight), and a process with an active watch that exits
+// on its own.
+import { spawn } from 'node:child_process';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import { defaultDevices, FAKE_NVML_LIB, type FakeNvml } from '../helpers/fake-nvml.js';
+import { loadAddon } from '../../src/nvml/binding.js';
+import { openNvml, type Nvml, type NvmlEvent } from '../../src/nvml/index.js';
+import { sleep, skipReason, until, useFake } from './util.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+function addonPath(): string {
+  const r = loadAddon();
+  if (!r.ok) throw new Error(r.reason);
+  return r.path;
+}
+
+/** Runs `code` (CommonJS) in a child node process; resolves with its exit code and output. */
+function runChild(code: string, env: Record<string, string>, killAfterMs: number): Promise<{ code: number | null; signal: string | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', code], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+    child.on('error', reject);
+    child.on('exit', (c, s) => {
+      clearTimeout(timer);
+      resolve({ code: c, signal: s, out });
+    });
+  });
+}
+
+describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
+  let fake: FakeNvml | undefined;
+  let nvml: Nvml | undefined;
+  afterEach(async () => {
+    await nvml?.close();
+    nvml = undefined;
+    fake?.cleanup();
+    fake = undefined;
+  });
+
+  it('1000 open/watch/snapshot/stop/close cycles keep memory flat and init/shutdown balanced', async () => {
+    fake = useFake({ devices: defaultDevices(1) });
+    const cycle = async (): Promise<void> => {
+      const n = await openNvml({ callTimeoutMs: 10_000 });
+      const w = n.watch(() => undefined, { waitTimeoutMs: 5 });
+      const snap = await n.snapshot();
+      if (!snap[0]!.ok) throw new Error('snapshot failed during cycles');
+      await w.stop();
+      await n.close();
+    };
+    for (let i = 0; i < 100; i++) await cycle();
+    gc();
+    const before = process.memoryUsage().rss;
+    for (let i = 0; i < 900; i++) await cycle();
+    gc();
+    await sleep(50);
+    gc();
+    const growth = process.memoryUsage().rss - before;
+    expect(growth).toBeLessThan(20 * 1024 * 1024);
+    // Every session shut NVML down: a fresh open re-reads the config (reference count was 0).
+    fake.update({ devices: defaultDevices(3) });
+    nvml = await openNvml();
+    expect(await nvml.devices()).toHaveLength(3);
+    const st = await fake.stats();
+    expect(st.initCount).toBe(1);
+    expect(st.eventSets).toBe(0);
+  });
+
+  it('two sessions share NVML: closing one leaves the other working', async () => {
+    fake = useFake({ devices: defaultDevices(2) });
+    const a = await openNvml();
+    nvml = await openNvml();
+    expect((await fake.stats()).initCount).toBe(2);
+    await a.close();
+    expect((await fake.stats()).initCount).toBe(1);
+    expect((await nvml.snapshot()).map((s) => s.ok)).toEqual([true, true]);
+  });
+
+  it('loads in a worker thread; terminating it with an active watch and a wedged call is clean', async () => {
+    fake = useFake({ devices: defaultDevices(2) });
+    nvml = await openNvml(); // the main thread's own session keeps NVML initialised
+    const events: NvmlEvent[] = [];
+    const mainWatch = nvml.watch((e) => events.push(...e), { waitTimeoutMs: 100 });
+    await fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 3000 });
+    const worker = new Worker(
+      `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const addon = require(workerData.addon);
+      setInterval(() => {}, 1000); // stay alive until terminated
+      const s = new addon.Session();
+      s.open(workerData.lib, 300).then(async () => {
+        const w = s.watch((evs) => parentPort.postMessage({ events: evs.length }), null, 100, 64, false, null);
+        const snap = await s.snapshot();
+        parentPort.postMessage({ opened: true, timedOut: snap[1].ok === false && snap[1].error.code });
+        s.snapshot(); // another call in flight on the suspect lane at termination
+      }, (e) => parentPort.postMessage({ error: e.message }));
+      `,
+      { eval: true, workerData: { addon: addonPath(), lib: FAKE_NVML_LIB } },
+    );
+    const msgs: Array<Record<string, unknown>> = [];
+    worker.on('message', (m: Record<string, unknown>) => msgs.push(m));
+    await until(() => msgs.some((m) => m.opened || m.error), 'worker opened NVML');
+    expect(msgs.find((m) => m.opened || m.error)).toEqual({ opened: true, timedOut: 'NVML_CALL_TIMEOUT' });
+    expect((await fake.stats()).initCount).toBe(2);
+    await fake.xid(0, 94);
+    await until(() => msgs.some((m) => m.events), 'worker received the event');
+    await until(() => events.length > 0, 'main received the event');
+    expect(await worker.terminate()).toBe(1);
+    // The worker's watcher thread is joined and its event set freed; its init reference goes once
+    // the wedged call returns (the fake releases it after 3 s).
+    await until(async () => (await fake!.stats()).eventSets === 1, 'worker event set freed');
+    await until(async () => (await fake!.stats()).initCount === 1, 'worker NVML reference released', 20_000);
+    // The process is intact and the main session still works.
+    await fake.xid(0, 95);
+    await until(() => events.some((e) => e.data === 95), 'main still receives events');
+    await mainWatch.stop();
+  });
+
+  it('a process with an active (unref) watch exits by itself; ref: true keeps it alive', async () => {
+    fake = useFake({ devices: defaultDevices(2) });
+    const script = (ref: boolean): string => `
+      const addon = require(${JSON.stringify(addonPath())});
+      const s = new addon.Session();
+      s.open(process.env.NAVARCH_NVML_LIBRARY, 5000).then(async () => {
+        await s.snapshot();
+        s.watch(() => {}, null, 200, 64, ${ref}, null);
+        console.log('watching');
+      });
+    `;
+    const free = await runChild(script(false), fake.env(), 30_000);
+    expect(free.out).toContain('watching');
+    expect(free.signal).toBeNull();
+    expect(free.code).toBe(0);
+    const held = await runChild(script(true), fake.env(), 3000);
+    expect(held.out).toContain('watching');
+    expect(held.signal).toBe('SIGKILL');
+  });
+
+  it('a process that loads the addon but never opens NVML exits normally', async () => {
+    const r = await runChild(`require(${JSON.stringify(addonPath())}); console.log('loaded')`, {}, 30_000);
+    expect(r).toMatchObject({ code: 0, out: 'loaded\n' });
+  });
+});
