@@ -548,6 +548,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
   });
   // One port, two protocols: sniff the HTTP/2 connection preface ("PRI * HTTP/2.0").
   const front = net.createServer((socket) => {
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());

@@ -85,8 +85,13 @@ interface Captured {
 describe('wire format (captured bytes, independent decoders)', () => {
   let server: http.Server | null = null;
   afterEach(async () => {
-    await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
-    server?.closeAllConnections();
+    const s = server;
+    server = null;
+    if (s) {
+      const closed = new Promise<void>((r) => s.close(() => r()));
+      s.closeAllConnections();
+      await closed;
+    }
   });
 
   it('RegisterNodeRequest, HeartbeatRequest and HealthEvent carry every field with the right numbers', async () => {
@@ -222,5 +227,55 @@ describe('wire format (captured bytes, independent decoders)', () => {
       events: Array<{ gpuIndex: number; eventType: number; system: number; metrics: Record<string, string> }>;
     };
     expect(rdec.events.some((e) => e.eventType === 1 && e.system === 10 && e.metrics.xid_code === '79')).toBe(true);
+  });
+  it('one ReportHealth in flight at a time; events appended meanwhile are batched into the next call', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const reportSizes: number[] = [];
+    const replies: Record<string, Uint8Array> = {
+      RegisterNode: T('RegisterNodeResponse').encode({ success: true, config: { healthCheckIntervalSeconds: 3600, heartbeatIntervalSeconds: 3600 } }).finish(),
+      SendHeartbeat: T('HeartbeatResponse').encode({ acknowledged: true }).finish(),
+      ReportHealth: T('ReportHealthResponse').encode({ acknowledged: true, nodeStatus: 1 }).finish(),
+      GetNodeCommands: T('GetNodeCommandsResponse').encode({}).finish(),
+    };
+    server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const method = (req.url ?? '').replace('/navarch.ControlPlaneService/', '');
+        const reply = replies[method]!;
+        const answer = (): void => {
+          res.writeHead(200, { 'content-type': 'application/proto' });
+          res.end(Buffer.from(reply));
+        };
+        if (method !== 'ReportHealth') return answer();
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        reportSizes.push(walk(Buffer.concat(chunks)).filter((f) => f.no === 3).length);
+        setTimeout(() => {
+          inFlight--;
+          answer();
+        }, 150);
+      });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const { link, store } = makeLink(`http://127.0.0.1:${port}`);
+    link.start();
+    try {
+      await link.whenRegistered();
+      for (let i = 0; i < 60; i++) {
+        await store.append(xidInput(i % 4, 13, { fault: 'none' }));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await waitFor(() => store.pendingCount() === 0, 30_000, 'all acked');
+    } finally {
+      await link.stop({ deadlineMs: 2000 });
+    }
+    expect(maxInFlight).toBe(1);
+    const withEvents = reportSizes.filter((n) => n > 0);
+    expect(withEvents.reduce((a, b) => a + b, 0)).toBe(60);
+    // Batched: far fewer calls than events.
+    expect(withEvents.length).toBeLessThan(30);
   });
 });
