@@ -9,7 +9,7 @@
 // Numbers are printed, never asserted: goals live in BENCHMARKS.md.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Control, FAKE_NVML_LIB, REPO_ROOT, setupFake, summary } from './nvml-fake-control.mjs';
@@ -60,7 +60,7 @@ function machine() {
     const l = execFileSync('lscpu', { encoding: 'utf8' });
     model = /Model name:\s*(.+)/.exec(l)?.[1]?.trim() ?? model;
   } catch { /* lscpu missing */ }
-  return { cpu: model, cores: cpus().length, node: process.version, date: new Date().toISOString() };
+  return { cpu: model, cores: cpus().length, node: process.version, date: new Date().toISOString(), loadavg1m: loadavg()[0] };
 }
 
 function eventsOf(x) {
@@ -192,7 +192,10 @@ async function benchStorm(facade, opts, ctl, variant) {
       await new Promise((r) => setTimeout(r, 50));
       if (tries > 400) throw new Error('watcher never delivered an event');
     }
+    // let the warm-up event(s) settle, then take the baselines
+    await new Promise((r) => setTimeout(r, 300));
     delivered = 0; callbacks = 0; firstAt = 0n;
+    const w0 = watcher.stats();
     const before = await ctl.request({ op: 'stats' });
     const start = process.hrtime.bigint();
     reply = await ctl.request({ op: 'storm', device: 0, xid: 13, count: opts.storm, distinct: variant.distinct, ...(variant.perSecond ? { perSecond: variant.perSecond } : {}) });
@@ -214,9 +217,9 @@ async function benchStorm(facade, opts, ctl, variant) {
       injectSeconds: Number(reply.elapsedNs) / 1e9,
       fakeRecorded: reply.recorded,
       fakeDroppedQueueFull: after.dropped - before.dropped,
-      addonDelivered: w.delivered,
-      addonMerged: w.merged,
-      addonDropped: w.dropped,
+      addonDelivered: w.delivered - w0.delivered,
+      addonMerged: w.merged - w0.merged,
+      addonDropped: w.dropped - w0.dropped,
       jsEventsCounted: delivered,
       callbacks,
       secondsToLastEvent: spanS,
@@ -237,7 +240,7 @@ async function main() {
   const want = (k) => !opts.only || opts.only.has(k);
   const facade = await loadFacade();
   const out = { machine: machine(), mode: opts.real ? 'real NVML' : 'fake libnvidia-ml', results: {} };
-  console.log(`# ${out.mode} — ${out.machine.cpu}, ${out.machine.cores} cores, node ${out.machine.node}, ${out.machine.date}`);
+  console.log(`# ${out.mode} — ${out.machine.cpu}, ${out.machine.cores} cores, node ${out.machine.node}, ${out.machine.date}, load ${out.machine.loadavg1m.toFixed(2)}`);
 
   if (opts.real) {
     if (want('snapshot')) {

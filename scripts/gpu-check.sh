@@ -108,8 +108,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   for m in "${missing[@]}"; do say "gpu-check: missing $m"; done
   exit 2
 fi
-# the real library, never the fake
-unset NAVARCH_NVML_LIBRARY NAVARCH_FAKE_NVML_CONFIG
+# the library the loader finds (the real one on a GPU host), never an explicit override
+unset NAVARCH_NVML_LIBRARY
 
 # ---------------------------------------------------------------- native GPU tier
 if [ "$RUN_TESTS" -eq 1 ]; then

@@ -218,6 +218,8 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
       fake.update(cfg as never);
       p.stderr = '';
       expect((await p.call({ call: 'nvmlInit_v2' })).rc).toBe(NVML.UNKNOWN);
+      // stderr is a separate pipe: poll until the line has arrived
+      for (let i = 0; i < 500 && !re.test(p.stderr); i++) await new Promise((r) => setTimeout(r, 10));
       expect(p.stderr).toMatch(re);
       expect(p.stderr.trim().split('\n')).toHaveLength(1);
     }
@@ -347,6 +349,23 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     expect(s).toMatchObject({ queued: 65536, dropped: 100_000 - 65536 });
     expect(await p.call({ call: 'drain', count: 65536, timeoutMs: 5000 })).toEqual({ got: 65536, rc: 0 });
     expect((await p.call({ call: 'wait', timeoutMs: 10 })).rc).toBe(NVML.TIMEOUT);
+  });
+
+  it('stamps injections with CLOCK_MONOTONIC (the clock of process.hrtime) and paces storms on request', async () => {
+    const { fake, p } = await open({ devices: defaultDevices(1) });
+    await p.call({ call: 'nvmlInit_v2' });
+    await p.call({ call: 'handle', index: 0 });
+    await p.call({ call: 'setCreate' });
+    await p.call({ call: 'register', index: 0, mask: EV.XID });
+    const t0 = process.hrtime.bigint();
+    const r = await fake.inject({ op: 'xid', device: 0, xid: 43 });
+    const t1 = process.hrtime.bigint();
+    const enq = BigInt(r.enqueuedNs as number);
+    expect(enq >= t0 && enq <= t1).toBe(true);
+    const storm = await fake.inject({ op: 'storm', device: 0, xid: 13, count: 2000, perSecond: 20_000 });
+    expect(storm).toMatchObject({ recorded: 2000, dropped: 0 });
+    expect(storm.elapsedNs as number).toBeGreaterThanOrEqual(90e6); // 2000 events at 20k/s: >= ~100 ms
+    expect(await p.call({ call: 'drain', count: 2001 })).toEqual({ got: 2001, rc: 0 });
   });
 
   it('serves the control socket only while initialised and removes it at the last shutdown', async () => {

@@ -175,6 +175,38 @@ describe('scripts/gpu-check.sh', () => {
     expect(r.stdout).toMatch(/nvidia-smi not found/);
   });
 
+  it.skipIf(!PYTHON || !ADDON_BUILT)('runs end to end over the fake library (stand-in nvidia-smi, --skip-tests)', () => {
+    // Everything real except the GPU: the addon dlopens "libnvidia-ml.so.1" and finds the fake
+    // through LD_LIBRARY_PATH, as pynvml does; nvidia-smi is a stand-in script printing one line.
+    const bin = join(work, 'smi-bin');
+    const out = join(work, 'gc-e2e');
+    execFileSync('mkdir', ['-p', bin]);
+    writeFileSync(join(bin, 'nvidia-smi'), '#!/bin/sh\nif [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-x)"; else echo "0, NVIDIA H100 80GB HBM3, 550.163.01"; fi\n', { mode: 0o755 });
+    const fake = FakeNvml.create({ devices: defaultDevices(2) });
+    try {
+      const env: Record<string, string> = {
+        PATH: `${bin}:${dirname(process.execPath)}:/usr/bin:/bin`,
+        HOME: work,
+        NAVARCH_FAKE_NVML_CONFIG: fake.configPath,
+        NAVARCH_NVML_LIBRARY: '/nonexistent/must-be-unset-by-the-script',
+        LD_LIBRARY_PATH: dirname(FAKE_NVML_LIB),
+        ...(REAL_PYNVML ? {} : { PYTHONPATH: SHIM }),
+      };
+      const r = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-tests', '--out', out], { env, encoding: 'utf8', timeout: 300_000 });
+      expect(r.stdout).toMatch(/PASS benchmark: snapshot via addon vs nvidia-smi/);
+      expect(r.stdout).toMatch(/PASS compare pynvml vs addon/);
+      expect(r.stdout).toMatch(/addon is \d+x faster/);
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+      expect(JSON.parse(readFileSync(join(out, 'bench-real.json'), 'utf8')).results.snapshot.devices).toBe(2);
+      // without --skip-tests the missing/failed GPU tier fails the run
+      const r2 = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-bench', '--skip-pynvml', '--out', out], { env, encoding: 'utf8', timeout: 300_000 });
+      expect(r2.status).toBe(1);
+      expect(r2.stdout).toMatch(/FAIL .*native GPU tests|FAIL test\/native\/gpu\.test\.ts is missing/);
+    } finally {
+      fake.cleanup();
+    }
+  });
+
   it('rejects unknown arguments', () => {
     const r = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--bogus'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
