@@ -99,6 +99,7 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
       return cmdXid(args, io);
     case 'run': {
       const cfg = resolveConfig({ flags: args.flags, env: io.env });
+      await validateBackendInput(cfg, io.env);
       const { runDaemon } = await import('../agent/daemon.js');
       return runDaemon(cfg, { version: packageVersion(), env: io.env });
     }
@@ -131,6 +132,26 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
     }
     default:
       throw new UsageError(`unknown command "${name}"`);
+  }
+}
+
+/** Bad fake-backend input (scenario file, NAVARCH_GPU_COUNT) is a usage error too: check it before starting. */
+async function validateBackendInput(cfg: AgentConfig, env: NodeJS.ProcessEnv): Promise<void> {
+  if (cfg.gpuBackend !== 'fake' && env.NAVARCH_FAKE_GPU !== 'true') return;
+  const { fakeOptionsFromEnv } = await import('../backends/fake.js');
+  let count: number;
+  try {
+    count = fakeOptionsFromEnv(env).count;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (cfg.scenario) {
+    const { parseScenario } = await import('../backends/scenario.js');
+    try {
+      parseScenario(readFileSync(cfg.scenario, 'utf8'), cfg.scenario, { gpuCount: count });
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
   }
 }
 

@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
-import { DIST_BUILT, MAIN_JS, metricValue, startAgent, waitFor, type AgentProcess } from './agent-helpers.js';
+import { DIST_BUILT, MAIN_JS, metricValue, startAgent, tempDir, waitFor, type AgentProcess } from './agent-helpers.js';
 
 if (!DIST_BUILT) console.warn(`skipping agent e2e tests: ${MAIN_JS} is not built (npm run build)`);
 
@@ -152,6 +152,23 @@ describe.skipIf(!DIST_BUILT)('agent authentication', () => {
       expect(await good.stop('SIGTERM')).toBe(0);
     } finally {
       await cp.close();
+    }
+  });
+});
+
+describe.skipIf(!DIST_BUILT)('agent with a scenario file', () => {
+  it('plays the fake backend fault script', async () => {
+    const dir = tempDir('scenario');
+    const scen = join(dir, 'scenario.yaml');
+    writeFileSync(scen, 'name: e2e\nevents:\n  - at: 500ms\n    gpu: 2\n    fault: xid\n    xid: 48\n');
+    const b = await startAgent({
+      stateDir: join(dir, 'state'),
+      args: ['--gpu-backend', 'fake', '--scenario', scen, '--server', 'http://127.0.0.1:9', '--node-id', 'e2e-scen', '--kmsg-path', 'none'],
+    });
+    try {
+      await waitFor('scripted XID 48', async () => (await b.status()).activeFaults.some((f) => f.key === 'gpu2/xid/48'));
+    } finally {
+      expect(await b.stop('SIGTERM')).toBe(0);
     }
   });
 });

@@ -64,6 +64,12 @@ describe('runCli bad input: one line on stderr, exit 2', () => {
     expectUsage(await cli(['run', '--auth-token-file', join(dir, 'missing-token')]), /cannot read token file/);
     expectUsage(await cli(['run'], { NAVARCH_GPU_BACKEND: 'gpu' }), /env NAVARCH_GPU_BACKEND: expected one of auto, nvml, fake/);
   });
+  it('bad fake-backend input', async () => {
+    const scen = join(dir, 'scenario.yaml');
+    writeFileSync(scen, 'name: s\nevents:\n  - at: 1s\n    gpu: 9\n    fault: xid\n    xid: 79\n');
+    expectUsage(await cli(['run', '--gpu-backend', 'fake', '--scenario', scen], { NAVARCH_GPU_COUNT: '4' }), /scenario\.yaml: events\[0\]\.gpu: 9 out of range/);
+    expectUsage(await cli(['run', '--gpu-backend', 'fake'], { NAVARCH_GPU_COUNT: 'many' }), /NAVARCH_GPU_COUNT: expected a whole number/);
+  });
   it('command arguments', async () => {
     expectUsage(await cli(['xid']), /needs an argument/);
     expectUsage(await cli(['xid', 'abc']), /expected a non-negative integer/);
