@@ -352,16 +352,25 @@ int fake_control_start(const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "path longer than %zu bytes: %s", sizeof addr.sun_path - 1, path);
         return -1;
     }
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    memcpy(addr.sun_path, path, strlen(path) + 1);
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) { snprintf(err, errlen, "%s exists and is not a socket", path); return -1; }
+        /* A live listener there belongs to another process using the same config: leave it alone
+         * (injections keep going to that process) instead of stealing its path. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&addr, sizeof addr) == 0) {
+            close(probe);
+            fprintf(stderr, "fake-nvml: control socket %s is served by another process; this one does not listen\n", path);
+            return 0;
+        }
+        if (probe >= 0) close(probe);
         unlink(path); /* stale socket of an earlier session */
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) { snprintf(err, errlen, "socket: %s", strerror(errno)); return -1; }
-    memset(&addr, 0, sizeof addr);
-    addr.sun_family = AF_UNIX;
-    memcpy(addr.sun_path, path, strlen(path) + 1);
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 16) != 0) {
         snprintf(err, errlen, "bind/listen %s: %s", path, strerror(errno));
         close(fd);
@@ -392,11 +401,21 @@ int fake_control_start(const char *path, char *err, size_t errlen) {
     return 0;
 }
 
-void fake_control_stop(void) {
+/* Stops the listener; with wait_ms > 0 gives up joining after that long (process exit, dlclose). */
+static void control_stop(long wait_ms) {
     if (!g_running) return;
     ssize_t w;
     do { w = write(g_wake[1], "x", 1); } while (w < 0 && errno == EINTR);
-    pthread_join(g_thread, NULL);
+    if (wait_ms > 0) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += wait_ms / 1000;
+        dl.tv_nsec += (wait_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+        if (pthread_timedjoin_np(g_thread, NULL, &dl) != 0) { unlink(g_path); return; }
+    } else {
+        pthread_join(g_thread, NULL);
+    }
     close(g_listen_fd);
     close(g_wake[0]);
     close(g_wake[1]);
@@ -404,3 +423,8 @@ void fake_control_stop(void) {
     unlink(g_path);
     g_running = 0;
 }
+
+void fake_control_stop(void) { control_stop(0); }
+
+/* Process exit or dlclose without the final nvmlShutdown: stop the thread, remove the socket file. */
+__attribute__((destructor)) static void control_dtor(void) { control_stop(2000); }

@@ -386,6 +386,25 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     expect((await fake.inject({ op: 'stats' })).devices).toBe(3);
   });
 
+  it('leaves a live socket of another process alone, and removes its own at process exit', async () => {
+    const { fake, p } = await open({ devices: defaultDevices(1) });
+    await p.call({ call: 'nvmlInit_v2' });
+    await p.call({ call: 'handle', index: 0 });
+    await p.call({ call: 'setCreate' });
+    await p.call({ call: 'register', index: 0, mask: EV.XID });
+    const second = await Probe.start(fake);
+    probes.push(second);
+    expect((await second.call({ call: 'nvmlInit_v2' })).rc).toBe(0);
+    for (let i = 0; i < 500 && !/served by another process/.test(second.stderr); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(second.stderr).toMatch(/control socket .* is served by another process/);
+    expect((await fake.inject({ op: 'xid', device: 0, xid: 94 })).recorded).toBe(1); // reached the first process
+    expect(await p.call({ call: 'wait', timeoutMs: 1000 })).toMatchObject({ rc: 0, data: 94 });
+    await second.close();
+    expect(existsSync(fake.socketPath)).toBe(true);
+    await p.close(); // exits without nvmlShutdown: the library's destructor cleans up
+    expect(existsSync(fake.socketPath)).toBe(false);
+  });
+
   it('answers bad control requests with ok:false and keeps serving', async () => {
     const { fake, p } = await open({ devices: defaultDevices(1) });
     await p.call({ call: 'nvmlInit_v2' });
