@@ -11,7 +11,7 @@ import type { NvmlErrorInfo } from '../nvml/types.js';
 import { FakeBackend, fakeOptionsFromEnv } from './fake.js';
 import { NoneBackend } from './none.js';
 import { describeNvmlError, NvmlBackend, nvmlErrorInfo, type NvmlBackendOptions } from './nvml.js';
-import { loadScenario, runScenario, type Scenario, type ScenarioRun } from './scenario.js';
+import { loadScenario, runScenario, type Scenario, type ScenarioEvent, type ScenarioRun } from './scenario.js';
 import type { GpuBackend } from './types.js';
 
 export type BackendMode = 'auto' | 'nvml' | 'fake';
@@ -29,6 +29,8 @@ export interface SelectOptions {
   fakeSeed?: number;
   /** Start the scenario right away (default true). The run is returned as `scenario`. */
   startScenario?: boolean;
+  /** Called for each scenario fault injected, and for one that failed at run time. */
+  scenarioHooks?: { onInject?: (ev: ScenarioEvent) => void; onError?: (err: Error, ev: ScenarioEvent) => void };
   now?: () => number;
 }
 
@@ -65,7 +67,14 @@ async function openFake(opts: SelectOptions, reason: string, warnings: string[])
   const result: SelectResult = { backend, warnings };
   if (opts.scenarioFile) {
     const scenario = await loadScenario(opts.scenarioFile, { gpuCount: count });
-    const run = opts.startScenario === false ? null : runScenario(backend, scenario, { clock: { setTimeout: (fn, ms) => backend.schedule(ms, fn), clearTimeout: (h) => backend.cancel(h) } });
+    const run =
+      opts.startScenario === false
+        ? null
+        : runScenario(backend, scenario, {
+            clock: { setTimeout: (fn, ms) => backend.schedule(ms, fn), clearTimeout: (h) => backend.cancel(h) },
+            ...(opts.scenarioHooks?.onInject ? { onInject: opts.scenarioHooks.onInject } : {}),
+            ...(opts.scenarioHooks?.onError ? { onError: opts.scenarioHooks.onError } : {}),
+          });
     result.scenario = { scenario, run };
   }
   return result;

@@ -139,9 +139,11 @@ describe('scenario files', () => {
 
   it('selectBackend runs the scenario on real (unref\'d) timers', async () => {
     const p = file('real.yaml', 'name: quick\nevents:\n  - { at: 10ms, gpu: 0, fault: gpu_lost }\n');
-    const r = await selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '2' }, scenarioFile: p });
+    const injected: string[] = [];
+    const r = await selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '2' }, scenarioFile: p, scenarioHooks: { onInject: (ev) => injected.push(ev.fault.kind) } });
     expect(r.scenario?.scenario.name).toBe('quick');
     await r.scenario?.run?.done;
+    expect(injected).toEqual(['gpu_lost']);
     const snap = await r.backend.snapshot();
     expect(snap[0]?.ok).toBe(false);
     await r.backend.close();
