@@ -273,4 +273,19 @@ describe('commands and admin RPCs', () => {
     expect(text).toMatch(/node n: active -> unhealthy/);
     for (const line of text.trim().split('\n')) expect(line.length).toBeLessThan(240);
   });
+  it('on a TTY it redraws a node table with the recent lines', async () => {
+    const out = Object.assign(new PassThrough(), { isTTY: true });
+    let text = '';
+    out.on('data', (b: Buffer) => (text += b.toString()));
+    const cp = await devCp({ print: out });
+    const c = rpc(cp.url);
+    await c.registerNode({ nodeId: 'tty-node', gpus: [{ index: 0 }, { index: 1 }] });
+    await c.reportHealth({ nodeId: 'tty-node', events: [ev(HealthEventType.THERMAL, HealthWatchSystem.THERMAL, { temperature: '96' })] });
+    const deadline = Date.now() + 20_000;
+    while (!/tty-node\s+unhealthy\s+unhealthy\s+2\s/.test(text) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    const frame = text.slice(text.lastIndexOf('\x1b[H\x1b[2J'));
+    expect(frame).toMatch(/NODE\s+STATUS\s+HEALTH\s+GPUS\s+HEARTBEAT\s+EVENTS/);
+    expect(frame).toMatch(/tty-node\s+unhealthy\s+unhealthy\s+2\s+-\s+1/);
+    expect(frame).toContain('thermal-critical');
+  });
 });
