@@ -218,6 +218,11 @@ export class FakeBackend implements InjectableBackend {
     }
   }
 
+  /** NVLink links per GPU of this model (0 without NVLink). */
+  get nvlinkCount(): number {
+    return this.devs[0]?.profile.nvlinks ?? profileFor(this.model).nvlinks;
+  }
+
   async open(): Promise<void> {
     if (this.closed) throw new Error('fake backend: closed');
     this.opened = true;

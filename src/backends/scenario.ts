@@ -52,6 +52,13 @@ const FAULT_FIELDS: Record<FakeFault['kind'], Record<string, { kind: FieldKind; 
 
 export const FAULT_KINDS = Object.keys(FAULT_FIELDS) as Array<FakeFault['kind']>;
 
+/** What the target node has, so faults that cannot apply fail at load time. */
+export interface ScenarioLimits {
+  gpuCount?: number;
+  /** NVLink links per GPU (0: none). */
+  nvlinkCount?: number;
+}
+
 export class ScenarioError extends Error {
   override name = 'ScenarioError';
 }
@@ -94,7 +101,7 @@ function parseField(v: unknown, kind: FieldKind, where: string): number | boolea
  * Validate parsed scenario content. `label` prefixes every error (the file name). When
  * `gpuCount` is given, gpu indexes are checked against it.
  */
-export function validateScenario(doc: unknown, label: string, opts: { gpuCount?: number } = {}): Scenario {
+export function validateScenario(doc: unknown, label: string, opts: ScenarioLimits = {}): Scenario {
   if (!isPlainObject(doc)) throw new ScenarioError(`${label}: expected a mapping with "name" and "events"`);
   for (const k of Object.keys(doc)) {
     if (k !== 'name' && k !== 'events' && k !== 'description') throw new ScenarioError(`${label}: unknown key "${k}" (expected name, description, events)`);
@@ -135,6 +142,11 @@ export function validateScenario(doc: unknown, label: string, opts: { gpuCount?:
     for (const [k, spec] of Object.entries(fields)) {
       if (spec.required && fault[k] === undefined) throw new ScenarioError(`${where}.${k}: missing (required by fault "${kind}")`);
     }
+    if (kind === 'nvlink_down' && opts.nvlinkCount !== undefined && (fault.link as number) >= opts.nvlinkCount) {
+      throw new ScenarioError(
+        opts.nvlinkCount === 0 ? `${where}.link: the GPUs have no NVLink` : `${where}.link: ${String(fault.link)} out of range (the GPUs have ${opts.nvlinkCount} links)`,
+      );
+    }
     return { atMs, fault: fault as unknown as FakeFault };
   });
   const order = events.map((e, i) => ({ e, i }));
@@ -143,7 +155,7 @@ export function validateScenario(doc: unknown, label: string, opts: { gpuCount?:
 }
 
 /** Parse scenario text; JSON when the file name ends in .json, YAML otherwise (YAML also reads JSON). */
-export function parseScenario(text: string, label: string, opts: { gpuCount?: number } = {}): Scenario {
+export function parseScenario(text: string, label: string, opts: ScenarioLimits = {}): Scenario {
   let doc: unknown;
   try {
     doc = label.toLowerCase().endsWith('.json') ? JSON.parse(text) : parseYaml(text, { maxAliasCount: 100 });
@@ -154,7 +166,7 @@ export function parseScenario(text: string, label: string, opts: { gpuCount?: nu
   return validateScenario(doc, label, opts);
 }
 
-export async function loadScenario(file: string, opts: { gpuCount?: number } = {}): Promise<Scenario> {
+export async function loadScenario(file: string, opts: ScenarioLimits = {}): Promise<Scenario> {
   let size: number;
   try {
     size = (await stat(file)).size;

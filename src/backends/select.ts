@@ -66,7 +66,7 @@ async function openFake(opts: SelectOptions, reason: string, warnings: string[])
   await backend.open();
   const result: SelectResult = { backend, warnings };
   if (opts.scenarioFile) {
-    const scenario = await loadScenario(opts.scenarioFile, { gpuCount: count });
+    const scenario = await loadScenario(opts.scenarioFile, { gpuCount: count, nvlinkCount: backend.nvlinkCount });
     const run =
       opts.startScenario === false
         ? null

@@ -182,6 +182,14 @@ describe('scenario files', () => {
     });
   }
 
+  it('checks NVLink links against the model', async () => {
+    const p = file('links.yaml', 'events:\n  - {at: 1s, gpu: 0, fault: nvlink_down, link: 3}\n');
+    await expect(loadScenario(p, { gpuCount: 8, nvlinkCount: 0 })).rejects.toThrow(`${p}: events[0].link: the GPUs have no NVLink`);
+    await expect(loadScenario(p, { nvlinkCount: 2 })).rejects.toThrow(`${p}: events[0].link: 3 out of range (the GPUs have 2 links)`);
+    await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_TYPE: 'NVIDIA L4' }, scenarioFile: p })).rejects.toThrow(`${p}: events[0].link: the GPUs have no NVLink`);
+    expect((await loadScenario(p, { nvlinkCount: 18 })).events).toHaveLength(1);
+  });
+
   it('names the file when it cannot be read', async () => {
     await expect(loadScenario(join(dir, 'missing.yaml'))).rejects.toThrow(`${join(dir, 'missing.yaml')}: cannot read scenario: ENOENT`);
   });
