@@ -7,7 +7,8 @@
  *
  * Latency: from just before EventStore.append() (durable store, fsync on by default) to the
  * moment the development control plane's ReportHealth handler has the event, over real HTTP on
- * loopback. "isolated" appends one event and waits for it (the push path's latency); "burst"
+ * loopback. "isolated" appends one event, waits for it and its acknowledgement (the push path's
+ * latency for sparse events); "burst"
  * appends all events back to back (batching under load).
  *
  * --outage-ms N: the long outage run: the control plane is down for N ms while events keep
@@ -128,6 +129,8 @@ if (outageMs > 0) {
     await store.append(input(seq));
     await got;
     waiters.delete(seq);
+    // Sparse events: the next one comes after this one was acknowledged (not mid-call).
+    while (store.pendingCount() > 0) await new Promise((r) => setImmediate(r));
   }
 } else {
   const all = [];
