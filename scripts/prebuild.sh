@@ -3,7 +3,7 @@
 # prebuilds/linux-<arch>/node.napi.glibc.node, the name node-gyp-build picks for any Node >= 20 on
 # a glibc host (one Node-API build serves every Node version; musl hosts fall back to a source
 # build). Builds in a scratch copy, so the checkout's build/ is never touched. Prints, per
-# binary, its ELF type and the highest GLIBC_ symbol version it needs.
+# binary, its ELF type and the highest GLIBC_ and GLIBCXX_ symbol versions it needs.
 #
 # Usage: scripts/prebuild.sh [--arch x64|arm64]... [--out DIR] [--source DIR]
 # Environment: npm_config_nodedir / NODEDIR (Node headers; default: npm's nodedir, else /usr
@@ -73,7 +73,9 @@ for arch in "${arches[@]}"; do
   command -v "$objdump" >/dev/null || objdump=objdump
   echo "prebuild.sh: building linux-$arch" >&2
   rm -rf "$stage/build"
-  if ! (cd "$stage" && env ${env_cc[@]+"${env_cc[@]}"} node "$gyp" rebuild --arch="$arch" "${gyp_args[@]}" >"$stage/build-$arch.log" 2>&1); then
+  # deploy/prebuild/glibcxx-compat.h pins libstdc++ symbols to versions GCC 11 has (Amazon
+  # Linux 2023, RHEL 9). Static libstdc++ was measured worse: it pulls in GLIBC_2.36 symbols.
+  if ! (cd "$stage" && env ${env_cc[@]+"${env_cc[@]}"} CXXFLAGS="${CXXFLAGS:-} -include $repo/deploy/prebuild/glibcxx-compat.h" node "$gyp" rebuild --arch="$arch" "${gyp_args[@]}" >"$stage/build-$arch.log" 2>&1); then
     tail -n 30 "$stage/build-$arch.log" >&2
     die "building linux-$arch failed (log above)"
   fi
