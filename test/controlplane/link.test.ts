@@ -448,4 +448,47 @@ describe('commands', () => {
     await waitFor(() => lines.some((l) => String(l.msg).includes('unknown command type')), 20_000, 'unknown skipped');
     expect(link.status().registered).toBe(true);
   });
+  it('a long drain does not block polling: a command issued meanwhile is handled while the hook runs', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    const dir = mkdtempSync(join(tmpdir(), 'cp-slow-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const hook = join(dir, 'slow.sh');
+    writeFileSync(hook, `#!/bin/sh\nsleep 5\necho done > "${dir}/drained"\n`);
+    chmodSync(hook, 0o755);
+    let diagAt = 0;
+    const { link } = makeLink(cp.url, {
+      hooks: { drain: hook },
+      diagnostics: async () => {
+        diagAt = Date.now();
+        return [{ name: 'diag', status: 'healthy', message: 'ok' }];
+      },
+    });
+    track(link).start();
+    await link.whenRegistered();
+    cp.issueCommand('node-a', 'drain', {}, { queue: true });
+    await waitFor(() => link.status().draining, 20_000, 'draining');
+    cp.issueCommand('node-a', 'run_diagnostic');
+    await waitFor(() => diagAt > 0, 20_000, 'diagnostic during the drain');
+    expect(existsSync(join(dir, 'drained'))).toBe(false);
+    await waitFor(() => existsSync(join(dir, 'drained')), 30_000, 'drain hook finished');
+  });
+
+  it('a hook that overruns its deadline is killed (bounded in time)', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    const dir = mkdtempSync(join(tmpdir(), 'cp-hang-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const hook = join(dir, 'hang.sh');
+    writeFileSync(hook, `#!/bin/sh\nexec sleep 600\n`);
+    chmodSync(hook, 0o755);
+    const { logger, lines } = testLogger();
+    const { link } = makeLink(cp.url, { logger, hooks: { cordon: hook, timeoutMs: 500 } });
+    track(link).start();
+    await link.whenRegistered();
+    cp.issueCommand('node-a', 'cordon', {}, { queue: true });
+    await waitFor(() => lines.some((l) => l.msg === 'cordon hook failed'), 20_000, 'hook killed');
+    const l = lines.find((x) => x.msg === 'cordon hook failed')!;
+    expect(l.timedOut).toBe(true);
+    expect(l.signal).toBe('SIGTERM');
+    expect(link.status().cordoned).toBe(true);
+  });
 });
