@@ -3,7 +3,7 @@
 # build/Release/*.node carried; see scripts/gpu-carry.sh). Needs the NVIDIA driver; needs no
 # compiler and no network. Node.js from PATH (>= 20) or from .carry/node.xz.
 #
-#   bash scripts/gpu-check.sh [--out DIR] [--skip-tests] [--skip-bench] [--skip-pynvml]
+#   bash scripts/gpu-check.sh [--out DIR] [--skip-tests] [--skip-bench] [--skip-pynvml] [--with-fake-bench]
 #
 # Steps: host facts; GPU tier of the native tests (test/native/gpu.test.ts); benchmarks against
 # the real NVML incl. nvidia-smi side by side; pynvml vs addon field-by-field comparison (when
@@ -14,17 +14,19 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
 
-OUT="$ROOT/gpu-check-out"
+OUT="${TMPDIR:-/tmp}/navarch-gpu-check-$(date +%Y%m%d-%H%M%S)"
 RUN_TESTS=1
 RUN_BENCH=1
 RUN_PYNVML=1
+RUN_FAKE_BENCH=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) [ $# -ge 2 ] || { echo "gpu-check: --out needs a directory" >&2; exit 2; }; OUT="$2"; shift 2 ;;
     --skip-tests) RUN_TESTS=0; shift ;;
     --skip-bench) RUN_BENCH=0; shift ;;
     --skip-pynvml) RUN_PYNVML=0; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --with-fake-bench) RUN_FAKE_BENCH=1; shift ;;
+    -h|--help) sed -n "2,13p" "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -136,6 +138,15 @@ fi
 if [ "$RUN_BENCH" -eq 1 ]; then
   step "benchmark: snapshot via addon vs nvidia-smi" 90 \
     node bench/nvml-bench.mjs --real --samples 1000 --smi-samples 20 --json "$OUT/bench-real.json"
+  if [ "$RUN_FAKE_BENCH" -eq 1 ]; then
+    # the latency and storm benchmarks need injection, i.e. the fake library (carried, built here)
+    if [ -f build/fake-nvml/libnvidia-ml.so.1 ]; then
+      step "benchmark: fake library latency and storm on this host" 120 \
+        node bench/nvml-bench.mjs --only latency,storm --events 10000 --json "$OUT/bench-fake.json"
+    else
+      RESULTS+=("FAIL --with-fake-bench: build/fake-nvml/libnvidia-ml.so.1 was not carried"); FAILED=1
+    fi
+  fi
 else
   skip "benchmarks (--skip-bench)"
 fi
