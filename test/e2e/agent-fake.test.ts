@@ -56,8 +56,10 @@ describe.skipIf(!DIST_BUILT)('agent on the fake backend', () => {
     await waitFor('control plane UNHEALTHY', () => cp.node('e2e-fake')?.status === 'unhealthy');
     expect(cp.events('e2e-fake').some((e) => e.eventType === 'xid' && e.metrics.xid_code === '79' && e.gpuIndex === 2)).toBe(true);
     await waitFor('events acknowledged', async () => (await agent.status()).events.pending === 0);
-    const m2 = await agent.metrics();
-    expect(metricValue(m2, 'navarch_agent_event_delivery_seconds_count')).toBeGreaterThanOrEqual(1);
+    const m2 = await waitFor('delivery latency observed', async () => {
+      const t = await agent.metrics();
+      return (metricValue(t, 'navarch_agent_event_delivery_seconds_count') ?? 0) >= 1 ? t : null;
+    });
     expect(metricValue(m2, 'navarch_agent_controlplane_connected')).toBe(1);
   });
 
