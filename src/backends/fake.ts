@@ -21,6 +21,9 @@ export const DEFAULT_FAKE_GPU_TYPE = 'NVIDIA H100 80GB HBM3';
 /** Bound on NAVARCH_GPU_COUNT: more GPUs than any real node, small enough to stay cheap. */
 export const MAX_FAKE_GPU_COUNT = 64;
 
+/** Distinct events queued between deliveries (the addon's default queue capacity). */
+export const FAKE_QUEUE_CAPACITY = 4096;
+
 /** NVML event type bits (nvmlEventType*), as the nvml backend reports them. */
 export const EVENT_MASK: Record<NvmlEventType, number> = {
   ecc_sbe: 0x1,
@@ -162,7 +165,7 @@ export class FakeBackend implements InjectableBackend {
   private readonly devs: DeviceState[] = [];
   private opened = false;
   private closed = false;
-  private watcher: { cb: (events: NvmlEvent[]) => void; pending: NvmlEvent[]; scheduled: boolean; delivered: number; merged: number } | null = null;
+  private watcher: { cb: (events: NvmlEvent[]) => void; pending: NvmlEvent[]; scheduled: boolean; index: Map<string, NvmlEvent>; delivered: number; merged: number; dropped: number } | null = null;
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(opts: FakeBackendOptions = {}) {
@@ -314,7 +317,7 @@ export class FakeBackend implements InjectableBackend {
   watch(onEvents: (events: NvmlEvent[]) => void): { stop(): Promise<void>; stats(): WatchStats } {
     if (this.closed) throw new Error('fake backend: closed');
     if (this.watcher) throw new Error('fake backend: already watching (one watch at a time)');
-    const w = { cb: onEvents, pending: [] as NvmlEvent[], scheduled: false, delivered: 0, merged: 0 };
+    const w = { cb: onEvents, pending: [] as NvmlEvent[], scheduled: false, index: new Map<string, NvmlEvent>(), delivered: 0, merged: 0, dropped: 0 };
     this.watcher = w;
     const registered = this.devs.map((d) => ({
       deviceIndex: d.info.index,
@@ -325,7 +328,7 @@ export class FakeBackend implements InjectableBackend {
       stop: async () => {
         if (this.watcher === w) this.watcher = null;
       },
-      stats: () => ({ delivered: w.delivered, merged: w.merged, dropped: 0, registered }),
+      stats: () => ({ delivered: w.delivered, merged: w.merged, dropped: w.dropped, registered }),
     };
   }
 
@@ -346,14 +349,27 @@ export class FakeBackend implements InjectableBackend {
       wallTimeMs: this.now(),
       count: 1,
     };
-    w.pending.push(ev);
+    // Like the native queue: identical events (device, type, data) merge into one with a count,
+    // and the number of distinct queued events is bounded (drops are counted, never silent).
+    const id = `${ev.deviceIndex}/${ev.type}/${ev.data}`;
+    const same = w.index.get(id);
+    if (same) {
+      same.count++;
+      w.merged++;
+    } else if (w.pending.length >= FAKE_QUEUE_CAPACITY) {
+      w.dropped++;
+    } else {
+      w.pending.push(ev);
+      w.index.set(id, ev);
+    }
     if (!w.scheduled) {
       w.scheduled = true;
       setImmediate(() => {
         w.scheduled = false;
         const batch = w.pending.splice(0);
+        w.index.clear();
         if (batch.length === 0 || this.watcher !== w) return;
-        w.delivered += batch.length;
+        for (const e of batch) w.delivered += e.count;
         w.cb(batch);
       });
     }

@@ -129,6 +129,21 @@ describe('fake backend specifics', () => {
     expect(() => b.inject({ kind: 'bogus' } as never)).toThrow('inject: unknown fault kind "bogus"');
   });
 
+  it('merges identical events and bounds the queue, counting drops', async () => {
+    const b = new FakeBackend({ count: 1 });
+    await b.open();
+    const got: NvmlEvent[] = [];
+    const w = b.watch((batch) => got.push(...batch));
+    for (let i = 0; i < 1000; i++) b.inject({ kind: 'xid', gpu: 0, xid: 13 });
+    for (let i = 0; i < 5000; i++) b.inject({ kind: 'xid', gpu: 0, xid: 100 + i }); // distinct
+    await waitFor('the batch', () => got.length > 0);
+    expect(got[0]).toMatchObject({ data: 13, count: 1000 });
+    expect(got).toHaveLength(4096);
+    expect(w.stats()).toMatchObject({ merged: 999, dropped: 5000 - 4095, delivered: 1000 + 4095 });
+    await w.stop();
+    await b.close();
+  });
+
   it('one watch at a time; no delivery without a watch; stats count deliveries', async () => {
     const b = new FakeBackend({ count: 1 });
     await b.open();
