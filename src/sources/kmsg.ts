@@ -72,6 +72,8 @@ export interface KmsgStats {
   skipped: number;
   /** Events emitted from the first-run backlog (historical). */
   replayed: number;
+  /** Records the ring buffer dropped before they were read (sequence gaps, /dev/kmsg only). */
+  missedRecords: number;
   /** onEvent threw or rejected. */
   emitErrors: number;
   readErrors: number;
@@ -171,6 +173,7 @@ export class KmsgSource {
     parseErrors: 0,
     skipped: 0,
     replayed: 0,
+    missedRecords: 0,
     emitErrors: 0,
     readErrors: 0,
     lastSeq: null,
@@ -424,6 +427,12 @@ export class KmsgSource {
     if (this.skipUpTo !== null && rec.seq <= this.skipUpTo) {
       this.st.skipped++;
       return;
+    }
+    if (this.mode === 'records' && this.lastSeq !== null && rec.seq > this.lastSeq + 1n) {
+      // The ring buffer dropped records we never read (while the agent was down, or an overrun).
+      const gap = rec.seq - this.lastSeq - 1n;
+      this.st.missedRecords += Number(gap > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : gap);
+      this.log?.warn({ from: (this.lastSeq + 1n).toString(), to: (rec.seq - 1n).toString() }, 'kmsg source: records lost from the ring buffer before they were read');
     }
     const historical = this.firstRun && !this.st.backlogDone;
     const events = historical && this.opts.replayOnFirstRun === false ? [] : this.eventsFor(rec, historical);

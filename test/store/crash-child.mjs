@@ -17,16 +17,27 @@ for (;;) {
           type: 'xid', system: 'DRIVER', gpuIndex: n % 4, gpuUuid: `GPU-${n % 4}`,
           metrics: { i: String(n) }, message: `event ${n}`, timeMs: Date.now(), severity: sev,
           action: 'none', citation: 'crash test', source: 'agent', key: `k/${n}`,
-          fault: n % 5 === 0 ? 'raise' : 'none',
+          fault: n % 50 === 0 ? 'raise' : 'none',
         })
         .then((r) => writeSync(1, `ok ${n} ${r.event.id}\n`)),
     );
   }
+  // one coalescing append per batch: the storm event's count must stay exact across crashes
+  batch.push(
+    store
+      .append({
+        type: 'xid', system: 'DRIVER', gpuIndex: 0, gpuUuid: 'GPU-0', metrics: { i: 'storm' }, message: 'storm',
+        timeMs: Date.now(), severity: 'critical', action: 'none', citation: 'crash test', source: 'agent', key: 'storm', fault: 'none',
+      })
+      .then(() => writeSync(1, 'storm\n')),
+  );
   await Promise.all(batch);
   if (i % 40 === 0) {
-    const p = store.pending(36);
+    const p = store.pending(37).filter((e) => e.key !== 'storm').slice(0, 36);
     writeSync(1, `acking ${p.map((e) => e.metrics.i).join(',')}\n`);
     await store.ack(p.map((e) => ({ id: e.id, count: e.count })));
     writeSync(1, `acked ${p.map((e) => e.metrics.i).join(',')}\n`);
+    writeSync(1, `shed ${store.stats().shed}\n`);
+    writeSync(2, `compactions ${store.stats().compactions}\n`);
   }
 }
