@@ -74,7 +74,10 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
     await fake.xid(5, 79);
     const f = await waitFor('XID 79 fault on GPU 5', async () => (await agent.status()).activeFaults.find((x) => x.key === 'gpu5/xid/79'));
     expect(f).toMatchObject({ severity: 'critical', type: 'xid' });
-    const m = await agent.metrics();
+    const m = await waitFor('xid counter', async () => {
+      const t = await agent.metrics();
+      return metricValue(t, 'navarch_agent_xid_total', 'gpu="5"', 'code="79"') !== null ? t : null;
+    });
     expect(metricValue(m, 'navarch_agent_xid_total', 'gpu="5"', 'code="79"')).toBe(1);
     expect(metricValue(m, 'DCGM_FI_DEV_XID_ERRORS', 'gpu="5"')).toBe(79);
     await waitFor('event at the control plane', () => cp.events('e2e-nvml').some((e) => e.gpuIndex === 5 && e.metrics.xid_code === '79'));
@@ -123,8 +126,7 @@ describe.skipIf(!canWriteKmsg)('agent reading a real NVRM line from /dev/kmsg', 
         30_000,
       );
       expect(f.gpuUuid).toBe(dev.uuid);
-      const m = await agent.metrics();
-      expect(metricValue(m, 'DCGM_FI_DEV_XID_ERRORS', 'gpu="1"')).toBe(79);
+      await waitFor('last XID metric', async () => metricValue(await agent.metrics(), 'DCGM_FI_DEV_XID_ERRORS', 'gpu="1"') === 79);
       expect((await agent.status()).kmsg.xidsMatched).toBeGreaterThanOrEqual(1);
       expect(await agent.stop('SIGTERM')).toBe(0);
     } finally {
