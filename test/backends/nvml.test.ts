@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NvmlBackend } from '../../src/backends/nvml.js';
 import { defaultDevices, ensureFakeNvmlBuilt, FAKE_NVML_LIB, FakeNvml } from '../helpers/fake-nvml.js';
+import { nvmlEventsToInputs } from '../../src/sources/nvml-events.js';
 import { judgeSnapshot } from '../../src/sources/telemetry.js';
 import { sharedBackendSuite, waitFor } from './shared-suite.js';
 
@@ -125,4 +126,29 @@ describe.skipIf(reason !== null)('nvml backend: a hung NVML call', () => {
       await quick.close();
     }
   });
+});
+
+describe.skipIf(reason !== null)('nvml backend: an XID storm', () => {
+  it('merged NVML events keep exact counts through classification', async () => {
+    const { fake, backend } = await getShared();
+    let total = 0;
+    const inputs: Array<{ key: string; count?: number }> = [];
+    const w = backend.watch((batch) => {
+      for (const e of batch) total += e.count;
+      inputs.push(...nvmlEventsToInputs(batch));
+    });
+    try {
+      await waitFor('registration', () => w.stats().registered.length === 8);
+      const N = 20_000;
+      await fake.inject({ op: 'storm', device: 0, xid: 13, count: N, distinct: 1 });
+      await waitFor('every storm event delivered or counted as dropped', () => total + w.stats().dropped >= N, 100_000);
+      expect(w.stats().dropped).toBe(0); // one distinct event: everything merges
+      expect(total).toBe(N);
+      expect(inputs.every((i) => i.key === 'gpu0/xid/13')).toBe(true);
+      expect(inputs.reduce((a, i) => a + (i.count ?? 1), 0)).toBe(N);
+      expect(inputs.length).toBeLessThan(N); // merged, not N appends
+    } finally {
+      await w.stop();
+    }
+  }, 120_000);
 });
