@@ -202,7 +202,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     expect((await p.call({ call: 'nvmlInit_v2' })).rc).toBe(NVML.GPU_NOT_FOUND);
     expect((await p.call({ call: 'nvmlInitWithFlags', flags: 1 })).rc).toBe(0);
     expect(await p.call({ call: 'count' })).toEqual({ rc: 0, value: 0 });
-  });
+  }, 180_000);
 
   it('rejects an invalid config with one clear line on stderr', async () => {
     const { fake, p } = await open();
@@ -223,7 +223,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
       expect(p.stderr).toMatch(re);
       expect(p.stderr.trim().split('\n')).toHaveLength(1);
     }
-  });
+  }, 180_000);
 
   it('delivers injected events in order, only for registered types, with MIG ids 0xFFFFFFFF', async () => {
     const { fake, p } = await open({ devices: defaultDevices(2) });
@@ -349,7 +349,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     expect(s).toMatchObject({ queued: 65536, dropped: 100_000 - 65536 });
     expect(await p.call({ call: 'drain', count: 65536, timeoutMs: 5000 })).toEqual({ got: 65536, rc: 0 });
     expect((await p.call({ call: 'wait', timeoutMs: 10 })).rc).toBe(NVML.TIMEOUT);
-  });
+  }, 180_000);
 
   it('stamps injections with CLOCK_MONOTONIC (the clock of process.hrtime) and paces storms on request', async () => {
     const { fake, p } = await open({ devices: defaultDevices(1) });

@@ -151,7 +151,7 @@ describe.skipIf(!PYTHON || !ADDON_BUILT)('pynvml vs addon over the fake library 
     } finally {
       fake.cleanup();
     }
-  });
+  }, 180_000);
 });
 
 describe('scripts/gpu-check.sh', () => {
@@ -214,7 +214,7 @@ describe('scripts/gpu-check.sh', () => {
     } finally {
       fake.cleanup();
     }
-  });
+  }, 600_000);
 
   it('rejects unknown arguments', () => {
     const r = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--bogus'], { encoding: 'utf8' });
