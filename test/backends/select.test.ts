@@ -169,6 +169,7 @@ describe.skipIf(addonSkip !== null)('selectBackend over the real addon and the f
   for (const [what, mk, instanceType] of TREES) {
     it(`auto: NVML opens on ${what} -> nvml backend`, async () => {
       const fake = FakeNvml.create({ devices: defaultDevices(8) });
+      fake.applyToProcess(); // the library reads its config from the process environment
       try {
         const r = await selectBackend({ mode: 'auto', env: fake.env(), sysRoot: mk(), ...(instanceType ? { instanceType } : {}) });
         expect(r.backend.kind).toBe('nvml');
@@ -182,6 +183,7 @@ describe.skipIf(addonSkip !== null)('selectBackend over the real addon and the f
   }
   it('nvml mode: NVML opens -> nvml backend', async () => {
     const fake = FakeNvml.create({ devices: defaultDevices(8) });
+    fake.applyToProcess();
     try {
       const r = await selectBackend({ mode: 'nvml', env: fake.env(), sysRoot: tree({}) });
       expect(r.backend.kind).toBe('nvml');
