@@ -232,6 +232,9 @@ export class AgentLink {
   private sleepers = new Set<() => void>();
 
   private pumpRunning = false;
+  /** Ids whose store.ack() is in progress, and those acks. */
+  private readonly acking = new Set<string>();
+  private readonly acks = new Set<Promise<void>>();
   private dirty = false;
   private periodicDue = false;
   private needReassert = false;
@@ -545,7 +548,14 @@ export class AgentLink {
       const wantPeriodic = this.periodicDue;
       const wantReassert = this.needReassert;
       const extra = this.extraResults.splice(0);
-      const batch = this.o.store.pending(this.maxBatch);
+      // Events whose ack is still being written are not sent again meanwhile (pipelining).
+      const batch =
+        this.acking.size === 0
+          ? this.o.store.pending(this.maxBatch)
+          : this.o.store
+              .pending(this.maxBatch + this.acking.size)
+              .filter((e) => !this.acking.has(e.id))
+              .slice(0, this.maxBatch);
       if (batch.length === 0 && !wantPeriodic && !wantReassert && extra.length === 0) {
         if (this.dirty) continue;
         return;
@@ -582,11 +592,18 @@ export class AgentLink {
         this.st.nodeStatus = `NODE_STATUS_${NodeStatus[res.nodeStatus] ?? 'UNKNOWN'}`;
         attempt = 0;
         if (batch.length > 0) {
-          try {
-            await this.o.store.ack(batch.map((e) => ({ id: e.id, count: e.count })));
-          } catch (e) {
-            this.log.error({ err: (e as Error).message }, 'store ack failed; events will be re-sent');
-          }
+          // The ack (an fsync in the durable store) runs while the next batch is sent; the
+          // events stay excluded until it is written, and come back if it fails.
+          for (const e of batch) this.acking.add(e.id);
+          const ack = this.o.store
+            .ack(batch.map((e) => ({ id: e.id, count: e.count })))
+            .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'store ack failed; events will be re-sent'))
+            .finally(() => {
+              for (const e of batch) this.acking.delete(e.id);
+              this.acks.delete(ack);
+              if (this.o.store.pendingCount() > this.acking.size) this.kickPump();
+            });
+          this.acks.add(ack);
           const now = Date.now();
           this.st.eventsDelivered += batch.length;
           if (this.o.onDeliveryLatency) for (const ev of batch) this.o.onDeliveryLatency(Math.max(0, now - ev.timeMs), ev);
@@ -767,9 +784,17 @@ export class AgentLink {
       // Flush events and send the final report (with current check results) through the pump.
       this.periodicDue = true;
       this.kickPump();
-      while (Date.now() < deadline && this.registered && (this.pumpRunning || this.periodicDue || this.o.store.pendingCount() > 0)) {
+      while (
+        Date.now() < deadline &&
+        this.registered &&
+        (this.pumpRunning || this.periodicDue || this.acks.size > 0 || this.o.store.pendingCount() > 0)
+      ) {
         if (!this.pumpRunning) this.kickPump();
         await new Promise((r) => setTimeout(r, 10));
+      }
+      if (this.acks.size > 0) {
+        const rest = Math.max(50, deadline - Date.now());
+        await Promise.race([Promise.allSettled([...this.acks]), new Promise((r) => setTimeout(r, rest))]);
       }
       const left = this.o.store.pendingCount();
       if (left > 0) this.log.warn({ pending: left }, 'stopping with events not yet acknowledged (kept in the store)');
