@@ -82,7 +82,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       const line = n
         ? `node ${n.nodeId}: status ${n.status.toUpperCase()}, health ${n.healthStatus.toUpperCase()}, ${n.gpus.length} GPUs, heartbeats ${n.heartbeats}, reports ${n.reports}; agent: ${s.activeFaults.length} active fault(s), ${s.events.pending} pending`
         : 'node not registered yet';
-      if (opts.json) io.stdout(`${JSON.stringify({ kind: 'view', node: n ?? null, activeFaults: s.activeFaults }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+      if (opts.json) io.stdout(`${JSON.stringify({ kind: 'view', stateDir, node: n ?? null, activeFaults: s.activeFaults }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
       else if (line !== lastLine) say(`[t+${Math.round((Date.now() - started) / 1000)}s] ${line}`);
       lastLine = line;
     }, 1000);
