@@ -439,18 +439,35 @@ export class KmsgSource {
     for (const ev of events) {
       this.st.events++;
       if (historical) this.st.replayed++;
-      try {
-        await this.opts.onEvent(ev);
-      } catch (e) {
-        this.st.emitErrors++;
-        this.log?.error({ err: (e as Error).message, key: ev.key }, 'kmsg source: event callback failed');
-      }
+      await this.emit(ev);
     }
     this.lastSeq = rec.seq;
     this.cursorDirty = true;
     // After an emitted event the cursor is written at once (XIDs are rare), so a crash replays at
     // most the record being handled; other records move it at most once per cursorWriteIntervalMs.
     if (events.length > 0) this.persistCursor(true);
+  }
+
+  /**
+   * Hand one event to the callback. A rejection (e.g. the store cannot write) is retried a few
+   * times with backoff and jitter (about 200 ms, 400 ms, 800 ms), then logged and dropped so the
+   * log keeps moving; the cursor only moves on afterwards.
+   */
+  private async emit(ev: HealthEventInput): Promise<void> {
+    const attempts = 4;
+    for (let i = 1; i <= attempts; i++) {
+      try {
+        await this.opts.onEvent(ev);
+        return;
+      } catch (e) {
+        if (i === attempts || this.stopping) {
+          this.st.emitErrors++;
+          this.log?.error({ err: (e as Error).message, key: ev.key, attempts: i }, 'kmsg source: event callback failed; event dropped');
+          return;
+        }
+        await this.sleep(100 * 2 ** i * (0.5 + Math.random()));
+      }
+    }
   }
 
   private eventsFor(rec: KmsgRecord, historical: boolean): HealthEventInput[] {

@@ -139,8 +139,29 @@ describe('KmsgSource over a regular file', () => {
     });
     await s.start();
     await s.waitBacklog();
-    expect(calls).toBe(1);
+    await waitFor(() => s.stats().emitErrors === 1, 'the callback retries to give up');
+    expect(calls).toBe(4); // retried with backoff, then dropped
     expect(s.stats()).toMatchObject({ parseErrors: 2, emitErrors: 1, records: 1 });
+  });
+
+  it('retries a failing callback (the store could not write) and delivers once it succeeds', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, rec(1, 'NVRM: Xid (PCI:0000:9b:00): 79, x'));
+    let calls = 0;
+    const got: HealthEventInput[] = [];
+    const s = source({
+      path: file,
+      resolveGpu: resolver,
+      onEvent: async (e) => {
+        if (++calls < 3) throw new Error('ENOSPC');
+        got.push(e);
+      },
+    });
+    await s.start();
+    await waitFor(() => got.length === 1, 'delivery after retries');
+    expect(calls).toBe(3);
+    expect(s.stats().emitErrors).toBe(0);
+    await waitFor(() => s.stats().lastSeq === '1', 'cursor after delivery');
   });
 
   it('replayOnFirstRun=false skips the backlog but still sets the cursor', async () => {
