@@ -3,7 +3,11 @@
  * GPU count vs instance type, lost/hung devices; and the sampler (interval, no overlap).
  */
 import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FakeBackend } from '../../src/backends/fake.js';
+import { selectBackend } from '../../src/backends/select.js';
 import type { HealthEventInput } from '../../src/events/types.js';
 import type { DeviceSnapshot, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
 import { DEFAULT_TELEMETRY_CONFIG, judgeSnapshot, telemetryConfig, TelemetrySampler, type JudgeState, type TelemetryConfig } from '../../src/sources/telemetry.js';
@@ -312,5 +316,28 @@ describe('TelemetrySampler', () => {
     await sampler.stop();
     expect(errors).toEqual(['boom']);
     expect(calls).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('fake backend + scenario + sampler', () => {
+  it('a scripted overheat raises and then clears gpu0/thermal through the sampler', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'navarch-telemetry-'));
+    try {
+      const file = join(dir, 'overheat.yaml');
+      writeFileSync(file, 'name: overheat\nevents:\n  - { at: 50ms, gpu: 0, fault: temperature, celsius: 97 }\n  - { at: 1s, gpu: 0, fault: recover }\n');
+      const sel = await selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '2' }, scenarioFile: file });
+      const events: HealthEventInput[] = [];
+      const sampler = new TelemetrySampler({ backend: sel.backend, config: { intervalMs: 100 }, onEvents: (e) => void events.push(...e) });
+      sampler.start();
+      const deadline = Date.now() + 30_000;
+      while (!events.some((e) => e.fault === 'clear') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await sampler.stop();
+      await sel.backend.close();
+      expect(brief(events)).toEqual(['raise:gpu0/thermal:critical', 'clear:gpu0/thermal:info']);
+      expect(events[0]!.metrics.temperature).toBe('97');
+      expect(events[0]!.gpuUuid).toBe(sel.backend.devices()[0]!.uuid);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
