@@ -160,7 +160,7 @@ export function plainInteger(v: string): string {
   if (/^-?\d+$/.test(t)) return String(BigInt(t));
   if (/^\+\d+$/.test(t)) return String(BigInt(t.slice(1)));
   const n = Number(t);
-  if (t !== '' && Number.isFinite(n)) return String(Math.trunc(n));
+  if (t !== '' && Number.isFinite(n)) return BigInt(Math.trunc(n)).toString();
   return v;
 }
 
