@@ -94,8 +94,10 @@ void DeadlineTimer::Run() {
       continue;
     }
     auto first = pending_.begin();
-    if (SteadyClock::now() < first->first) {
-      cv_.wait_until(lock, first->first);
+    // Copy the deadline: the map node may be erased (Stop) while the lock is released in the wait.
+    const SteadyClock::time_point due = first->first;
+    if (SteadyClock::now() < due) {
+      cv_.wait_until(lock, due);
       continue;
     }
     std::shared_ptr<Batch> batch = first->second.lock();

@@ -64,7 +64,12 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     await sleep(50);
     gc();
     const growth = process.memoryUsage().rss - before;
-    expect(growth).toBeLessThan(20 * 1024 * 1024);
+    if (process.env.NAVARCH_SANITIZE === '1') {
+      // ASan's quarantine holds freed memory on purpose: the bound only applies to normal builds.
+      console.warn(`[lifecycle] RSS growth under ASan: ${(growth / 1048576).toFixed(1)} MB (not asserted)`);
+    } else {
+      expect(growth).toBeLessThan(20 * 1024 * 1024);
+    }
     // Every session shut NVML down: a fresh open re-reads the config (reference count was 0).
     fake.update({ devices: defaultDevices(3) });
     nvml = await openNvml();
