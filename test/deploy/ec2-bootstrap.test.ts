@@ -1,77 +1,18 @@
 // deploy/ec2: the cloud-config validates, matches bootstrap.sh, and the bootstrap runs end to end
 // against a local IMDSv2 server on loopback, in a scratch root, with recorded systemctl/npm.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { have, makeRecorder, repoRoot, run, runAsync } from './helpers.js';
+import { FakeImds, have, IMDS_IDENTITY as IDENTITY, makeRecorder, repoRoot, run, runAsync } from './helpers.js';
 
 const bootstrap = join(repoRoot, 'deploy/ec2/bootstrap.sh');
 const userData = join(repoRoot, 'deploy/ec2/user-data.yaml');
-const IDENTITY: Record<string, string> = {
-  '/latest/meta-data/instance-id': 'i-0abc123def4567890',
-  '/latest/meta-data/placement/region': 'us-west-2',
-  '/latest/meta-data/placement/availability-zone': 'us-west-2b',
-  '/latest/meta-data/instance-type': 'p5.48xlarge',
-};
-
-/** A minimal IMDSv2: PUT token (TTL header required), GETs only with a live token. */
-class FakeImds {
-  readonly log: Array<{ method: string; path: string; status: number }> = [];
-  readonly tokens = new Set<string>();
-  failTokenPuts = 0;
-  /** After this many successful GETs, every token expires once (a 401 follows). */
-  expireAfterGets = Infinity;
-  gets = 0;
-  private server: Server;
-  port = 0;
-
-  constructor() {
-    this.server = createServer((req, res) => this.handle(req, res));
-  }
-  async start(): Promise<void> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((r) => this.server.close(r));
-  }
-  get url(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-  private reply(req: IncomingMessage, res: ServerResponse, status: number, body = ''): void {
-    this.log.push({ method: req.method ?? '', path: req.url ?? '', status });
-    res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
-  }
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    if (req.url === '/latest/api/token') {
-      if (req.method !== 'PUT') return this.reply(req, res, 405);
-      const ttl = Number(req.headers['x-aws-ec2-metadata-token-ttl-seconds']);
-      if (!Number.isInteger(ttl) || ttl < 1 || ttl > 21600) return this.reply(req, res, 400);
-      if (this.failTokenPuts > 0) {
-        this.failTokenPuts--;
-        return this.reply(req, res, 503);
-      }
-      const token = randomBytes(16).toString('base64url');
-      this.tokens.add(token);
-      return this.reply(req, res, 200, token);
-    }
-    if (req.method !== 'GET') return this.reply(req, res, 405);
-    const tok = req.headers['x-aws-ec2-metadata-token'];
-    if (typeof tok !== 'string' || !this.tokens.has(tok)) return this.reply(req, res, 401);
-    const value = IDENTITY[req.url ?? ''];
-    if (value === undefined) return this.reply(req, res, 404);
-    if (++this.gets === this.expireAfterGets) this.tokens.clear();
-    return this.reply(req, res, 200, value);
-  }
-}
-
-describe('user-data.yaml', () => {
+describe('user-data.yaml', { timeout: 120_000 }, () => {
   it('embeds bootstrap.sh byte for byte and is what render-user-data.sh prints', () => {
     const doc = parseYaml(readFileSync(userData, 'utf8')) as { write_files: Array<{ path: string; content: string; permissions: string }>; runcmd: unknown[] };
     const script = doc.write_files.find((f) => f.path === '/usr/local/sbin/navarch-bootstrap');
@@ -111,7 +52,7 @@ describe('user-data.yaml', () => {
   });
 });
 
-describe('bootstrap.sh against a loopback IMDSv2', () => {
+describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
   const imds = new FakeImds();
   let work: string;
   let tarball: string;

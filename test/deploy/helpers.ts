@@ -1,5 +1,8 @@
 // Shared helpers for the deploy tests: polling, a notification-socket receiver, tool probes.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -110,3 +113,63 @@ export function makeRecorder(path: string, log: string, name: string, rc = 0): s
   writeFileSync(path, `#!/bin/sh\necho "${name} $*" >> '${log}'\nexit ${rc}\n`, { mode: 0o755 });
   return path;
 }
+
+export const IMDS_IDENTITY: Record<string, string> = {
+  '/latest/meta-data/instance-id': 'i-0abc123def4567890',
+  '/latest/meta-data/placement/region': 'us-west-2',
+  '/latest/meta-data/placement/availability-zone': 'us-west-2b',
+  '/latest/meta-data/instance-type': 'p5.48xlarge',
+};
+
+/** A minimal IMDSv2: PUT token (TTL header required), GETs only with a live token. */
+export class FakeImds {
+  readonly log: Array<{ method: string; path: string; status: number }> = [];
+  readonly tokens = new Set<string>();
+  failTokenPuts = 0;
+  /** After this many successful GETs, every token expires once (a 401 follows). */
+  expireAfterGets = Infinity;
+  gets = 0;
+  private server: Server;
+  port = 0;
+
+  constructor() {
+    this.server = createServer((req, res) => this.handle(req, res));
+  }
+  async start(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((r) => this.server.close(r));
+  }
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  private reply(req: IncomingMessage, res: ServerResponse, status: number, body = ''): void {
+    this.log.push({ method: req.method ?? '', path: req.url ?? '', status });
+    res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+  }
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    if (req.url === '/latest/api/token') {
+      if (req.method !== 'PUT') return this.reply(req, res, 405);
+      const ttl = Number(req.headers['x-aws-ec2-metadata-token-ttl-seconds']);
+      if (!Number.isInteger(ttl) || ttl < 1 || ttl > 21600) return this.reply(req, res, 400);
+      if (this.failTokenPuts > 0) {
+        this.failTokenPuts--;
+        return this.reply(req, res, 503);
+      }
+      const token = randomBytes(16).toString('base64url');
+      this.tokens.add(token);
+      return this.reply(req, res, 200, token);
+    }
+    if (req.method !== 'GET') return this.reply(req, res, 405);
+    const tok = req.headers['x-aws-ec2-metadata-token'];
+    if (typeof tok !== 'string' || !this.tokens.has(tok)) return this.reply(req, res, 401);
+    const value = IMDS_IDENTITY[req.url ?? ''];
+    if (value === undefined) return this.reply(req, res, 404);
+    if (++this.gets === this.expireAfterGets) this.tokens.clear();
+    return this.reply(req, res, 200, value);
+  }
+}
+

@@ -54,7 +54,7 @@ describe('notifier without systemd', () => {
   });
 });
 
-describe.skipIf(binding === null)('sd_notify over a real datagram socket', () => {
+describe.skipIf(binding === null)('sd_notify over a real datagram socket', { timeout: 120_000 }, () => {
   let dir: string;
   let pathRx: NotifyReceiver;
   let abstractRx: NotifyReceiver;

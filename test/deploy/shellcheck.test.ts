@@ -20,7 +20,7 @@ function shellScripts(): string[] {
     });
 }
 
-describe.skipIf(!hasShellcheck)('shellcheck', () => {
+describe.skipIf(!hasShellcheck)('shellcheck', { timeout: 180_000 }, () => {
   it('passes on every shell script in scripts/, systemd/, deploy/', () => {
     const files = shellScripts();
     expect(files).toEqual(expect.arrayContaining(['systemd/install.sh', 'systemd/uninstall.sh', 'deploy/ec2/bootstrap.sh']));

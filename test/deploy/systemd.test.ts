@@ -23,7 +23,7 @@ function directive(name: string): string[] {
     .map((l) => l.slice(name.length + 1));
 }
 
-describe('navarch-agent.service', () => {
+describe('navarch-agent.service', { timeout: 180_000 }, () => {
   it('is a notify service with a watchdog, a credential token and the network/persistenced ordering', () => {
     expect(directive('Type')).toEqual(['notify']);
     expect(directive('WatchdogSec')).toHaveLength(1);
@@ -85,7 +85,7 @@ describe('navarch-agent.service', () => {
   });
 });
 
-describe('install.sh / uninstall.sh in a scratch root', () => {
+describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, () => {
   let root: string;
   let log: string;
   let env: NodeJS.ProcessEnv;

@@ -1,0 +1,163 @@
+// Packaging end to end: prebuild.sh (x64 + cross-compiled arm64), an npm pack tarball that
+// installs with no compiler, and release.sh's offline tarball installed by the EC2 bootstrap.
+// Slow (compiles the addon twice); everything runs in scratch directories.
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeImds, have, makeRecorder, repoRoot, run, runAsync } from './helpers.js';
+
+const version = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+const missing = [
+  !existsSync(join(repoRoot, 'native/addon.cc')) && 'native/addon.cc',
+  !have('aarch64-linux-gnu-g++') && 'aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu)',
+  !have('file') && 'file',
+  !have('objdump') && 'objdump',
+].filter(Boolean);
+if (missing.length) console.warn(`[skip] package tests: missing ${missing.join(', ')}`);
+const hasDist = existsSync(join(repoRoot, 'dist/cli/main.js'));
+if (!hasDist) console.warn('[skip] release tarball test: dist/cli/main.js missing (npm run build:ts)');
+
+/** "2.34" > "2.4": compare dotted versions numerically. */
+function versionLe(a: string, b: string): boolean {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? 0;
+    const y = pb[i] ?? 0;
+    if (x !== y) return x < y;
+  }
+  return true;
+}
+
+function maxVersion(objdump: string, file: string, prefix: string): string {
+  const r = run(objdump, ['-T', file]);
+  expect(r.status, r.stderr).toBe(0);
+  const vs = [...r.stdout.matchAll(new RegExp(`\\b${prefix}_([0-9][0-9.]*)`, 'g'))].map((m) => m[1]!.replace(/\.$/, ''));
+  return vs.reduce((hi, v) => (versionLe(hi, v) ? v : hi), '0');
+}
+
+describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
+  let work: string;
+  let prebuilds: string;
+  let prebuildOut = '';
+
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'navarch-pkg-'));
+    prebuilds = join(work, 'prebuilds');
+    const r = run('bash', [join(repoRoot, 'scripts/prebuild.sh'), '--out', prebuilds], { timeoutMs: 1_500_000 });
+    prebuildOut = r.stdout;
+    expect(r.status, r.stderr.slice(-3000)).toBe(0);
+  }, 1_600_000);
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('prebuild.sh makes an x86-64 and an aarch64 Node-API build needing glibc <= 2.34, GLIBCXX <= 3.4.29', () => {
+    console.log(prebuildOut.trim());
+    const cases = [
+      { arch: 'x64', elf: /ELF 64-bit LSB shared object, x86-64/, objdump: 'objdump' },
+      { arch: 'arm64', elf: /ELF 64-bit LSB shared object, ARM aarch64/, objdump: have('aarch64-linux-gnu-objdump', ['--version']) ? 'aarch64-linux-gnu-objdump' : 'objdump' },
+    ];
+    for (const c of cases) {
+      expect(readdirSync(join(prebuilds, `linux-${c.arch}`))).toEqual(['node.napi.glibc.node']);
+      const f = join(prebuilds, `linux-${c.arch}/node.napi.glibc.node`);
+      expect(run('file', ['-b', f]).stdout).toMatch(c.elf);
+      const glibc = maxVersion(c.objdump, f, 'GLIBC');
+      const glibcxx = maxVersion(c.objdump, f, 'GLIBCXX');
+      console.log(`linux-${c.arch}: GLIBC_${glibc} GLIBCXX_${glibcxx}`);
+      expect(versionLe(glibc, '2.34'), `GLIBC_${glibc}`).toBe(true);
+      expect(versionLe(glibcxx, '3.4.29'), `GLIBCXX_${glibcxx}`).toBe(true);
+      expect(prebuildOut).toContain(`linux-${c.arch}:`);
+    }
+  });
+
+  it('npm pack carries the prebuilds and the package installs on a host without a compiler', () => {
+    // A scratch copy of the package (npm pack with scripts off: no prepare/build in the checkout).
+    const pkg = join(work, 'pkgsrc');
+    mkdirSync(join(pkg, 'native'), { recursive: true });
+    for (const f of ['package.json', 'binding.gyp']) cpSync(join(repoRoot, f), join(pkg, f));
+    for (const d of ['systemd', 'deploy', 'scripts']) cpSync(join(repoRoot, d), join(pkg, d), { recursive: true });
+    for (const f of readdirSync(join(repoRoot, 'native'))) if (/\.(cc|h)$/.test(f)) cpSync(join(repoRoot, 'native', f), join(pkg, 'native', f));
+    cpSync(prebuilds, join(pkg, 'prebuilds'), { recursive: true });
+    const packed = run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: pkg });
+    expect(packed.status, packed.stderr).toBe(0);
+    const info = (JSON.parse(packed.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>)[0]!;
+    const paths = info.files.map((f) => f.path);
+    expect(paths).toEqual(expect.arrayContaining([
+      'prebuilds/linux-x64/node.napi.glibc.node', 'prebuilds/linux-arm64/node.napi.glibc.node',
+      'scripts/install-addon.mjs', 'binding.gyp', 'native/sd_notify.cc',
+      'systemd/navarch-agent.service', 'systemd/install.sh', 'deploy/ec2/bootstrap.sh', 'deploy/bin/navarch-agent',
+    ]));
+
+    // "Install" it: unpack as node_modules/navarch-agent with its dependency node-gyp-build, then
+    // run the install hook with no compiler on PATH and a node-gyp that cannot run.
+    const app = join(work, 'app');
+    const dest = join(app, 'node_modules/navarch-agent');
+    mkdirSync(dest, { recursive: true });
+    expect(run('tar', ['-xzf', join(work, info.filename), '-C', dest, '--strip-components=1']).status).toBe(0);
+    symlinkSync(join(repoRoot, 'node_modules/node-gyp-build'), join(app, 'node_modules/node-gyp-build'));
+    const bin = join(work, 'nocc-bin');
+    mkdirSync(bin);
+    symlinkSync(process.execPath, join(bin, 'node'));
+    const env = { PATH: bin, HOME: work, NAVARCH_REQUIRE_ADDON: '1', npm_config_node_gyp: join(work, 'no-node-gyp.js') };
+    let r = run(process.execPath, ['scripts/install-addon.mjs'], { cwd: dest, env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(existsSync(join(dest, 'build'))).toBe(false);
+    r = run(process.execPath, ['-e', 'const m = require("node-gyp-build")(process.argv[1]); process.stdout.write(typeof m.sdNotify)', dest], { cwd: app, env });
+    expect(r.stdout, r.stderr).toBe('function');
+
+    // A broken prebuild and no compiler: a clear failure under NAVARCH_REQUIRE_ADDON=1.
+    writeFileSync(join(dest, 'prebuilds/linux-x64/node.napi.glibc.node'), 'not an ELF');
+    r = run(process.execPath, ['scripts/install-addon.mjs'], { cwd: dest, env });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/no usable prebuilt addon/);
+    expect(r.stderr).toMatch(/building the NVML addon failed; only the fake GPU backend will work \(NAVARCH_REQUIRE_ADDON=1\)/);
+  });
+
+  it.skipIf(!hasDist)('release.sh builds an offline tarball that the EC2 bootstrap installs and runs', async () => {
+    const out = join(work, 'release');
+    const r = run('bash', [join(repoRoot, 'scripts/release.sh'), '--arch', 'x64', '--skip-build', '--prebuilds', prebuilds, '--out', out], { timeoutMs: 600_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`smoke test passed (version ${version})`);
+    const name = `navarch-agent-${version}-linux-x64.tar.gz`;
+    const tarball = join(out, name);
+    const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
+    expect(readFileSync(`${tarball}.sha256`, 'utf8')).toBe(`${sum}  ${name}\n`);
+    const list = run('tar', ['-tzf', tarball]).stdout.split('\n');
+    const top = `navarch-agent-${version}/`;
+    expect(list).toEqual(expect.arrayContaining([
+      `${top}bin/navarch-agent`, `${top}dist/cli/main.js`, `${top}prebuilds/linux-x64/node.napi.glibc.node`,
+      `${top}node_modules/pino/package.json`, `${top}node_modules/node-gyp-build/package.json`,
+      `${top}systemd/install.sh`, `${top}deploy/ec2/bootstrap.sh`, `${top}package.json`,
+    ]));
+    expect(list.filter((p) => /node_modules\/(vitest|typescript|@bufbuild\/buf|fast-check|node-gyp)\//.test(p))).toEqual([]);
+    expect(list.filter((p) => p.includes('prebuilds/linux-arm64'))).toEqual([]);
+
+    // The bootstrap installs the real tarball; the installed launcher runs the agent.
+    const imds = new FakeImds();
+    await imds.start();
+    try {
+      const root = join(work, 'root');
+      mkdirSync(root);
+      const calls = join(work, 'calls.log');
+      const b = await runAsync('bash', [join(repoRoot, 'deploy/ec2/bootstrap.sh'), '--root', root], {
+        env: {
+          PATH: process.env.PATH, HOME: work, TMPDIR: work, IMDS_ENDPOINT: imds.url, IMDS_DEADLINE_S: '60',
+          NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, BOOTSTRAP_TARBALL_SHA256: sum,
+          SYSTEMCTL: makeRecorder(join(work, 'systemctl'), calls, 'systemctl'),
+        },
+        timeoutMs: 300_000,
+      });
+      expect(b.status, b.stderr).toBe(0);
+      const v = run(join(root, 'opt/navarch-agent/current/bin/navarch-agent'), ['--version']);
+      expect(v.status, v.stderr).toBe(0);
+      expect(v.stdout.trim()).toBe(version);
+      expect(readFileSync(calls, 'utf8')).toContain('systemctl enable navarch-agent.service');
+    } finally {
+      await imds.stop();
+    }
+  }, 900_000);
+});
