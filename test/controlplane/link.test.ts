@@ -154,29 +154,33 @@ describe('registration', () => {
     expect(link.status().configError).toMatch(/unauthenticated/);
   });
 
-  it('a response that never comes: the deadline fires and the loop retries', async () => {
-    const conns: net.Socket[] = [];
-    const server = net.createServer((s) => {
-      conns.push(s);
-      s.on('error', () => {});
+  for (const httpVersion of ['1.1', '2'] as const) {
+    it(`HTTP/${httpVersion}: a response that never comes: the deadline fires and the loop retries`, async () => {
+      const conns: net.Socket[] = [];
+      const server = net.createServer((s) => {
+        conns.push(s);
+        s.on('error', () => {});
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      cleanups.push(
+        () =>
+          new Promise<void>((r) => {
+            for (const c of conns) c.destroy();
+            server.close(() => r());
+          }),
+      );
+      const port = (server.address() as net.AddressInfo).port;
+      const { link } = makeLink(`http://127.0.0.1:${port}`, {}, { timeoutMs: 400, httpVersion });
+      track(link).start();
+      await waitFor(() => link.status().lastError !== null, 20_000, 'deadline');
+      expect(link.status().lastError!.code).toBe('deadline_exceeded');
+      // Retries: more connections (a timed-out request's socket is destroyed).
+      const before = link.status().lastError!.atMs;
+      await waitFor(() => link.status().lastError!.atMs > before, 20_000, 'a retry that also times out');
+      if (httpVersion === '1.1') await waitFor(() => conns.length >= 3, 20_000, 'retries on new connections');
+      expect(link.status().registered).toBe(false);
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    cleanups.push(
-      () =>
-        new Promise<void>((r) => {
-          for (const c of conns) c.destroy();
-          server.close(() => r());
-        }),
-    );
-    const port = (server.address() as net.AddressInfo).port;
-    const { link } = makeLink(`http://127.0.0.1:${port}`, {}, { timeoutMs: 400 });
-    track(link).start();
-    await waitFor(() => link.status().lastError !== null, 20_000, 'deadline');
-    expect(link.status().lastError!.code).toBe('deadline_exceeded');
-    // Retries: more connections (a timed-out request's socket is destroyed).
-    await waitFor(() => conns.length >= 3, 20_000, 'retries');
-    expect(link.status().registered).toBe(false);
-  });
+  }
 
   it('refuses to start with an empty node id (configuration error) but keeps retrying', async () => {
     const cp = await devCp();
