@@ -30,6 +30,12 @@ else if (!addonReady) {
   );
 }
 
+describe.runIf(DIST_BUILT && !addonReady && process.env.NAVARCH_REQUIRE_ADDON === '1')('addon required', () => {
+  it('is built (NAVARCH_REQUIRE_ADDON=1 turns the skip into a failure)', () => {
+    expect.fail(`NAVARCH_REQUIRE_ADDON=1 but ${ADDON}, ${FACADE} or ${FAKE_NVML_LIB} is missing`);
+  });
+});
+
 function kmsgWritable(): boolean {
   try {
     closeSync(openSync('/dev/kmsg', 'w'));
