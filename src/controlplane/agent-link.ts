@@ -115,7 +115,10 @@ export interface AgentLinkOptions {
   onDeliveryLatency?: (ms: number, event: HealthEvent) => void;
   /** Every RPC outcome (metrics). */
   onRpc?: (info: RpcInfo) => void;
-  /** Local defaults until the control plane sends its own (heartbeat 30 s, health 60 s); poll 10 s. */
+  /**
+   * Local intervals (heartbeat 30 s, health 60 s by default) used until the control plane sends
+   * its own, and whenever it sends 0 / a negative value; command poll 10 s.
+   */
   heartbeatIntervalMs?: number;
   healthIntervalMs?: number;
   commandPollIntervalMs?: number;
@@ -240,6 +243,9 @@ export class AgentLink {
   private needReassert = false;
   private extraResults: CheckResult[] = [];
 
+  /** The configured intervals (used when the control plane sends 0 or nothing). */
+  private readonly localHeartbeatMs: number;
+  private readonly localHealthMs: number;
   private heartbeatMs: number;
   private healthMs: number;
   private pollMs: number;
@@ -281,6 +287,8 @@ export class AgentLink {
     this.heartbeatMs = local(opts.heartbeatIntervalMs, DEFAULT_HEARTBEAT_MS, 'heartbeatIntervalMs');
     this.healthMs = local(opts.healthIntervalMs, DEFAULT_HEALTH_MS, 'healthIntervalMs');
     this.pollMs = local(opts.commandPollIntervalMs, DEFAULT_POLL_MS, 'commandPollIntervalMs');
+    this.localHeartbeatMs = this.heartbeatMs;
+    this.localHealthMs = this.healthMs;
   }
 
   /** Starts registration (in the background) and the loops. Idempotent. */
@@ -413,8 +421,8 @@ export class AgentLink {
         if (!res.success) throw new ConnectError(`registration rejected: ${res.message}`, Code.Unavailable);
         if (this.stopping) return;
         this.nodeId = inv.nodeId;
-        const hb = validateServerInterval(res.config?.heartbeatIntervalSeconds, DEFAULT_HEARTBEAT_MS);
-        const hc = validateServerInterval(res.config?.healthCheckIntervalSeconds, DEFAULT_HEALTH_MS);
+        const hb = validateServerInterval(res.config?.heartbeatIntervalSeconds, this.localHeartbeatMs);
+        const hc = validateServerInterval(res.config?.healthCheckIntervalSeconds, this.localHealthMs);
         if (hb.adjusted || hc.adjusted) {
           this.log.warn(
             { heartbeatIntervalSeconds: res.config?.heartbeatIntervalSeconds, healthCheckIntervalSeconds: res.config?.healthCheckIntervalSeconds },
