@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     --no-start) start=0; shift ;;
     --no-enable) enable=0; start=0; shift ;;
     --quiet|-q) quiet=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done

@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     --root=*) root=${1#*=}; shift ;;
     --purge) purge=1; shift ;;
     --quiet|-q) quiet=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done

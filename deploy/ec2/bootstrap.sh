@@ -152,6 +152,7 @@ trap 'rm -rf "$work"' EXIT
 node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 node_ok() { local n; n=$(command -v "$1" 2>/dev/null) || return 1; [ "$(node_major "$n")" -ge 20 ]; }
 node_dir=$r/opt/navarch-agent/node
+if [ -x "$node_dir/bin/node" ]; then export PATH="$node_dir/bin:$PATH"; fi
 if node_ok node; then
   log "using $(command -v node) ($(node --version))"
 elif [ -x "$node_dir/bin/node" ] && [ "$(node_major "$node_dir/bin/node")" -ge 20 ]; then
@@ -163,6 +164,7 @@ elif [ -n "${BOOTSTRAP_NODE_TARBALL_URL:-}" ]; then
   tar -xf "$work/node.tar" -C "$node_dir.new" --strip-components=1 --no-same-owner || die "cannot unpack the Node.js tarball"
   [ "$(node_major "$node_dir.new/bin/node")" -ge 20 ] || die "the Node.js tarball does not hold Node.js >= 20"
   rm -rf "$node_dir" && mv "$node_dir.new" "$node_dir"
+  export PATH="$node_dir/bin:$PATH"
 else
   # Distribution packages: Amazon Linux 2023 has nodejs20; Debian/Ubuntu's nodejs may be older.
   if command -v dnf >/dev/null; then dnf install -y -q nodejs20 >/dev/null 2>&1 || dnf install -y -q nodejs >/dev/null 2>&1 || true
@@ -197,7 +199,8 @@ else
   # shellcheck disable=SC2086 # NPM may carry arguments
   $npm_cmd install --global --prefix "$inst/npm" --no-audit --no-fund --omit=dev "$spec" >&2 \
     || die "npm install of $spec failed"
-  bin=/opt/navarch-agent/npm/bin/navarch-agent
+  # The package's launcher (not npm's bin link, whose "env node" needs node on systemd's PATH).
+  bin=/opt/navarch-agent/npm/lib/node_modules/navarch-agent/deploy/bin/navarch-agent
   install_sh=$inst/npm/lib/node_modules/navarch-agent/systemd/install.sh
 fi
 [ -f "$install_sh" ] || install_sh=$here/../../systemd/install.sh
