@@ -319,7 +319,9 @@ export class Agent implements AgentView {
         if (delta > 0) this.metrics.recordXid(ev.gpuIndex, code, delta);
       }
     }
-    this.log.info(
+    // A new event is logged at info; coalesced repeats (storms) only at debug, so a storm
+    // cannot flood the journal.
+    this.log[r.coalesced ? 'debug' : 'info'](
       { component: 'events', id: ev.id, key: ev.key, type: ev.type, gpu: ev.gpuIndex, severity: ev.severity, action: ev.action, count: ev.count, source: ev.source, coalesced: r.coalesced },
       ev.message,
     );
