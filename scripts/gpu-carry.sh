@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares .carry/ for scripts/gpu-check.sh on a GPU host that may lack a compiler and network:
 #   .carry/node.xz       this machine's node binary (x86-64), xz-compressed
-#   .carry/navarch.tgz   dist/ node_modules/ (without build-only tools) build/Release/ build/fake-nvml/
-#                        test/ scripts/ bench/ package.json vitest.config.ts tsconfig.json
+#   .carry/navarch.tar.xz  dist/ src/ node_modules/ (without build-only tools) build/Release/
+#                        build/fake-nvml/ test/ scripts/ bench/ package.json vitest.config.ts tsconfig.json
+# (src/ because the GPU-tier tests import the TypeScript sources through vitest.)
 # Build first: npm run build && npm run build:addon. Prints the command to run on the GPU host.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,8 +17,14 @@ command -v xz >/dev/null || { echo "gpu-carry: xz is required here (apt-get inst
 
 mkdir -p .carry
 NODE_BIN="$(command -v node)"
-echo "gpu-carry: compressing $NODE_BIN ($(node --version))"
-xz -T2 -6 -c "$NODE_BIN" > .carry/node.xz.tmp && mv .carry/node.xz.tmp .carry/node.xz
+NODE_ID="$(node --version) $(sha256sum "$NODE_BIN" | cut -d' ' -f1)"
+if [ -f .carry/node.xz ] && [ "$(cat .carry/node.id 2>/dev/null)" = "$NODE_ID" ]; then
+  echo "gpu-carry: .carry/node.xz is up to date ($(node --version))"
+else
+  echo "gpu-carry: compressing $NODE_BIN ($(node --version))"
+  xz -T2 -6 -c "$NODE_BIN" > .carry/node.xz.tmp && mv .carry/node.xz.tmp .carry/node.xz
+  printf '%s\n' "$NODE_ID" > .carry/node.id
+fi
 
 # Build-only packages the GPU host never needs (the protobuf generator ships a large Go binary).
 EXCLUDES=(
@@ -31,7 +38,7 @@ EXCLUDES=(
   --exclude='build/Release/.deps'
   --exclude='build/fake-nvml/obj'
 )
-paths=(dist node_modules build/Release test scripts bench package.json vitest.config.ts tsconfig.json)
+paths=(dist src node_modules build/Release test scripts bench package.json vitest.config.ts tsconfig.json)
 [ -d build/fake-nvml ] && paths+=(build/fake-nvml)
 echo "gpu-carry: packing ${paths[*]}"
 tar "${EXCLUDES[@]}" -cf - "${paths[@]}" | xz -T2 -3 -c > .carry/navarch.tar.xz.tmp
