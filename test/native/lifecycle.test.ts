@@ -59,7 +59,9 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     for (let i = 0; i < 100; i++) await cycle();
     gc();
     const before = process.memoryUsage().rss;
-    for (let i = 0; i < 900; i++) await cycle();
+    // Under ASan each cycle is ~10x slower: fewer cycles, same checks.
+    const cycles = process.env.NAVARCH_SANITIZE === '1' ? 150 : 900;
+    for (let i = 0; i < cycles; i++) await cycle();
     gc();
     await sleep(50);
     gc();
@@ -68,6 +70,7 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
       // ASan's quarantine holds freed memory on purpose: the bound only applies to normal builds.
       console.warn(`[lifecycle] RSS growth under ASan: ${(growth / 1048576).toFixed(1)} MB (not asserted)`);
     } else {
+      console.log(`[lifecycle] RSS growth over ${cycles} cycles after warm-up: ${(growth / 1048576).toFixed(1)} MB`);
       expect(growth).toBeLessThan(20 * 1024 * 1024);
     }
     // Every session shut NVML down: a fresh open re-reads the config (reference count was 0).
@@ -77,7 +80,7 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     const st = await fake.stats();
     expect(st.initCount).toBe(1);
     expect(st.eventSets).toBe(0);
-  });
+  }, 300_000);
 
   it('two sessions share NVML: closing one leaves the other working', async () => {
     fake = useFake({ devices: defaultDevices(2) });
