@@ -168,7 +168,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     expect(r.status, r.stderr).toBe(0);
     expect(callLines()[0]).toBe(`npm install --global --prefix ${root}/opt/navarch-agent/npm --no-audit --no-fund --omit=dev navarch-agent@0.1.0`);
     const unit = readFileSync(join(root, 'etc/systemd/system/navarch-agent.service'), 'utf8');
-    expect(unit).toMatch(/^ExecStart=\/opt\/navarch-agent\/npm\/bin\/navarch-agent run/m);
+    expect(unit).toMatch(/^ExecStart=\/opt\/navarch-agent\/npm\/lib\/node_modules\/navarch-agent\/deploy\/bin\/navarch-agent run/m);
     // No token: the no-token drop-in instead of an empty credential.
     expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service.d/50-no-token.conf'))).toBe(true);
     expect(callLines().slice(1)).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl restart navarch-agent.service']);

@@ -35,7 +35,7 @@ describe('navarch-agent.service', { timeout: 180_000 }, () => {
     expect(directive('After')[0]).toContain('nvidia-persistenced.service');
     expect(directive('Wants')[0]).toContain('network-online.target');
     const exec = directive('ExecStart')[0]!;
-    expect(exec).toContain('--auth-token-file ${CREDENTIALS_DIRECTORY}/auth-token');
+    expect(exec).toContain('--auth-token-file %d/auth-token');
     expect(exec).not.toMatch(/--auth-token(\s|=)/);
     expect(directive('User')).toEqual(['navarch-agent']);
     expect(directive('DevicePolicy')).toEqual(['closed']);
@@ -160,7 +160,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
       const text = readFileSync(dropin, 'utf8');
       expect(text).toMatch(/^LoadCredential=$/m);
       expect(text).toMatch(/^ExecStart=$/m);
-      expect(text).toMatch(/^ExecStart=\/usr\/local\/bin\/navarch-agent run --state-dir \$\{STATE_DIRECTORY\}$/m);
+      expect(text).toMatch(/^ExecStart=\/usr\/local\/bin\/navarch-agent run --state-dir %S\/navarch-agent$/m);
       expect(existsSync(join(root2, 'etc/navarch-agent/auth-token'))).toBe(false);
       rmSync(log, { force: true });
       r = run('bash', [installSh, '--root', root2, '--token-stdin'], { env, input: 'abc\n' });
