@@ -91,6 +91,29 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
     await w.stop();
   });
 
+  it('a lost GPU does not make the watcher spin; after recovery it reports again', async () => {
+    const { events } = await setup(2);
+    const w = nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
+    await until(() => w.stats().registered.length === 2, 'registration');
+    await fake!.lose(1);
+    await until(() => events.some((e) => e.type === 'gpu_lost'), 'gpu_lost');
+    // Waits per second stay bounded by the wait timeout (a spinning loop would do thousands).
+    const w0 = (await fake!.stats()).waits;
+    await new Promise((r) => setTimeout(r, 1000));
+    const perSecond = (await fake!.stats()).waits - w0;
+    expect(perSecond).toBeLessThan(100);
+    expect(w.stats().registered[1]!.error).toMatchObject({ code: 'NVML_ERROR_GPU_IS_LOST' });
+    // Recovery is noticed (probe every 2 s), the GPU is registered again and reports events.
+    await fake!.recover(1);
+    await until(() => w.stats().registered[1]!.error === null, 're-registration after recovery');
+    await fake!.xid(1, 74);
+    await until(() => events.some((e) => e.data === 74 && e.deviceIndex === 1), 'event from the recovered GPU');
+    // A second loss is reported again.
+    await fake!.lose(1);
+    await until(() => events.filter((e) => e.type === 'gpu_lost').length === 2, 'second gpu_lost');
+    await w.stop();
+  });
+
   it('a GPU lost before open is still listed, with its error', async () => {
     const devs = defaultDevices(2);
     devs[1]!.lost = true;
