@@ -1,7 +1,7 @@
 // deploy/ec2: the cloud-config validates, matches bootstrap.sh, and the bootstrap runs end to end
 // against a local IMDSv2 server on loopback, in a scratch root, with recorded systemctl/npm.
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -172,6 +172,35 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     // No token: the no-token drop-in instead of an empty credential.
     expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service.d/50-no-token.conf'))).toBe(true);
     expect(callLines().slice(1)).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl restart navarch-agent.service']);
+  });
+
+  it('installs Node.js from BOOTSTRAP_NODE_TARBALL_URL when no Node >= 20 is on PATH', async () => {
+    const { root, env } = scratch('node');
+    // PATH without node: every other tool of /usr/bin and /bin, linked into one directory.
+    const tools = join(work, 'node-tools');
+    mkdirSync(tools);
+    for (const dir of ['/usr/local/bin', '/usr/bin', '/bin']) {
+      if (!existsSync(dir)) continue;
+      for (const f of readdirSync(dir)) {
+        if (/^(node|nodejs|npm|npx|corepack)$/.test(f) || existsSync(join(tools, f))) continue;
+        symlinkSync(join(dir, f), join(tools, f));
+      }
+    }
+    // A Node.js tarball in nodejs.org's layout whose bin/node runs this test's node.
+    const nodeStage = join(work, 'node-stage', 'node-v20.99.0-linux-x64', 'bin');
+    mkdirSync(nodeStage, { recursive: true });
+    writeFileSync(join(nodeStage, 'node'), `#!/bin/sh\nexec '${process.execPath}' "$@"\n`, { mode: 0o755 });
+    const nodeTar = join(work, 'node-v20.99.0-linux-x64.tar.gz');
+    expect(run('tar', ['-czf', nodeTar, '-C', join(work, 'node-stage'), 'node-v20.99.0-linux-x64']).status).toBe(0);
+    const r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, PATH: tools, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`,
+        BOOTSTRAP_NODE_TARBALL_URL: `file://${nodeTar}`,
+        BOOTSTRAP_NODE_TARBALL_SHA256: createHash('sha256').update(readFileSync(nodeTar)).digest('hex') },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`installing Node.js from file://${nodeTar}`);
+    const installed = run(join(root, 'opt/navarch-agent/node/bin/node'), ['-p', 'process.versions.node.split(".")[0]']);
+    expect(Number(installed.stdout.trim())).toBeGreaterThanOrEqual(20);
   });
 
   it('retries through IMDS errors and refreshes an expired token (401)', async () => {
