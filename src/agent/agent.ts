@@ -76,8 +76,6 @@ export interface AgentOptions {
 /** Liveness: the main loop must have ticked within this long. */
 const LIVENESS_MS = 15_000;
 const TICK_MS = 1_000;
-/** Bounded map of event id -> time stored, for the delivery-latency histogram. */
-const MAX_TRACKED_EVENTS = 20_000;
 
 export class Agent implements AgentView {
   readonly startedAtMs = Date.now();
@@ -293,7 +291,7 @@ export class Agent implements AgentView {
     if (!store) return Promise.resolve();
     const p = store
       .append(input)
-      .then(() => undefined)
+      .then(() => this.countXid(input))
       .catch((err: unknown) => {
         this.appendFailures++;
         this.log.error({ err, key: input.key, severity: input.severity, component: 'store' }, 'cannot store health event');
@@ -307,17 +305,8 @@ export class Agent implements AgentView {
     const ev = r.event;
     if (ev.type === 'xid') {
       const code = Number(ev.metrics.xid_code);
-      if (Number.isSafeInteger(code)) {
-        const d = this.devices.get(ev.gpuIndex);
-        if (d) d.lastXid = code;
-        // Count occurrences: a cross-source duplicate (same XID from NVML and the kernel log)
-        // does not grow the stored count, so it is not counted twice here either.
-        const prev = this.lastCounts.get(ev.id) ?? 0;
-        const delta = r.coalesced ? Math.max(0, ev.count - prev) : ev.count;
-        this.lastCounts.set(ev.id, ev.count);
-        if (this.lastCounts.size > MAX_TRACKED_EVENTS) this.lastCounts.delete(this.lastCounts.keys().next().value as string);
-        if (delta > 0) this.metrics.recordXid(ev.gpuIndex, code, delta);
-      }
+      const d = this.devices.get(ev.gpuIndex);
+      if (d && Number.isSafeInteger(code)) d.lastXid = code;
     }
     // A new event is logged at info; coalesced repeats (storms) only at debug, so a storm
     // cannot flood the journal.
@@ -327,7 +316,25 @@ export class Agent implements AgentView {
     );
   }
 
-  private readonly lastCounts = new Map<string, number>();
+
+  /**
+   * navarch_agent_xid_total counts occurrences as the sources report them (an NVML event merged
+   * from a storm counts its full count). NVML is the primary XID source: a kernel-log XID is only
+   * counted for a GPU whose NVML watcher does not report XIDs, so one XID seen by both sources
+   * counts once.
+   */
+  private countXid(input: HealthEventInput): void {
+    if (input.type !== 'xid') return;
+    const code = Number(input.metrics.xid_code);
+    if (!Number.isSafeInteger(code)) return;
+    if (input.source === 'kmsg' && this.nvmlReportsXid(input.gpuIndex)) return;
+    this.metrics.recordXid(input.gpuIndex, code, input.count ?? 1);
+  }
+
+  private nvmlReportsXid(gpuIndex: number): boolean {
+    const reg = this.watch?.stats().registered.find((r) => r.deviceIndex === gpuIndex);
+    return reg !== undefined && reg.error === null && reg.types.includes('xid');
+  }
 
   private inventory(): NodeInventory {
     const cfg = this.cfg;

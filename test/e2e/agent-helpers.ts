@@ -107,7 +107,8 @@ export async function startAgent(opts: StartAgentOptions = {}): Promise<AgentPro
   let err = '';
   proc.stderr?.setEncoding('utf8');
   proc.stderr?.on('data', (d: string) => (err += d));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  // 'close' (not 'exit'): resolves only after stdout/stderr were read to the end.
+  const exited = new Promise<number | null>((resolve) => proc.on('close', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
   const agent: AgentProcess = {
     proc,

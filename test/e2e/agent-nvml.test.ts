@@ -95,6 +95,27 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
     await waitFor('thermal warning', async () => (await agent.status()).activeFaults.some((x) => x.gpuIndex === 2 && x.type === 'thermal'));
   });
 
+  it('an XID storm is counted exactly and the API stays responsive', async () => {
+    const before = (await fake.stats()).recorded;
+    await fake.inject({ op: 'storm', device: 6, xid: 13, count: 100_000, distinct: 1 });
+    // Everything the library recorded (it drops beyond its own queue bound, as a driver would)
+    // is delivered, merged, and counted once per occurrence.
+    const recorded = await waitFor(
+      'storm drained',
+      async () => {
+        const st = await fake.stats();
+        const w = (await agent.status()).watch;
+        return st.queued === 0 && w && w.delivered >= st.recorded ? st.recorded - before : null;
+      },
+      60_000,
+      250,
+    );
+    expect(recorded).toBeGreaterThan(1000);
+    await waitFor('storm counted', async () => metricValue(await agent.metrics(), 'navarch_agent_xid_total', 'gpu="6"', 'code="13"') === recorded);
+    expect((await agent.status()).watch?.dropped).toBe(0);
+    expect((await fetch(`${agent.url}/healthz`)).status).toBe(200);
+  });
+
   it('SIGTERM exits 0', async () => {
     expect(await agent.stop('SIGTERM')).toBe(0);
   });
