@@ -2,8 +2,10 @@
  * Tests of the fake libnvidia-ml.so.1 itself, without the addon: a Python ctypes driver
  * (probe.py) dlopens it, and the test helper injects faults over the control socket.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultDevices, ensureFakeNvmlBuilt, FAKE_NVML_LIB, FakeNvml } from '../helpers/fake-nvml.js';
 import { Probe } from './probe.js';
@@ -24,6 +26,15 @@ function havePython(): boolean {
   }
 }
 const PYTHON = havePython();
+const READELF = (() => {
+  try {
+    execFileSync('readelf', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    console.warn('test/fake-nvml: ELF export check skipped, readelf (binutils) is not installed');
+    return false;
+  }
+})();
 if (!PYTHON) console.warn('test/fake-nvml: skipped, python3 with ctypes is not available');
 
 describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
@@ -43,7 +54,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     return { fake, p };
   }
 
-  it('has the soname and exports every entry point as an IFUNC', () => {
+  it.skipIf(!READELF)('has the soname and exports every entry point as an IFUNC', () => {
     const dyn = execFileSync('readelf', ['-dW', FAKE_NVML_LIB], { encoding: 'utf8' });
     expect(dyn).toMatch(/SONAME.*\[libnvidia-ml\.so\.1\]/);
     const syms = execFileSync('readelf', ['--dyn-syms', '-W', FAKE_NVML_LIB], { encoding: 'utf8' });
@@ -414,4 +425,32 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     await expect(fake.inject({ nop: 1 })).rejects.toThrow(/"op" must be a string/);
     expect((await fake.stats()).devices).toBe(1);
   });
+});
+
+/** ThreadSanitizer build + C stress program (native/fake-nvml/stress.c); skipped where TSan is unavailable. */
+const TSAN = (() => {
+  const r = spawnSync('sh', ['-c', 'echo "int main(void){return 0;}" | cc -fsanitize=thread -x c -o /dev/null -'], { stdio: 'ignore' });
+  if (r.status !== 0) console.warn('test/fake-nvml: ThreadSanitizer stress skipped, cc -fsanitize=thread does not work here');
+  return r.status === 0;
+})();
+
+describe.skipIf(!TSAN)('fake libnvidia-ml.so.1 under ThreadSanitizer', () => {
+  it('has no data race with getters, a waiter, injections and shutdown with calls in flight', () => {
+    const root = fileURLToPath(new URL('../../', import.meta.url));
+    execFileSync('make', ['-s', '-C', join(root, 'native', 'fake-nvml'), 'tsan'], { stdio: 'inherit', timeout: 300_000 });
+    const fake = FakeNvml.create({ devices: defaultDevices(4) });
+    try {
+      const tsanDir = join(root, 'build', 'fake-nvml', 'tsan');
+      const r = spawnSync(join(tsanDir, 'stress'), [join(tsanDir, 'libnvidia-ml.so.1'), fake.socketPath], {
+        env: { ...process.env, NAVARCH_FAKE_NVML_CONFIG: fake.configPath, TSAN_OPTIONS: 'halt_on_error=0 exitcode=66' },
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
+      expect(r.stderr).not.toMatch(/WARNING: ThreadSanitizer/);
+      expect(r.stdout).toMatch(/stress: [1-9]\d* events delivered, 0 failure\(s\)/);
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+    } finally {
+      fake.cleanup();
+    }
+  }, 600_000);
 });
