@@ -318,7 +318,7 @@ export class AgentLink {
   status(): LinkStatus {
     return {
       nodeId: this.nodeId,
-      url: this.o.client.url.toString(),
+      url: this.o.client.url.toString().replace(/\/$/, ''),
       registered: this.registered,
       registrations: this.st.registrations,
       configError: this.st.configError,
@@ -756,6 +756,15 @@ export class AgentLink {
     this.terminating = true;
     this.cordoned = true;
     this.draining = true;
+    if (c.parameters.exit === 'false') {
+      // Navarch's `exit=false`: prepare for termination (cordon, drain) but keep running.
+      this.log.warn({ commandId: c.commandId, parameters: c.parameters }, 'TERMINATE with exit=false: draining, staying up');
+      await this.hook('drain', 'terminate', c);
+      this.pushExtraResults([{ name: 'agent', status: 'unknown', message: `drained for termination on command ${c.commandId} (exit=false)`, details: { command_id: c.commandId } }]);
+      this.terminating = false;
+      this.kickPump();
+      return;
+    }
     this.log.warn({ commandId: c.commandId, parameters: c.parameters }, 'TERMINATE: draining, final report, then exit');
     await this.hook('drain', 'terminate', c);
     let markerPath: string | null = null;

@@ -495,4 +495,15 @@ describe('commands', () => {
     expect(l.signal).toBe('SIGTERM');
     expect(link.status().cordoned).toBe(true);
   });
+  it('TERMINATE with exit=false drains but keeps the agent running', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    let terminated = false;
+    const { link } = makeLink(cp.url, { onTerminate: () => (terminated = true) });
+    track(link).start();
+    await link.whenRegistered();
+    cp.issueCommand('node-a', 'terminate', { exit: 'false' });
+    await waitFor(() => cp.node('node-a')!.lastResults.some((r) => r.checkName === 'agent' && r.message.includes('exit=false')), 20_000, 'report');
+    expect(terminated).toBe(false);
+    expect(link.status()).toMatchObject({ registered: true, cordoned: true, draining: true, terminating: false });
+  });
 });
