@@ -104,11 +104,11 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
       const addon = require(workerData.addon);
       setInterval(() => {}, 1000); // stay alive until terminated
       const s = new addon.Session();
-      s.open(workerData.lib, 300).then(async () => {
+      s.open(workerData.lib, 30000).then(async () => {
         const w = s.watch((evs) => parentPort.postMessage({ events: evs.length }), null, 100, 64, false, null);
-        const snap = await s.snapshot();
+        const snap = await s.snapshot(300);
         parentPort.postMessage({ opened: true, timedOut: snap[1].ok === false && snap[1].error.code });
-        s.snapshot(); // another call in flight on the suspect lane at termination
+        s.snapshot(300); // another call in flight on the suspect lane at termination
       }, (e) => parentPort.postMessage({ error: e.message }));
       `,
       { eval: true, workerData: { addon: addonPath(), lib: FAKE_NVML_LIB } },
