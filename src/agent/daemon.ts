@@ -26,6 +26,17 @@ export async function runDaemon(cfg: AgentConfig, opts: DaemonOptions): Promise<
   if (!cfg.authToken) log.warn({ component: 'controlplane' }, 'no auth token configured: authentication disabled');
   else log.info({ component: 'controlplane', tokenSource: cfg.authTokenSource }, 'auth token loaded');
 
+  // A bug must not leave a half-working daemon: log it, flush, exit 1 (systemd restarts the
+  // agent; stored events survive on disk).
+  const crash = (kind: string) => (err: unknown): void => {
+    log.fatal({ err }, `${kind}: exiting`);
+    flushLogs();
+    process.stderr.write(`navarch-agent: ${kind}: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  };
+  process.on('uncaughtException', crash('uncaught exception'));
+  process.on('unhandledRejection', crash('unhandled promise rejection'));
+
   let exitCode = 0;
   let resolveExit!: (reason: string) => void;
   const exitRequested = new Promise<string>((r) => (resolveExit = r));
