@@ -2,7 +2,7 @@
 // installs with no compiler, and release.sh's offline tarball installed by the EC2 bootstrap.
 // Slow (compiles the addon twice); everything runs in scratch directories.
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,6 +98,8 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     mkdirSync(dest, { recursive: true });
     expect(run('tar', ['-xzf', join(work, info.filename), '-C', dest, '--strip-components=1']).status).toBe(0);
     symlinkSync(join(repoRoot, 'node_modules/node-gyp-build'), join(app, 'node_modules/node-gyp-build'));
+    // The launcher the EC2 bootstrap's unit runs for npm installs keeps its exec bit.
+    expect(statSync(join(dest, 'deploy/bin/navarch-agent')).mode & 0o111).not.toBe(0);
     const bin = join(work, 'nocc-bin');
     mkdirSync(bin);
     symlinkSync(process.execPath, join(bin, 'node'));
