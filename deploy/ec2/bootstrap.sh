@@ -167,9 +167,11 @@ elif [ -n "${BOOTSTRAP_NODE_TARBALL_URL:-}" ]; then
   export PATH="$node_dir/bin:$PATH"
 else
   # Distribution packages: Amazon Linux 2023 has nodejs20; Debian/Ubuntu's nodejs may be older.
-  if command -v dnf >/dev/null; then dnf install -y -q nodejs20 >/dev/null 2>&1 || dnf install -y -q nodejs >/dev/null 2>&1 || true
+  # Bounded: cloud-init's own package step may hold the package lock for a while.
+  if command -v dnf >/dev/null; then
+    timeout 600 dnf install -y -q nodejs20 >/dev/null 2>&1 || timeout 600 dnf install -y -q nodejs >/dev/null 2>&1 || true
   elif command -v apt-get >/dev/null; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; } >/dev/null 2>&1 || true
+    { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq nodejs; } >/dev/null 2>&1 || true
   fi
   [ -x /usr/bin/node-20 ] && ! command -v node >/dev/null && ln -sf /usr/bin/node-20 /usr/local/bin/node
   node_ok node || die "Node.js >= 20 is not installed and the distribution has none: set BOOTSTRAP_NODE_TARBALL_URL (e.g. an internal mirror of node-v20.x-linux-$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/').tar.xz) or use an AMI with Node.js 20"
@@ -197,7 +199,7 @@ else
   command -v "${npm_cmd%% *}" >/dev/null || die "npm is not installed: use BOOTSTRAP_TARBALL_URL (offline release) instead"
   log "installing $spec from the npm registry"
   # shellcheck disable=SC2086 # NPM may carry arguments
-  $npm_cmd install --global --prefix "$inst/npm" --no-audit --no-fund --omit=dev "$spec" >&2 \
+  timeout 900 $npm_cmd install --global --prefix "$inst/npm" --no-audit --no-fund --omit=dev "$spec" >&2 \
     || die "npm install of $spec failed"
   # The package's launcher (not npm's bin link, whose "env node" needs node on systemd's PATH).
   bin=/opt/navarch-agent/npm/lib/node_modules/navarch-agent/deploy/bin/navarch-agent
