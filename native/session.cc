@@ -93,7 +93,7 @@ class Watch : public Napi::ObjectWrap<Watch> {
     uint64_t n = 0;
     for (const EventRecord& ev : events) n += ev.count;
     core.delivered += n;
-    if (self == nullptr) return;
+    if (self == nullptr || self->onEvents_.IsEmpty()) return;
     Napi::HandleScope scope(env);
     if (!events.empty()) {
       Napi::Array arr = Napi::Array::New(env, events.size());
@@ -120,6 +120,10 @@ class Watch : public Napi::ObjectWrap<Watch> {
     self->holding_ = false;
     for (auto& d : self->stopWaiters_) d.Resolve(env.Undefined());
     self->stopWaiters_.clear();
+    // Drop the callbacks: a persistent reference to a closure that (through its context) reaches
+    // this object would otherwise keep both alive forever.
+    self->onEvents_.Reset();
+    self->onDropped_.Reset();
     self->Unref();
   }
 

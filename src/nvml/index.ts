@@ -144,24 +144,13 @@ class NvmlSession implements Nvml {
         throw new NvmlError('NVML_ERROR_INVALID_ARGUMENT', (e as Error).message, 2);
       }
     }
-    // A throwing callback must surface as an ordinary uncaught exception, not inside the native
-    // threadsafe-function dispatch (where Node may only print it).
-    const guard = <A extends unknown[]>(fn: (...a: A) => void) => (...a: A): void => {
-      try {
-        fn(...a);
-      } catch (e) {
-        process.nextTick(() => {
-          throw e;
-        });
-      }
-    };
     let native: NativeWatch;
     try {
       native = this.native.watch(guard(onEvents), opts.onDropped ? guard(opts.onDropped) : null, waitTimeoutMs, cap, opts.ref === true, mask);
     } catch (e) {
       throw NvmlError.from(e);
     }
-    const handle = new WatchHandle(native, () => this.watches.delete(handle));
+    const handle = new WatchHandle(native, this.watches);
     this.watches.add(handle);
     return handle;
   }
@@ -174,16 +163,33 @@ class NvmlSession implements Nvml {
   }
 }
 
+/**
+ * Wraps a user callback so that a throw surfaces as an ordinary uncaught exception, not inside the
+ * native threadsafe-function dispatch (where Node may only print it). A top-level function on
+ * purpose: the closure must not share a context with anything that references the watch.
+ */
+function guard<A extends unknown[]>(fn: (...a: A) => void): (...a: A) => void {
+  return (...a: A): void => {
+    try {
+      fn(...a);
+    } catch (e) {
+      process.nextTick(() => {
+        throw e;
+      });
+    }
+  };
+}
+
 class WatchHandle implements NvmlWatch {
   private stopping: Promise<void> | undefined;
 
   constructor(
     private readonly native: NativeWatch,
-    private readonly onStopped: () => void,
+    private readonly registry: Set<WatchHandle>,
   ) {}
 
   stop(): Promise<void> {
-    this.stopping ??= wrap(this.native.stop()).finally(this.onStopped);
+    this.stopping ??= wrap(this.native.stop()).finally(() => this.registry.delete(this));
     return this.stopping;
   }
 

@@ -82,6 +82,28 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     expect(st.eventSets).toBe(0);
   }, 300_000);
 
+  it('a stopped watch and its callback are garbage-collected (no persistent-reference cycle)', async () => {
+    fake = useFake({ devices: defaultDevices(1) });
+    nvml = await openNvml();
+    // In a helper whose frame is gone afterwards: a suspended async frame keeps stale registers.
+    const makeWatches = async (session: Nvml): Promise<Array<WeakRef<object>>> => {
+      const out: Array<WeakRef<object>> = [];
+      for (let i = 0; i < 20; i++) {
+        const cb = (): void => undefined;
+        const w = session.watch(cb, { waitTimeoutMs: 5 });
+        out.push(new WeakRef(w), new WeakRef(cb));
+        await w.stop();
+      }
+      return out;
+    };
+    const refs = await makeWatches(nvml);
+    await until(async () => {
+      gc();
+      await sleep(20);
+      return refs.every((r) => r.deref() === undefined);
+    }, 'stopped watches collected', 20_000);
+  });
+
   it('two sessions share NVML: closing one leaves the other working', async () => {
     fake = useFake({ devices: defaultDevices(2) });
     const a = await openNvml();
