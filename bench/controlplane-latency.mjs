@@ -128,9 +128,12 @@ if (outageMs > 0) {
   cp = await startDevControlPlane({ port, heartbeatIntervalSeconds: 30, healthCheckIntervalSeconds: 3600 });
   hook(cp);
   while (received < appended.size && Date.now() - back < 120_000) await new Promise((r) => setTimeout(r, 20));
+  const drainMs = Date.now() - back;
+  // Acks of the last batches are written just after the answers arrive.
+  while (store.pendingCount() > 0 && Date.now() - back < 120_000) await new Promise((r) => setTimeout(r, 20));
   result = {
     bench: 'controlplane-outage', outageMs, appended: appended.size, delivered: received, lost: appended.size - received,
-    drainMs: Date.now() - back, pendingAfter: store.pendingCount(),
+    drainMs, pendingAfter: store.pendingCount(),
   };
 } else if (a.mode === 'isolated') {
   for (let seq = 1; seq <= N; seq++) {
