@@ -253,7 +253,16 @@ class Session : public Napi::ObjectWrap<Session> {
  private:
   std::shared_ptr<Batch> NewBatch(Napi::Env env, size_t slots, unsigned timeoutMs, Batch::Finish finish,
                                   Batch::TimeoutFill onTimeout) {
-    auto batch = std::make_shared<Batch>(slots, DeadlineIn(timeoutMs), core_->bridge, std::move(finish),
+    // While a promise is pending this object must not be collected (its teardown would strand the
+    // promise): pin it until the finish task ran on the JS thread. The finish task only runs while
+    // the env is alive, so `self` is valid there.
+    Session* self = this;
+    Ref();
+    Batch::Finish pinned = [self, finish = std::move(finish)](Napi::Env e, std::vector<std::unique_ptr<Payload>>& r) {
+      self->Unref();
+      finish(e, r);
+    };
+    auto batch = std::make_shared<Batch>(slots, DeadlineIn(timeoutMs), core_->bridge, std::move(pinned),
                                          std::move(onTimeout));
     core_->bridge->Hold();  // released by the finish task
     core_->timer->Add(batch);
@@ -526,7 +535,9 @@ class Session : public Napi::ObjectWrap<Session> {
     auto deferred = Napi::Promise::Deferred::New(env);
     std::shared_ptr<SessionCore> core = core_;
     core->bridge->Hold();
-    std::thread([lib, watches, core, deferred, bound]() mutable {
+    Ref();  // pinned until the close promise settles (see NewBatch)
+    Session* self = this;
+    std::thread([lib, watches, core, deferred, bound, self]() mutable {
       for (auto& w : watches) {
         w->JoinBounded();
         Watch::PostFinish(w);
@@ -540,7 +551,8 @@ class Session : public Napi::ObjectWrap<Session> {
       }
       bool clean = !lib || lib.use_count() == 1;
       lib.reset();
-      core->bridge->Post([core, deferred, clean](Napi::Env e) {
+      core->bridge->Post([core, deferred, clean, self](Napi::Env e) {
+        self->Unref();
         core->bridge->Unhold();
         deferred.Resolve(Napi::Boolean::New(e, clean));
         core->bridge->Close();

@@ -104,6 +104,22 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     }, 'stopped watches collected', 20_000);
   });
 
+  it('a session dropped by its owner with a call in flight is not collected before it settles', async () => {
+    fake = useFake({ devices: defaultDevices(1) });
+    const warm = await openNvml(); // keeps the fake initialised for the injection below
+    await fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 30_000 });
+    // Nothing references the session but the pending promise chain; its deadline must still fire.
+    const pending = openNvml().then((n) => n.snapshot({ timeoutMs: 1000 }));
+    for (let i = 0; i < 10; i++) {
+      gc();
+      await sleep(50);
+    }
+    const snap = await pending;
+    expect(!snap[0]!.ok && snap[0]!.error.code).toBe('NVML_CALL_TIMEOUT');
+    await fake.recover(0);
+    await warm.close();
+  });
+
   it('two sessions share NVML: closing one leaves the other working', async () => {
     fake = useFake({ devices: defaultDevices(2) });
     const a = await openNvml();
