@@ -117,6 +117,12 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     const snap = await pending;
     expect(!snap[0]!.ok && snap[0]!.error.code).toBe('NVML_CALL_TIMEOUT');
     await fake.recover(0);
+    // Once settled and unreferenced, the session is collected and releases its NVML reference.
+    await until(async () => {
+      gc();
+      await sleep(20);
+      return (await fake!.stats()).initCount === 1;
+    }, 'the collected session released NVML');
     await warm.close();
   });
 
