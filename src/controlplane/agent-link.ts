@@ -22,7 +22,7 @@ import {
 import type { ControlPlaneClient } from './client.js';
 import { runHook, type HookResult } from './hooks.js';
 import {
-  eventToProto,
+  eventToProtoSafe,
   faultsToResults,
   faultToProto,
   inventoryToRegisterRequest,
@@ -526,7 +526,7 @@ export class AgentLink {
       await this.call('SendHeartbeat', (o) => this.o.client.rpc.sendHeartbeat(req, o));
       this.st.heartbeatsSent += 1;
     } catch (e) {
-      const ce = e as ConnectError;
+      const ce = ConnectError.from(e);
       this.noteConfigError(ce);
       if (ce.code === Code.NotFound) this.forgotten('SendHeartbeat');
       else if (!this.abort.signal.aborted) this.log.warn({ code: codeName(ce.code), err: ce.rawMessage }, 'heartbeat failed');
@@ -590,7 +590,7 @@ export class AgentLink {
         if (!wantReassert) results.push(...faultsToResults(this.o.store.activeFaults()));
       }
       results.push(...extra);
-      events.push(...batch.map(eventToProto));
+      events.push(...batch.map(eventToProtoSafe));
       const req = create(ReportHealthRequestSchema, { nodeId: this.nodeId, results: results.map(resultToProto), events });
       try {
         const res = await this.call('ReportHealth', (o) => this.o.client.rpc.reportHealth(req, o));
@@ -621,7 +621,7 @@ export class AgentLink {
         if (wantPeriodic) this.periodicDue = true;
         if (wantReassert) this.needReassert = true;
         this.extraResults.unshift(...extra);
-        const ce = e as ConnectError;
+        const ce = ConnectError.from(e);
         if (this.abort.signal.aborted) return;
         this.noteConfigError(ce);
         if (ce.code === Code.NotFound) {

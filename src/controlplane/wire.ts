@@ -174,6 +174,11 @@ function normaliseMetrics(metrics: Record<string, string>): Record<string, strin
   return out;
 }
 
+/** A usable epoch-ms value (a non-finite or out-of-range time becomes now). */
+function safeMs(ms: number | undefined): number {
+  return typeof ms === 'number' && Number.isFinite(ms) && Math.abs(ms) < 8.64e15 ? Math.round(ms) : Date.now();
+}
+
 function gpuIndexOf(i: number): number {
   return Number.isInteger(i) && i >= 0 && i <= 0x7fffffff ? i : -1;
 }
@@ -183,6 +188,25 @@ function gpuIndexOf(i: number): number {
  * (`count`, `event_id`, `severity`, `action`, `source`, `fault_key`), never overriding a key the
  * source set; gpu_index is explicit (-1 for node level).
  */
+/**
+ * eventToProto that never throws: an event that cannot be converted is sent as a node-level
+ * "unknown" event naming it (so it is delivered and acknowledged instead of blocking the queue).
+ */
+export function eventToProtoSafe(ev: AgentEvent): PbHealthEvent {
+  try {
+    return eventToProto(ev);
+  } catch (e) {
+    return create(HealthEventSchema, {
+      timestamp: timestampFromMs(Date.now()),
+      gpuIndex: -1,
+      eventType: HealthEventType.UNKNOWN,
+      system: PbSystem.UNKNOWN,
+      metrics: { event_id: String(ev?.id ?? ''), conversion_error: String((e as Error).message).slice(0, 200) },
+      message: `unconvertible agent event ${String(ev?.id ?? '')}`,
+    });
+  }
+}
+
 export function eventToProto(ev: AgentEvent): PbHealthEvent {
   const metrics = normaliseMetrics(ev.metrics ?? {});
   const extras: Record<string, string> = {
@@ -195,7 +219,7 @@ export function eventToProto(ev: AgentEvent): PbHealthEvent {
   };
   for (const [k, v] of Object.entries(extras)) if (metrics[k] === undefined && v !== undefined) metrics[k] = v;
   return create(HealthEventSchema, {
-    timestamp: timestampFromMs(Math.round(ev.timeMs)),
+    timestamp: timestampFromMs(safeMs(ev.timeMs)),
     gpuIndex: gpuIndexOf(ev.gpuIndex),
     gpuUuid: ev.gpuUuid ?? '',
     system: systemToProto(ev.system),
@@ -215,11 +239,11 @@ export function faultToProto(f: ActiveFault): PbHealthEvent {
     action: f.action,
     fault_key: f.key,
     reasserted: 'true',
-    since: new Date(f.sinceMs).toISOString(),
+    since: new Date(safeMs(f.sinceMs)).toISOString(),
   };
   for (const [k, v] of Object.entries(extras)) if (metrics[k] === undefined) metrics[k] = v;
   return create(HealthEventSchema, {
-    timestamp: timestampFromMs(Math.round(f.lastSeenMs)),
+    timestamp: timestampFromMs(safeMs(f.lastSeenMs)),
     gpuIndex: gpuIndexOf(f.gpuIndex),
     gpuUuid: f.gpuUuid ?? '',
     system: systemToProto(f.system),
@@ -256,12 +280,14 @@ export function faultsToResults(faults: ActiveFault[], nowMs = Date.now()): Chec
 }
 
 export function resultToProto(r: CheckResult): PbCheckResult {
+  const details: Record<string, string> = {};
+  for (const [k, v] of Object.entries(r.details ?? {})) details[String(k)] = String(v);
   return create(HealthCheckResultSchema, {
-    checkName: r.name,
+    checkName: String(r.name ?? ''),
     status: checkStatusToProto(r.status),
-    message: r.message ?? '',
-    timestamp: timestampFromMs(Math.round(r.timeMs ?? Date.now())),
-    details: { ...(r.details ?? {}) },
+    message: String(r.message ?? ''),
+    timestamp: timestampFromMs(safeMs(r.timeMs ?? Date.now())),
+    details,
   });
 }
 
@@ -279,11 +305,11 @@ export function inventoryToRegisterRequest(inv: NodeInventory): RegisterNodeRequ
     instanceType: inv.instanceType ?? '',
     gpus: (inv.gpus ?? []).map((g) =>
       create(GPUInfoSchema, {
-        index: g.index,
+        index: int32(g.index),
         uuid: g.uuid ?? '',
         name: g.name ?? '',
         pciBusId: g.pciBusId ?? '',
-        memoryTotal: BigInt(Math.max(0, Math.trunc(g.memoryTotalBytes ?? 0))),
+        memoryTotal: BigInt(Math.max(0, Math.trunc(finiteOr(g.memoryTotalBytes, 0)))),
         driverVersion: g.driverVersion ?? '',
         cudaVersion: g.cudaVersion ?? '',
       }),

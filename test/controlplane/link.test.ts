@@ -229,6 +229,24 @@ describe('health delivery', () => {
     expect(cp.events('node-a')[1]!.gpuIndex).toBe(-1);
   });
 
+  it('a malformed event or check result does not block the queue', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    const { link, store } = makeLink(cp.url, {
+      checks: () => [{ name: 'odd', status: 'weird' as never, message: 42 as never, details: { n: 7 as never } }],
+    });
+    track(link).start();
+    await link.whenRegistered();
+    await store.append(xidInput(0, 13, { fault: 'none', timeMs: Number.NaN }));
+    await store.append(xidInput(1, 79));
+    await waitFor(() => store.pendingCount() === 0, 20_000, 'both delivered');
+    expect(cp.events('node-a').map((e) => e.metrics.xid_code)).toEqual(['13', '79']);
+    expect(cp.node('node-a')!.status).toBe('unhealthy');
+    link.reportNow();
+    await waitFor(() => cp.node('node-a')!.lastResults.some((r) => r.checkName === 'odd'), 20_000, 'periodic report');
+    const odd = cp.node('node-a')!.lastResults.find((r) => r.checkName === 'odd');
+    expect(odd).toMatchObject({ status: 'unknown', message: '42', details: { n: '7' } });
+  });
+
   it('a non-fatal XID only degrades; policy keys stay plain integers', async () => {
     const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
     const { link, store } = makeLink(cp.url);
