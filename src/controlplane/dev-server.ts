@@ -61,6 +61,12 @@ export interface DevControlPlaneOptions {
   print?: boolean | Writable;
   /** Redraw a node table (only when the print stream is a TTY). Default true. */
   table?: boolean;
+  /**
+   * Navarch's heartbeat monitor: a node whose last heartbeat is older than this is marked
+   * UNHEALTHY (Status and HealthStatus). Navarch uses 3 x heartbeat interval; default 0 = off.
+   * Nodes that never sent a heartbeat, and UNHEALTHY / TERMINATED ones, are skipped (as Navarch).
+   */
+  heartbeatTimeoutSeconds?: number;
   /** Bound of the received-event history per node (default 10000). */
   maxEventsPerNode?: number;
 }
@@ -577,6 +583,25 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
   const url = `http://${hostForUrl}:${addr.port}`;
   say(`development control plane listening on ${url}${expectedToken ? ' (bearer token required)' : ''}`);
 
+  const hbTimeoutMs = Math.max(0, (opts.heartbeatTimeoutSeconds ?? 0) * 1000);
+  const monitor =
+    hbTimeoutMs > 0
+      ? setInterval(
+          () => {
+            const now = Date.now();
+            for (const n of nodes.values()) {
+              if (n.lastHeartbeatMs === null || n.status === NodeStatus.UNHEALTHY || n.status === NodeStatus.TERMINATED) continue;
+              if (now - n.lastHeartbeatMs > hbTimeoutMs) {
+                n.healthStatus = HealthStatus.UNHEALTHY;
+                setStatus(n, NodeStatus.UNHEALTHY, `no heartbeat for ${Math.round((now - n.lastHeartbeatMs) / 1000)} s`);
+              }
+            }
+          },
+          Math.max(250, Math.min(hbTimeoutMs / 3, Math.max(1, hbInterval) * 1000)),
+        )
+      : null;
+  monitor?.unref();
+
   let closed = false;
   return {
     url,
@@ -586,6 +611,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
       if (closed) return;
       closed = true;
       if (tableTimer) clearTimeout(tableTimer);
+      if (monitor) clearInterval(monitor);
       const done = new Promise<void>((resolve) => front.close(() => resolve()));
       for (const s of sessions) s.destroy();
       for (const s of sockets) s.destroy();

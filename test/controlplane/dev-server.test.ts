@@ -141,6 +141,18 @@ describe('state rules', () => {
     expect(cp.node('n')!.lastHeartbeatMs!).toBeGreaterThanOrEqual(before);
   });
 
+  it('optional heartbeat monitor: a silent node turns UNHEALTHY; one that never sent a heartbeat is skipped', async () => {
+    const cp = await devCp({ heartbeatIntervalSeconds: 1, heartbeatTimeoutSeconds: 1 });
+    const c = rpc(cp.url);
+    await c.registerNode({ nodeId: 'silent' });
+    await c.registerNode({ nodeId: 'never' });
+    await c.sendHeartbeat({ nodeId: 'silent' });
+    const deadline = Date.now() + 20_000;
+    while (cp.node('silent')!.status !== 'unhealthy' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(cp.node('silent')).toMatchObject({ status: 'unhealthy', healthStatus: 'unhealthy' });
+    expect(cp.node('never')!.status).toBe('active');
+  });
+
   it('UNHEALTHY is sticky; re-registration resets to ACTIVE with health UNKNOWN', async () => {
     const cp = await devCp();
     const c = rpc(cp.url);
