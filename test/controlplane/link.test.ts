@@ -78,6 +78,9 @@ describe('registration', () => {
     expect(st.heartbeatIntervalMs).toBe(1000);
     expect(st.healthIntervalMs).toBe(60_000);
     expect(st.lastSuccessMs).not.toBeNull();
+    expect(st.heartbeatsSent).toBeGreaterThanOrEqual(1);
+    expect(st.reportsSent).toBeGreaterThanOrEqual(1);
+    expect(st).toMatchObject({ nodeId: 'node-a', url: cp.url, registrations: 1, configError: null, lastError: null, nodeStatus: 'NODE_STATUS_ACTIVE', pending: 0 });
   });
 
   it('an interval of 0 from the control plane falls back to the default (and absurd values are clamped)', async () => {
