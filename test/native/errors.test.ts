@@ -1,6 +1,6 @@
 // Opening NVML: every init failure is a typed NvmlError; a missing library or symbol is reported,
 // never thrown at require time.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { defaultDevices, FAKE_NVML_LIB, type FakeNvml } from '../helpers/fake-nvml.js';
 import { addonStatus, NvmlError, openNvml } from '../../src/nvml/index.js';
 import { skipReason, useFake } from './util.js';
@@ -98,5 +98,30 @@ describe.skipIf(skipReason !== null)('NVML addon: open failures', () => {
     await nvml.close(); // idempotent
     await expect(nvml.snapshot()).rejects.toMatchObject({ code: 'NVML_CLOSED' });
     expect(() => nvml.watch(() => undefined)).toThrow(NvmlError);
+  });
+});
+
+describe('NVML facade without the addon', () => {
+  it('openNvml rejects NVML_ADDON_UNAVAILABLE and addonStatus says why', async () => {
+    const saved = process.env.NAVARCH_NVML_ADDON;
+    process.env.NAVARCH_NVML_ADDON = '/nonexistent/navarch_nvml.node';
+    try {
+      vi.resetModules();
+      const fresh = await import('../../src/nvml/index.js');
+      const st = fresh.addonStatus();
+      expect(st.ok).toBe(false);
+      expect(!st.ok && st.reason).toMatch(/could not be loaded.*nonexistent/);
+      const err = (await fresh.openNvml().catch((e: unknown) => e)) as InstanceType<typeof fresh.NvmlError>;
+      expect(err).toBeInstanceOf(fresh.NvmlError);
+      expect(err.code).toBe('NVML_ADDON_UNAVAILABLE');
+      process.env.NAVARCH_NVML_ADDON = 'relative/addon.node';
+      vi.resetModules();
+      const again = await import('../../src/nvml/index.js');
+      expect(again.addonStatus()).toEqual({ ok: false, reason: "NAVARCH_NVML_ADDON must be an absolute path, got 'relative/addon.node'" });
+    } finally {
+      if (saved === undefined) delete process.env.NAVARCH_NVML_ADDON;
+      else process.env.NAVARCH_NVML_ADDON = saved;
+      vi.resetModules();
+    }
   });
 });

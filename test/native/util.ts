@@ -15,7 +15,11 @@ export function nativeSkipReason(): string | null {
 }
 
 export const skipReason = nativeSkipReason();
-if (skipReason) console.warn(`[test/native] skipped: ${skipReason}`);
+if (skipReason) {
+  // CI and release builds set NAVARCH_REQUIRE_ADDON=1: there a missing addon is a failure, not a skip.
+  if (process.env.NAVARCH_REQUIRE_ADDON === '1') throw new Error(`[test/native] NAVARCH_REQUIRE_ADDON=1 but ${skipReason}`);
+  console.warn(`[test/native] skipped: ${skipReason}`);
+}
 
 /** A fake configured for this process (NAVARCH_NVML_LIBRARY / NAVARCH_FAKE_NVML_CONFIG set). */
 export function useFake(config: Partial<FakeNvmlConfig> = {}): FakeNvml {
