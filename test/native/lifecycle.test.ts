@@ -20,12 +20,27 @@ function addonPath(): string {
   return r.path;
 }
 
-/** Runs `code` (CommonJS) in a child node process; resolves with its exit code and output. */
-function runChild(code: string, env: Record<string, string>, killAfterMs: number): Promise<{ code: number | null; signal: string | null; out: string }> {
+/**
+ * Runs `code` (CommonJS) in a child node process; resolves with its exit code and output. It is
+ * killed after killAfterMs, or `holdMs` after it printed "watching" when holdMs is given.
+ */
+function runChild(
+  code: string,
+  env: Record<string, string>,
+  killAfterMs: number,
+  holdMs?: number,
+): Promise<{ code: number | null; signal: string | null; out: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', code], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let holding = false;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (holdMs !== undefined && !holding && out.includes('watching')) {
+        holding = true;
+        setTimeout(() => child.kill('SIGKILL'), holdMs);
+      }
+    });
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
     child.on('error', reject);
@@ -176,14 +191,15 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     await mainWatch.stop();
   });
 
-  it('a process with an active (unref) watch exits by itself; ref: true keeps it alive', async () => {
+  it('a process with an active (unref) watch exits by itself; ref: true / ref() keeps it alive, unref() releases it', async () => {
     fake = useFake({ devices: defaultDevices(2) });
-    const script = (ref: boolean): string => `
+    const script = (ref: boolean, then = ''): string => `
       const addon = require(${JSON.stringify(addonPath())});
       const s = new addon.Session();
-      s.open(process.env.NAVARCH_NVML_LIBRARY, 5000).then(async () => {
+      s.open(process.env.NAVARCH_NVML_LIBRARY, 30000).then(async () => {
         await s.snapshot();
-        s.watch(() => {}, null, 200, 64, ${ref}, null);
+        const w = s.watch(() => {}, null, 200, 64, ${ref}, null);
+        ${then}
         console.log('watching');
       });
     `;
@@ -191,9 +207,14 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     expect(free.out).toContain('watching');
     expect(free.signal).toBeNull();
     expect(free.code).toBe(0);
-    const held = await runChild(script(true), fake.env(), 3000);
+    const unrefd = await runChild(script(true, 'w.unref();'), fake.env(), 30_000);
+    expect(unrefd).toMatchObject({ code: 0, signal: null });
+    const held = await runChild(script(true), fake.env(), 60_000, 1500);
     expect(held.out).toContain('watching');
     expect(held.signal).toBe('SIGKILL');
+    const refd = await runChild(script(false, 'w.ref();'), fake.env(), 60_000, 1500);
+    expect(refd.out).toContain('watching');
+    expect(refd.signal).toBe('SIGKILL');
   });
 
   it('a process that loads the addon but never opens NVML exits normally', async () => {
