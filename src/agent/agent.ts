@@ -32,6 +32,7 @@ import { createControlPlaneClient, type ControlPlaneClient } from '../controlpla
 import type { CheckResult, NodeInventory, NodeMetricsSample } from '../controlplane/wire.js';
 import { instanceTypeGpus } from '../host/instance-types.js';
 import { CpuUsage, memoryUsagePercent, nodeFacts } from '../host/facts.js';
+import { createDiagnostics } from './diagnostics.js';
 
 export class AgentStartError extends Error {
   override name = 'AgentStartError';
@@ -224,6 +225,14 @@ export class Agent implements AgentView {
       inventory: () => this.inventory(),
       metrics: () => this.nodeMetrics(),
       checks: () => this.checks(),
+      // RUN_DIAGNOSTIC: a full sweep (src/agent/diagnostics.ts) against the registered inventory.
+      diagnostics: createDiagnostics({
+        backend,
+        previousDevices: () => [...this.devices.values()],
+        expectedGpuCount: backend.kind === 'nvml' ? (instanceTypeGpus(cfg.instanceType)?.gpus ?? null) : null,
+        activeFaults: () => this.store?.activeFaults() ?? [],
+        driverError: this.selection.driverError?.message ?? null,
+      }),
       hooks: {
         ...(cfg.drainHook ? { drain: cfg.drainHook } : {}),
         ...(cfg.cordonHook ? { cordon: cfg.cordonHook } : {}),

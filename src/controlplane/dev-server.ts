@@ -90,6 +90,16 @@ export interface ReceivedEvent {
   verdict: 'healthy' | 'degraded' | 'unhealthy' | 'unknown';
 }
 
+/** A check result as the dev control plane received it in ReportHealth (agent-sent only). */
+export interface ReceivedResult {
+  nodeId: string;
+  receivedAtMs: number;
+  checkName: string;
+  status: 'healthy' | 'degraded' | 'unhealthy' | 'unknown';
+  message: string;
+  details: Record<string, string>;
+}
+
 export type DevNodeStatus = 'unknown' | 'active' | 'cordoned' | 'draining' | 'unhealthy' | 'terminated';
 export type DevHealthStatus = 'unknown' | 'healthy' | 'degraded' | 'unhealthy';
 
@@ -129,6 +139,8 @@ export interface DevControlPlane {
   node(nodeId: string): DevNodeView | undefined;
   /** Every event received for the node (kept across forget()), oldest first. */
   events(nodeId: string): ReceivedEvent[];
+  /** Check results the node sent in ReportHealth (kept across forget(); bounded like events), oldest first. */
+  results(nodeId: string): ReceivedResult[];
   /**
    * Issue a command as IssueCommand does. CORDON/DRAIN/UNCORDON change the status only (Navarch
    * never delivers them) unless `queue: true`; RUN_DIAGNOSTIC/TERMINATE are queued.
@@ -223,6 +235,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
 
   const nodes = new Map<string, NodeRecord>();
   const history = new Map<string, ReceivedEvent[]>();
+  const resultHistory = new Map<string, ReceivedResult[]>();
   const commands: PendingCommand[] = [];
   const listeners = new Set<(ev: ReceivedEvent) => void>();
   const callCounts: Record<string, number> = {};
@@ -402,6 +415,14 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
         requireNodeId(req.nodeId);
         const n = mustGet(req.nodeId);
         const results: HealthCheckResult[] = [...req.results];
+        if (req.results.length > 0) {
+          let list = resultHistory.get(req.nodeId);
+          if (!list) resultHistory.set(req.nodeId, (list = []));
+          for (const r of req.results) {
+            list.push({ nodeId: req.nodeId, receivedAtMs, checkName: r.checkName, status: HEALTH_NAME[r.status] ?? 'unknown', message: r.message, details: { ...r.details } });
+          }
+          if (list.length > maxEvents) list.splice(0, list.length - maxEvents);
+        }
         if (req.events.length > 0) {
           const verdict = evaluateEvents(req.events);
           if (verdict) {
@@ -624,6 +645,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
       return n ? view(n) : undefined;
     },
     events: (id) => [...(history.get(id) ?? [])],
+    results: (id) => [...(resultHistory.get(id) ?? [])],
     issueCommand(nodeId, type, parameters = {}, o = {}) {
       const t = typeof type === 'string' ? COMMAND_TYPES[type] : type;
       if (t === undefined) throw new Error(`unknown command type ${String(type)}`);
