@@ -279,7 +279,16 @@ bool WatchCore::BuildSet() {
     uint64_t mask = opts_.wantedMask & supported;
     if (mask != 0) {
       st = a.DeviceRegisterEvents(d.handle, mask, set_);
-      if (st != abi::kSuccess) {
+      if (st == abi::kErrNotSupported) {
+        // NVML registers nothing when any bit is refused although advertised (seen with MIG):
+        // register bit by bit and keep what is accepted.
+        uint64_t accepted = 0;
+        for (uint64_t bit = 1; bit != 0 && bit <= mask; bit <<= 1) {
+          if ((mask & bit) != 0 && a.DeviceRegisterEvents(d.handle, bit, set_) == abi::kSuccess) accepted |= bit;
+        }
+        if (accepted == 0) r.error = lib_->Fail(st, "nvmlDeviceRegisterEvents");
+        mask = accepted;
+      } else if (st != abi::kSuccess) {
         r.error = lib_->Fail(st, "nvmlDeviceRegisterEvents");
         if (st == abi::kErrGpuIsLost) EmitLost(d, mono, wall);
         mask = 0;
