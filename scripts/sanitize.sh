@@ -35,7 +35,8 @@ JS
 
 echo "sanitize: building the addon with -fsanitize=address,undefined in $src/build" >&2
 # node-gyp reads --nodedir from npm's config only when started by npm; pass it on explicitly.
-nodedir="${npm_config_nodedir:-$(cd "$root" && npm config get nodedir 2>/dev/null || true)}"
+nodedir="${npm_config_nodedir:-}"
+if [ -z "$nodedir" ]; then nodedir="$(cd "$root" && { npm config get nodedir 2>/dev/null || true; })"; fi
 gypargs=(rebuild --debug)
 if [ -n "$nodedir" ] && [ "$nodedir" != "undefined" ] && [ "$nodedir" != "null" ]; then gypargs+=("--nodedir=$nodedir"); fi
 (cd "$src" && "$root/node_modules/.bin/node-gyp" "${gypargs[@]}" >"$out/build.log" 2>&1) || {
