@@ -3,7 +3,16 @@
  * Control-plane delivery benchmark (needs `npm run build` first; runs the compiled dist/).
  *
  *   node bench/controlplane-latency.mjs [--events 1000] [--mode isolated|burst] [--http 1.1|2]
- *                                       [--fsync true|false] [--outage-ms 0] [--json]
+ *                                       [--fsync true|false] [--cp process|inline] [--outage-ms 0] [--json]
+ *
+ * --cp process (default): the development control plane runs in its own process
+ * (bench/controlplane-devcp-child.mjs), as Navarch's Go control plane does in production, so its
+ * CPU and GC do not add to the agent side's. --cp inline: the old variant, everything in this
+ * process. Reception times are process.hrtime.bigint() (CLOCK_MONOTONIC) in both cases.
+ *
+ * Stages (p50/p99 each, ms): append->durable (the store's fsync'd commit, onAppend), durable->send
+ * (the link's pump builds the request and calls ReportHealth), send->recv (client, loopback HTTP,
+ * server parse, to the handler), recv->ack (handler to the answer decoded on the agent side).
  *
  * Latency: from just before EventStore.append() (durable store, fsync on by default) to the
  * moment the development control plane's ReportHealth handler has the event, over real HTTP on
@@ -42,6 +51,7 @@ const { values: a } = parseArgs({
     http: { type: 'string', default: '1.1' },
     fsync: { type: 'string', default: 'true' },
     'outage-ms': { type: 'string', default: '0' },
+    cp: { type: 'string', default: 'process' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -50,17 +60,92 @@ const outageMs = Number(a['outage-ms']);
 if (!Number.isInteger(N) || N < 1 || N > 1_000_000) throw new Error(`--events must be 1..1000000, got ${a.events}`);
 if (!['isolated', 'burst'].includes(a.mode)) throw new Error(`--mode must be isolated or burst`);
 if (!['1.1', '2'].includes(a.http)) throw new Error(`--http must be 1.1 or 2`);
+if (!['process', 'inline'].includes(a.cp)) throw new Error(`--cp must be process or inline`);
 
 const dir = mkdtempSync(join(tmpdir(), 'cp-bench-'));
 const store = await openEventStore({ dir, fsync: a.fsync !== 'false', maxEvents: Math.max(10_000, N * 2), bootId: 'bench' });
-let cp = await startDevControlPlane({ heartbeatIntervalSeconds: 30, healthCheckIntervalSeconds: 3600 });
+// The control plane, inline or in a child process; the same small interface for both.
+const onRecv = []; // (seq, ns) listeners
+const recvd = (seq, ns) => {
+  for (const l of onRecv) l(seq, ns);
+};
+async function startInline(port) {
+  const c = await startDevControlPlane({ port, heartbeatIntervalSeconds: 30, healthCheckIntervalSeconds: 3600 });
+  c.onEvent((ev) => {
+    if (ev.metrics.bench_seq !== undefined) recvd(Number(ev.metrics.bench_seq), ev.receivedAtNs);
+  });
+  return { url: c.url, port: c.port, close: () => c.close(), calls: async () => ({ calls: c.calls(), connections: c.connections() }) };
+}
+let child = null;
+const childReplies = [];
+async function childAsk(msg, op) {
+  const got = new Promise((resolve, reject) => {
+    childReplies.push({ op, resolve, reject });
+  });
+  child.send(msg);
+  return got;
+}
+async function startChild(port) {
+  if (!child) {
+    const { fork } = await import('node:child_process');
+    child = fork(new URL('./controlplane-devcp-child.mjs', import.meta.url), [], { execArgv: process.env.BENCH_CP_EXECARGV ? process.env.BENCH_CP_EXECARGV.split(' ') : [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await new Promise((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`control-plane child exited (${code})`)));
+      child.on('message', (m) => {
+        if (m.op === 'ready') resolve();
+        else if (m.op === 'ev') {
+          if (m.seq !== null) recvd(Number(m.seq), BigInt(m.ns));
+        } else {
+          const w = childReplies.findIndex((r) => r.op === m.op || m.op === 'error');
+          if (w >= 0) {
+            const [r] = childReplies.splice(w, 1);
+            if (m.op === 'error') r.reject(new Error(m.message));
+            else r.resolve(m);
+          }
+        }
+      });
+    });
+  }
+  const s = await childAsk({ op: 'start', port }, 'started');
+  return {
+    url: s.url,
+    port: s.port,
+    close: () => childAsk({ op: 'stop' }, 'stopped'),
+    calls: async () => {
+      const r = await childAsk({ op: 'calls' }, 'calls');
+      return { calls: r.calls, connections: r.connections };
+    },
+  };
+}
+const startCp = (port) => (a.cp === 'process' ? startChild(port) : startInline(port));
+let cp = await startCp(0);
 const port = cp.port;
 const inv = {
   nodeId: 'bench-node', provider: 'bench', region: 'r', zone: 'z', instanceType: 't', hostname: 'bench',
   internalIp: '', externalIp: '', kernelVersion: '', gpus: [{ index: 0, uuid: 'GPU-0', name: 'fake', pciBusId: '00000000:41:00.0', memoryTotalBytes: 1, driverVersion: '', cudaVersion: '' }],
 };
+// Stage timestamps (hrtime ns) per seq: t0 before append, durable at onAppend, send when the
+// link calls ReportHealth, recv at the control plane's handler, ack when the answer is decoded.
+const T = { durable: new Map(), send: new Map(), recv: new Map(), ack: new Map() };
+store.onAppend((r) => {
+  const s = r.event.metrics.bench_seq;
+  if (s !== undefined) T.durable.set(Number(s), process.hrtime.bigint());
+});
+const client = createControlPlaneClient({ url: cp.url, httpVersion: a.http, timeoutMs: 5000 });
+const origReport = client.rpc.reportHealth.bind(client.rpc);
+client.rpc.reportHealth = async (req, o) => {
+  const seqs = [];
+  for (const ev of req.events) if (ev.metrics.bench_seq !== undefined && !ev.metrics.reasserted) seqs.push(Number(ev.metrics.bench_seq));
+  const ts = process.hrtime.bigint();
+  for (const q of seqs) if (!T.send.has(q)) T.send.set(q, ts);
+  const res = await origReport(req, o);
+  const ta = process.hrtime.bigint();
+  for (const q of seqs) if (!T.ack.has(q)) T.ack.set(q, ta);
+  return res;
+};
 const link = new AgentLink({
-  client: createControlPlaneClient({ url: cp.url, httpVersion: a.http, timeoutMs: 5000 }),
+  client,
   store,
   inventory: () => inv,
   commandPollIntervalMs: 3_600_000,
@@ -80,17 +165,16 @@ const t0 = new Map(); // seq -> hrtime ns
 const lat = []; // ms
 let received = 0;
 const waiters = new Map();
-const hook = (c) =>
-  c.onEvent((ev) => {
-    const seq = Number(ev.metrics.bench_seq);
-    const start = t0.get(seq);
-    if (start === undefined) return;
-    t0.delete(seq);
-    lat.push(Number(ev.receivedAtNs - start) / 1e6);
-    received++;
-    waiters.get(seq)?.();
-  });
-hook(cp);
+onRecv.push((seq, ns) => {
+  const start = t0.get(seq);
+  if (start === undefined) return;
+  t0.delete(seq);
+  T.recv.set(seq, ns);
+  lat.push(Number(ns - start) / 1e6);
+  received++;
+  waiters.get(seq)?.();
+});
+const T0 = new Map(); // seq -> t0, kept for the stage breakdown
 
 const input = (seq) => ({
   type: 'xid', system: 'DRIVER', gpuIndex: seq % 8, gpuUuid: `GPU-${seq % 8}`, metrics: { xid_code: '13', bench_seq: String(seq) },
@@ -125,8 +209,7 @@ if (outageMs > 0) {
     await new Promise((r) => setTimeout(r, 50));
   }
   const back = Date.now();
-  cp = await startDevControlPlane({ port, heartbeatIntervalSeconds: 30, healthCheckIntervalSeconds: 3600 });
-  hook(cp);
+  cp = await startCp(port);
   while (received < appended.size && Date.now() - back < 120_000) await new Promise((r) => setTimeout(r, 20));
   const drainMs = Date.now() - back;
   // Acks of the last batches are written just after the answers arrive.
@@ -138,7 +221,9 @@ if (outageMs > 0) {
 } else if (a.mode === 'isolated') {
   for (let seq = 1; seq <= N; seq++) {
     const got = new Promise((r) => waiters.set(seq, r));
-    t0.set(seq, process.hrtime.bigint());
+    const ts = process.hrtime.bigint();
+    t0.set(seq, ts);
+    T0.set(seq, ts);
     await store.append(input(seq));
     await got;
     waiters.delete(seq);
@@ -150,19 +235,39 @@ if (outageMs > 0) {
   const all = [];
   for (let seq = 1; seq <= N; seq++) {
     all.push(new Promise((r) => waiters.set(seq, r)));
-    t0.set(seq, process.hrtime.bigint());
+    const ts = process.hrtime.bigint();
+    t0.set(seq, ts);
+    T0.set(seq, ts);
     await store.append(input(seq));
   }
   await Promise.all(all);
+  while (store.pendingCount() > 0) await new Promise((r) => setTimeout(r, 5));
 }
 const cpu = process.cpuUsage(cpu0);
+const stage = (from, to) => {
+  const xs = [];
+  for (const [q, t] of from) {
+    const u = to.get(q);
+    if (u !== undefined) xs.push(Number(u - t) / 1e6);
+  }
+  return xs.length ? `${pct(xs, 50).toFixed(3)}/${pct(xs, 99).toFixed(3)}` : 'n/a';
+};
 if (!result) {
+  const { calls, connections } = await cp.calls();
   result = {
     bench: 'controlplane-latency', mode: a.mode, http: a.http, fsync: a.fsync !== 'false', events: N,
     p50Ms: +pct(lat, 50).toFixed(3), p99Ms: +pct(lat, 99).toFixed(3), maxMs: +Math.max(...lat).toFixed(3),
-    reports: cp.calls().ReportHealth ?? 0,
-    // CPU time of this process (agent side + control plane + store) per event: less sensitive
-    // to a loaded machine than the wall-clock percentiles.
+    cp: a.cp,
+    reports: calls.ReportHealth ?? 0,
+    // TCP connections the control plane accepted (keep-alive: 1).
+    connections,
+    // p50/p99 (ms) of each stage.
+    appendToDurable: stage(T0, T.durable),
+    durableToSend: stage(T.durable, T.send),
+    sendToRecv: stage(T.send, T.recv),
+    recvToAck: stage(T.recv, T.ack),
+    // CPU time of this process per event (agent side + store; + control plane with --cp inline):
+    // less sensitive to a loaded machine than the wall-clock percentiles.
     cpuUsPerEvent: Math.round(((cpu.user + cpu.system) / N) * 10) / 10,
     wallMsPerEvent: +(Number(process.hrtime.bigint() - wall0) / 1e6 / N).toFixed(3),
     loadavg1: +os.loadavg()[0].toFixed(2),
@@ -170,6 +275,10 @@ if (!result) {
 }
 await link.stop({ deadlineMs: 5000 });
 await cp.close();
+if (child) {
+  child.removeAllListeners('exit');
+  child.send({ op: 'exit' });
+}
 await store.close();
 rmSync(dir, { recursive: true, force: true });
 if (a.json) console.log(JSON.stringify(result));

@@ -8,8 +8,10 @@
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
-import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { Code, ConnectError, createClient, type Client, type Interceptor } from '@connectrpc/connect';
+import { compressionBrotli, compressionGzip, createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { validateReadWriteMaxBytes, type UniversalClientFn, type UniversalClientRequest, type UniversalClientResponse } from '@connectrpc/connect/protocol';
+import { createTransport } from '@connectrpc/connect/protocol-connect';
 import { ControlPlaneService } from '../gen/navarch/control_plane_pb.js';
 
 export { ControlPlaneService };
@@ -128,6 +130,89 @@ export function bearerInterceptor(token: string): Interceptor {
   };
 }
 
+/** Node's network errors as Connect errors (refused / unreachable -> Unavailable, reset -> Aborted), cause kept. */
+export function connectErrorFromNetwork(reason: unknown): ConnectError {
+  if (reason instanceof ConnectError) return reason;
+  const codes: string[] = [];
+  for (let e = reason as { code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
+    if (typeof e.code === 'string') codes.push(e.code);
+  }
+  let code = Code.Internal;
+  if (codes.some((c) => c === 'ECONNRESET' || c === 'ERR_STREAM_DESTROYED' || c === 'ERR_STREAM_WRITE_AFTER_END' || c === 'EPIPE')) code = Code.Aborted;
+  else if (codes.some((c) => c === 'ECONNREFUSED' || c === 'ETIMEDOUT' || c === 'ENOTFOUND' || c === 'EAI_AGAIN' || c === 'EHOSTUNREACH' || c === 'ENETUNREACH')) code = Code.Unavailable;
+  const ce = ConnectError.from(reason, code);
+  if (ce !== reason) ce.cause = reason;
+  return ce;
+}
+
+/**
+ * The HTTP/1.1 client under the Connect transport. Unary Connect calls only (all the agent
+ * makes): the request body is one message, so it is sent with Content-Length, headers and body
+ * in one write on a keep-alive socket (Nagle off). connect-node's own client flushes the headers
+ * first and streams the body chunked: three writes per call, each a wake-up of the server.
+ */
+export function createUnaryHttp1Client(agent: http.Agent, secure: boolean): UniversalClientFn {
+  const request = secure ? https.request : http.request;
+  return async function unaryHttp1(req: UniversalClientRequest): Promise<UniversalClientResponse> {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    if (req.body) {
+      for await (const c of req.body) {
+        chunks.push(c);
+        size += c.byteLength;
+      }
+    }
+    const body = chunks.length === 1 ? (chunks[0] as Uint8Array) : Buffer.concat(chunks, size);
+    const headers: http.OutgoingHttpHeaders = {};
+    req.header.forEach((v, k) => {
+      headers[k] = v;
+    });
+    headers['content-length'] = String(size);
+    const signal = req.signal;
+    return new Promise<UniversalClientResponse>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(connectErrorFromNetwork(signal.reason));
+        return;
+      }
+      let res: http.IncomingMessage | null = null;
+      let settled = false;
+      const fail = (e: unknown): void => {
+        cleanup();
+        const ce = connectErrorFromNetwork(e);
+        r.destroy(ce);
+        res?.destroy(ce);
+        if (!settled) {
+          settled = true;
+          reject(ce);
+        }
+      };
+      const onAbort = (): void => fail(signal?.reason ?? new ConnectError('the operation was aborted', Code.Canceled));
+      const cleanup = (): void => signal?.removeEventListener('abort', onAbort);
+      const r = request(req.url, { method: req.method, headers, agent });
+      signal?.addEventListener('abort', onAbort);
+      r.on('error', fail);
+      r.on('response', (incoming) => {
+        res = incoming;
+        incoming.on('error', fail);
+        incoming.on('end', cleanup);
+        const header = new Headers();
+        for (const [k, v] of Object.entries(incoming.headers)) {
+          if (Array.isArray(v)) for (const x of v) header.append(k, x);
+          else if (v !== undefined) header.set(k, v);
+        }
+        settled = true;
+        resolve({
+          status: incoming.statusCode ?? 0,
+          header,
+          body: incoming as AsyncIterable<Uint8Array>,
+          trailer: new Headers(),
+        });
+      });
+      r.end(body);
+    });
+  };
+}
+
 export function createControlPlaneClient(opts: ControlPlaneClientOptions): ControlPlaneClient {
   const url = validateControlPlaneUrl(opts.url, opts.allowInsecure === true);
   const httpVersion = opts.httpVersion ?? '1.1';
@@ -179,15 +264,18 @@ export function createControlPlaneClient(opts: ControlPlaneClientOptions): Contr
   }
   const agent =
     url.protocol === 'https:'
-      ? new https.Agent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 2, timeout: 120_000, ...tls })
-      : new http.Agent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 2, timeout: 120_000 });
-  const transport = createConnectTransport({
+      ? new https.Agent({ keepAlive: true, noDelay: true, maxSockets: 4, maxFreeSockets: 2, timeout: 120_000, ...tls })
+      : new http.Agent({ keepAlive: true, noDelay: true, maxSockets: 4, maxFreeSockets: 2, timeout: 120_000 });
+  // The Connect protocol over our unary HTTP/1.1 client, with connect-node's defaults otherwise.
+  const transport = createTransport({
     baseUrl,
-    httpVersion: '1.1',
+    httpClient: createUnaryHttp1Client(agent, url.protocol === 'https:'),
     useBinaryFormat: true,
     interceptors,
     defaultTimeoutMs: timeoutMs,
-    nodeOptions: { agent },
+    acceptCompression: [compressionGzip, compressionBrotli],
+    sendCompression: null,
+    ...validateReadWriteMaxBytes(undefined, undefined, undefined),
   });
   return {
     rpc: createClient(ControlPlaneService, transport),

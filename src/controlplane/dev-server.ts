@@ -157,6 +157,8 @@ export interface DevControlPlane {
   onEvent(listener: (ev: ReceivedEvent) => void): () => void;
   /** Count of RPCs by method name (including failed ones); "unauthorized" counts HTTP 401 answers. */
   calls(): Record<string, number>;
+  /** TCP connections accepted so far (a keep-alive client makes one, not one per call). */
+  connections(): number;
 }
 
 interface NodeRecord {
@@ -574,7 +576,9 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
     s.on('close', () => sessions.delete(s));
   });
   // One port, two protocols: sniff the HTTP/2 connection preface ("PRI * HTTP/2.0").
+  let accepted = 0;
   const front = net.createServer((socket) => {
+    accepted++;
     socket.setNoDelay(true);
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -662,6 +666,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
       return () => listeners.delete(l);
     },
     calls: () => ({ ...callCounts }),
+    connections: () => accepted,
   };
 }
 

@@ -10,6 +10,8 @@
  * Group commit: every append/ack changes memory at once and marks the event dirty; one writer
  * loop writes every dirty event once per batch and fsyncs once, and all callers of that batch
  * resolve together. A storm of identical events therefore costs one small line per batch.
+ * pending() shows a new event only once the batch that first writes it has settled, so a sender
+ * never sends an event that is not yet on disk (it learns of it through onAppend).
  *
  * Bounds: `maxEvents` pending events and `maxBytes` of log. Over a bound, and on ENOSPC, the
  * store sheds the oldest 'info' events, then the oldest 'warning' ones; never 'critical' ones.
@@ -120,6 +122,13 @@ interface Entry {
   /** Count as of the last pending() snapshot, and the time of the first occurrence after it. */
   snapCount: number;
   firstAfterSnap: number | null;
+  /**
+   * Number of the commit batch that first writes this event (0: on disk at open). pending()
+   * leaves the event out until that batch has settled, so nothing is sent before it is durable.
+   */
+  gen: number;
+  /** The encoded put line while the entry is unchanged since it was encoded (written once, not twice). */
+  line: Buffer | null;
 }
 
 interface FaultEntry {
@@ -210,8 +219,17 @@ class IdGen {
       this.counter = 0;
     }
     this.lastMs = ms;
-    return `${ms.toString(36).padStart(9, '0')}-${this.counter.toString(36).padStart(4, '0')}-${randomBytes(4).toString('hex')}`;
+    if (this.rndOff + 4 > this.rnd.length) {
+      this.rnd = randomBytes(1024);
+      this.rndOff = 0;
+    }
+    const r = this.rnd.toString('hex', this.rndOff, this.rndOff + 4);
+    this.rndOff += 4;
+    return `${ms.toString(36).padStart(9, '0')}-${this.counter.toString(36).padStart(4, '0')}-${r}`;
   }
+  /** Randomness drawn 1 KiB at a time (one getrandom per 256 ids, not one per id). */
+  private rnd = Buffer.alloc(0);
+  private rndOff = 0;
 }
 
 function copyEvent(e: HealthEvent): HealthEvent {
@@ -262,6 +280,9 @@ class FileEventStore implements DurableEventStore {
 
   private dirtyEvents = new Set<string>();
   private dirtyFaults = new Set<string>();
+  /** Commit batches started and settled (written, or failed). */
+  private batchesStarted = 0;
+  private batchesSettled = 0;
   private waiters: Waiter[] = [];
   private writer: Promise<void> | null = null;
   private readonly listeners = new Set<(r: AppendResult) => void>();
@@ -393,7 +414,7 @@ class FileEventStore implements DurableEventStore {
           old.src = r.s ?? {};
           old.snapCount = r.e.count;
         } else {
-          this.pendingMap.set(r.e.id, { ev: r.e, src: r.s ?? {}, bytes: 0, snapCount: r.e.count, firstAfterSnap: null });
+          this.pendingMap.set(r.e.id, { ev: r.e, src: r.s ?? {}, bytes: 0, snapCount: r.e.count, firstAfterSnap: null, gen: 0, line: null });
         }
         return;
       }
@@ -488,6 +509,7 @@ class FileEventStore implements DurableEventStore {
         if (!(k in e.metrics) && Object.keys(e.metrics).length < MAX_METRICS) e.metrics[k] = String(v).slice(0, 1024);
       }
       if (!e.gpuUuid && input.gpuUuid) e.gpuUuid = input.gpuUuid;
+      existing.line = null;
       this.dirtyEvents.add(e.id);
       this.st.coalesced++;
       this.applyFault(input, e, n - matched);
@@ -533,14 +555,16 @@ class FileEventStore implements DurableEventStore {
       firstTimeMs: t,
       lastTimeMs: t,
     };
-    const bytes = encodeLine({ t: 'p', e: ev, s: { [input.source]: { n: count, t } } }).length;
+    const src: Partial<Record<EventSource, SourceState>> = { [input.source]: { n: count, t } };
+    const line = encodeLine({ t: 'p', e: ev, s: src });
+    const bytes = line.length;
     if (!this.admit(ev, bytes)) {
       this.st.shed++;
       this.st.shedBySeverity[ev.severity]++;
       this.log?.warn({ key: ev.key, severity: ev.severity }, 'event store: full; new non-critical event shed');
       return { event: ev, coalesced: false, shed: true };
     }
-    const entry: Entry = { ev, src: { [input.source]: { n: count, t } }, bytes, snapCount: 0, firstAfterSnap: t };
+    const entry: Entry = { ev, src, bytes, snapCount: 0, firstAfterSnap: t, gen: this.batchesStarted + 1, line };
     this.pendingMap.set(ev.id, entry);
     this.byKey.set(ev.key, ev.id);
     this.keyRefs.set(ev.key, (this.keyRefs.get(ev.key) ?? 0) + 1);
@@ -691,6 +715,8 @@ class FileEventStore implements DurableEventStore {
     const out: HealthEvent[] = [];
     for (const e of this.pendingMap.values()) {
       if (out.length >= max) break;
+      // Not yet through its first commit: not durable, so not to be sent (it comes with onAppend).
+      if (e.gen > this.batchesSettled) continue;
       e.snapCount = e.ev.count;
       e.firstAfterSnap = null;
       out.push(copyEvent(e.ev));
@@ -766,7 +792,8 @@ class FileEventStore implements DurableEventStore {
       for (const [name, st] of Object.entries(e.src) as Array<[EventSource, SourceState]>) {
         src[name] = { n: Math.max(0, st.n - sentCount), t: st.t };
       }
-      const entry: Entry = { ev, src, bytes: encodeLine({ t: 'p', e: ev, s: src }).length, snapCount: 0, firstAfterSnap: null };
+      const line = encodeLine({ t: 'p', e: ev, s: src });
+      const entry: Entry = { ev, src, bytes: line.length, snapCount: 0, firstAfterSnap: null, gen: this.batchesStarted + 1, line };
       this.pendingMap.set(ev.id, entry);
       this.byKey.set(ev.key, ev.id);
       this.keyRefs.set(ev.key, (this.keyRefs.get(ev.key) ?? 0) + 1);
@@ -806,10 +833,14 @@ class FileEventStore implements DurableEventStore {
       while (this.waiters.length > 0) {
         const batch = this.waiters;
         this.waiters = [];
+        const no = ++this.batchesStarted;
         try {
           await this.writeDirty();
+          this.batchesSettled = no;
           for (const w of batch) w.resolve();
         } catch (e) {
+          // Failed: the events stay in memory and are sent from there (as before the disk failed).
+          this.batchesSettled = no;
           const full = e instanceof EventStoreError && e.code === 'DISK_FULL';
           for (const w of batch) {
             if (full && !w.critical) w.resolve();
@@ -833,7 +864,8 @@ class FileEventStore implements DurableEventStore {
     for (const id of events) {
       const e = this.pendingMap.get(id);
       if (e) {
-        const line = encodeLine({ t: 'p', e: e.ev, s: e.src });
+        const line = e.line ?? encodeLine({ t: 'p', e: e.ev, s: e.src });
+        e.line = null;
         this.liveEventBytes += line.length - e.bytes;
         e.bytes = line.length;
         parts.push(line);
