@@ -1,32 +1,25 @@
 // NVML events through the watcher thread: XIDs and other types, resolution to index/UUID/PCI id,
 // timestamps, lost GPUs (event + per-device snapshot error), stop/ref lifecycle.
-import { afterEach, describe, expect, it } from 'vitest';
-import { defaultDevices, type FakeNvml } from '../helpers/fake-nvml.js';
-import { openNvml, type Nvml, type NvmlEvent } from '../../src/nvml/index.js';
-import { skipReason, until, useFake } from './util.js';
+import { describe, expect, it } from 'vitest';
+import { defaultDevices } from '../helpers/fake-nvml.js';
+import { openNvml, type NvmlEvent } from '../../src/nvml/index.js';
+import { skipReason, until, useFake, useSession } from './util.js';
 
 describe.skipIf(skipReason !== null)('NVML addon: events', () => {
-  let fake: FakeNvml | undefined;
-  let nvml: Nvml | undefined;
-  afterEach(async () => {
-    await nvml?.close();
-    nvml = undefined;
-    fake?.cleanup();
-    fake = undefined;
-  });
+  const ctx = useSession();
 
   async function setup(n = 2, extra: Partial<Parameters<typeof useFake>[0]> = {}): Promise<{ events: NvmlEvent[]; batches: number[] }> {
     const devs = defaultDevices(n);
     for (const d of devs) d.supportedEvents = ['xid', 'ecc_sbe', 'ecc_dbe', 'pstate', 'clock', 'fatal_poison', 'gpu_recovery_action'];
-    fake = useFake({ devices: devs, ...extra });
-    nvml = await openNvml();
+    ctx.fake = useFake({ devices: devs, ...extra });
+    ctx.nvml = await openNvml();
     return { events: [], batches: [] };
   }
 
   it('registers wanted & supported types and delivers XIDs (999 stays 999) resolved to the device', async () => {
     const { events } = await setup(2);
     const before = process.hrtime.bigint();
-    const w = nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
+    const w = ctx.nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
     const st = w.stats();
     await until(() => w.stats().registered.length === 2, 'registration');
     expect(w.stats().registered[1]).toEqual({
@@ -35,9 +28,9 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
       error: null,
     });
     expect(st.dropped).toBe(0);
-    await fake!.xid(1, 999);
-    await fake!.xid(0, 79);
-    await fake!.inject({ op: 'event', device: 1, type: 'ecc_dbe' });
+    await ctx.fake!.xid(1, 999);
+    await ctx.fake!.xid(0, 79);
+    await ctx.fake!.inject({ op: 'event', device: 1, type: 'ecc_dbe' });
     await until(() => events.length >= 3, '3 events');
     const xid999 = events.find((e) => e.type === 'xid' && e.data === 999)!;
     expect(xid999).toMatchObject({
@@ -56,34 +49,34 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
 
   it('types option restricts what is registered; pstate is not registered by default', async () => {
     const { events } = await setup(1);
-    const w = nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100, types: ['pstate', 'xid'] });
+    const w = ctx.nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100, types: ['pstate', 'xid'] });
     await until(() => w.stats().registered.length === 1, 'registration');
     expect(w.stats().registered[0]!.types).toEqual(['pstate', 'xid']);
-    await fake!.inject({ op: 'event', device: 0, type: 'pstate' });
+    await ctx.fake!.inject({ op: 'event', device: 0, type: 'pstate' });
     await until(() => events.length === 1, 'pstate event');
     expect(events[0]!.type).toBe('pstate');
     await w.stop();
-    expect(() => nvml!.watch(() => undefined, { types: ['bogus' as never] })).toThrow(/unknown NVML event type 'bogus'/);
+    expect(() => ctx.nvml!.watch(() => undefined, { types: ['bogus' as never] })).toThrow(/unknown NVML event type 'bogus'/);
   });
 
   it('a lost GPU: one gpu_lost event, a per-device snapshot error, the others keep reporting', async () => {
     const { events } = await setup(3);
-    expect((await nvml!.devices()).map((d) => d.error)).toEqual([null, null, null]);
-    const w = nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
+    expect((await ctx.nvml!.devices()).map((d) => d.error)).toEqual([null, null, null]);
+    const w = ctx.nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
     await until(() => w.stats().registered.length === 3, 'registration');
-    await fake!.lose(2);
+    await ctx.fake!.lose(2);
     await until(() => events.some((e) => e.type === 'gpu_lost'), 'gpu_lost');
     const lost = events.filter((e) => e.type === 'gpu_lost');
     expect(lost).toHaveLength(1);
     expect(lost[0]).toMatchObject({ deviceIndex: 2, uuid: defaultDevices(3)[2]!.uuid, eventTypeMask: 0, data: 0, count: 1 });
     // The healthy GPUs still deliver events.
-    await fake!.xid(0, 48);
+    await ctx.fake!.xid(0, 48);
     await until(() => events.some((e) => e.data === 48), 'xid after loss');
     // Still exactly one gpu_lost after more waits.
     await new Promise((r) => setTimeout(r, 400));
     expect(events.filter((e) => e.type === 'gpu_lost')).toHaveLength(1);
 
-    const snap = await nvml!.snapshot();
+    const snap = await ctx.nvml!.snapshot();
     expect(snap.map((s) => s.ok)).toEqual([true, true, false]);
     const s2 = snap[2]!;
     expect(!s2.ok && s2.error).toMatchObject({ code: 'NVML_ERROR_GPU_IS_LOST', status: 15 });
@@ -93,23 +86,23 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
 
   it('a lost GPU does not make the watcher spin; after recovery it reports again', async () => {
     const { events } = await setup(2);
-    const w = nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
+    const w = ctx.nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
     await until(() => w.stats().registered.length === 2, 'registration');
-    await fake!.lose(1);
+    await ctx.fake!.lose(1);
     await until(() => events.some((e) => e.type === 'gpu_lost'), 'gpu_lost');
     // Waits per second stay bounded by the wait timeout (a spinning loop would do thousands).
-    const w0 = (await fake!.stats()).waits;
+    const w0 = (await ctx.fake!.stats()).waits;
     await new Promise((r) => setTimeout(r, 1000));
-    const perSecond = (await fake!.stats()).waits - w0;
+    const perSecond = (await ctx.fake!.stats()).waits - w0;
     expect(perSecond).toBeLessThan(100);
     expect(w.stats().registered[1]!.error).toMatchObject({ code: 'NVML_ERROR_GPU_IS_LOST' });
     // Recovery is noticed (probe every 2 s), the GPU is registered again and reports events.
-    await fake!.recover(1);
+    await ctx.fake!.recover(1);
     await until(() => w.stats().registered[1]!.error === null, 're-registration after recovery');
-    await fake!.xid(1, 74);
+    await ctx.fake!.xid(1, 74);
     await until(() => events.some((e) => e.data === 74 && e.deviceIndex === 1), 'event from the recovered GPU');
     // A second loss is reported again.
-    await fake!.lose(1);
+    await ctx.fake!.lose(1);
     await until(() => events.filter((e) => e.type === 'gpu_lost').length === 2, 'second gpu_lost');
     await w.stop();
   });
@@ -117,15 +110,15 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
   it('a GPU lost before open is still listed, with its error', async () => {
     const devs = defaultDevices(2);
     devs[1]!.lost = true;
-    fake = useFake({ devices: devs });
-    nvml = await openNvml();
-    const inv = await nvml.devices();
+    ctx.fake = useFake({ devices: devs });
+    ctx.nvml = await openNvml();
+    const inv = await ctx.nvml.devices();
     expect(inv).toHaveLength(2);
     expect(inv[0]!.error).toBeNull();
     expect(inv[1]!.index).toBe(1);
     expect(inv[1]!.error).toMatchObject({ code: 'NVML_ERROR_GPU_IS_LOST', fn: 'nvmlDeviceGetHandleByIndex_v2' });
     const events: NvmlEvent[] = [];
-    const w = nvml.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
+    const w = ctx.nvml.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
     await until(() => events.some((e) => e.type === 'gpu_lost'), 'gpu_lost at registration');
     expect(events.filter((e) => e.type === 'gpu_lost').map((e) => e.deviceIndex)).toEqual([1]);
     expect(w.stats().registered[1]!.error).toMatchObject({ code: 'NVML_ERROR_GPU_IS_LOST' });
@@ -134,13 +127,13 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
 
   it('stop() is prompt (bounded by the wait timeout) and idempotent; no events after stop', async () => {
     const { events } = await setup(1);
-    const w = nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 200 });
+    const w = ctx.nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 200 });
     await until(() => w.stats().registered.length === 1, 'registration');
     const t0 = Date.now();
     await Promise.all([w.stop(), w.stop()]);
     expect(Date.now() - t0).toBeLessThan(5000);
     await w.stop();
-    await fake!.xid(0, 13);
+    await ctx.fake!.xid(0, 13);
     await new Promise((r) => setTimeout(r, 300));
     expect(events).toHaveLength(0);
   });
@@ -154,7 +147,7 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
     process.prependListener('uncaughtException', onUncaught);
     try {
       let first = true;
-      const w = nvml!.watch((evs) => {
+      const w = ctx.nvml!.watch((evs) => {
         if (first) {
           first = false;
           throw new Error('callback bug');
@@ -162,9 +155,9 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
         events.push(...evs);
       }, { waitTimeoutMs: 100 });
       await until(() => w.stats().registered.length === 1, 'registration');
-      await fake!.xid(0, 31);
+      await ctx.fake!.xid(0, 31);
       await until(() => thrown === 1, 'uncaught exception');
-      await fake!.xid(0, 43);
+      await ctx.fake!.xid(0, 43);
       await until(() => events.some((e) => e.data === 43), 'second event');
       await w.stop();
     } finally {

@@ -3,10 +3,10 @@
 // loop and the libuv threadpool stay responsive throughout.
 import { pbkdf2 } from 'node:crypto';
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, it } from 'vitest';
-import { defaultDevices, type FakeNvml } from '../helpers/fake-nvml.js';
-import { openNvml, type Nvml } from '../../src/nvml/index.js';
-import { skipReason, until, useFake } from './util.js';
+import { describe, expect, it } from 'vitest';
+import { defaultDevices } from '../helpers/fake-nvml.js';
+import { openNvml } from '../../src/nvml/index.js';
+import { skipReason, until, useFake, useSession } from './util.js';
 
 /** Measures event-loop responsiveness with a ticking interval. */
 function loopProbe(): { stop(): { ticks: number; maxGapMs: number } } {
@@ -28,24 +28,17 @@ function loopProbe(): { stop(): { ticks: number; maxGapMs: number } } {
 }
 
 describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
-  let fake: FakeNvml | undefined;
-  let nvml: Nvml | undefined;
-  afterEach(async () => {
-    await nvml?.close();
-    nvml = undefined;
-    fake?.cleanup();
-    fake = undefined;
-  });
+  const ctx = useSession();
 
   it('times out the hung device only, marks it suspect, fails fast, recovers when the call returns', async () => {
-    fake = useFake({ devices: defaultDevices(2) });
-    nvml = await openNvml();
-    await nvml.devices();
-    await fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 8000 });
+    ctx.fake = useFake({ devices: defaultDevices(2) });
+    ctx.nvml = await openNvml();
+    await ctx.nvml.devices();
+    await ctx.fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 8000 });
 
     const probe = loopProbe();
     const t0 = performance.now();
-    const snap = await nvml.snapshot({ timeoutMs: 500 });
+    const snap = await ctx.nvml.snapshot({ timeoutMs: 500 });
     const elapsed = performance.now() - t0;
     const loop = probe.stop();
 
@@ -59,36 +52,36 @@ describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
     expect(loop.ticks).toBeGreaterThan(5);
     expect(loop.maxGapMs).toBeLessThan(elapsed);
 
-    expect(nvml.suspectDevices()).toEqual([1]);
+    expect(ctx.nvml.suspectDevices()).toEqual([1]);
     // A suspect device fails fast instead of queueing another call behind the stuck one.
-    const again = await nvml.snapshot({ timeoutMs: 500 });
+    const again = await ctx.nvml.snapshot({ timeoutMs: 500 });
     expect(again[0]!.ok).toBe(true);
     const a1 = again[1]!;
     expect(!a1.ok && a1.error.code).toBe('NVML_CALL_TIMEOUT');
     expect(!a1.ok && a1.error.message).toMatch(/suspect/);
 
     // Releasing the wedged call clears the suspicion.
-    await fake.recover(1);
-    await until(() => nvml!.suspectDevices().length === 0, 'device 1 no longer suspect');
-    const healed = await nvml.snapshot();
+    await ctx.fake.recover(1);
+    await until(() => ctx.nvml!.suspectDevices().length === 0, 'device 1 no longer suspect');
+    const healed = await ctx.nvml.snapshot();
     expect(healed.map((s) => s.ok)).toEqual([true, true]);
   });
 
   it('a per-call timeoutMs overrides callTimeoutMs', async () => {
-    fake = useFake({ devices: defaultDevices(1) });
-    nvml = await openNvml({ callTimeoutMs: 60_000 });
-    await fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetPowerUsage', ms: 5000 });
-    const snap = await nvml.snapshot({ timeoutMs: 200 });
+    ctx.fake = useFake({ devices: defaultDevices(1) });
+    ctx.nvml = await openNvml({ callTimeoutMs: 60_000 });
+    await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetPowerUsage', ms: 5000 });
+    const snap = await ctx.nvml.snapshot({ timeoutMs: 200 });
     expect(!snap[0]!.ok && snap[0]!.error).toMatchObject({ code: 'NVML_CALL_TIMEOUT', fn: 'nvmlDeviceGetPowerUsage' });
-    await fake.recover(0);
+    await ctx.fake.recover(0);
   });
 
   it('eight wedged GPUs do not starve the libuv threadpool', async () => {
-    fake = useFake({ devices: defaultDevices(8) });
-    nvml = await openNvml();
-    await nvml.devices();
-    for (let i = 0; i < 8; i++) await fake.inject({ op: 'hang', device: i, function: '*', ms: 10_000 });
-    const snapP = nvml.snapshot({ timeoutMs: 300 });
+    ctx.fake = useFake({ devices: defaultDevices(8) });
+    ctx.nvml = await openNvml();
+    await ctx.nvml.devices();
+    for (let i = 0; i < 8; i++) await ctx.fake.inject({ op: 'hang', device: i, function: '*', ms: 10_000 });
+    const snapP = ctx.nvml.snapshot({ timeoutMs: 300 });
     // While 8 NVML calls are stuck, threadpool work (pbkdf2 x 4 = the whole default pool) completes.
     const t0 = performance.now();
     await Promise.all([1, 2, 3, 4].map(() => promisify(pbkdf2)('pw', 'salt', 1, 32, 'sha256')));
@@ -96,23 +89,23 @@ describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
     const snap = await snapP;
     expect(snap.every((s) => !s.ok && s.error.code === 'NVML_CALL_TIMEOUT')).toBe(true);
     expect(poolMs).toBeLessThan(5000); // a starved pool would wait for the 10 s hang
-    expect(nvml.suspectDevices()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-    for (let i = 0; i < 8; i++) await fake.recover(i);
+    expect(ctx.nvml.suspectDevices()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    for (let i = 0; i < 8; i++) await ctx.fake.recover(i);
   });
 
   it('close() with a call stuck forever resolves without waiting for it', async () => {
-    fake = useFake({ devices: defaultDevices(1) });
-    nvml = await openNvml({ callTimeoutMs: 1000 });
-    await nvml.devices();
-    await fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 3_600_000 });
-    const snap = await nvml.snapshot({ timeoutMs: 300 });
+    ctx.fake = useFake({ devices: defaultDevices(1) });
+    ctx.nvml = await openNvml({ callTimeoutMs: 1000 });
+    await ctx.nvml.devices();
+    await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 3_600_000 });
+    const snap = await ctx.nvml.snapshot({ timeoutMs: 300 });
     expect(snap[0]!.ok).toBe(false);
     const t0 = performance.now();
-    await nvml.close(); // waits at most callTimeoutMs for the stuck lane, not for the 1 h call
+    await ctx.nvml.close(); // waits at most callTimeoutMs for the stuck lane, not for the 1 h call
     expect(performance.now() - t0).toBeLessThan(30_000);
-    nvml = undefined;
+    ctx.nvml = undefined;
     // The fake releases the blocked call at the last nvmlShutdown; recover it so the process can
     // reuse the library (the stuck lane then lets go and nvmlShutdown runs on that thread).
-    await fake.recover(0);
+    await ctx.fake.recover(0);
   });
 });

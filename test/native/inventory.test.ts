@@ -1,32 +1,25 @@
 // Inventory, system info and telemetry snapshot values against the fake libnvidia-ml.
-import { afterEach, describe, expect, it } from 'vitest';
-import { defaultDevices, FAKE_NVML_LIB, type FakeNvml } from '../helpers/fake-nvml.js';
-import { openNvml, type Nvml } from '../../src/nvml/index.js';
-import { skipReason, useFake } from './util.js';
+import { describe, expect, it } from 'vitest';
+import { defaultDevices, FAKE_NVML_LIB } from '../helpers/fake-nvml.js';
+import { openNvml } from '../../src/nvml/index.js';
+import { skipReason, useFake, useSession } from './util.js';
 
 describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () => {
-  let fake: FakeNvml | undefined;
-  let nvml: Nvml | undefined;
-  afterEach(async () => {
-    await nvml?.close();
-    nvml = undefined;
-    fake?.cleanup();
-    fake = undefined;
-  });
+  const ctx = useSession();
 
   it('reports system versions and decodes the CUDA driver version', async () => {
-    fake = useFake({ driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: 12040, devices: defaultDevices(2) });
-    nvml = await openNvml();
-    expect(nvml.libraryPath).toBe(FAKE_NVML_LIB);
-    expect(await nvml.system()).toEqual({ driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: '12.4' });
+    ctx.fake = useFake({ driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: 12040, devices: defaultDevices(2) });
+    ctx.nvml = await openNvml();
+    expect(ctx.nvml.libraryPath).toBe(FAKE_NVML_LIB);
+    expect(await ctx.nvml.system()).toEqual({ driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: '12.4' });
   });
 
   it('lists every device with identity, PCI ids in both forms, minor number and memory', async () => {
     const devs = defaultDevices(3);
     devs[2]!.pci = { domain: 0x1, bus: 0xab, device: 0x1f, pciDeviceId: 0x233010de, pciSubSystemId: 0x16c110de };
-    fake = useFake({ devices: devs });
-    nvml = await openNvml();
-    const inv = await nvml.devices();
+    ctx.fake = useFake({ devices: devs });
+    ctx.nvml = await openNvml();
+    const inv = await ctx.nvml.devices();
     expect(inv).toHaveLength(3);
     for (const [i, d] of inv.entries()) {
       expect(d.index).toBe(i);
@@ -54,9 +47,9 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
       remappedFailure: 0, pcieReplay: 17, pcieGenCurrent: 4, pcieGenMax: 5, pcieWidthCurrent: 8, pcieWidthMax: 16,
       nvlinkCount: 4, nvlinkDown: [2], nvlinkReplay: 6, nvlinkRecovery: 7, nvlinkCrcFlit: 8, nvlinkCrcData: 9,
     });
-    fake = useFake({ devices: devs });
-    nvml = await openNvml();
-    const snap = await nvml.snapshot();
+    ctx.fake = useFake({ devices: devs });
+    ctx.nvml = await openNvml();
+    const snap = await ctx.nvml.snapshot();
     expect(snap).toHaveLength(2);
     const s = snap[1]!;
     expect(s.ok).toBe(true);
@@ -85,13 +78,13 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
   it('unsupported getters are null, never an error', async () => {
     const devs = defaultDevices(1);
     devs[0]!.unsupported = ['fanSpeed', 'serial', 'minorNumber', 'nvlink', 'ecc', 'retiredPages', 'remappedRows', 'pcie', 'clockEventReasons', 'pstate'];
-    fake = useFake({ devices: devs });
-    nvml = await openNvml();
-    const [d] = await nvml.devices();
+    ctx.fake = useFake({ devices: devs });
+    ctx.nvml = await openNvml();
+    const [d] = await ctx.nvml.devices();
     expect(d!.serial).toBeNull();
     expect(d!.minorNumber).toBeNull();
     expect(d!.error).toBeNull();
-    const [s] = await nvml.snapshot();
+    const [s] = await ctx.nvml.snapshot();
     expect(s!.ok).toBe(true);
     if (!s!.ok) return;
     const t = s!.telemetry;
@@ -108,25 +101,25 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
   it('an absent optional entry point gives null or the throttle-reasons fallback', async () => {
     const devs = defaultDevices(1);
     devs[0]!.telemetry!.clockEventReasons = 0x24;
-    fake = useFake({ devices: devs, missingSymbols: ['nvmlDeviceGetCurrentClocksEventReasons', 'nvmlDeviceGetFanSpeed', 'nvmlSystemGetCudaDriverVersion_v2', 'nvmlSystemGetCudaDriverVersion'] });
-    nvml = await openNvml();
-    const [s] = await nvml.snapshot();
+    ctx.fake = useFake({ devices: devs, missingSymbols: ['nvmlDeviceGetCurrentClocksEventReasons', 'nvmlDeviceGetFanSpeed', 'nvmlSystemGetCudaDriverVersion_v2', 'nvmlSystemGetCudaDriverVersion'] });
+    ctx.nvml = await openNvml();
+    const [s] = await ctx.nvml.snapshot();
     expect(s!.ok).toBe(true);
     if (!s!.ok) return;
     expect(s!.telemetry.clockEventReasons).toBe(0x24); // via nvmlDeviceGetCurrentClocksThrottleReasons
     expect(s!.telemetry.fanSpeedPercent).toBeNull();
-    expect((await nvml.system()).cudaDriverVersion).toBeNull();
-    await nvml.close();
-    fake.update({ devices: devs, missingSymbols: ['nvmlDeviceGetCurrentClocksEventReasons', 'nvmlDeviceGetCurrentClocksThrottleReasons'] });
-    nvml = await openNvml();
-    const [s2] = await nvml.snapshot();
+    expect((await ctx.nvml.system()).cudaDriverVersion).toBeNull();
+    await ctx.nvml.close();
+    ctx.fake.update({ devices: devs, missingSymbols: ['nvmlDeviceGetCurrentClocksEventReasons', 'nvmlDeviceGetCurrentClocksThrottleReasons'] });
+    ctx.nvml = await openNvml();
+    const [s2] = await ctx.nvml.snapshot();
     expect(s2!.ok && s2!.telemetry.clockEventReasons).toBeNull();
   });
 
   it('the device count is re-read by devices()', async () => {
-    fake = useFake({ devices: defaultDevices(2) });
-    nvml = await openNvml();
-    expect(await nvml.devices()).toHaveLength(2);
-    expect(await nvml.snapshot()).toHaveLength(2);
+    ctx.fake = useFake({ devices: defaultDevices(2) });
+    ctx.nvml = await openNvml();
+    expect(await ctx.nvml.devices()).toHaveLength(2);
+    expect(await ctx.nvml.snapshot()).toHaveLength(2);
   });
 });

@@ -5,11 +5,11 @@ import { spawn } from 'node:child_process';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
-import { afterEach, describe, expect, it } from 'vitest';
-import { defaultDevices, FAKE_NVML_LIB, type FakeNvml } from '../helpers/fake-nvml.js';
+import { describe, expect, it } from 'vitest';
+import { defaultDevices, FAKE_NVML_LIB } from '../helpers/fake-nvml.js';
 import { loadAddon } from '../../src/nvml/binding.js';
 import { openNvml, type Nvml, type NvmlEvent } from '../../src/nvml/index.js';
-import { sleep, skipReason, until, useFake } from './util.js';
+import { skipReason, sleep, until, useFake, useSession } from './util.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -52,17 +52,10 @@ function runChild(
 }
 
 describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
-  let fake: FakeNvml | undefined;
-  let nvml: Nvml | undefined;
-  afterEach(async () => {
-    await nvml?.close();
-    nvml = undefined;
-    fake?.cleanup();
-    fake = undefined;
-  });
+  const ctx = useSession();
 
   it('1000 open/watch/snapshot/stop/close cycles keep memory flat and init/shutdown balanced', async () => {
-    fake = useFake({ devices: defaultDevices(1) });
+    ctx.fake = useFake({ devices: defaultDevices(1) });
     const cycle = async (): Promise<void> => {
       const n = await openNvml({ callTimeoutMs: 10_000 });
       const w = n.watch(() => undefined, { waitTimeoutMs: 5 });
@@ -89,17 +82,17 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
       expect(growth).toBeLessThan(20 * 1024 * 1024);
     }
     // Every session shut NVML down: a fresh open re-reads the config (reference count was 0).
-    fake.update({ devices: defaultDevices(3) });
-    nvml = await openNvml();
-    expect(await nvml.devices()).toHaveLength(3);
-    const st = await fake.stats();
+    ctx.fake.update({ devices: defaultDevices(3) });
+    ctx.nvml = await openNvml();
+    expect(await ctx.nvml.devices()).toHaveLength(3);
+    const st = await ctx.fake.stats();
     expect(st.initCount).toBe(1);
     expect(st.eventSets).toBe(0);
   }, 300_000);
 
   it('a stopped watch and its callback are garbage-collected (no persistent-reference cycle)', async () => {
-    fake = useFake({ devices: defaultDevices(1) });
-    nvml = await openNvml();
+    ctx.fake = useFake({ devices: defaultDevices(1) });
+    ctx.nvml = await openNvml();
     // In a helper whose frame is gone afterwards: a suspended async frame keeps stale registers.
     const makeWatches = async (session: Nvml): Promise<Array<WeakRef<object>>> => {
       const out: Array<WeakRef<object>> = [];
@@ -111,7 +104,7 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
       }
       return out;
     };
-    const refs = await makeWatches(nvml);
+    const refs = await makeWatches(ctx.nvml);
     await until(async () => {
       gc();
       await sleep(20);
@@ -120,9 +113,9 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
   });
 
   it('a session dropped by its owner with a call in flight is not collected before it settles', async () => {
-    fake = useFake({ devices: defaultDevices(1) });
+    ctx.fake = useFake({ devices: defaultDevices(1) });
     const warm = await openNvml(); // keeps the fake initialised for the injection below
-    await fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 30_000 });
+    await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 30_000 });
     // Nothing references the session but the pending promise chain; its deadline must still fire.
     const pending = openNvml().then((n) => n.snapshot({ timeoutMs: 1000 }));
     for (let i = 0; i < 10; i++) {
@@ -131,32 +124,32 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     }
     const snap = await pending;
     expect(!snap[0]!.ok && snap[0]!.error.code).toBe('NVML_CALL_TIMEOUT');
-    await fake.recover(0);
+    await ctx.fake.recover(0);
     // Once settled and unreferenced, the session is collected and releases its NVML reference.
     await until(async () => {
       gc();
       await sleep(20);
-      return (await fake!.stats()).initCount === 1;
+      return (await ctx.fake!.stats()).initCount === 1;
     }, 'the collected session released NVML');
     await warm.close();
   });
 
   it('two sessions share NVML: closing one leaves the other working', async () => {
-    fake = useFake({ devices: defaultDevices(2) });
+    ctx.fake = useFake({ devices: defaultDevices(2) });
     const a = await openNvml();
-    nvml = await openNvml();
-    expect((await fake.stats()).initCount).toBe(2);
+    ctx.nvml = await openNvml();
+    expect((await ctx.fake.stats()).initCount).toBe(2);
     await a.close();
-    expect((await fake.stats()).initCount).toBe(1);
-    expect((await nvml.snapshot()).map((s) => s.ok)).toEqual([true, true]);
+    expect((await ctx.fake.stats()).initCount).toBe(1);
+    expect((await ctx.nvml.snapshot()).map((s) => s.ok)).toEqual([true, true]);
   });
 
   it('loads in a worker thread; terminating it with an active watch and a wedged call is clean', async () => {
-    fake = useFake({ devices: defaultDevices(2) });
-    nvml = await openNvml(); // the main thread's own session keeps NVML initialised
+    ctx.fake = useFake({ devices: defaultDevices(2) });
+    ctx.nvml = await openNvml(); // the main thread's own session keeps NVML initialised
     const events: NvmlEvent[] = [];
-    const mainWatch = nvml.watch((e) => events.push(...e), { waitTimeoutMs: 100 });
-    await fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 3000 });
+    const mainWatch = ctx.nvml.watch((e) => events.push(...e), { waitTimeoutMs: 100 });
+    await ctx.fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 3000 });
     const worker = new Worker(
       `
       const { parentPort, workerData } = require('node:worker_threads');
@@ -176,23 +169,23 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     worker.on('message', (m: Record<string, unknown>) => msgs.push(m));
     await until(() => msgs.some((m) => m.opened || m.error), 'worker opened NVML');
     expect(msgs.find((m) => m.opened || m.error)).toEqual({ opened: true, timedOut: 'NVML_CALL_TIMEOUT' });
-    expect((await fake.stats()).initCount).toBe(2);
-    await fake.xid(0, 94);
+    expect((await ctx.fake.stats()).initCount).toBe(2);
+    await ctx.fake.xid(0, 94);
     await until(() => msgs.some((m) => m.events), 'worker received the event');
     await until(() => events.length > 0, 'main received the event');
     expect(await worker.terminate()).toBe(1);
     // The worker's watcher thread is joined and its event set freed; its init reference goes once
     // the wedged call returns (the fake releases it after 3 s).
-    await until(async () => (await fake!.stats()).eventSets === 1, 'worker event set freed');
-    await until(async () => (await fake!.stats()).initCount === 1, 'worker NVML reference released', 20_000);
+    await until(async () => (await ctx.fake!.stats()).eventSets === 1, 'worker event set freed');
+    await until(async () => (await ctx.fake!.stats()).initCount === 1, 'worker NVML reference released', 20_000);
     // The process is intact and the main session still works.
-    await fake.xid(0, 95);
+    await ctx.fake.xid(0, 95);
     await until(() => events.some((e) => e.data === 95), 'main still receives events');
     await mainWatch.stop();
   });
 
   it('a process with an active (unref) watch exits by itself; ref: true / ref() keeps it alive, unref() releases it', async () => {
-    fake = useFake({ devices: defaultDevices(2) });
+    ctx.fake = useFake({ devices: defaultDevices(2) });
     const script = (ref: boolean, then = ''): string => `
       const addon = require(${JSON.stringify(addonPath())});
       const s = new addon.Session();
@@ -203,16 +196,16 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
         console.log('watching');
       });
     `;
-    const free = await runChild(script(false), fake.env(), 30_000);
+    const free = await runChild(script(false), ctx.fake.env(), 30_000);
     expect(free.out).toContain('watching');
     expect(free.signal).toBeNull();
     expect(free.code).toBe(0);
-    const unrefd = await runChild(script(true, 'w.unref();'), fake.env(), 30_000);
+    const unrefd = await runChild(script(true, 'w.unref();'), ctx.fake.env(), 30_000);
     expect(unrefd).toMatchObject({ code: 0, signal: null });
-    const held = await runChild(script(true), fake.env(), 60_000, 1500);
+    const held = await runChild(script(true), ctx.fake.env(), 60_000, 1500);
     expect(held.out).toContain('watching');
     expect(held.signal).toBe('SIGKILL');
-    const refd = await runChild(script(false, 'w.ref();'), fake.env(), 60_000, 1500);
+    const refd = await runChild(script(false, 'w.ref();'), ctx.fake.env(), 60_000, 1500);
     expect(refd.out).toContain('watching');
     expect(refd.signal).toBe('SIGKILL');
   });

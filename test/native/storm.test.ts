@@ -1,9 +1,9 @@
 // Event storms: the bounded native queue merges identical events with exact counts while JS is
 // behind, and counts (never silently loses) the distinct events it has to drop.
-import { afterEach, describe, expect, it } from 'vitest';
-import { defaultDevices, type FakeNvml } from '../helpers/fake-nvml.js';
-import { openNvml, type Nvml, type NvmlEvent } from '../../src/nvml/index.js';
-import { skipReason, until, useFake } from './util.js';
+import { describe, expect, it } from 'vitest';
+import { defaultDevices } from '../helpers/fake-nvml.js';
+import { openNvml, type NvmlEvent } from '../../src/nvml/index.js';
+import { skipReason, until, useFake, useSession } from './util.js';
 
 function busy(ms: number): void {
   const end = performance.now() + ms;
@@ -13,22 +13,15 @@ function busy(ms: number): void {
 }
 
 describe.skipIf(skipReason !== null)('NVML addon: event storms', () => {
-  let fake: FakeNvml | undefined;
-  let nvml: Nvml | undefined;
-  afterEach(async () => {
-    await nvml?.close();
-    nvml = undefined;
-    fake?.cleanup();
-    fake = undefined;
-  });
+  const ctx = useSession();
 
   it('identical events merge into exact counts; one callback per batch', async () => {
-    fake = useFake({ devices: defaultDevices(2) });
-    nvml = await openNvml();
+    ctx.fake = useFake({ devices: defaultDevices(2) });
+    ctx.nvml = await openNvml();
     let total = 0;
     let batches = 0;
     let objects = 0;
-    const w = nvml.watch(
+    const w = ctx.nvml.watch(
       (evs) => {
         batches++;
         objects += evs.length;
@@ -41,7 +34,7 @@ describe.skipIf(skipReason !== null)('NVML addon: event storms', () => {
       { waitTimeoutMs: 100, queueCapacity: 4096 },
     );
     await until(() => w.stats().registered.length === 2, 'registration');
-    const reply = (await fake.inject({ op: 'storm', device: 1, xid: 13, count: 300_000, distinct: 1 })) as { recorded: number; dropped: number };
+    const reply = (await ctx.fake.inject({ op: 'storm', device: 1, xid: 13, count: 300_000, distinct: 1 })) as { recorded: number; dropped: number };
     expect(reply.recorded).toBeGreaterThan(0);
     await until(() => total === reply.recorded, `all ${reply.recorded} recorded events delivered (got ${total})`, 60_000);
     const st = w.stats();
@@ -54,13 +47,13 @@ describe.skipIf(skipReason !== null)('NVML addon: event storms', () => {
   });
 
   it('distinct events beyond the bound are dropped, counted and notified', async () => {
-    fake = useFake({ devices: defaultDevices(1) });
-    nvml = await openNvml();
+    ctx.fake = useFake({ devices: defaultDevices(1) });
+    ctx.nvml = await openNvml();
     const delivered: NvmlEvent[] = [];
     let maxBatch = 0;
     let notifiedTotal = 0;
     let notifiedSum = 0;
-    const w = nvml.watch(
+    const w = ctx.nvml.watch(
       (evs) => {
         delivered.push(...evs);
         maxBatch = Math.max(maxBatch, evs.length);
@@ -76,7 +69,7 @@ describe.skipIf(skipReason !== null)('NVML addon: event storms', () => {
       },
     );
     await until(() => w.stats().registered.length === 1, 'registration');
-    const reply = (await fake.inject({ op: 'storm', device: 0, xid: 1000, count: 50_000, distinct: 5000 })) as { recorded: number };
+    const reply = (await ctx.fake.inject({ op: 'storm', device: 0, xid: 1000, count: 50_000, distinct: 5000 })) as { recorded: number };
     const sum = (): number => delivered.reduce((a, e) => a + e.count, 0);
     await until(() => sum() + w.stats().dropped === reply.recorded, 'every recorded event delivered or counted as dropped', 60_000);
     const st = w.stats();

@@ -1,6 +1,7 @@
 /** Shared helpers of the native-addon tests (test/native/*.test.ts). */
+import { afterEach } from 'vitest';
 import { FakeNvml, ensureFakeNvmlBuilt, type FakeNvmlConfig } from '../helpers/fake-nvml.js';
-import { addonStatus } from '../../src/nvml/index.js';
+import { addonStatus, type Nvml } from '../../src/nvml/index.js';
 
 /** Why the native tier cannot run here, or null when it can (the addon loads and the fake builds). */
 export function nativeSkipReason(): string | null {
@@ -26,6 +27,27 @@ export function useFake(config: Partial<FakeNvmlConfig> = {}): FakeNvml {
   const fake = FakeNvml.create(config);
   fake.applyToProcess();
   return fake;
+}
+
+/** The fake and the NVML session of the running test (either may be unset). */
+export interface NativeSession {
+  fake?: FakeNvml;
+  nvml?: Nvml;
+}
+
+/**
+ * Call inside a describe block: returns a holder for each test's fake and NVML session, and
+ * registers an afterEach that closes the session first, then removes the fake, and clears both.
+ */
+export function useSession(): NativeSession {
+  const ctx: NativeSession = {};
+  afterEach(async () => {
+    await ctx.nvml?.close();
+    ctx.nvml = undefined;
+    ctx.fake?.cleanup();
+    ctx.fake = undefined;
+  });
+  return ctx;
 }
 
 /** Polls `cond` until it holds (or throws after timeoutMs with `what`). */
