@@ -10,25 +10,19 @@
 # when /usr/include/node exists), CROSS_PREFIX_ARM64 (default aarch64-linux-gnu-).
 set -euo pipefail
 
-die() { echo "prebuild.sh: $*" >&2; exit 1; }
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$repo/scripts/lib/common.sh"
 src=$repo
 out=$repo/prebuilds
 arches=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --arch) [ $# -ge 2 ] || die "--arch needs x64 or arm64"; arches+=("$2"); shift 2 ;;
-    --arch=*) arches+=("${1#*=}"); shift ;;
-    --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
     --source) [ $# -ge 2 ] || die "--source needs a directory"; src=$2; shift 2 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: $1 (see --help)" ;;
+    *) common_opt "$@"; shift "$taken" ;;
   esac
 done
-[ ${#arches[@]} -gt 0 ] || arches=(x64 arm64)
-for a in "${arches[@]}"; do
-  case "$a" in x64|arm64) ;; *) die "unsupported --arch '$a' (x64 or arm64)" ;; esac
-done
+check_arches
 [ -f "$src/binding.gyp" ] || die "no binding.gyp in $src"
 
 gyp=$repo/node_modules/node-gyp/bin/node-gyp.js

@@ -12,8 +12,9 @@
 # Environment: SOURCE_DATE_EPOCH (file times in the tarball; default: the last commit's time).
 set -euo pipefail
 
-die() { echo "release.sh: $*" >&2; exit 1; }
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$repo/scripts/lib/common.sh"
 out=$repo/build/release
 arches=()
 skip_build=0
@@ -21,20 +22,13 @@ prebuild=0
 prebuilds=
 while [ $# -gt 0 ]; do
   case "$1" in
-    --arch) [ $# -ge 2 ] || die "--arch needs x64 or arm64"; arches+=("$2"); shift 2 ;;
-    --arch=*) arches+=("${1#*=}"); shift ;;
-    --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
     --prebuilds) [ $# -ge 2 ] || die "--prebuilds needs a directory"; prebuilds=$2; shift 2 ;;
     --skip-build) skip_build=1; shift ;;
     --prebuild) prebuild=1; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: $1 (see --help)" ;;
+    *) common_opt "$@"; shift "$taken" ;;
   esac
 done
-[ ${#arches[@]} -gt 0 ] || arches=(x64 arm64)
-for a in "${arches[@]}"; do
-  case "$a" in x64|arm64) ;; *) die "unsupported --arch '$a' (x64 or arm64)" ;; esac
-done
+check_arches
 cd "$repo"
 prebuilds=${prebuilds:-$repo/prebuilds}
 version=$(node -p 'require("./package.json").version')
