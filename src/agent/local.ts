@@ -32,42 +32,28 @@ export async function localSnapshot(cfg: AgentConfig, env: NodeJS.ProcessEnv): P
     const now = Date.now();
     const faults: ActiveFault[] = [];
     if (sel.driverError) {
-      const e = sel.driverError;
-      faults.push({
-        key: e.key,
-        gpuIndex: -1,
-        gpuUuid: '',
-        type: e.type,
-        system: e.system,
-        severity: e.severity,
-        action: e.action,
-        message: e.message,
-        metrics: e.metrics,
-        sinceMs: e.timeMs,
-        lastSeenMs: e.timeMs,
-        count: 1,
-        lastEventId: '',
-      });
+      faults.push(localFault({ ...sel.driverError, gpuIndex: -1, gpuUuid: '' }, sel.driverError.timeMs));
     }
     const devices: DeviceStatus[] = b.devices().map((d) => {
       const s = snaps.find((x) => x.index === d.index);
       const err = s && !s.ok ? s.error : null;
       if (err?.code === 'NVML_ERROR_GPU_IS_LOST' || d.error?.code === 'NVML_ERROR_GPU_IS_LOST') {
-        faults.push({
-          key: `gpu${d.index}/xid/79`,
-          gpuIndex: d.index,
-          gpuUuid: d.uuid,
-          type: 'xid',
-          system: 'DRIVER',
-          severity: 'critical',
-          action: 'reboot',
-          message: `GPU ${d.index} is lost (fallen off the bus)`,
-          metrics: { xid_code: '79' },
-          sinceMs: now,
-          lastSeenMs: now,
-          count: 1,
-          lastEventId: '',
-        });
+        faults.push(
+          localFault(
+            {
+              key: `gpu${d.index}/xid/79`,
+              gpuIndex: d.index,
+              gpuUuid: d.uuid,
+              type: 'xid',
+              system: 'DRIVER',
+              severity: 'critical',
+              action: 'reboot',
+              message: `GPU ${d.index} is lost (fallen off the bus)`,
+              metrics: { xid_code: '79' },
+            },
+            now,
+          ),
+        );
       }
       return {
         ...d,
@@ -80,26 +66,34 @@ export async function localSnapshot(cfg: AgentConfig, env: NodeJS.ProcessEnv): P
     // Threshold judgement of this one snapshot (temperature, ECC, row remapping, ...).
     for (const e of judgeSnapshot(null, snaps).events) {
       if (e.fault !== 'raise' || faults.some((f) => f.key === e.key)) continue;
-      faults.push({
-        key: e.key,
-        gpuIndex: e.gpuIndex,
-        gpuUuid: e.gpuUuid,
-        type: e.type,
-        system: e.system,
-        severity: e.severity,
-        action: e.action,
-        message: e.message,
-        metrics: e.metrics,
-        sinceMs: e.timeMs,
-        lastSeenMs: e.timeMs,
-        count: e.count ?? 1,
-        lastEventId: '',
-      });
+      faults.push(localFault(e, e.timeMs, e.count ?? 1));
     }
     return { backend: { kind: b.kind, reason: b.reason, driverError: sel.driverError?.message ?? null }, devices, faults };
   } finally {
     await b.close().catch(() => undefined);
   }
+}
+
+/** What a locally judged fault says; the rest of an ActiveFault is filled in by localFault. */
+type FaultFacts = Pick<ActiveFault, 'key' | 'gpuIndex' | 'gpuUuid' | 'type' | 'system' | 'severity' | 'action' | 'message' | 'metrics'>;
+
+/** A fault judged from this one snapshot: first and last seen at `atMs`, no stored event behind it. */
+function localFault(f: FaultFacts, atMs: number, count = 1): ActiveFault {
+  return {
+    key: f.key,
+    gpuIndex: f.gpuIndex,
+    gpuUuid: f.gpuUuid,
+    type: f.type,
+    system: f.system,
+    severity: f.severity,
+    action: f.action,
+    message: f.message,
+    metrics: f.metrics,
+    sinceMs: atMs,
+    lastSeenMs: atMs,
+    count,
+    lastEventId: '',
+  };
 }
 
 /** Active faults stored in the state directory (empty when there is no store yet). */
