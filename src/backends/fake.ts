@@ -14,6 +14,7 @@ import type {
   Telemetry,
   WatchStats,
 } from '../nvml/types.js';
+import { prng } from '../util/prng.js';
 import type { FakeFault, InjectableBackend } from './types.js';
 
 export const DEFAULT_FAKE_GPU_COUNT = 8;
@@ -80,18 +81,6 @@ function profileFor(name: string): ModelProfile {
     return { memoryTotalBytes: (/L40/.test(n) ? 48 : /T4/.test(n) ? 15 : 23) * GIB, powerLimitW: power, idlePowerW: Math.round(power * 0.15), maxSmClockMhz: 1710, memClockMhz: 6251, pcieGen: /T4/.test(n) ? 3 : 4, nvlinks: 0, hasFan: false, remappedRows: !/T4/.test(n) };
   }
   return { memoryTotalBytes: 24 * GIB, powerLimitW: 300, idlePowerW: 30, maxSmClockMhz: 1800, memClockMhz: 5000, pcieGen: 4, nvlinks: 0, hasFan: true, remappedRows: true };
-}
-
-/** mulberry32: small, fast, seedable PRNG (deterministic telemetry per seed). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function hex(n: number, width: number): string {

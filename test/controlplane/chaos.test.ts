@@ -7,6 +7,7 @@
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDevControlPlane } from '../../src/controlplane/dev-server.js';
+import { prng } from '../../src/util/prng.js';
 import { makeLink, waitFor } from './fixtures.js';
 import { xidInput } from './memory-store.js';
 
@@ -14,18 +15,6 @@ const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-/** Small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function chaosProxy(upstreamPort: number, rnd: () => number, pDropBefore: number, pDropAfter: number) {
   const socks = new Set<net.Socket>();
