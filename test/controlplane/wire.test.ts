@@ -82,6 +82,45 @@ interface Captured {
   body: Buffer;
 }
 
+/** Encoded answers of a control plane that accepts everything; RegisterNode answers `register`. */
+function acceptAll(register: Record<string, unknown>): Record<string, Uint8Array> {
+  return {
+    RegisterNode: T('RegisterNodeResponse').encode(register).finish(),
+    SendHeartbeat: T('HeartbeatResponse').encode({ acknowledged: true }).finish(),
+    ReportHealth: T('ReportHealthResponse').encode({ acknowledged: true, nodeStatus: 1 }).finish(),
+    GetNodeCommands: T('GetNodeCommandsResponse').encode({}).finish(),
+  };
+}
+
+/**
+ * A control plane over plain HTTP: each request, once read whole, goes to `onCall` with `answer`,
+ * which sends the reply for its method (404 for anything but a POST of a method in `replies`).
+ */
+function controlPlane(replies: Record<string, Uint8Array>, onCall: (call: Captured, answer: () => void) => void): http.Server {
+  return http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const method = (req.url ?? '').replace('/navarch.ControlPlaneService/', '');
+      onCall({ method, headers: req.headers, body: Buffer.concat(chunks) }, () => {
+        const reply = replies[method];
+        if (req.method !== 'POST' || !reply) {
+          res.writeHead(404).end();
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/proto' });
+        res.end(Buffer.from(reply));
+      });
+    });
+  });
+}
+
+/** Listens on an ephemeral loopback port; resolves with the base URL. */
+async function listen(server: http.Server): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+}
+
 describe('wire format (captured bytes, independent decoders)', () => {
   let server: http.Server | null = null;
   afterEach(async () => {
@@ -96,32 +135,12 @@ describe('wire format (captured bytes, independent decoders)', () => {
 
   it('RegisterNodeRequest, HeartbeatRequest and HealthEvent carry every field with the right numbers', async () => {
     const captured: Captured[] = [];
-    const replies: Record<string, Uint8Array> = {
-      RegisterNode: T('RegisterNodeResponse')
-        .encode({ success: true, message: 'registration successful', config: { healthCheckIntervalSeconds: 3600, heartbeatIntervalSeconds: 1, enabledHealthChecks: ['boot'] } })
-        .finish(),
-      SendHeartbeat: T('HeartbeatResponse').encode({ acknowledged: true }).finish(),
-      ReportHealth: T('ReportHealthResponse').encode({ acknowledged: true, nodeStatus: 1 }).finish(),
-      GetNodeCommands: T('GetNodeCommandsResponse').encode({}).finish(),
-    };
-    server = http.createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const method = (req.url ?? '').replace('/navarch.ControlPlaneService/', '');
-        captured.push({ method, headers: req.headers, body: Buffer.concat(chunks) });
-        const reply = replies[method];
-        if (req.method !== 'POST' || !reply) {
-          res.writeHead(404).end();
-          return;
-        }
-        res.writeHead(200, { 'content-type': 'application/proto' });
-        res.end(Buffer.from(reply));
-      });
+    const register = { success: true, message: 'registration successful', config: { healthCheckIntervalSeconds: 3600, heartbeatIntervalSeconds: 1, enabledHealthChecks: ['boot'] } };
+    server = controlPlane(acceptAll(register), (call, answer) => {
+      captured.push(call);
+      answer();
     });
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
-    const port = (server.address() as { port: number }).port;
-    const { link, store } = makeLink(`http://127.0.0.1:${port}`, {}, { token: 'tok-123' });
+    const { link, store } = makeLink(await listen(server), {}, { token: 'tok-123' });
     link.start();
     try {
       await link.whenRegistered();
@@ -232,35 +251,18 @@ describe('wire format (captured bytes, independent decoders)', () => {
     let inFlight = 0;
     let maxInFlight = 0;
     const reportSizes: number[] = [];
-    const replies: Record<string, Uint8Array> = {
-      RegisterNode: T('RegisterNodeResponse').encode({ success: true, config: { healthCheckIntervalSeconds: 3600, heartbeatIntervalSeconds: 3600 } }).finish(),
-      SendHeartbeat: T('HeartbeatResponse').encode({ acknowledged: true }).finish(),
-      ReportHealth: T('ReportHealthResponse').encode({ acknowledged: true, nodeStatus: 1 }).finish(),
-      GetNodeCommands: T('GetNodeCommandsResponse').encode({}).finish(),
-    };
-    server = http.createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const method = (req.url ?? '').replace('/navarch.ControlPlaneService/', '');
-        const reply = replies[method]!;
-        const answer = (): void => {
-          res.writeHead(200, { 'content-type': 'application/proto' });
-          res.end(Buffer.from(reply));
-        };
-        if (method !== 'ReportHealth') return answer();
-        inFlight++;
-        maxInFlight = Math.max(maxInFlight, inFlight);
-        reportSizes.push(walk(Buffer.concat(chunks)).filter((f) => f.no === 3).length);
-        setTimeout(() => {
-          inFlight--;
-          answer();
-        }, 150);
-      });
+    const register = { success: true, config: { healthCheckIntervalSeconds: 3600, heartbeatIntervalSeconds: 3600 } };
+    server = controlPlane(acceptAll(register), (call, answer) => {
+      if (call.method !== 'ReportHealth') return answer();
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      reportSizes.push(walk(call.body).filter((f) => f.no === 3).length);
+      setTimeout(() => {
+        inFlight--;
+        answer();
+      }, 150);
     });
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
-    const port = (server.address() as { port: number }).port;
-    const { link, store } = makeLink(`http://127.0.0.1:${port}`);
+    const { link, store } = makeLink(await listen(server));
     link.start();
     try {
       await link.whenRegistered();
