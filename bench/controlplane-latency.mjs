@@ -74,7 +74,7 @@ async function startInline(port) {
   c.onEvent((ev) => {
     if (ev.metrics.bench_seq !== undefined) recvd(Number(ev.metrics.bench_seq), ev.receivedAtNs);
   });
-  return { url: c.url, port: c.port, close: () => c.close(), calls: async () => ({ calls: c.calls(), connections: c.connections() }) };
+  return { url: c.url, port: c.port, close: () => c.close(), calls: async () => ({ calls: c.calls(), connections: c.connections?.() ?? null }) };
 }
 let child = null;
 const childReplies = [];
@@ -270,6 +270,8 @@ if (!result) {
     // less sensitive to a loaded machine than the wall-clock percentiles.
     cpuUsPerEvent: Math.round(((cpu.user + cpu.system) / N) * 10) / 10,
     wallMsPerEvent: +(Number(process.hrtime.bigint() - wall0) / 1e6 / N).toFixed(3),
+    // Heap of this process after a full GC (node --expose-gc): what the agent side retains.
+    ...(typeof globalThis.gc === 'function' ? (globalThis.gc(), { heapMB: +(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1) }) : {}),
     loadavg1: +os.loadavg()[0].toFixed(2),
   };
 }

@@ -127,8 +127,6 @@ interface Entry {
    * leaves the event out until that batch has settled, so nothing is sent before it is durable.
    */
   gen: number;
-  /** The encoded put line while the entry is unchanged since it was encoded (written once, not twice). */
-  line: Buffer | null;
 }
 
 interface FaultEntry {
@@ -219,17 +217,8 @@ class IdGen {
       this.counter = 0;
     }
     this.lastMs = ms;
-    if (this.rndOff + 4 > this.rnd.length) {
-      this.rnd = randomBytes(1024);
-      this.rndOff = 0;
-    }
-    const r = this.rnd.toString('hex', this.rndOff, this.rndOff + 4);
-    this.rndOff += 4;
-    return `${ms.toString(36).padStart(9, '0')}-${this.counter.toString(36).padStart(4, '0')}-${r}`;
+    return `${ms.toString(36).padStart(9, '0')}-${this.counter.toString(36).padStart(4, '0')}-${randomBytes(4).toString('hex')}`;
   }
-  /** Randomness drawn 1 KiB at a time (one getrandom per 256 ids, not one per id). */
-  private rnd = Buffer.alloc(0);
-  private rndOff = 0;
 }
 
 function copyEvent(e: HealthEvent): HealthEvent {
@@ -414,7 +403,7 @@ class FileEventStore implements DurableEventStore {
           old.src = r.s ?? {};
           old.snapCount = r.e.count;
         } else {
-          this.pendingMap.set(r.e.id, { ev: r.e, src: r.s ?? {}, bytes: 0, snapCount: r.e.count, firstAfterSnap: null, gen: 0, line: null });
+          this.pendingMap.set(r.e.id, { ev: r.e, src: r.s ?? {}, bytes: 0, snapCount: r.e.count, firstAfterSnap: null, gen: 0 });
         }
         return;
       }
@@ -509,7 +498,6 @@ class FileEventStore implements DurableEventStore {
         if (!(k in e.metrics) && Object.keys(e.metrics).length < MAX_METRICS) e.metrics[k] = String(v).slice(0, 1024);
       }
       if (!e.gpuUuid && input.gpuUuid) e.gpuUuid = input.gpuUuid;
-      existing.line = null;
       this.dirtyEvents.add(e.id);
       this.st.coalesced++;
       this.applyFault(input, e, n - matched);
@@ -556,15 +544,14 @@ class FileEventStore implements DurableEventStore {
       lastTimeMs: t,
     };
     const src: Partial<Record<EventSource, SourceState>> = { [input.source]: { n: count, t } };
-    const line = encodeLine({ t: 'p', e: ev, s: src });
-    const bytes = line.length;
+    const bytes = encodeLine({ t: 'p', e: ev, s: src }).length;
     if (!this.admit(ev, bytes)) {
       this.st.shed++;
       this.st.shedBySeverity[ev.severity]++;
       this.log?.warn({ key: ev.key, severity: ev.severity }, 'event store: full; new non-critical event shed');
       return { event: ev, coalesced: false, shed: true };
     }
-    const entry: Entry = { ev, src, bytes, snapCount: 0, firstAfterSnap: t, gen: this.batchesStarted + 1, line };
+    const entry: Entry = { ev, src, bytes, snapCount: 0, firstAfterSnap: t, gen: this.batchesStarted + 1 };
     this.pendingMap.set(ev.id, entry);
     this.byKey.set(ev.key, ev.id);
     this.keyRefs.set(ev.key, (this.keyRefs.get(ev.key) ?? 0) + 1);
@@ -792,8 +779,7 @@ class FileEventStore implements DurableEventStore {
       for (const [name, st] of Object.entries(e.src) as Array<[EventSource, SourceState]>) {
         src[name] = { n: Math.max(0, st.n - sentCount), t: st.t };
       }
-      const line = encodeLine({ t: 'p', e: ev, s: src });
-      const entry: Entry = { ev, src, bytes: line.length, snapCount: 0, firstAfterSnap: null, gen: this.batchesStarted + 1, line };
+      const entry: Entry = { ev, src, bytes: encodeLine({ t: 'p', e: ev, s: src }).length, snapCount: 0, firstAfterSnap: null, gen: this.batchesStarted + 1 };
       this.pendingMap.set(ev.id, entry);
       this.byKey.set(ev.key, ev.id);
       this.keyRefs.set(ev.key, (this.keyRefs.get(ev.key) ?? 0) + 1);
@@ -864,8 +850,7 @@ class FileEventStore implements DurableEventStore {
     for (const id of events) {
       const e = this.pendingMap.get(id);
       if (e) {
-        const line = e.line ?? encodeLine({ t: 'p', e: e.ev, s: e.src });
-        e.line = null;
+        const line = encodeLine({ t: 'p', e: e.ev, s: e.src });
         this.liveEventBytes += line.length - e.bytes;
         e.bytes = line.length;
         parts.push(line);
