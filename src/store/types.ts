@@ -13,7 +13,10 @@ export interface AppendResult {
 export interface EventStore {
   /** Classified event in, durable event out (fsync'd before resolving). Never rejects for informational shedding; rejects on a full disk for critical events only after shedding failed. */
   append(input: HealthEventInput): Promise<AppendResult>;
-  /** Unacknowledged events, oldest first (per-GPU order kept), at most `limit`. Snapshots: counts as of now. */
+  /**
+   * Unacknowledged events, oldest first (per-GPU order kept), at most `limit`. Snapshots: counts as of now.
+   * Only events whose first write has been committed (fsync'd) are listed, so nothing is sent before it is durable.
+   */
   pending(limit?: number): HealthEvent[];
   pendingCount(): number;
   /**
