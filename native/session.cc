@@ -529,9 +529,11 @@ class Session : public Napi::ObjectWrap<Session> {
       bound = core_->callTimeoutMs;
     }
     for (auto& w : watches) w->RequestStop();
+    // In-flight batches settle now (as timed out). Before the lanes stop: Lane::Stop drops queued
+    // jobs, and a batch owned only by those jobs would vanish unsettled (the timer holds weak refs).
+    core_->timer->Stop(true);
     for (auto& l : lanes) l->Stop();
     lanes.clear();
-    core_->timer->Stop(true);  // in-flight batches settle now (as timed out)
     auto deferred = Napi::Promise::Deferred::New(env);
     std::shared_ptr<SessionCore> core = core_;
     core->bridge->Hold();

@@ -93,6 +93,27 @@ describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
     for (let i = 0; i < 8; i++) await ctx.fake.recover(i);
   });
 
+  it('close() settles a snapshot still queued behind a slow call', async () => {
+    ctx.fake = useFake({ devices: defaultDevices(1) });
+    ctx.nvml = await openNvml({ callTimeoutMs: 1000 });
+    await ctx.nvml.devices();
+    await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 3000 });
+    const settled: string[] = [];
+    const track = (name: string, p: Promise<unknown>): void => {
+      p.then(
+        () => settled.push(name),
+        () => settled.push(name),
+      );
+    };
+    track('running', ctx.nvml.snapshot({ timeoutMs: 60_000 })); // wedged in nvmlDeviceGetTemperature
+    track('queued', ctx.nvml.snapshot({ timeoutMs: 60_000 })); // waits in the lane queue
+    await ctx.nvml.close();
+    ctx.nvml = undefined;
+    // Both promises settle with close(), not at their 60 s deadline (and not never).
+    await until(() => settled.length === 2, 'both snapshots to settle', 10_000);
+    await ctx.fake.recover(0);
+  });
+
   it('close() with a call stuck forever resolves without waiting for it', async () => {
     ctx.fake = useFake({ devices: defaultDevices(1) });
     ctx.nvml = await openNvml({ callTimeoutMs: 1000 });
