@@ -17,6 +17,8 @@ export interface HookResult {
 }
 
 const MAX_OUTPUT = 4096;
+/** After the hook exited, how long to wait for its output pipes (a background child may hold them). */
+const PIPE_GRACE_MS = 1000;
 
 export function runHook(
   path: string,
@@ -30,11 +32,13 @@ export function runHook(
     let timedOut = false;
     let settled = false;
     let killTimer: NodeJS.Timeout | null = null;
+    let graceTimer: NodeJS.Timeout | null = null;
     const finish = (r: Omit<HookResult, 'durationMs' | 'output' | 'timedOut'>): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       if (killTimer) clearTimeout(killTimer);
+      if (graceTimer) clearTimeout(graceTimer);
       resolve({ ...r, timedOut, output, durationMs: Date.now() - started });
     };
     let child;
@@ -58,5 +62,15 @@ export function runHook(
       finish({ ok: false, exitCode: null, signal: null, error: `${e.code ?? ''} ${e.message}`.trim() }),
     );
     child.on('close', (code, signal) => finish({ ok: code === 0 && !timedOut, exitCode: code, signal }));
+    // 'close' waits for stdout/stderr to close too; a background process the hook left behind keeps
+    // them open, which would make the deadline meaningless. Once the hook itself has exited, give the
+    // pipes a moment, then stop reading them and finish.
+    child.on('exit', (code, signal) => {
+      graceTimer = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish({ ok: code === 0 && !timedOut, exitCode: code, signal });
+      }, PIPE_GRACE_MS);
+    });
   });
 }
