@@ -20,6 +20,13 @@ const MAX_OUTPUT = 4096;
 /** After the hook exited, how long to wait for its output pipes (a background child may hold them). */
 const PIPE_GRACE_MS = 1000;
 
+/** The agent's environment minus its bearer token: a hook gets what it needs, not the credential. */
+function hookEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  delete env.NAVARCH_AUTH_TOKEN;
+  return env;
+}
+
 export function runHook(
   path: string,
   args: string[],
@@ -43,7 +50,7 @@ export function runHook(
     };
     let child;
     try {
-      child = spawn(path, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+      child = spawn(path, args, { stdio: ['ignore', 'pipe', 'pipe'], env: hookEnv(env) });
     } catch (e) {
       resolve({ ok: false, exitCode: null, signal: null, timedOut: false, output: '', error: (e as Error).message, durationMs: 0 });
       return;

@@ -23,4 +23,20 @@ describe('runHook', () => {
     expect(r.ok).toBe(false);
     expect(r.output).toContain('started');
   }, 30_000);
+
+  it('does not hand the agent auth token (NAVARCH_AUTH_TOKEN) to the hook', async () => {
+    const out = join(dir, 'env.out');
+    const hook = script('env.sh', `echo "token=[$NAVARCH_AUTH_TOKEN] id=[$NAVARCH_COMMAND_ID]" > "${out}"`);
+    const saved = process.env.NAVARCH_AUTH_TOKEN;
+    process.env.NAVARCH_AUTH_TOKEN = 'secret-token-value';
+    try {
+      const r = await runHook(hook, [], { NAVARCH_COMMAND_ID: 'c1' }, 10_000);
+      expect(r.ok).toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env.NAVARCH_AUTH_TOKEN;
+      else process.env.NAVARCH_AUTH_TOKEN = saved;
+    }
+    const { readFileSync } = await import('node:fs');
+    expect(readFileSync(out, 'utf8').trim()).toBe('token=[] id=[c1]');
+  }, 30_000);
 });
