@@ -477,6 +477,13 @@ export class AgentLink {
   /** The control plane answered NotFound: it forgot the node. Re-register, then re-assert. */
   private forgotten(method: string): void {
     if (!this.registered) return;
+    if (this.stopping) {
+      // No re-registration while stopping: the final flush ends here (otherwise the shutdown loop
+      // re-sends the report every few ms until its deadline); events stay in the store.
+      this.registered = false;
+      this.log.warn({ method }, 'control plane does not know this node (NotFound) while stopping: final report skipped');
+      return;
+    }
     this.log.warn({ method }, 'control plane does not know this node (NotFound): re-registering');
     this.ensureRegistered('not_found');
   }

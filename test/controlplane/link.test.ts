@@ -353,6 +353,22 @@ describe('health delivery', () => {
     expect(link.status().registrations).toBe(2);
   });
 
+  it('stop() after the control plane forgot the node: no hot retry loop of the final report', async () => {
+    const cp = await devCp({ heartbeatIntervalSeconds: 3600, healthCheckIntervalSeconds: 3600 });
+    const { link, store } = makeLink(cp.url);
+    track(link).start();
+    await link.whenRegistered();
+    await waitFor(() => link.status().heartbeatsSent >= 1 && !link.status().pending, 20_000, 'first heartbeat');
+    cp.forget('node-a');
+    await store.append(xidInput(1, 48));
+    const before = cp.calls().ReportHealth ?? 0;
+    await link.stop({ deadlineMs: 3000 });
+    // The final report gets NotFound once; the node is unknown, so the events stay in the store
+    // for the next start instead of being re-sent every few milliseconds until the deadline.
+    expect((cp.calls().ReportHealth ?? 0) - before).toBeLessThanOrEqual(3);
+    expect(store.pendingCount()).toBeGreaterThan(0);
+  });
+
   it('after an agent restart with active faults, they are reported right after registering', async () => {
     const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
     const store = new MemoryStore();
