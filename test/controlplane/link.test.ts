@@ -73,6 +73,8 @@ describe('registration', () => {
     await waitFor(() => (cp.node('node-a')?.reports ?? 0) >= 1, 20_000, 'first report');
     expect(cp.node('node-a')!.lastResults.map((r) => r.checkName)).toEqual(['boot', 'nvml']);
     expect(cp.node('node-a')!.healthStatus).toBe('healthy');
+    // The server counts a call before its answer reaches the link: wait for the link's own counters.
+    await waitFor(() => link.status().heartbeatsSent >= 1 && link.status().reportsSent >= 1, 20_000, 'answers received');
     const st = link.status();
     expect(st.registered).toBe(true);
     expect(st.heartbeatIntervalMs).toBe(1000);
