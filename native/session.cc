@@ -210,13 +210,21 @@ void SessionCore::Teardown(bool joinWatches) {
   for (auto& w : ws) w->RequestStop();
   for (auto& lane : ls) lane->Stop();
   if (timer) timer->Stop(false);
+  // Release the session's threadsafe function (a collected session would otherwise keep it, and its
+  // uv handle, until the env goes away). Nothing is pending on it: the session is pinned while a
+  // promise is, and at env teardown nothing will run anyway. Idempotent after close().
+  if (bridge) bridge->Close();
   if (joinWatches) {
     for (auto& w : ws) w->JoinBounded();
   }
   // The last library reference may run nvmlShutdown, which can hang on a wedged driver: never on
-  // the JS thread. Watchers not joined above are joined (bounded) there too.
+  // the JS thread. Watchers not joined above are joined (bounded) there too, then finished on the
+  // JS thread (callbacks released, the watch object unpinned; a no-op once the env is gone).
   std::thread([l, ws]() mutable {
-    for (auto& w : ws) w->JoinBounded();
+    for (auto& w : ws) {
+      w->JoinBounded();
+      Watch::PostFinish(w);
+    }
     ws.clear();
     l.reset();
   }).detach();

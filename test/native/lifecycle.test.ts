@@ -134,6 +134,23 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
     await warm.close();
   });
 
+  it('a session collected without close() finishes its running watch (callbacks released)', async () => {
+    ctx.fake = useFake({ devices: defaultDevices(1) });
+    // In a helper whose frame is gone afterwards: nothing keeps the session but the watch's callbacks.
+    const abandon = async (): Promise<WeakRef<object>> => {
+      const session = await openNvml();
+      const cb = (): void => undefined;
+      session.watch(cb, { waitTimeoutMs: 5 });
+      return new WeakRef(cb);
+    };
+    const ref = await abandon();
+    await until(async () => {
+      gc();
+      await sleep(20);
+      return ref.deref() === undefined;
+    }, 'the watch of the collected session to release its callback', 20_000);
+  });
+
   it('two sessions share NVML: closing one leaves the other working', async () => {
     ctx.fake = useFake({ devices: defaultDevices(2) });
     const a = await openNvml();
