@@ -183,14 +183,23 @@ export interface ScenarioClock {
   clearTimeout(handle: unknown): void;
 }
 
+/** Longest delay one Node timer takes; a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 export const realClock: ScenarioClock = {
   setTimeout(fn, ms) {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
+    // `at` may be up to 30 days, past one timer's ~24.8 days: arm in steps.
+    const h: { t?: NodeJS.Timeout } = {};
+    const arm = (left: number): void => {
+      const step = Math.min(left, MAX_TIMER_MS);
+      h.t = setTimeout(() => (left > step ? arm(left - step) : fn()), step);
+      h.t.unref();
+    };
+    arm(ms);
+    return h;
   },
   clearTimeout(handle) {
-    clearTimeout(handle as NodeJS.Timeout);
+    clearTimeout((handle as { t?: NodeJS.Timeout }).t);
   },
 };
 

@@ -122,6 +122,18 @@ describe('scenario files', () => {
     expect(run.injected()).toBe(1);
   });
 
+  it('on the real clock, an `at` past 24.8 days (one timer\'s limit) does not fire at once', async () => {
+    const backend = new FakeBackend({ count: 2 });
+    await backend.open();
+    const run = runScenario(backend, parseScenario('events: [{at: 2200000000, gpu: 0, fault: gpu_lost}]', 'late.yaml'));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(run.injected()).toBe(0);
+    run.stop();
+    await run.done;
+    expect(run.injected()).toBe(0);
+    await backend.close();
+  });
+
   it('a run-time failure goes to onError and the run continues', async () => {
     const backend = new FakeBackend({ count: 2 });
     await backend.open();
