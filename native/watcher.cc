@@ -341,6 +341,28 @@ bool WatchCore::ProbeRecovered() {
   return any;
 }
 
+std::chrono::milliseconds WatchCore::Backoff(unsigned streak, std::mt19937& rng) {
+  // >= 1 s, doubling, capped, plus 0-250 ms of jitter.
+  auto base = std::min(kBackoffCap, kBackoffBase * (1u << std::min(streak, 5u)));
+  std::uniform_int_distribution<int> jitter(0, 250);
+  return base + std::chrono::milliseconds(jitter(rng));
+}
+
+bool WatchCore::RebuildSet(std::mt19937& rng) {
+  const NvmlApi& a = lib_->api();
+  if (a.EventSetCreate == nullptr || a.EventSetWait == nullptr || a.DeviceRegisterEvents == nullptr) {
+    BuildSet();  // records the FUNCTION_NOT_FOUND registrations; nothing to retry
+    return false;
+  }
+  // A failed nvmlEventSetCreate (e.g. while the driver recovers a lost GPU) is retried with back-off
+  // instead of ending the watch silently; stop() interrupts the sleep.
+  for (unsigned streak = 0; !stop_.load(); ++streak) {
+    if (BuildSet()) return true;
+    SleepInterruptible(Backoff(streak, rng));
+  }
+  return false;
+}
+
 void WatchCore::Run() {
   pthread_setname_np(pthread_self(), "nvml-events");
   devs_.clear();
@@ -349,9 +371,9 @@ void WatchCore::Run() {
     d.index = static_cast<int>(i);
     devs_.push_back(d);
   }
-  bool haveSet = BuildSet();
   const NvmlApi& a = lib_->api();
   std::mt19937 rng(static_cast<unsigned>(reinterpret_cast<uintptr_t>(this)));
+  bool haveSet = RebuildSet(rng);
   unsigned errorStreak = 0;
   auto lastRecoveryProbe = std::chrono::steady_clock::now();
 
@@ -393,19 +415,16 @@ void WatchCore::Run() {
       errorStreak = 0;
     } else if (st == abi::kErrGpuIsLost && ProbeLost(mono, wall)) {
       // Leave the lost GPU(s) out of a new set so the healthy ones keep reporting.
-      haveSet = BuildSet();
+      haveSet = RebuildSet(rng);
       continue;
     } else {
       // Persistent failure (GPU_IS_LOST with no identifiable GPU, UNKNOWN, UNINITIALIZED...): back
-      // off instead of spinning (>= 1 s, doubling, capped, with jitter).
-      auto base = std::min(kBackoffCap, kBackoffBase * (1u << std::min(errorStreak, 5u)));
-      std::uniform_int_distribution<int> jitter(0, 250);
-      ++errorStreak;
-      SleepInterruptible(base + std::chrono::milliseconds(jitter(rng)));
+      // off instead of spinning.
+      SleepInterruptible(Backoff(errorStreak++, rng));
     }
     if (anyLost && std::chrono::steady_clock::now() - lastRecoveryProbe >= kRecoveryProbe) {
       lastRecoveryProbe = std::chrono::steady_clock::now();
-      if (ProbeRecovered()) haveSet = BuildSet();
+      if (ProbeRecovered()) haveSet = RebuildSet(rng);
     }
   }
   FreeSet();

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -115,6 +116,9 @@ class WatchCore : public std::enable_shared_from_this<WatchCore> {
   };
   void Run();
   bool BuildSet();  // (re)creates the event set and registers every GPU that is not lost
+  /** BuildSet, retried with back-off until it succeeds or stop; false at once when symbols are missing. */
+  bool RebuildSet(std::mt19937& rng);
+  static std::chrono::milliseconds Backoff(unsigned streak, std::mt19937& rng);
   void FreeSet();
   void Emit(EventRecord ev);
   void EmitLost(Dev& d, int64_t monoNs, double wallMs);
