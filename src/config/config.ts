@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 import { OPTIONS, OPTION_BY_KEY, envName, type LogLevel, type OptionSpec } from './options.js';
 
 /** Bad input from the user: printed as one line, exit code 2. */
@@ -168,7 +168,7 @@ function parseBool(spec: OptionSpec, c: Candidate): boolean {
   throw new UsageError(`${where(spec, c.source)}: expected true or false`);
 }
 
-function parseDurationValue(spec: OptionSpec, c: Candidate, minMs: number): number {
+function parseDurationValue(spec: OptionSpec, c: Candidate, minMs: number, maxMs = 86_400_000): number {
   const s = typeof c.value === 'string' ? c.value : null;
   const ms = s === null ? null : parseDuration(s);
   if (ms === null) {
@@ -176,7 +176,7 @@ function parseDurationValue(spec: OptionSpec, c: Candidate, minMs: number): numb
     throw new UsageError(`${where(spec, c.source)}: expected a duration like "30s"${got}`);
   }
   if (ms < minMs) throw new UsageError(`${where(spec, c.source)}: must be at least ${minMs}ms, got "${s}"`);
-  if (ms > 86_400_000) throw new UsageError(`${where(spec, c.source)}: must be at most 24h, got "${s}"`);
+  if (ms > maxMs) throw new UsageError(`${where(spec, c.source)}: must be at most ${formatDuration(maxMs)}, got "${s}"`);
   return ms;
 }
 
@@ -275,10 +275,10 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     const s = str(key);
     return s ? { value: s.value, label: where(spec, s.source) } : null;
   };
-  const dur = (key: string, minMs: number): number => {
+  const dur = (key: string, minMs: number, maxMs?: number): number => {
     const spec = OPTION_BY_KEY.get(key) as OptionSpec;
     const c = pick(spec, input, file, fileLabel) ?? { value: spec.default, source: { kind: 'default', label: '' } as Source };
-    return parseDurationValue(spec, c, minMs);
+    return parseDurationValue(spec, c, minMs, maxMs);
   };
   const bool = (key: string): boolean => {
     const spec = OPTION_BY_KEY.get(key) as OptionSpec;
@@ -347,9 +347,10 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
   const kmsgPath = kmsg === 'none' ? null : kmsg;
 
   const telemetryIntervalMs = dur('telemetryInterval', 100);
-  const commandPollIntervalMs = dur('commandPollInterval', 100);
-  const heartbeatIntervalMs = dur('heartbeatInterval', 100);
-  const healthCheckIntervalMs = dur('healthCheckInterval', 100);
+  // The control-plane link takes these in [100ms, 1h] (src/controlplane/agent-link.ts).
+  const commandPollIntervalMs = dur('commandPollInterval', 100, 3_600_000);
+  const heartbeatIntervalMs = dur('heartbeatInterval', 100, 3_600_000);
+  const healthCheckIntervalMs = dur('healthCheckInterval', 100, 3_600_000);
   const shutdownTimeoutMs = dur('shutdownTimeout', 0);
 
   const httpVersion = strOr('httpVersion', '1.1') as '1.1' | '2';

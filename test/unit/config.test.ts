@@ -77,6 +77,14 @@ describe('resolveConfig', () => {
     expect(c.gpuBackend).toBe('fake');
   });
 
+  it('control-plane intervals are capped at 1h (the link refuses more) with a usage error', () => {
+    expect(usage(() => resolve({ 'heartbeat-interval': '2h' }))).toMatch(/--heartbeat-interval: must be at most 1h, got "2h"/);
+    expect(usage(() => resolve({ 'health-check-interval': '90m' }))).toMatch(/must be at most 1h/);
+    expect(usage(() => resolve({ 'command-poll-interval': '61m' }))).toMatch(/must be at most 1h/);
+    expect(resolve({ 'heartbeat-interval': '1h' }).heartbeatIntervalMs).toBe(3_600_000);
+    expect(usage(() => resolve({ 'telemetry-interval': '25h' }))).toMatch(/must be at most 24h/);
+  });
+
   it('names the file and key of a malformed setting', () => {
     const cfg = file('config.yaml', 'heartbeatInterval: soon\n');
     expect(usage(() => resolve({ config: cfg }))).toMatch(/config\.yaml: key "heartbeatInterval": expected a duration like "30s"/);
