@@ -3,6 +3,7 @@
 #include "session.h"
 
 #include <chrono>
+#include <exception>
 #include <thread>
 
 #include "devices.h"
@@ -112,9 +113,20 @@ class Watch : public Napi::ObjectWrap<Watch> {
   static void Finish(Napi::Env env, const std::shared_ptr<WatchCore>& core) {
     auto* self = static_cast<Watch*>(core->jsSide);
     if (self != nullptr && self->finished_) return;
-    Deliver(env, *core);  // flush what the thread queued before it stopped
+    // Flush what the thread queued before it stopped. A throwing callback (raw binding; the facade
+    // guards its callbacks) must not skip the cleanup below: stop() would never settle and the
+    // watch would stay pinned with the loop held. The exception is rethrown afterwards.
+    std::exception_ptr thrown;
+    try {
+      Deliver(env, *core);
+    } catch (...) {
+      thrown = std::current_exception();
+    }
     core->bridge()->Close();
-    if (self == nullptr) return;
+    if (self == nullptr) {
+      if (thrown) std::rethrow_exception(thrown);
+      return;
+    }
     self->finished_ = true;
     if (self->holding_) core->bridge()->Unhold();
     self->holding_ = false;
@@ -125,6 +137,7 @@ class Watch : public Napi::ObjectWrap<Watch> {
     self->onEvents_.Reset();
     self->onDropped_.Reset();
     self->Unref();
+    if (thrown) std::rethrow_exception(thrown);
   }
 
   Napi::Value Stop(const Napi::CallbackInfo& info) {
