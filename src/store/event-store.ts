@@ -172,6 +172,13 @@ function readBootId(): string {
   }
 }
 
+let kernelBoot: string | undefined;
+/** This boot's id (the real one, for the lock file: options.bootId may be overridden in tests). */
+function kernelBootId(): string {
+  kernelBoot ??= readBootId();
+  return kernelBoot;
+}
+
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
 }
@@ -357,15 +364,19 @@ class FileEventStore implements DurableEventStore {
     if (OPEN_DIRS.has(real)) throw new EventStoreError(`event store: ${this.dir} is in use by process ${process.pid} (this process)`, 'LOCKED');
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        fs.writeFileSync(lockPath, `${process.pid} ${kernelBootId()}\n`, { flag: 'wx', mode: 0o600 });
         OPEN_DIRS.add(real);
         this.lockedDir = real;
         return;
       } catch (e) {
         if (errCode(e) !== 'EEXIST') throw new EventStoreError(`event store: cannot create lock ${lockPath}: ${(e as Error).message}`, 'IO');
-        const pid = Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10);
+        const [pidText, lockBoot] = fs.readFileSync(lockPath, 'utf8').trim().split(/\s+/);
+        const pid = Number.parseInt(pidText ?? '', 10);
+        // A lock of another boot is stale whatever its pid: after a reboot that pid may well belong
+        // to an unrelated process, which would keep the agent from ever opening its store.
+        const otherBoot = lockBoot !== undefined && lockBoot !== kernelBootId() && kernelBootId() !== 'unknown';
         let alive = false;
-        if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+        if (!otherBoot && Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
           try {
             process.kill(pid, 0);
             alive = true;
