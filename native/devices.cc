@@ -78,7 +78,8 @@ nvmlDevice_t Identify(Lane& lane, DeviceIdentity* out) {
     id.uuid = Trimmed(uuid, sizeof uuid);
     abi::nvmlPciInfo_t pci;
     memset(&pci, 0, sizeof pci);
-    st = NV_CALL(lane, DeviceGetPciInfo, h, &pci);
+    // Named explicitly: NV_CALL would report "nvmlDeviceGetPciInfo", not the _v3 symbol it calls.
+    st = Call(lane, lane.api().DeviceGetPciInfo, "nvmlDeviceGetPciInfo_v3", h, &pci);
     if (st != abi::kSuccess) throw DeviceFatal{lane.lib().Fail(st, "nvmlDeviceGetPciInfo_v3")};
     id.pciBusId = LongBusId(pci);
     id.pciBusIdShort = ShortBusId(pci);
