@@ -144,6 +144,12 @@ const LOST: (fn: string) => NvmlErrorInfo = (fn) => ({
   message: `${fn}: GPU is lost (NVML_ERROR_GPU_IS_LOST)`,
 });
 
+/** Longest delay one Node timer takes; a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2_147_483_647;
+interface TimerHandle {
+  t?: NodeJS.Timeout;
+}
+
 export class FakeBackend implements InjectableBackend {
   readonly kind = 'fake' as const;
   readonly reason: string;
@@ -155,7 +161,7 @@ export class FakeBackend implements InjectableBackend {
   private opened = false;
   private closed = false;
   private watcher: { cb: (events: NvmlEvent[]) => void; pending: NvmlEvent[]; scheduled: boolean; index: Map<string, NvmlEvent>; delivered: number; merged: number; dropped: number } | null = null;
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly timers = new Set<TimerHandle>();
 
   constructor(opts: FakeBackendOptions = {}) {
     const count = opts.count ?? DEFAULT_FAKE_GPU_COUNT;
@@ -466,26 +472,36 @@ export class FakeBackend implements InjectableBackend {
     }
   }
 
-  /** Run `fn` after `ms` on an unref'd timer that close() cancels (used by scenarios). */
-  schedule(ms: number, fn: () => void): NodeJS.Timeout {
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      if (!this.closed) fn();
-    }, ms);
-    t.unref();
-    this.timers.add(t);
-    return t;
+  /**
+   * Run `fn` after `ms` on an unref'd timer that close() cancels (used by scenarios). A delay past
+   * one Node timer's limit (~24.8 days; scenarios allow 30) is armed in steps.
+   */
+  schedule(ms: number, fn: () => void): unknown {
+    const h: TimerHandle = {};
+    const arm = (left: number): void => {
+      const step = Math.min(left, MAX_TIMER_MS);
+      h.t = setTimeout(() => {
+        if (left > step) return arm(left - step);
+        this.timers.delete(h);
+        if (!this.closed) fn();
+      }, step);
+      h.t.unref();
+    };
+    arm(ms);
+    this.timers.add(h);
+    return h;
   }
 
   cancel(handle: unknown): void {
-    clearTimeout(handle as NodeJS.Timeout);
-    this.timers.delete(handle as NodeJS.Timeout);
+    const h = handle as TimerHandle;
+    clearTimeout(h.t);
+    this.timers.delete(h);
   }
 
   async close(): Promise<void> {
     this.closed = true;
     this.watcher = null;
-    for (const t of this.timers) clearTimeout(t);
+    for (const h of this.timers) clearTimeout(h.t);
     this.timers.clear();
   }
 }

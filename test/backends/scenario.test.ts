@@ -134,6 +134,17 @@ describe('scenario files', () => {
     await backend.close();
   });
 
+  it('through selectBackend (the daemon path), an `at` past 24.8 days does not fire at once', async () => {
+    const p = file('late-select.yaml', 'events: [{at: 600h, gpu: 0, fault: gpu_lost}]');
+    const r = await selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '1' }, scenarioFile: p });
+    await new Promise((res) => setTimeout(res, 300));
+    expect(r.scenario?.run?.injected()).toBe(0);
+    const snap = await r.backend.snapshot();
+    expect(snap[0]?.ok).toBe(true);
+    r.scenario?.run?.stop();
+    await r.backend.close();
+  });
+
   it('a run-time failure goes to onError and the run continues', async () => {
     const backend = new FakeBackend({ count: 2 });
     await backend.open();
