@@ -2,14 +2,13 @@
  * Read commands without a running agent: one local snapshot of the GPUs (devices) and the active
  * faults kept in the state directory (faults).
  */
-import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DeviceStatus } from '../api/types.js';
 import { selectBackend } from '../backends/select.js';
 import type { AgentConfig } from '../config/config.js';
 import type { ActiveFault } from '../events/types.js';
 import { judgeSnapshot } from '../sources/telemetry.js';
-import { EventStoreError, openEventStore } from '../store/event-store.js';
+import { readStoredFaults } from '../store/event-store.js';
 
 export interface LocalSnapshot {
   backend: { kind: string; reason: string; driverError: string | null };
@@ -96,26 +95,10 @@ function localFault(f: FaultFacts, atMs: number, count = 1): ActiveFault {
   };
 }
 
-/** Active faults stored in the state directory (empty when there is no store yet). */
+/**
+ * Active faults stored in the state directory (empty when there is no store yet). Read-only: no
+ * lock is taken and nothing is written, so it is safe beside a running agent and as another user.
+ */
 export async function storedFaults(cfg: AgentConfig): Promise<ActiveFault[]> {
-  const dir = join(cfg.stateDir, 'events');
-  try {
-    await access(dir);
-  } catch {
-    return [];
-  }
-  let store;
-  try {
-    store = await openEventStore({ dir, fsync: false });
-  } catch (err) {
-    if (err instanceof EventStoreError && err.code === 'LOCKED') {
-      throw new Error(`the event store in ${dir} is locked by a running agent whose API does not answer; use --api <url>`);
-    }
-    throw err;
-  }
-  try {
-    return store.activeFaults();
-  } finally {
-    await store.close();
-  }
+  return readStoredFaults(join(cfg.stateDir, 'events'));
 }

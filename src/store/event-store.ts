@@ -1105,6 +1105,31 @@ class FileEventStore implements DurableEventStore {
   }
 }
 
+/**
+ * Active faults recorded under `dir`, read without opening the store: no lock, no compaction, no
+ * write. A read-only command (`navarch-agent faults`, often run as root) must not rewrite the
+ * agent's files: a log re-created as root:0600 would keep the agent's own user from opening it.
+ * Faults of another boot are left out, as open() clears them. Empty when there is no log yet.
+ */
+export async function readStoredFaults(dir: string, opts: { bootId?: string } = {}): Promise<ActiveFault[]> {
+  const logPath = path.join(dir, LOG_NAME);
+  let buf: Buffer;
+  try {
+    buf = await fs.promises.readFile(logPath);
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return [];
+    throw new EventStoreError(`event store: cannot read ${logPath}: ${errCode(e) ?? (e as Error).message}`, 'IO', { cause: e });
+  }
+  const bootId = opts.bootId ?? readBootId();
+  const faults = new Map<string, { f: ActiveFault; b: string }>();
+  for (const r of decodeLog(buf).records as LogRecord[]) {
+    if (!r || typeof r !== 'object') continue;
+    if (r.t === 'f' && r.f && typeof r.f.key === 'string') faults.set(r.f.key, { f: r.f, b: r.b });
+    else if (r.t === 'u') faults.delete(r.k);
+  }
+  return [...faults.values()].filter((x) => x.b === bootId || x.f.action === 'replace').map((x) => x.f);
+}
+
 /** Open (or create) the durable event store under `opts.dir`. */
 export async function openEventStore(opts: EventStoreOptions): Promise<DurableEventStore> {
   const store = new FileEventStore(opts);

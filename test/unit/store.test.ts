@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { HealthEventInput, Severity } from '../../src/events/types.js';
-import { openEventStore, type DurableEventStore, type EventStoreOptions } from '../../src/store/event-store.js';
+import { openEventStore, readStoredFaults, type DurableEventStore, type EventStoreOptions } from '../../src/store/event-store.js';
 import { xidEventInput } from '../../src/xid/catalog.js';
 
 function input(over: Partial<HealthEventInput> = {}): HealthEventInput {
@@ -92,6 +92,25 @@ describe('event store basics', () => {
     fs.writeFileSync(lock, '1\n');
     await expect(openEventStore({ dir })).rejects.toThrow(/in use by process 1/);
     fs.rmSync(lock);
+  });
+
+  it('readStoredFaults reads the active faults without a lock and without writing anything', async () => {
+    expect(await readStoredFaults(path.join(dir, 'nothing-here'))).toEqual([]);
+    const s = await openStore();
+    await s.append(input({ key: 'gpu1/xid/79', type: 'xid', severity: 'critical', action: 'reboot', fault: 'raise', gpuIndex: 1 }));
+    // Beside an open (locked) store it still reads.
+    expect((await readStoredFaults(dir, { bootId: 'boot-a' })).map((f) => f.key)).toEqual(['gpu1/xid/79']);
+    await s.close();
+    const log = path.join(dir, 'events.log');
+    const before = fs.statSync(log);
+    const names = fs.readdirSync(dir).sort();
+    const faults = await readStoredFaults(dir, { bootId: 'boot-a' });
+    expect(faults.map((f) => [f.key, f.gpuIndex, f.severity])).toEqual([['gpu1/xid/79', 1, 'critical']]);
+    const after = fs.statSync(log);
+    expect([after.ino, after.size, after.mtimeMs]).toEqual([before.ino, before.size, before.mtimeMs]);
+    expect(fs.readdirSync(dir).sort()).toEqual(names);
+    // A fault of another boot is gone (a reboot reset the GPU), as the store's own open() decides.
+    expect(await readStoredFaults(dir, { bootId: 'boot-b' })).toEqual([]);
   });
 
   it('calls onAppend listeners for new and coalesced appends', async () => {
