@@ -191,7 +191,13 @@ export function parseServerUrl(text: string, label: string): string {
   if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname) {
     throw new UsageError(`${label}: expected a URL with http:// or https:// (e.g. "http://cp.example:50051"), got "${text}"`);
   }
-  if (u.search || u.hash) throw new UsageError(`${label}: the URL must not have a query or fragment, got "${text}"`);
+  // Neither error echoes these parts: they may hold a secret (and the URL is logged at start).
+  if (u.username || u.password) {
+    throw new UsageError(`${label}: the URL must not carry credentials (user:password@); use --auth-token-file`);
+  }
+  if (u.search || u.hash) {
+    throw new UsageError(`${label}: the URL must not have a query or fragment, got "${u.origin}${u.pathname}?..."`);
+  }
   return text.replace(/\/+$/, '');
 }
 

@@ -85,6 +85,15 @@ describe('resolveConfig', () => {
     expect(usage(() => resolve({ 'telemetry-interval': '25h' }))).toMatch(/must be at most 24h/);
   });
 
+  it('refuses credentials or a query in the server URL without echoing them (the URL is logged)', () => {
+    const cred = usage(() => resolve({ server: 'https://agent:s3cret@cp.example:443' }));
+    expect(cred).toMatch(/must not carry credentials/);
+    expect(cred).not.toContain('s3cret');
+    const q = usage(() => resolve({ server: 'https://cp.example/api?token=s3cret' }));
+    expect(q).toMatch(/must not have a query or fragment, got "https:\/\/cp\.example\/api\?\.\.\."/);
+    expect(q).not.toContain('s3cret');
+  });
+
   it('names the file and key of a malformed setting', () => {
     const cfg = file('config.yaml', 'heartbeatInterval: soon\n');
     expect(usage(() => resolve({ config: cfg }))).toMatch(/config\.yaml: key "heartbeatInterval": expected a duration like "30s"/);
