@@ -252,6 +252,8 @@ export class AgentLink {
 
   private readonly seenCommands = new Set<string>();
   private readonly running = new Set<Promise<void>>();
+  /** RUN_DIAGNOSTIC sweeps, chained so that they run one after another. */
+  private diagChain: Promise<void> = Promise.resolve();
   private cordoned = false;
   private draining = false;
   private terminating = false;
@@ -721,9 +723,13 @@ export class AgentLink {
         this.draining = true;
         await this.hook('drain', 'drain', c);
         return;
-      case NodeCommandType.RUN_DIAGNOSTIC:
-        await this.diagnostic(c);
+      case NodeCommandType.RUN_DIAGNOSTIC: {
+        // One sweep at a time: N commands in one poll must not run N sweeps against the GPUs at once.
+        const run = this.diagChain.then(() => this.diagnostic(c));
+        this.diagChain = run.catch(() => undefined);
+        await run;
         return;
+      }
       case NodeCommandType.TERMINATE:
         await this.terminate(c);
         return;

@@ -402,6 +402,28 @@ describe('health delivery', () => {
 });
 
 describe('commands', () => {
+  it('RUN_DIAGNOSTIC commands delivered together run one sweep at a time, and each is answered', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    let running = 0;
+    let most = 0;
+    let done = 0;
+    const { link } = makeLink(cp.url, {
+      diagnostics: async (p) => {
+        running += 1;
+        most = Math.max(most, running);
+        await new Promise((r) => setTimeout(r, 200));
+        running -= 1;
+        done += 1;
+        return [{ name: `diag_${p.test}`, status: 'healthy', message: 'ok' }];
+      },
+    });
+    track(link).start();
+    await link.whenRegistered();
+    for (const t of ['a', 'b', 'c']) expect(cp.issueCommand('node-a', 'run_diagnostic', { test: t }).queued).toBe(true);
+    await waitFor(() => done === 3, 20_000, 'three sweeps');
+    expect(most).toBe(1);
+  });
+
   it('RUN_DIAGNOSTIC asks the diagnostic provider and reports its results as check results', async () => {
     const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
     let asked: Record<string, string> | null = null;
