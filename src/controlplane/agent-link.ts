@@ -794,7 +794,9 @@ export class AgentLink {
       }
     }
     this.pushExtraResults([{ name: 'agent', status: 'unknown', message: `terminating on command ${c.commandId}`, details: { command_id: c.commandId } }]);
-    await this.shutdown(Math.min(30_000, this.hookTimeout(c.parameters)), false);
+    // When stop() is already under way it waits for this command and finishes the shutdown itself;
+    // waiting here for it to finish would only run out its deadline.
+    if (!this.stopping) await this.shutdown(Math.min(30_000, this.hookTimeout(c.parameters)), false);
     this.o.onTerminate?.({ exitCode: TERMINATE_EXIT_CODE, commandId: c.commandId, markerPath, parameters: { ...c.parameters } });
   }
 

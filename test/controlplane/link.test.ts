@@ -448,6 +448,27 @@ describe('commands', () => {
     expect(cp.node('node-a')!.healthStatus).toBe('degraded');
   });
 
+  it('stop() while a TERMINATE drain hook runs returns once the hook is done, not at its deadline', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    const dir = mkdtempSync(join(tmpdir(), 'navarch-term-stop-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const hook = join(dir, 'drain.sh');
+    writeFileSync(hook, `#!/bin/sh\ntouch "${dir}/started"\nsleep 1\n`);
+    chmodSync(hook, 0o755);
+    let info: TerminateInfo | null = null;
+    const { link } = makeLink(cp.url, { stateDir: join(dir, 'state'), hooks: { drain: hook }, onTerminate: (i) => (info = i) });
+    track(link).start();
+    await link.whenRegistered();
+    cp.issueCommand('node-a', 'terminate', { reason: 'scale-down' });
+    await waitFor(() => existsSync(join(dir, 'started')), 20_000, 'drain hook started');
+    const t0 = Date.now();
+    await link.stop({ deadlineMs: 15_000 });
+    // Before: stop() waited for the TERMINATE command, which waited for stop() to finish: the
+    // whole deadline went by.
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(info).not.toBeNull();
+  }, 60_000);
+
   it('TERMINATE: drain hook, final report, marker file, then the owner is told to exit', async () => {
     const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
     const dir = mkdtempSync(join(tmpdir(), 'cp-term-'));
