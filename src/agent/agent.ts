@@ -23,9 +23,9 @@ import type { HealthEventInput } from '../events/types.js';
 import type { DeviceInfo, DeviceSnapshot, NvmlEvent, WatchStats } from '../nvml/types.js';
 import { normalizePciBusId } from '../sources/kmsg-parse.js';
 import { nvmlEventsToInputs } from '../sources/nvml-events.js';
+import { TelemetrySampler } from '../sources/telemetry.js';
 import { openEventStore, type DurableEventStore } from '../store/event-store.js';
 import type { AppendResult } from '../store/types.js';
-import { TelemetryLoop } from './telemetry-loop.js';
 import { KmsgLink } from './kmsg-link.js';
 import { AgentLink, type LinkStatus, type TerminateInfo } from '../controlplane/agent-link.js';
 import { createControlPlaneClient, type ControlPlaneClient } from '../controlplane/client.js';
@@ -86,7 +86,7 @@ export class Agent implements AgentView {
   private backend: GpuBackend | null = null;
   private selection: SelectResult | null = null;
   private watch: { stop(): Promise<void>; stats(): WatchStats } | null = null;
-  private telemetry: TelemetryLoop | null = null;
+  private telemetry: TelemetrySampler | null = null;
   private kmsg: KmsgLink | null = null;
   private link: AgentLink | null = null;
   private client: ControlPlaneClient | null = null;
@@ -196,14 +196,24 @@ export class Agent implements AgentView {
 
     // 4. Sources
     this.watch = backend.watch((events) => this.onNvmlEvents(events));
-    this.telemetry = new TelemetryLoop({
+    const tlog = log.child({ component: 'telemetry' });
+    let sampleFailures = 0;
+    this.telemetry = new TelemetrySampler({
       backend,
-      intervalMs: cfg.telemetryIntervalMs,
-      log: log.child({ component: 'telemetry' }),
-      onSnapshots: (snaps) => this.onSnapshots(snaps),
-      thresholds: { expectedGpuCount: backend.kind === 'nvml' ? (instanceTypeGpus(cfg.instanceType)?.gpus ?? null) : null },
+      config: {
+        intervalMs: cfg.telemetryIntervalMs,
+        expectedGpuCount: backend.kind === 'nvml' ? (instanceTypeGpus(cfg.instanceType)?.gpus ?? null) : null,
+      },
+      onSnapshot: (snaps) => {
+        sampleFailures = 0;
+        this.onSnapshots(snaps);
+      },
       onEvents: (inputs) => {
         for (const i of inputs) void this.ingest(i);
+      },
+      onError: (err) => {
+        sampleFailures++;
+        if (sampleFailures === 1 || sampleFailures % 60 === 0) tlog.warn({ err, failures: sampleFailures }, 'telemetry sample failed');
       },
     });
     await this.telemetry.start();

@@ -579,7 +579,7 @@ export interface SamplerOptions {
   ref?: boolean;
 }
 
-/** Samples on an interval; the next sample is scheduled only after the previous one finished. */
+/** Samples on an interval (the daemon's telemetry loop); the next sample is scheduled only after the previous one finished. */
 export class TelemetrySampler {
   readonly config: TelemetryConfig;
   private state: JudgeState = emptyJudgeState();
@@ -607,22 +607,31 @@ export class TelemetrySampler {
     return structuredClone(this.state);
   }
 
-  start(): void {
+  /** Start sampling: the first sample is taken at once (the promise settles after it), then one per interval. */
+  async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    this.schedule(0);
+    await this.sampleNow();
+    this.schedule(this.config.intervalMs);
   }
 
   private schedule(ms: number): void {
     if (!this.running) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.inFlight = this.tick().finally(() => {
-        this.inFlight = null;
-        this.schedule(this.config.intervalMs);
-      });
+      void this.sampleNow().finally(() => this.schedule(this.config.intervalMs));
     }, ms);
     if (!this.opts.ref) this.timer.unref();
+  }
+
+  /** Take a sample now, e.g. right after a fault injection; joins the sample in flight if there is one. Never rejects. */
+  sampleNow(): Promise<void> {
+    if (!this.inFlight) {
+      this.inFlight = this.tick().finally(() => {
+        this.inFlight = null;
+      });
+    }
+    return this.inFlight;
   }
 
   private async tick(): Promise<void> {
