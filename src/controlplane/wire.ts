@@ -207,50 +207,57 @@ export function eventToProtoSafe(ev: AgentEvent): PbHealthEvent {
   }
 }
 
+/** The fields an agent event and an active fault share on the wire. */
+interface WireFields {
+  timeMs: number;
+  gpuIndex: number;
+  gpuUuid?: string;
+  system: AgentEvent['system'];
+  type: AgentEvent['type'];
+  message?: string;
+  metrics?: Record<string, string>;
+}
+
+/** A proto HealthEvent: the source's metrics (normalised) plus the agent's extras where the source has no such key. */
+function toProtoEvent(f: WireFields, extras: Record<string, string | undefined>): PbHealthEvent {
+  const metrics = normaliseMetrics(f.metrics ?? {});
+  for (const [k, v] of Object.entries(extras)) if (metrics[k] === undefined && v !== undefined) metrics[k] = v;
+  return create(HealthEventSchema, {
+    timestamp: timestampFromMs(safeMs(f.timeMs)),
+    gpuIndex: gpuIndexOf(f.gpuIndex),
+    gpuUuid: f.gpuUuid ?? '',
+    system: systemToProto(f.system),
+    eventType: eventTypeToProto(f.type),
+    metrics,
+    message: f.message ?? '',
+  });
+}
+
 export function eventToProto(ev: AgentEvent): PbHealthEvent {
-  const metrics = normaliseMetrics(ev.metrics ?? {});
-  const extras: Record<string, string> = {
+  return toProtoEvent(ev, {
     count: String(ev.count ?? 1),
     event_id: ev.id,
     severity: ev.severity,
     action: ev.action,
     source: ev.source,
     fault_key: ev.key,
-  };
-  for (const [k, v] of Object.entries(extras)) if (metrics[k] === undefined && v !== undefined) metrics[k] = v;
-  return create(HealthEventSchema, {
-    timestamp: timestampFromMs(safeMs(ev.timeMs)),
-    gpuIndex: gpuIndexOf(ev.gpuIndex),
-    gpuUuid: ev.gpuUuid ?? '',
-    system: systemToProto(ev.system),
-    eventType: eventTypeToProto(ev.type),
-    metrics,
-    message: ev.message ?? '',
   });
 }
 
 /** An active fault re-asserted after (re-)registration, as a proto HealthEvent. */
 export function faultToProto(f: ActiveFault): PbHealthEvent {
-  const metrics = normaliseMetrics(f.metrics ?? {});
-  const extras: Record<string, string> = {
-    count: String(f.count),
-    event_id: f.lastEventId,
-    severity: f.severity,
-    action: f.action,
-    fault_key: f.key,
-    reasserted: 'true',
-    since: new Date(safeMs(f.sinceMs)).toISOString(),
-  };
-  for (const [k, v] of Object.entries(extras)) if (metrics[k] === undefined) metrics[k] = v;
-  return create(HealthEventSchema, {
-    timestamp: timestampFromMs(safeMs(f.lastSeenMs)),
-    gpuIndex: gpuIndexOf(f.gpuIndex),
-    gpuUuid: f.gpuUuid ?? '',
-    system: systemToProto(f.system),
-    eventType: eventTypeToProto(f.type),
-    metrics,
-    message: f.message,
-  });
+  return toProtoEvent(
+    { ...f, timeMs: f.lastSeenMs },
+    {
+      count: String(f.count),
+      event_id: f.lastEventId,
+      severity: f.severity,
+      action: f.action,
+      fault_key: f.key,
+      reasserted: 'true',
+      since: new Date(safeMs(f.sinceMs)).toISOString(),
+    },
+  );
 }
 
 /**
