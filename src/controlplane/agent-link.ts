@@ -614,7 +614,7 @@ export class AgentLink {
           for (const e of batch) this.acking.add(e.id);
           const ack = this.o.store
             .ack(batch.map((e) => ({ id: e.id, count: e.count })))
-            .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'store ack failed; events will be re-sent'))
+            .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'store ack failed; the events stay on disk and are sent again after a restart (at-least-once)'))
             .finally(() => {
               for (const e of batch) this.acking.delete(e.id);
               this.acks.delete(ack);
