@@ -106,7 +106,7 @@ describe.skipIf(reason !== null)('nvml backend: a hung NVML call', () => {
     const quick = new NvmlBackend({ libraryPath: FAKE_NVML_LIB, callTimeoutMs: 300 });
     await quick.open();
     try {
-      await fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 2000 });
+      await fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetTemperature', ms: 20_000 }); // released by recover() below
       const snap = await quick.snapshot();
       expect(snap).toHaveLength(8);
       const s1 = snap[1]!;

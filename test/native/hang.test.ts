@@ -97,7 +97,10 @@ describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
     ctx.fake = useFake({ devices: defaultDevices(1) });
     ctx.nvml = await openNvml({ callTimeoutMs: 1000 });
     await ctx.nvml.devices();
-    await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 3000 });
+    // Long enough that the call is still stuck when the test releases it below: a hang that ended
+    // on its own would let the lane drop the library, nvmlShutdown would remove the control socket,
+    // and recover() would find nothing listening (seen on a loaded CI machine with a 3 s hang).
+    await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 120_000 });
     const settled: string[] = [];
     const track = (name: string, p: Promise<unknown>): void => {
       p.then(
