@@ -15,6 +15,10 @@
  *   same boot -> records with seq <= lastSeq are skipped (no replay), later ones are read (no
  *   miss); no cursor or another boot -> first run: XIDs already in the ring buffer are emitted
  *   as historical (metrics.replayed = "true") with their own timestamps.
+ * - An event the callback could not take (retries exhausted, or the source stopping) pins the
+ *   persisted cursor just before its record for the rest of this run: the log keeps moving, and
+ *   the next start reads that record again instead of losing it (records after it may then be
+ *   delivered a second time: at least once, never lost).
  * - Holds no lock besides its own file descriptor.
  */
 import * as fs from 'node:fs';
@@ -158,6 +162,8 @@ export class KmsgSource {
   private skipUpTo: bigint | null = null;
   private firstRun = true;
   private lastSeq: bigint | null = null;
+  /** The persisted cursor never passes this: the record after it has an event that was not stored. */
+  private pinSeq: bigint | null = null;
   private cursorDirty = false;
   private lastCursorWrite = 0;
   private streamBuf = '';
@@ -287,7 +293,8 @@ export class KmsgSource {
     if (!force && now - this.lastCursorWrite < this.cursorInterval) return;
     try {
       fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
-      const c: Cursor = { bootId: this.bootId, lastSeq: this.lastSeq.toString(), path: this.path };
+      const seq = this.pinSeq !== null && this.pinSeq < this.lastSeq ? this.pinSeq : this.lastSeq;
+      const c: Cursor = { bootId: this.bootId, lastSeq: seq.toString(), path: this.path };
       writeFileAtomic(p, `${JSON.stringify({ ...c, updatedMs: now })}\n`);
       this.cursorDirty = false;
       this.lastCursorWrite = now;
@@ -436,10 +443,15 @@ export class KmsgSource {
     }
     const historical = this.firstRun && !this.st.backlogDone;
     const events = historical && this.opts.replayOnFirstRun === false ? [] : this.eventsFor(rec, historical);
+    let stored = true;
     for (const ev of events) {
       this.st.events++;
       if (historical) this.st.replayed++;
-      await this.emit(ev);
+      if (!(await this.emit(ev))) stored = false;
+    }
+    if (!stored && this.pinSeq === null && rec.seq > 0n) {
+      this.pinSeq = rec.seq - 1n;
+      this.log?.warn({ seq: rec.seq.toString() }, 'kmsg source: cursor held before this record; the next start reads it again');
     }
     this.lastSeq = rec.seq;
     this.cursorDirty = true;
@@ -451,23 +463,24 @@ export class KmsgSource {
   /**
    * Hand one event to the callback. A rejection (e.g. the store cannot write) is retried a few
    * times with backoff and jitter (about 200 ms, 400 ms, 800 ms), then logged and dropped so the
-   * log keeps moving; the cursor only moves on afterwards.
+   * log keeps moving; the cursor only moves on afterwards. False when the event was not taken.
    */
-  private async emit(ev: HealthEventInput): Promise<void> {
+  private async emit(ev: HealthEventInput): Promise<boolean> {
     const attempts = 4;
     for (let i = 1; i <= attempts; i++) {
       try {
         await this.opts.onEvent(ev);
-        return;
+        return true;
       } catch (e) {
         if (i === attempts || this.stopping) {
           this.st.emitErrors++;
-          this.log?.error({ err: (e as Error).message, key: ev.key, attempts: i }, 'kmsg source: event callback failed; event dropped');
-          return;
+          this.log?.error({ err: (e as Error).message, key: ev.key, attempts: i }, 'kmsg source: event callback failed; the event is not stored in this run');
+          return false;
         }
         await this.sleep(100 * 2 ** i * (0.5 + Math.random()));
       }
     }
+    return false; // not reached: the last attempt returns above
   }
 
   private eventsFor(rec: KmsgRecord, historical: boolean): HealthEventInput[] {

@@ -144,6 +144,44 @@ describe('KmsgSource over a regular file', () => {
     expect(s.stats()).toMatchObject({ parseErrors: 2, emitErrors: 1, records: 1 });
   });
 
+  it('an event the store never took pins the cursor: the next start reads its record again', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(
+      file,
+      rec(1, 'boot') + rec(2, 'NVRM: Xid (PCI:0000:9b:00): 79, refused') + rec(3, 'NVRM: Xid (PCI:0000:9b:00): 13, stored') + rec(4, 'other'),
+    );
+    const got: HealthEventInput[] = [];
+    const first = source({
+      path: file,
+      resolveGpu: resolver,
+      cursorWriteIntervalMs: 0,
+      onEvent: async (e) => {
+        if (e.metrics.xid_code === '79') throw new Error('ENOSPC');
+        got.push(e);
+      },
+    });
+    await first.start();
+    await first.waitBacklog();
+    await waitFor(() => first.stats().lastSeq === '4', 'the log to move past the refused record');
+    await first.stop();
+    expect(first.stats().emitErrors).toBe(1);
+    expect(got.map((e) => e.metrics.xid_code)).toEqual(['13']);
+    const cursor = JSON.parse(fs.readFileSync(path.join(dir, 'state', 'kmsg-cursor.json'), 'utf8')) as { lastSeq: string };
+    expect(cursor.lastSeq).toBe('1');
+
+    // The disk has room again: the refused XID arrives (and the one after it, again).
+    const again: HealthEventInput[] = [];
+    const second = source({ path: file, resolveGpu: resolver, onEvent: (e) => void again.push(e) });
+    await second.start();
+    await second.waitBacklog();
+    await second.stop();
+    expect(again.map((e) => [e.metrics.kmsg_seq, e.metrics.xid_code])).toEqual([
+      ['2', '79'],
+      ['3', '13'],
+    ]);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'state', 'kmsg-cursor.json'), 'utf8'))).toMatchObject({ lastSeq: '4' });
+  }, 30_000);
+
   it('retries a failing callback (the store could not write) and delivers once it succeeds', async () => {
     const file = path.join(dir, 'kmsg');
     fs.writeFileSync(file, rec(1, 'NVRM: Xid (PCI:0000:9b:00): 79, x'));
