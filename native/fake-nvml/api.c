@@ -31,6 +31,7 @@ _Static_assert(sizeof(nvmlPciInfoExt_t) == 64 && offsetof(nvmlPciInfoExt_t, busI
 pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 pthread_cond_t g_hang_cv;
 int g_init_count;
+unsigned g_hung;
 fake_system g_sys;
 fake_device g_dev[FAKE_MAX_DEVICES];
 unsigned g_ndev;
@@ -84,8 +85,10 @@ static void apply_hang(fake_device *d, const char *fn) {
     unsigned gen = d->hang_gen;
     struct timespec dl;
     deadline_after(&dl, d->hang_ms);
+    g_hung++;
     while (g_init_count > 0 && d->hang_gen == gen && !ts_passed(&dl))
         pthread_cond_timedwait(&g_hang_cv, &g_mu, &dl);
+    g_hung--;
 }
 
 /* Locks g_mu and validates a device call; on failure g_mu is released again. */

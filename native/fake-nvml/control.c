@@ -166,9 +166,10 @@ static void handle(const char *line, size_t len, char *reply) {
         for (fake_set *s = g_sets; s; s = s->next) { queued += s->count; sets++; }
         snprintf(reply, REPLY_CAP,
                  "{\"ok\":true,\"queued\":%llu,\"waits\":%llu,\"recorded\":%llu,\"dropped\":%llu,"
-                 "\"eventSets\":%llu,\"initCount\":%d,\"devices\":%u,\"lastEnqueueNs\":%llu,\"nowNs\":%llu}",
-                 queued, g_waits, g_recorded, g_dropped, sets, g_init_count, g_ndev, g_last_enqueue_ns,
-                 fake_now_ns());
+                 "\"eventSets\":%llu,\"initCount\":%d,\"devices\":%u,\"hung\":%u,\"lastEnqueueNs\":%llu,"
+                 "\"nowNs\":%llu}",
+                 queued, g_waits, g_recorded, g_dropped, sets, g_init_count, g_ndev, g_hung,
+                 g_last_enqueue_ns, fake_now_ns());
     } else if (strcmp(op, "xid") == 0) {
         if (!want_device(req, &dev, reply) && !want_int(req, "xid", 0, 0xFFFFFFFFLL, &x, reply, 1, 0)) {
             unsigned drop = 0, rec = fake_enqueue((unsigned)dev, 0x8, (unsigned long long)x, &drop);

@@ -103,6 +103,7 @@ typedef struct {
 extern pthread_mutex_t g_mu;
 extern pthread_cond_t g_hang_cv; /* signalled when a hang is cleared */
 extern int g_init_count;
+extern unsigned g_hung; /* calls blocked in a hang right now */
 extern fake_system g_sys;
 extern fake_device g_dev[FAKE_MAX_DEVICES];
 extern unsigned g_ndev;

@@ -318,11 +318,17 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     expect(slow.elapsedMs).toBeGreaterThanOrEqual(290);
 
     await fake.inject({ op: 'hang', device: 0, function: '*', ms: 60_000 });
+    expect((await fake.stats()).hung).toBe(0);
     const hung = p.call({ call: 'timed', inner: { call: 'uint', fn: 'nvmlDeviceGetPowerUsage', index: 0 } });
-    await new Promise((r) => setTimeout(r, 200));
+    const blockedBy = Date.now() + 20_000;
+    while ((await fake.stats()).hung !== 1) {
+      if (Date.now() > blockedBy) throw new Error('the call never blocked in the hang');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     await fake.recover(0);
     const r = await hung;
     expect(r.rc).toBe(0);
+    expect((await fake.stats()).hung).toBe(0);
     expect(r.elapsedMs).toBeLessThan(50_000);
     await expect(fake.inject({ op: 'hang', device: 0, function: 'nvmlNope', ms: 1 })).rejects.toThrow(/unknown function/);
   });

@@ -219,6 +219,8 @@ export interface FakeNvmlStats {
   eventSets: number;
   initCount: number;
   devices: number;
+  /** NVML calls blocked in an injected hang right now. */
+  hung: number;
   /** CLOCK_MONOTONIC ns of the last enqueue, and of the reply. */
   lastEnqueueNs: number;
   nowNs: number;

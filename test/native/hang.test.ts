@@ -97,9 +97,8 @@ describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
     ctx.fake = useFake({ devices: defaultDevices(1) });
     ctx.nvml = await openNvml({ callTimeoutMs: 1000 });
     await ctx.nvml.devices();
-    // Long enough that the call is still stuck when the test releases it below: a hang that ended
-    // on its own would let the lane drop the library, nvmlShutdown would remove the control socket,
-    // and recover() would find nothing listening (seen on a loaded CI machine with a 3 s hang).
+    // Released by recover() below. The call must still be stuck then: a lane that let go of the
+    // library would run nvmlShutdown, which removes the fake's control socket.
     await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 120_000 });
     const settled: string[] = [];
     const track = (name: string, p: Promise<unknown>): void => {
@@ -109,6 +108,8 @@ describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
       );
     };
     track('running', ctx.nvml.snapshot({ timeoutMs: 60_000 })); // wedged in nvmlDeviceGetTemperature
+    // close() must find the call wedged, not still queued (CI once closed first: nothing was stuck).
+    await until(async () => (await ctx.fake!.stats()).hung === 1, 'the snapshot to block in nvmlDeviceGetTemperature');
     track('queued', ctx.nvml.snapshot({ timeoutMs: 60_000 })); // waits in the lane queue
     await ctx.nvml.close();
     ctx.nvml = undefined;
@@ -124,6 +125,7 @@ describe.skipIf(skipReason !== null)('NVML addon: hung calls', () => {
     await ctx.fake.inject({ op: 'hang', device: 0, function: 'nvmlDeviceGetTemperature', ms: 3_600_000 });
     const snap = await ctx.nvml.snapshot({ timeoutMs: 300 });
     expect(snap[0]!.ok).toBe(false);
+    await until(async () => (await ctx.fake!.stats()).hung === 1, 'the call to be blocked in the fake');
     const t0 = performance.now();
     await ctx.nvml.close(); // waits at most callTimeoutMs for the stuck lane, not for the 1 h call
     expect(performance.now() - t0).toBeLessThan(30_000);
