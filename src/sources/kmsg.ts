@@ -162,7 +162,10 @@ export class KmsgSource {
   private skipUpTo: bigint | null = null;
   private firstRun = true;
   private lastSeq: bigint | null = null;
-  /** The persisted cursor never passes this: the record after it has an event that was not stored. */
+  /**
+   * The persisted cursor never passes this: the record after it has an event that was not stored.
+   * -1 when that record is seq 0 (a cursor of -1 skips nothing).
+   */
   private pinSeq: bigint | null = null;
   private cursorDirty = false;
   private lastCursorWrite = 0;
@@ -277,7 +280,7 @@ export class KmsgSource {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn({ err: (e as Error).message, path: p }, 'kmsg source: unreadable cursor ignored');
       return;
     }
-    if (c && c.bootId === this.bootId && c.path === this.path && typeof c.lastSeq === 'string' && /^\d{1,20}$/.test(c.lastSeq)) {
+    if (c && c.bootId === this.bootId && c.path === this.path && typeof c.lastSeq === 'string' && /^(-1|\d{1,20})$/.test(c.lastSeq)) {
       this.skipUpTo = BigInt(c.lastSeq);
       this.lastSeq = this.skipUpTo;
       this.firstRun = false;
@@ -449,7 +452,7 @@ export class KmsgSource {
       if (historical) this.st.replayed++;
       if (!(await this.emit(ev))) stored = false;
     }
-    if (!stored && this.pinSeq === null && rec.seq > 0n) {
+    if (!stored && this.pinSeq === null) {
       this.pinSeq = rec.seq - 1n;
       this.log?.warn({ seq: rec.seq.toString() }, 'kmsg source: cursor held before this record; the next start reads it again');
     }

@@ -182,6 +182,29 @@ describe('KmsgSource over a regular file', () => {
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'state', 'kmsg-cursor.json'), 'utf8'))).toMatchObject({ lastSeq: '4' });
   }, 30_000);
 
+  it('a refused event in record 0 leaves a cursor of -1, which skips nothing', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(file, rec(0, 'NVRM: Xid (PCI:0000:9b:00): 48, refused') + rec(1, 'other'));
+    const first = source({
+      path: file,
+      resolveGpu: resolver,
+      onEvent: () => {
+        throw new Error('EIO');
+      },
+    });
+    await first.start();
+    await first.waitBacklog();
+    await waitFor(() => first.stats().emitErrors === 1, 'the callback to give up');
+    await first.stop();
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'state', 'kmsg-cursor.json'), 'utf8'))).toMatchObject({ lastSeq: '-1' });
+    const again: HealthEventInput[] = [];
+    const second = source({ path: file, resolveGpu: resolver, onEvent: (e) => void again.push(e) });
+    await second.start();
+    await second.waitBacklog();
+    await second.stop();
+    expect(again.map((e) => [e.metrics.kmsg_seq, e.metrics.xid_code])).toEqual([['0', '48']]);
+  }, 30_000);
+
   it('retries a failing callback (the store could not write) and delivers once it succeeds', async () => {
     const file = path.join(dir, 'kmsg');
     fs.writeFileSync(file, rec(1, 'NVRM: Xid (PCI:0000:9b:00): 79, x'));
