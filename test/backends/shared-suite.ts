@@ -7,6 +7,7 @@ import type { GpuBackend } from '../../src/backends/types.js';
 import type { DeviceSnapshot, NvmlEvent, Telemetry } from '../../src/nvml/types.js';
 import { nvmlEventsToInputs } from '../../src/sources/nvml-events.js';
 import { judgeSnapshot } from '../../src/sources/telemetry.js';
+import { poll } from '../helpers/wait.js';
 
 export type HarnessFault =
   | { kind: 'xid'; gpu: number; xid: number }
@@ -59,17 +60,8 @@ export const TELEMETRY_KEYS: Record<keyof Telemetry, 'number' | 'boolean' | 'arr
   nvlinks: 'array',
 };
 
-/** Poll until `get` returns a value (not undefined/false) or the deadline passes. */
-export async function waitFor<T>(what: string, get: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let delay = 5;
-  for (;;) {
-    const v = await get();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 100);
-  }
+export function waitFor<T>(what: string, get: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  return poll(what, get, { timeoutMs }) as Promise<T>;
 }
 
 export function sharedBackendSuite(label: string, make: () => Promise<BackendHarness>, skipReason: string | null = null): void {

@@ -4,6 +4,7 @@ import { createControlPlaneClient, type ControlPlaneClientOptions } from '../../
 import { AgentLink, type AgentLinkOptions } from '../../src/controlplane/agent-link.js';
 import type { NodeInventory, NodeMetricsSample } from '../../src/controlplane/wire.js';
 import { MemoryStore } from './memory-store.js';
+import { poll } from '../helpers/wait.js';
 
 export function inventory(nodeId = 'node-a'): NodeInventory {
   return {
@@ -43,12 +44,7 @@ export function metrics(): NodeMetricsSample {
 
 /** Polls cond every 25 ms until true or timeoutMs (generous on a loaded machine). */
 export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 20_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await poll(what, cond, { timeoutMs, everyMs: 25 });
 }
 
 export function testLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {

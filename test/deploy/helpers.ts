@@ -5,18 +5,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { poll } from '../helpers/wait.js';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Polls `cond` until it is truthy or `timeoutMs` passes (then throws with `what`). */
-export async function waitFor<T>(cond: () => T | undefined | null | false, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = cond();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+export function waitFor<T>(cond: () => T | undefined | null | false, what: string, timeoutMs = 20_000): Promise<T> {
+  return poll(what, cond, { timeoutMs, everyMs: 20 }) as Promise<T>;
 }
 
 /** True when `cmd` runs (exit 0) with `args`. */

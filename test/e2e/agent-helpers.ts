@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../../src/api/types.js';
+import { poll } from '../helpers/wait.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const MAIN_JS = join(REPO_ROOT, 'dist', 'cli', 'main.js');
@@ -32,22 +33,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Poll `fn` until it returns a truthy value; throws with `what` after timeoutMs. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr: unknown = null;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as T;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+/** Poll `fn` until it returns a truthy value; throws with `what` after timeoutMs. Errors count as "not yet". */
+export function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  return poll(what, fn, { timeoutMs, everyMs, retryErrors: true }) as Promise<T>;
 }
 
 export interface LogLine {

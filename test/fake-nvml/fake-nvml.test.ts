@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { defaultDevices, ensureFakeNvmlBuilt, FAKE_NVML_LIB, FakeNvml } from '../helpers/fake-nvml.js';
 import { Probe } from './probe.js';
+import { poll } from '../helpers/wait.js';
 
 const NVML = {
   SUCCESS: 0, UNINITIALIZED: 1, INVALID_ARGUMENT: 2, NOT_SUPPORTED: 3, NOT_FOUND: 6,
@@ -230,7 +231,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
       p.stderr = '';
       expect((await p.call({ call: 'nvmlInit_v2' })).rc).toBe(NVML.UNKNOWN);
       // stderr is a separate pipe: poll until the line has arrived
-      for (let i = 0; i < 500 && !re.test(p.stderr); i++) await new Promise((r) => setTimeout(r, 10));
+      await poll(`stderr to match ${re}`, () => re.test(p.stderr));
       expect(p.stderr).toMatch(re);
       expect(p.stderr.trim().split('\n')).toHaveLength(1);
     }
@@ -274,7 +275,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     await p.call({ call: 'register', index: 0, mask: EV.XID });
     const waiting = p.call({ call: 'wait', timeoutMs: 30_000 });
     // poll until the wait is really blocked inside the library
-    for (let i = 0; i < 500 && (await fake.stats()).waits < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    await poll('the wait to block in the library', async () => (await fake.stats()).waits >= 1);
     await fake.xid(0, 31);
     const r = await waiting;
     expect(r).toMatchObject({ rc: 0, data: 31 });
@@ -320,11 +321,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     await fake.inject({ op: 'hang', device: 0, function: '*', ms: 60_000 });
     expect((await fake.stats()).hung).toBe(0);
     const hung = p.call({ call: 'timed', inner: { call: 'uint', fn: 'nvmlDeviceGetPowerUsage', index: 0 } });
-    const blockedBy = Date.now() + 20_000;
-    while ((await fake.stats()).hung !== 1) {
-      if (Date.now() > blockedBy) throw new Error('the call never blocked in the hang');
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await poll('the call to block in the hang', async () => (await fake.stats()).hung === 1);
     await fake.recover(0);
     const r = await hung;
     expect(r.rc).toBe(0);
@@ -412,7 +409,7 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     const second = await Probe.start(fake);
     probes.push(second);
     expect((await second.call({ call: 'nvmlInit_v2' })).rc).toBe(0);
-    for (let i = 0; i < 500 && !/served by another process/.test(second.stderr); i++) await new Promise((r) => setTimeout(r, 10));
+    await poll('the second process to report the socket', () => /served by another process/.test(second.stderr));
     expect(second.stderr).toMatch(/control socket .* is served by another process/);
     expect((await fake.inject({ op: 'xid', device: 0, xid: 94 })).recorded).toBe(1); // reached the first process
     expect(await p.call({ call: 'wait', timeoutMs: 1000 })).toMatchObject({ rc: 0, data: 94 });

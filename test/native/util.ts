@@ -2,6 +2,7 @@
 import { afterEach } from 'vitest';
 import { FakeNvml, ensureFakeNvmlBuilt, type FakeNvmlConfig } from '../helpers/fake-nvml.js';
 import { addonStatus, type Nvml } from '../../src/nvml/index.js';
+import { poll } from '../helpers/wait.js';
 
 /** Why the native tier cannot run here, or null when it can (the addon loads and the fake builds). */
 export function nativeSkipReason(): string | null {
@@ -50,14 +51,8 @@ export function useSession(): NativeSession {
   return ctx;
 }
 
-/** Polls `cond` until it holds (or throws after timeoutMs with `what`). */
 export async function until(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await poll(what, cond, { timeoutMs });
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -9,16 +9,11 @@ import { KmsgSource, type KmsgSourceOptions } from '../../src/sources/kmsg.js';
 import { formatKmsgRecord } from '../../src/sources/kmsg-parse.js';
 import { openEventStore } from '../../src/store/event-store.js';
 import { xidEventInput } from '../../src/xid/catalog.js';
+import { poll } from '../helpers/wait.js';
 
 const BOOT_MS = 1_700_000_000_000;
 
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const waitFor = (cond: () => boolean, what: string): Promise<unknown> => poll(what, cond);
 
 function rec(seq: number, message: string, usec = seq * 1_000_000): string {
   return formatKmsgRecord({ level: 4, seq, usecSinceBoot: usec, message });
