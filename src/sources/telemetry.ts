@@ -131,8 +131,10 @@ function int(n: number): string {
   return String(Math.trunc(n));
 }
 
+type RaisedEvent = Omit<HealthEventInput, 'fault' | 'severity' | 'timeMs' | 'source' | 'key'> & { timeMs?: number };
+
 type Verdict =
-  | { bad: true; severity: Severity; raise: () => Omit<HealthEventInput, 'fault' | 'severity' | 'timeMs' | 'source' | 'key'> & { timeMs?: number } }
+  | { bad: true; severity: Severity; raise: () => RaisedEvent }
   | { bad: false; immediate?: boolean; clearMessage: () => string; metrics?: () => Record<string, string> }
   | null;
 
@@ -185,6 +187,17 @@ class Judge {
       });
       delete this.state.conditions[key];
     }
+  }
+
+  /**
+   * A counter-rate rule: a warning while the counter grew by `inc` at `threshold` per minute or
+   * faster over `elapsedMs`, `cleared` otherwise. False (nothing judged) without a previous sample.
+   */
+  rate(key: string, inc: number | null, elapsedMs: number | undefined, threshold: number, raise: (perMin: number) => RaisedEvent, cleared: Verdict): boolean {
+    if (inc === null || elapsedMs === undefined) return false;
+    const perMin = perMinute(inc, elapsedMs);
+    this.apply(key, inc > 0 && perMin >= threshold ? { bad: true, severity: 'warning', raise: () => raise(perMin) } : cleared);
+    return true;
   }
 
   active(key: string): CondState | undefined {
@@ -268,6 +281,8 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   const u = s.uuid;
   const g = `gpu${i}`;
   const temp = t.temperatureC;
+  /** Since the previous sample, for the counter-rate rules; undefined on the first sample. */
+  const elapsedMs = prev ? s.takenAtMs - prev.takenAtMs : undefined;
 
   // Thermal, with hysteresis on both thresholds.
   {
@@ -353,20 +368,16 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   }
   {
     const key = `${g}/ecc_sbe_rate`;
-    const prevTaken = prev?.takenAtMs;
     const inc = increase(prev?.eccVolCorr, t.eccVolatileCorrected) ?? increase(prev?.eccAggCorr, t.eccAggregateCorrected);
-    if (inc !== null && prevTaken !== undefined) {
-      const rate = perMinute(inc, s.takenAtMs - prevTaken);
-      if (inc > 0 && rate >= c.eccSbeRatePerMinute) {
-        j.apply(key, {
-          bad: true,
-          severity: 'warning',
-          raise: () => rawEvent(i, u, 'ecc_sbe', 'MEM', 'none', `GPU ${i}: corrected ECC errors rising fast (${rate.toFixed(0)}/min)`, { ecc_sbe_count: int(inc), ecc_sbe_per_minute: f6(rate) }, `navarch-agent threshold: ${c.eccSbeRatePerMinute} corrected ECC errors per minute`),
-        });
-      } else {
-        j.apply(key, good(`GPU ${i}: corrected ECC error rate back to normal`));
-      }
-    } else if (t.eccVolatileCorrected === null && t.eccAggregateCorrected === null) {
+    const judged = j.rate(
+      key,
+      inc,
+      elapsedMs,
+      c.eccSbeRatePerMinute,
+      (rate) => rawEvent(i, u, 'ecc_sbe', 'MEM', 'none', `GPU ${i}: corrected ECC errors rising fast (${rate.toFixed(0)}/min)`, { ecc_sbe_count: int(inc as number), ecc_sbe_per_minute: f6(rate) }, `navarch-agent threshold: ${c.eccSbeRatePerMinute} corrected ECC errors per minute`),
+      good(`GPU ${i}: corrected ECC error rate back to normal`),
+    );
+    if (!judged && t.eccVolatileCorrected === null && t.eccAggregateCorrected === null) {
       j.apply(key, good(`GPU ${i}: ECC counters no longer reported`));
     }
   }
@@ -402,19 +413,15 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   // PCIe replays (rate) and link degradation.
   {
     const key = `${g}/pcie/replay`;
-    const inc = increase(prev?.pcieReplay, t.pcieReplayCounter);
-    if (inc !== null && prev) {
-      const rate = perMinute(inc, s.takenAtMs - prev.takenAtMs);
-      if (inc > 0 && rate >= c.pcieReplayRatePerMinute) {
-        j.apply(key, {
-          bad: true,
-          severity: 'warning',
-          raise: () => rawEvent(i, u, 'pcie', 'PCIE', 'none', `GPU ${i}: PCIe replays at ${rate.toFixed(0)}/min`, { pcie_replay_count: int(t.pcieReplayCounter as number), pcie_replays_per_minute: f6(rate) }, `navarch-agent threshold: ${c.pcieReplayRatePerMinute} PCIe replays per minute`),
-        });
-      } else {
-        j.apply(key, good(`GPU ${i}: PCIe replay rate back to normal`));
-      }
-    } else if (t.pcieReplayCounter === null) {
+    const judged = j.rate(
+      key,
+      increase(prev?.pcieReplay, t.pcieReplayCounter),
+      elapsedMs,
+      c.pcieReplayRatePerMinute,
+      (rate) => rawEvent(i, u, 'pcie', 'PCIE', 'none', `GPU ${i}: PCIe replays at ${rate.toFixed(0)}/min`, { pcie_replay_count: int(t.pcieReplayCounter as number), pcie_replays_per_minute: f6(rate) }, `navarch-agent threshold: ${c.pcieReplayRatePerMinute} PCIe replays per minute`),
+      good(`GPU ${i}: PCIe replay rate back to normal`),
+    );
+    if (!judged && t.pcieReplayCounter === null) {
       j.apply(key, good(`GPU ${i}: PCIe replay counter no longer reported`));
     }
   }
@@ -454,19 +461,14 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
       const ekey = `${key}/errors`;
       const parts = [l.replayErrors, l.recoveryErrors, l.crcFlitErrors, l.crcDataErrors].filter((v): v is number => v !== null);
       const sum = parts.length > 0 ? parts.reduce((a, b) => a + b, 0) : null;
-      const inc = increase(prev?.nvlinkErrors[String(l.link)], sum);
-      if (inc !== null && prev) {
-        const rate = perMinute(inc, s.takenAtMs - prev.takenAtMs);
-        if (inc > 0 && rate >= c.nvlinkErrorRatePerMinute) {
-          j.apply(ekey, {
-            bad: true,
-            severity: 'warning',
-            raise: () => rawEvent(i, u, 'nvlink', 'NVLINK', 'none', `GPU ${i}: NVLink ${l.link} errors rising (${rate.toFixed(0)}/min)`, { link_id: int(l.link), nvlink_errors: int(sum as number), nvlink_errors_per_minute: f6(rate) }, `navarch-agent threshold: ${c.nvlinkErrorRatePerMinute} NVLink errors per minute per link`),
-          });
-        } else {
-          j.apply(ekey, good(`GPU ${i}: NVLink ${l.link} error rate back to normal`, { link_id: int(l.link) }));
-        }
-      }
+      j.rate(
+        ekey,
+        increase(prev?.nvlinkErrors[String(l.link)], sum),
+        elapsedMs,
+        c.nvlinkErrorRatePerMinute,
+        (rate) => rawEvent(i, u, 'nvlink', 'NVLINK', 'none', `GPU ${i}: NVLink ${l.link} errors rising (${rate.toFixed(0)}/min)`, { link_id: int(l.link), nvlink_errors: int(sum as number), nvlink_errors_per_minute: f6(rate) }, `navarch-agent threshold: ${c.nvlinkErrorRatePerMinute} NVLink errors per minute per link`),
+        good(`GPU ${i}: NVLink ${l.link} error rate back to normal`, { link_id: int(l.link) }),
+      );
     }
   }
 
