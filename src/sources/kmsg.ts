@@ -470,7 +470,7 @@ export class KmsgSource {
    */
   private async emit(ev: HealthEventInput): Promise<boolean> {
     const attempts = 4;
-    for (let i = 1; i <= attempts; i++) {
+    for (let i = 1; ; i++) {
       try {
         await this.opts.onEvent(ev);
         return true;
@@ -483,7 +483,6 @@ export class KmsgSource {
         await this.sleep(100 * 2 ** i * (0.5 + Math.random()));
       }
     }
-    return false; // not reached: the last attempt returns above
   }
 
   private eventsFor(rec: KmsgRecord, historical: boolean): HealthEventInput[] {

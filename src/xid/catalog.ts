@@ -50,6 +50,8 @@ type Row = [
   note?: string,
 ];
 
+const NVLINK5_NOTE = 'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset';
+
 // prettier-ignore
 const ROWS: Row[] = [
   [13, 'ROBUST_CHANNEL_GR_EXCEPTION', 'Graphics Engine Exception', 'RESTART_APP', 'WORKFLOW_XID_13', 'CheckUserAppAndGPU', 'warning', 'restart_app'],
@@ -86,19 +88,19 @@ const ROWS: Row[] = [
   [140, 'UNRECOVERABLE_ECC_ERROR_ESCAPE', 'ECC Unrecovered Error', 'RESET_GPU', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu'],
   [143, 'GPU_INIT_ERROR', 'GPU Initialization Error', 'RESET_GPU', 'CONTACT_SUPPORT', 'HardwareInspection', 'critical', 'reset_gpu'],
   [144, 'NVLINK_SAW_ERROR', 'NVLINK: SAW Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset'],
+    NVLINK5_NOTE],
   [145, 'NVLINK_RLW_ERROR', 'NVLINK: RLW Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset'],
+    NVLINK5_NOTE],
   [146, 'NVLINK_TLW_ERROR', 'NVLINK: TLW Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset'],
+    NVLINK5_NOTE],
   [147, 'NVLINK_TREX_ERROR', 'NVLINK: TREX Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset'],
+    NVLINK5_NOTE],
   [148, 'NVLINK_NVLPW_CTRL_ERROR', 'NVLINK: NVLPW_CTRL Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset'],
+    NVLINK5_NOTE],
   [149, 'NVLINK_NETIR_ERROR', 'NVLINK: NETIR Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset'],
+    NVLINK5_NOTE],
   [150, 'NVLINK_MSE_ERROR', 'NVLINK: MSE Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset'],
+    NVLINK5_NOTE],
   [154, 'GPU_RECOVERY_ACTION_CHANGED', 'GPU Recovery Action Changed', 'XID_154', 'N/A (informational, about another XID)', '-', 'info', 'none',
     'informational; when the kernel line names the new recovery action, xidEventInput uses it as the recommended action'],
 ];
