@@ -191,12 +191,12 @@ class Judge {
 
   /**
    * A counter-rate rule: a warning while the counter grew by `inc` at `threshold` per minute or
-   * faster over `elapsedMs`, `cleared` otherwise. False (nothing judged) without a previous sample.
+   * faster over `elapsedMs`, `cleared()` otherwise. False (nothing judged) without a previous sample.
    */
-  rate(key: string, inc: number | null, elapsedMs: number | undefined, threshold: number, raise: (perMin: number) => RaisedEvent, cleared: Verdict): boolean {
+  rate(key: string, inc: number | null, elapsedMs: number | undefined, threshold: number, raise: (perMin: number) => RaisedEvent, cleared: () => Verdict): boolean {
     if (inc === null || elapsedMs === undefined) return false;
     const perMin = perMinute(inc, elapsedMs);
-    this.apply(key, inc > 0 && perMin >= threshold ? { bad: true, severity: 'warning', raise: () => raise(perMin) } : cleared);
+    this.apply(key, inc > 0 && perMin >= threshold ? { bad: true, severity: 'warning', raise: () => raise(perMin) } : cleared());
     return true;
   }
 
@@ -375,7 +375,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
       elapsedMs,
       c.eccSbeRatePerMinute,
       (rate) => rawEvent(i, u, 'ecc_sbe', 'MEM', 'none', `GPU ${i}: corrected ECC errors rising fast (${rate.toFixed(0)}/min)`, { ecc_sbe_count: int(inc as number), ecc_sbe_per_minute: f6(rate) }, `navarch-agent threshold: ${c.eccSbeRatePerMinute} corrected ECC errors per minute`),
-      good(`GPU ${i}: corrected ECC error rate back to normal`),
+      () => good(`GPU ${i}: corrected ECC error rate back to normal`),
     );
     if (!judged && t.eccVolatileCorrected === null && t.eccAggregateCorrected === null) {
       j.apply(key, good(`GPU ${i}: ECC counters no longer reported`));
@@ -419,7 +419,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
       elapsedMs,
       c.pcieReplayRatePerMinute,
       (rate) => rawEvent(i, u, 'pcie', 'PCIE', 'none', `GPU ${i}: PCIe replays at ${rate.toFixed(0)}/min`, { pcie_replay_count: int(t.pcieReplayCounter as number), pcie_replays_per_minute: f6(rate) }, `navarch-agent threshold: ${c.pcieReplayRatePerMinute} PCIe replays per minute`),
-      good(`GPU ${i}: PCIe replay rate back to normal`),
+      () => good(`GPU ${i}: PCIe replay rate back to normal`),
     );
     if (!judged && t.pcieReplayCounter === null) {
       j.apply(key, good(`GPU ${i}: PCIe replay counter no longer reported`));
@@ -467,7 +467,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
         elapsedMs,
         c.nvlinkErrorRatePerMinute,
         (rate) => rawEvent(i, u, 'nvlink', 'NVLINK', 'none', `GPU ${i}: NVLink ${l.link} errors rising (${rate.toFixed(0)}/min)`, { link_id: int(l.link), nvlink_errors: int(sum as number), nvlink_errors_per_minute: f6(rate) }, `navarch-agent threshold: ${c.nvlinkErrorRatePerMinute} NVLink errors per minute per link`),
-        good(`GPU ${i}: NVLink ${l.link} error rate back to normal`, { link_id: int(l.link) }),
+        () => good(`GPU ${i}: NVLink ${l.link} error rate back to normal`, { link_id: int(l.link) }),
       );
     }
   }
