@@ -3,13 +3,17 @@
  * XID-to-control-plane benchmark over the real paths (needs `npm run build` and the addon:
  * `npm run build:addon`, `npm run build:fake`):
  *
- *   node bench/controlplane-xid.mjs [--events 1000] [--gap-ms 5] [--json]
+ *   node bench/controlplane-xid.mjs [--events 1000] [--gap-ms 5] [--no-floor] [--json]
  *
  * The agent runs as its own process (`dist/cli/main.js run --gpu-backend nvml`) on the native
  * addon over the project's fake libnvidia-ml. Each XID is injected through the fake's control
  * socket; latency is from just before that write to the moment the development control plane
  * (in this process) has the event: NVML event wait -> addon thread -> classification -> durable
  * store (fsync) -> ReportHealth over loopback HTTP.
+ *
+ * In the same run it measures the machine's floor (bench/floor.mjs: a 256-byte append plus
+ * fdatasync, and a keep-alive loopback POST to another Node process), one floor sample in each
+ * gap between two injections, and prints the agent's p50/p99 as ratios of the floor's.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +22,7 @@ import * as os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { formatFloor, openFloorProbe, ratios } from './floor.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const MAIN = join(root, 'dist', 'cli', 'main.js');
@@ -32,7 +37,7 @@ for (const [p, how] of [[MAIN, 'npm run build'], [LIB, 'npm run build:fake'], [A
 const { startDevControlPlane } = await import(new URL('../dist/controlplane/dev-server.js', import.meta.url).href);
 
 const { values: a } = parseArgs({
-  options: { events: { type: 'string', default: '1000' }, 'gap-ms': { type: 'string', default: '5' }, json: { type: 'boolean', default: false } },
+  options: { events: { type: 'string', default: '1000' }, 'gap-ms': { type: 'string', default: '5' }, 'no-floor': { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
 });
 const N = Number(a.events);
 const gap = Number(a['gap-ms']);
@@ -57,7 +62,9 @@ const agent = spawn(
     '--state-dir', join(dir, 'state'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
   { env: { PATH: process.env.PATH, NAVARCH_NVML_LIBRARY: LIB, NAVARCH_FAKE_NVML_CONFIG: cfg, NAVARCH_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'inherit'] },
 );
+const probe = a['no-floor'] ? null : await openFloorProbe({ dir });
 const cleanup = async () => {
+  probe?.close();
   agent.kill('SIGKILL');
   await cp.close();
   rmSync(dir, { recursive: true, force: true });
@@ -115,6 +122,11 @@ for (let i = 0; i < N; i++) {
     waiting = null;
     lat.push(Number.NaN);
   }
+  if (probe) {
+    if (i === 0) for (let w = 0; w < 50; w++) await probe.sample();
+    if (i === 0) probe.reset();
+    await probe.sample();
+  }
   if (gap > 0) await new Promise((r) => setTimeout(r, gap));
 }
 const ok = lat.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
@@ -123,6 +135,18 @@ const result = {
   bench: 'controlplane-xid', events: N, delivered: ok.length, missing: N - ok.length,
   p50Ms: +pct(50).toFixed(3), p99Ms: +pct(99).toFixed(3), maxMs: +ok[ok.length - 1].toFixed(3), loadavg1: +os.loadavg()[0].toFixed(2),
 };
+const floor = probe?.result();
+if (floor) {
+  result.floor = floor;
+  result.ratio = ratios(result, floor);
+}
 await cleanup();
 if (a.json) console.log(JSON.stringify(result));
-else console.log(Object.entries(result).map(([k, v]) => `${k}=${v}`).join(' '));
+else {
+  const { floor: f, ratio, ...flat } = result;
+  console.log(Object.entries(flat).map(([k, v]) => `${k}=${v}`).join(' '));
+  if (f) {
+    console.log(formatFloor(f));
+    console.log(`agent/floor: p50 ${ratio.p50}x, p99 ${ratio.p99}x (goal: <= 1.5x each)`);
+  }
+}

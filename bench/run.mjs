@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes('--quick');
 const runs = [
+  ['floor.mjs', quick ? ['--samples', '300'] : []],
   ['nvml-bench.mjs', quick ? ['--only', 'latency', '--events', '2000'] : []],
   ['telemetry-judge.mjs', quick ? ['--samples', '2000'] : []],
   ['store-bench.mjs', quick ? ['--events', '1000', '--storm', '20000'] : []],
