@@ -3,7 +3,6 @@
  * and the read commands. `runCli()` returns the exit code; src/cli/main.ts calls it.
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { UsageError, resolveConfig, type AgentConfig } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { LOG_LEVELS } from '../config/options.js';
@@ -14,27 +13,7 @@ import { parseFakeFault, InjectValidationError } from '../api/inject.js';
 import { helpText, parseArgv, type ParsedArgs } from './args.js';
 import { COMMANDS, COMMAND_BY_NAME } from './commands.js';
 import { ago, fmt, gib, table } from './output.js';
-
-export interface CliIo {
-  stdout: (s: string) => void;
-  stderr: (s: string) => void;
-  env: NodeJS.ProcessEnv;
-}
-
-const defaultIo: CliIo = {
-  stdout: (s) => process.stdout.write(s),
-  stderr: (s) => process.stderr.write(s),
-  env: process.env,
-};
-
-export function packageVersion(): string {
-  try {
-    const p = fileURLToPath(new URL('../../package.json', import.meta.url));
-    return (JSON.parse(readFileSync(p, 'utf8')) as { version?: string }).version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-}
+import { defaultIo, packageVersion, type CliIo } from './io.js';
 
 function usageLine(): string {
   return `usage: navarch-agent <command> [flags]\n\ncommands:\n${COMMANDS.map((c) => `  ${c.name.padEnd(14)}${c.summary.split('. ')[0]?.replace(/\.$/, '')}`).join('\n')}\n\nRun "navarch-agent help <command>" for a command's flags.\n`;

@@ -11,8 +11,7 @@ import type { FakeFault } from '../backends/types.js';
 import { resolveConfig } from '../config/config.js';
 import { startDevControlPlane, type ReceivedEvent } from '../controlplane/dev-server.js';
 import { createLogger, flushLogs } from '../log.js';
-import type { CliIo } from './cli.js';
-import { packageVersion } from './cli.js';
+import { packageVersion, type CliIo } from './io.js';
 
 export interface DemoOptions {
   durationMs: number | null;

@@ -1,6 +1,6 @@
 /** `navarch-agent control-plane --dev`: the development control plane until SIGINT/SIGTERM. */
 import { startDevControlPlane } from '../controlplane/dev-server.js';
-import type { CliIo } from './cli.js';
+import type { CliIo } from './io.js';
 
 export interface DevControlPlaneCliOptions {
   host: string;

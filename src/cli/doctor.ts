@@ -7,7 +7,7 @@ import { mkdir, open, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Code, ConnectError } from '@connectrpc/connect';
 import type { AgentConfig } from '../config/config.js';
-import type { CliIo } from './cli.js';
+import type { CliIo } from './io.js';
 
 export type CheckState = 'ok' | 'warn' | 'fail' | 'skip';
 
