@@ -3,6 +3,7 @@
 #   g++, make, python3     the addon, the fake libnvidia-ml, the sd_notify receiver in tests
 #   ShellCheck (package shellcheck): test/deploy/shellcheck.test.ts
 #   systemd                systemd-analyze security/verify (offline; systemd need not be PID 1),
+#                          systemd-notify (the sd_notify fallback without the addon),
 #                          systemd-sysusers (install.sh in a scratch root)
 #   cloud-init             cloud-init schema for deploy/ec2/user-data.yaml
 #   curl, file, binutils   deploy/ec2/bootstrap.sh, scripts/prebuild.sh checks

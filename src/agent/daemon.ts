@@ -74,7 +74,7 @@ export async function runDaemon(cfg: AgentConfig, opts: DaemonOptions): Promise<
   const watchdog = notifier.startWatchdog({ healthy: () => agent.alive() });
   const statusTimer = setInterval(() => notifier.status(describe()), STATUS_EVERY_MS);
   statusTimer.unref();
-  log.info({ api: agent.apiUrl, status: describe() }, 'navarch-agent ready');
+  log.info({ api: agent.apiUrl, status: describe(), sdNotify: notifier.transport }, 'navarch-agent ready');
 
   const reason = await exitRequested;
   process.off('SIGTERM', onSignal);

@@ -1,13 +1,16 @@
 /**
  * systemd readiness and watchdog notifications (sd_notify(3)) for a `Type=notify` unit.
  *
- * The datagram itself is sent by the native addon (`sdNotify` in native/sd_notify.cc: AF_UNIX
- * SOCK_DGRAM to `$NOTIFY_SOCKET`, abstract `@` names included, no libsystemd). Everything here is
- * a no-op when `NOTIFY_SOCKET` is unset (not started by systemd) or the addon cannot be loaded,
- * so callers never need to check whether they run under systemd.
+ * The datagram is sent by the native addon (`sdNotify` in native/sd_notify.cc: AF_UNIX
+ * SOCK_DGRAM to `$NOTIFY_SOCKET`, abstract `@` names included, no libsystemd). Without the addon
+ * each notification goes through systemd's `systemd-notify` binary instead (notify-exec.ts; the
+ * unit's NotifyAccess=all lets systemd accept it). Everything here is a no-op when
+ * `NOTIFY_SOCKET` is unset (not started by systemd) or neither way is available, so callers never
+ * need to check whether they run under systemd.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { findSystemdNotify, SystemdNotifySender } from './notify-exec.js';
 
 /** The raw addon export this module uses. */
 export interface SdNotifyBinding {
@@ -18,9 +21,11 @@ export interface SdNotifyBinding {
 export interface NotifierOptions {
   /** Environment to read NOTIFY_SOCKET / WATCHDOG_USEC / WATCHDOG_PID from, at call time. */
   env?: NodeJS.ProcessEnv;
-  /** The addon; `null` forces the no-op path; default: loaded lazily with node-gyp-build. */
+  /** The addon; `null` means none (the systemd-notify fallback is used); default: loaded lazily with node-gyp-build. */
   binding?: SdNotifyBinding | null;
-  /** Called once per distinct failure (addon load or send error); default: a process warning. */
+  /** The systemd-notify binary used without the addon; `null` disables the fallback; default: found on PATH, /usr/bin, /bin. */
+  systemdNotify?: string | null;
+  /** Called once per distinct failure (no way to notify, or a send error); default: a process warning. */
   onError?: (err: Error) => void;
   /** PID compared with WATCHDOG_PID (default process.pid). */
   pid?: number;
@@ -80,20 +85,38 @@ export function watchdogIntervalUsec(env: NodeJS.ProcessEnv, pid: number = proce
   return usec;
 }
 
+/** How notifications leave this process. */
+export type NotifyTransport = 'addon' | 'systemd-notify' | 'none';
+
+interface Sender {
+  transport: Exclude<NotifyTransport, 'none'>;
+  send(state: string, socket: string): boolean;
+}
+
 export class Notifier {
   private readonly env: NodeJS.ProcessEnv;
   private readonly pid: number;
   private readonly onError: (err: Error) => void;
-  private binding: SdNotifyBinding | null | undefined;
-  private loadFailed = false;
+  private readonly bindingOpt: SdNotifyBinding | null | undefined;
+  private readonly systemdNotifyOpt: string | null | undefined;
+  private sender: Sender | null | undefined;
   private lastErrorCode: string | undefined;
 
   constructor(opts: NotifierOptions = {}) {
     this.env = opts.env ?? process.env;
     this.pid = opts.pid ?? process.pid;
-    this.binding = opts.binding;
+    this.bindingOpt = opts.binding;
+    this.systemdNotifyOpt = opts.systemdNotify;
     this.onError =
       opts.onError ?? ((err) => process.emitWarning(`sd_notify: ${err.message}`, { code: 'NAVARCH_SD_NOTIFY' }));
+  }
+
+  /** Reports an error unless it has the same code as the previous one. */
+  private report(err: Error & { code?: string }): void {
+    const code = err.code ?? err.message;
+    if (code === this.lastErrorCode) return;
+    this.lastErrorCode = code;
+    this.onError(err);
   }
 
   /** The socket systemd gave us, if any. */
@@ -102,47 +125,64 @@ export class Notifier {
     return s === undefined || s === '' ? undefined : s;
   }
 
-  /** True when running under a notify-aware manager and the addon loads. */
+  /** True when running under a notify-aware manager and a way to notify it exists. */
   get enabled(): boolean {
-    return this.socket !== undefined && this.getBinding() !== null;
+    return this.socket !== undefined && this.getSender() !== null;
   }
 
-  private getBinding(): SdNotifyBinding | null {
-    if (this.binding !== undefined) return this.binding;
-    if (this.loadFailed) return null;
-    try {
-      this.binding = loadSdNotifyBinding();
-    } catch (e) {
-      this.loadFailed = true;
-      const first = String((e as Error).message ?? e).split('\n')[0];
-      this.onError(new Error(`native addon unavailable, notifications disabled: ${first}`));
-      return null;
+  /** How notifications are sent ('none' when not under systemd or no way exists). */
+  get transport(): NotifyTransport {
+    if (this.socket === undefined) return 'none';
+    return this.getSender()?.transport ?? 'none';
+  }
+
+  /** The addon when it loads, else systemd-notify when it exists, else null (reported once). */
+  private getSender(): Sender | null {
+    if (this.sender !== undefined) return this.sender;
+    let addonWhy = 'none given';
+    let binding = this.bindingOpt;
+    if (binding === undefined) {
+      try {
+        binding = loadSdNotifyBinding();
+      } catch (e) {
+        binding = null;
+        addonWhy = String((e as Error).message ?? e).split('\n')[0] ?? '';
+      }
     }
-    return this.binding;
+    if (binding) {
+      const b = binding;
+      this.sender = { transport: 'addon', send: (state, sock) => b.sdNotify(state, sock) };
+      return this.sender;
+    }
+    const path = this.systemdNotifyOpt === undefined ? findSystemdNotify(this.env) : this.systemdNotifyOpt;
+    if (path !== null) {
+      const exec = new SystemdNotifySender({ path, pid: this.pid, onError: (err) => this.report(err) });
+      this.sender = { transport: 'systemd-notify', send: (state, sock) => exec.send(state, sock) };
+      return this.sender;
+    }
+    this.sender = null;
+    this.onError(new Error(`notifications disabled: no native addon (${addonWhy}) and no systemd-notify binary`));
+    return null;
   }
 
   /**
-   * Sends raw assignments ("READY=1\nSTATUS=..."). Returns true when a datagram was sent, false
-   * when not under systemd, the addon is unavailable, or the send failed (reported via onError
+   * Sends raw assignments ("READY=1\nSTATUS=..."). Returns true when the datagram was sent by
+   * the addon or handed to systemd-notify (whose failure is reported later via onError), false
+   * when not under systemd, no way to notify exists, or the send failed (reported via onError
    * once per distinct error code).
    */
   notify(state: string): boolean {
     if (typeof state !== 'string' || state === '') throw new TypeError('notify(state): state must be a non-empty string');
     const sock = this.socket;
     if (sock === undefined) return false;
-    const b = this.getBinding();
-    if (b === null) return false;
+    const sender = this.getSender();
+    if (sender === null) return false;
     try {
-      const sent = b.sdNotify(state, sock);
-      this.lastErrorCode = undefined;
+      const sent = sender.send(state, sock);
+      if (sent && sender.transport === 'addon') this.lastErrorCode = undefined;
       return sent;
     } catch (e) {
-      const err = e as Error & { code?: string };
-      const code = err.code ?? err.message;
-      if (code !== this.lastErrorCode) {
-        this.lastErrorCode = code;
-        this.onError(err);
-      }
+      this.report(e as Error & { code?: string });
       return false;
     }
   }
@@ -170,7 +210,7 @@ export class Notifier {
   /**
    * Pings WATCHDOG=1 at half of WATCHDOG_USEC (once immediately) from an unref'd timer. Returns
    * null when the watchdog is not enabled for this process (no WATCHDOG_USEC, WATCHDOG_PID is
-   * another process, no NOTIFY_SOCKET, or no addon).
+   * another process, no NOTIFY_SOCKET, or no way to notify).
    */
   startWatchdog(opts: WatchdogOptions = {}): WatchdogHandle | null {
     const usec = watchdogIntervalUsec(this.env, this.pid);

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSdNotifyBinding, Notifier, watchdogIntervalUsec, type SdNotifyBinding } from '../../src/systemd/notify.js';
+import { findSystemdNotify } from '../../src/systemd/notify-exec.js';
 import { have, NotifyReceiver, waitFor } from './helpers.js';
 
 let binding: SdNotifyBinding | null = null;
@@ -43,10 +44,14 @@ describe('notifier without systemd', () => {
     expect(n.startWatchdog()).toBeNull();
   });
 
-  it('is a no-op when the addon is unavailable', () => {
-    const n = new Notifier({ env: { NOTIFY_SOCKET: '/nonexistent/sock' }, binding: null });
+  it('is a no-op when neither the addon nor systemd-notify is available, and says so once', () => {
+    const errors: Error[] = [];
+    const n = new Notifier({ env: { NOTIFY_SOCKET: '/nonexistent/sock' }, binding: null, systemdNotify: null, onError: (e) => errors.push(e) });
     expect(n.enabled).toBe(false);
+    expect(n.transport).toBe('none');
     expect(n.ready()).toBe(false);
+    expect(n.status('x')).toBe(false);
+    expect(errors.map((e) => e.message)).toEqual([expect.stringMatching(/no native addon .* and no systemd-notify binary/)]);
   });
 
   it('rejects an empty state', () => {
@@ -139,5 +144,67 @@ describe.skipIf(binding === null)('sd_notify over a real datagram socket', { tim
     healthy = true;
     await waitFor(() => h.sent >= 2, 'pings after recovery');
     h.stop();
+  });
+});
+
+// Without the addon: the same datagrams through systemd's own systemd-notify binary.
+const systemdNotify = findSystemdNotify();
+const execWhy = !have('python3') ? 'python3 (the datagram receiver) is not installed' : systemdNotify === null ? 'no systemd-notify binary on this host' : '';
+if (execWhy) console.warn(`[skip] sd-notify fallback tests: ${execWhy}`);
+
+describe.skipIf(execWhy !== '')('sd_notify without the addon (systemd-notify)', { timeout: 120_000 }, () => {
+  let dir: string;
+  let rx: NotifyReceiver;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'navarch-notify-exec-'));
+    rx = new NotifyReceiver(join(dir, 'notify.sock'));
+    await rx.started();
+  });
+  afterAll(async () => {
+    await rx?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('falls back to systemd-notify: READY=1 with STATUS and MAINPID reach the socket', async () => {
+    const errors: Error[] = [];
+    const n = new Notifier({ env: { NOTIFY_SOCKET: rx.address }, binding: null, onError: (e) => errors.push(e) });
+    expect(n.enabled).toBe(true);
+    expect(n.transport).toBe('systemd-notify');
+    expect(n.ready('registered\nwith control plane')).toBe(true);
+    const m = await waitFor(() => rx.messages.find((x) => x.state.split('\n').includes('READY=1')), 'READY=1');
+    const lines = m.state.split('\n');
+    expect(lines).toContain('STATUS=registered with control plane');
+    expect(lines).toContain(`MAINPID=${process.pid}`);
+    // As root the helper may send with our PID; otherwise it is its own (NotifyAccess=all in the unit).
+    expect(m.pid).not.toBeNull();
+    expect(errors).toEqual([]);
+  });
+
+  it('pings the watchdog through the helper', async () => {
+    const before = rx.messages.filter((m) => m.state.split('\n').includes('WATCHDOG=1')).length;
+    const n = new Notifier({ env: { NOTIFY_SOCKET: rx.address, WATCHDOG_USEC: '400000' }, binding: null });
+    const h = n.startWatchdog()!;
+    expect(h).not.toBeNull();
+    expect(h.intervalMs).toBe(200);
+    await waitFor(() => rx.messages.filter((m) => m.state.split('\n').includes('WATCHDOG=1')).length >= before + 2, '2 pings');
+    h.stop();
+  });
+
+  it('reports a helper that fails (no listener) and a binary that cannot run, once each', async () => {
+    const errors: Error[] = [];
+    const n = new Notifier({ env: { NOTIFY_SOCKET: join(dir, 'nobody.sock') }, binding: null, systemdNotify, onError: (e) => errors.push(e) });
+    expect(n.status('a')).toBe(true);
+    await waitFor(() => errors.length >= 1, 'helper failure');
+    expect(errors[0]!.message).toMatch(/systemd-notify exited [1-9]/);
+
+    const missing: Error[] = [];
+    const m = new Notifier({ env: { NOTIFY_SOCKET: rx.address }, binding: null, systemdNotify: join(dir, 'no-such-binary'), onError: (e) => missing.push(e) });
+    expect(m.status('a')).toBe(true);
+    expect(m.status('b')).toBe(true);
+    await waitFor(() => missing.length >= 1, 'spawn failure');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(missing).toHaveLength(1);
+    expect(missing[0]!.message).toMatch(/ENOENT/);
   });
 });
