@@ -307,7 +307,7 @@ export class AgentLink {
         return;
       }
     }
-    this.unsubscribe = this.o.store.onAppend(() => this.kickPump());
+    this.unsubscribe = this.o.store.onPending(() => this.kickPump());
     this.ensureRegistered('start');
   }
 

@@ -10,8 +10,11 @@
  * Group commit: every append/ack changes memory at once and marks the event dirty; one writer
  * loop writes every dirty event once per batch and fsyncs once, and all callers of that batch
  * resolve together. A storm of identical events therefore costs one small line per batch.
- * pending() shows a new event only once the batch that first writes it has settled, so a sender
- * never sends an event that is not yet on disk (it learns of it through onAppend).
+ * pending() shows a new event once the batch that first writes it is in the log file (written, its
+ * fdatasync may still run), so the send overlaps the fsync; the sender learns of it through
+ * onPending. An event in the file survives kill -9 (the page cache is the kernel's); it leaves the
+ * store only through ack(), whose record is written in a later batch, after this batch's fsync.
+ * What power loss can lose is in docs/store.md ("Durability").
  *
  * Bounds: `maxEvents` pending events and `maxBytes` of log. Over a bound, and on ENOSPC, the
  * store sheds the oldest 'info' events, then the oldest 'warning' ones; never 'critical' ones.
@@ -276,12 +279,13 @@ class FileEventStore implements DurableEventStore {
 
   private dirtyEvents = new Set<string>();
   private dirtyFaults = new Set<string>();
-  /** Commit batches started and settled (written, or failed). */
+  /** Commit batches started, and the last one whose events pending() may list (written to the file, or settled). */
   private batchesStarted = 0;
-  private batchesSettled = 0;
+  private batchesVisible = 0;
   private waiters: Waiter[] = [];
   private writer: Promise<void> | null = null;
   private readonly listeners = new Set<(r: AppendResult) => void>();
+  private readonly pendingListeners = new Set<() => void>();
 
   private readonly st = {
     shed: 0,
@@ -713,8 +717,8 @@ class FileEventStore implements DurableEventStore {
     const out: HealthEvent[] = [];
     for (const e of this.pendingMap.values()) {
       if (out.length >= max) break;
-      // Not yet through its first commit: not durable, so not to be sent (it comes with onAppend).
-      if (e.gen > this.batchesSettled) continue;
+      // Not yet in the log file: a kill -9 would lose it, so not to be sent (it comes with onPending).
+      if (e.gen > this.batchesVisible) continue;
       e.snapCount = e.ev.count;
       e.firstAfterSnap = null;
       out.push(copyEvent(e.ev));
@@ -728,6 +732,24 @@ class FileEventStore implements DurableEventStore {
 
   activeFaults(): ActiveFault[] {
     return [...this.faults.values()].map((fe) => ({ ...fe.f, metrics: { ...fe.f.metrics } }));
+  }
+
+  onPending(listener: () => void): () => void {
+    this.pendingListeners.add(listener);
+    return () => this.pendingListeners.delete(listener);
+  }
+
+  /** Batch `no` is in the file (or settled): its events become visible to pending(). */
+  private reveal(no: number): void {
+    if (no <= this.batchesVisible) return;
+    this.batchesVisible = no;
+    for (const l of this.pendingListeners) {
+      try {
+        l();
+      } catch (e) {
+        this.log?.error({ err: e }, 'event store: onPending listener threw');
+      }
+    }
   }
 
   onAppend(listener: (result: AppendResult) => void): () => void {
@@ -832,12 +854,12 @@ class FileEventStore implements DurableEventStore {
         this.waiters = [];
         const no = ++this.batchesStarted;
         try {
-          await this.writeDirty();
-          this.batchesSettled = no;
+          await this.writeDirty(no);
+          this.reveal(no);
           for (const w of batch) w.resolve();
         } catch (e) {
           // Failed: the events stay in memory and are sent from there (as before the disk failed).
-          this.batchesSettled = no;
+          this.reveal(no);
           const full = e instanceof EventStoreError && e.code === 'DISK_FULL';
           for (const w of batch) {
             if (full && !w.critical) w.resolve();
@@ -883,7 +905,7 @@ class FileEventStore implements DurableEventStore {
     return Buffer.concat(parts);
   }
 
-  private async writeDirty(): Promise<void> {
+  private async writeDirty(no: number): Promise<void> {
     if (this.dirtyEvents.size === 0 && this.dirtyFaults.size === 0 && !this.needCompact) return;
     if (this.needCompact || !this.file) {
       await this.compactOrRecover();
@@ -896,6 +918,8 @@ class FileEventStore implements DurableEventStore {
     const buf = this.encodeDirty(events, faults);
     try {
       await this.file.append(buf);
+      // In the page cache now: kill -9 cannot lose it, so the send may start while fdatasync runs.
+      this.reveal(no);
       if (this.doFsync) await this.file.datasync();
       this.fileBytes += buf.length;
       this.st.commits++;

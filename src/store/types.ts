@@ -15,7 +15,8 @@ export interface EventStore {
   append(input: HealthEventInput): Promise<AppendResult>;
   /**
    * Unacknowledged events, oldest first (per-GPU order kept), at most `limit`. Snapshots: counts as of now.
-   * Only events whose first write has been committed (fsync'd) are listed, so nothing is sent before it is durable.
+   * Only events whose first write is in the log file are listed (its fdatasync may still be running:
+   * the send overlaps it), so nothing is sent that a kill -9 of the agent could lose.
    */
   pending(limit?: number): HealthEvent[];
   pendingCount(): number;
@@ -24,7 +25,9 @@ export interface EventStore {
    * whose count grew after it was sent stays pending with the remainder, so counts stay exact.
    */
   ack(sent: Array<Pick<HealthEvent, 'id' | 'count'>>): Promise<void>;
-  /** Called after every append (new or coalesced). Returns an unsubscribe function. */
+  /** Called when pending() may list more than before (the sender's wake-up). Returns an unsubscribe function. */
+  onPending(listener: () => void): () => void;
+  /** Called after every append (new or coalesced), once it is durable. Returns an unsubscribe function. */
   onAppend(listener: (result: AppendResult) => void): () => void;
   /** What is wrong right now, per GPU. */
   activeFaults(): ActiveFault[];

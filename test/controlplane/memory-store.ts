@@ -11,6 +11,7 @@ export class MemoryStore implements EventStore {
   private readonly events: HealthEvent[] = [];
   private readonly faults = new Map<string, ActiveFault>();
   private readonly listeners = new Set<(r: AppendResult) => void>();
+  private readonly pendingListeners = new Set<() => void>();
   /** Every event ever appended (for assertions). */
   readonly appended: HealthEvent[] = [];
   acks = 0;
@@ -47,6 +48,7 @@ export class MemoryStore implements EventStore {
       this.faults.delete(input.key);
     }
     const r = { event: { ...ev }, coalesced: false };
+    for (const l of this.pendingListeners) l();
     for (const l of this.listeners) l(r);
     return r;
   }
@@ -68,6 +70,11 @@ export class MemoryStore implements EventStore {
       if (e.count <= s.count) this.events.splice(i, 1);
       else e.count -= s.count;
     }
+  }
+
+  onPending(listener: () => void): () => void {
+    this.pendingListeners.add(listener);
+    return () => this.pendingListeners.delete(listener);
   }
 
   onAppend(listener: (r: AppendResult) => void): () => void {

@@ -6,6 +6,8 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import type { HealthEventInput, Severity } from '../../src/events/types.js';
 import { openEventStore, readStoredFaults, type DurableEventStore, type EventStoreOptions } from '../../src/store/event-store.js';
+import { nodeStoreFs, type StoreFs } from '../../src/store/fs-adapter.js';
+import { poll } from '../helpers/wait.js';
 import { xidEventInput } from '../../src/xid/catalog.js';
 
 function input(over: Partial<HealthEventInput> = {}): HealthEventInput {
@@ -240,6 +242,54 @@ describe('coalescing', () => {
 });
 
 describe('durability and compaction', () => {
+  it('lists an event for sending once it is in the log file, while its fdatasync runs; the ack is written after that fsync', async () => {
+    // A file system whose fdatasync waits for the test: the send must not wait for it.
+    let gate: (() => void) | null = null;
+    const order: string[] = [];
+    const gatedFs: StoreFs = {
+      ...nodeStoreFs,
+      async openAppend(p) {
+        const f = await nodeStoreFs.openAppend(p);
+        return {
+          ...f,
+          append: async (buf: Buffer) => {
+            order.push(`write ${buf.toString().includes('"t":"a"') ? 'ack' : 'put'}`);
+            await f.append(buf);
+          },
+          datasync: async () => {
+            if (gate === null) await new Promise<void>((r) => (gate = r));
+            order.push('fsync');
+            await f.datasync();
+          },
+          truncate: (n: number) => f.truncate(n),
+          size: () => f.size(),
+          close: () => f.close(),
+        };
+      },
+    };
+    const s = await openStore({ fs: gatedFs });
+    let woke = 0;
+    s.onPending(() => woke++);
+    let appended = false;
+    const appending = s.append(input()).then(() => (appended = true));
+    await poll('the event listed while its fsync waits', () => s.pending().length === 1);
+    expect(woke).toBeGreaterThan(0);
+    expect(appended).toBe(false); // durable only after the fsync
+    const [ev] = s.pending();
+    const acking = s.ack([{ id: ev!.id, count: ev!.count }]);
+    expect(s.pendingCount()).toBe(0);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(order).toEqual(['write put']); // the ack waits for the put's fsync
+    (gate as unknown as () => void)();
+    gate = () => undefined;
+    await appending;
+    await acking;
+    expect(order).toEqual(['write put', 'fsync', 'write ack', 'fsync']);
+    await s.close();
+    const again = await openStore();
+    expect(again.pendingCount()).toBe(0);
+  });
+
   it('compacts when the log grows and keeps the same state across reopen', async () => {
     const s = await openStore({ maxBytes: 256 * 1024 });
     for (let i = 0; i < 3000; i++) await s.append(input({ key: `k${i % 7}`, timeMs: i }));
