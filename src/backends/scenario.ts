@@ -9,12 +9,12 @@
  *
  * Validation is strict and every error names the file and the entry.
  */
-import { readFile, stat } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
+import { FILE_LIMITS, readBoundedTextSync, type BoundedFileError } from '../util/bounded-file.js';
+import { parseYamlStrict } from '../util/strict-yaml.js';
 import { parseDuration } from '../config/duration.js';
 import type { FakeFault, InjectableBackend } from './types.js';
 
-export const MAX_SCENARIO_BYTES = 1024 * 1024;
+export const MAX_SCENARIO_BYTES = FILE_LIMITS.scenario;
 export const MAX_SCENARIO_EVENTS = 10_000;
 /** Latest allowed `at`: 30 days. */
 export const MAX_SCENARIO_AT_MS = 30 * 24 * 3_600_000;
@@ -158,7 +158,7 @@ export function validateScenario(doc: unknown, label: string, opts: ScenarioLimi
 export function parseScenario(text: string, label: string, opts: ScenarioLimits = {}): Scenario {
   let doc: unknown;
   try {
-    doc = label.toLowerCase().endsWith('.json') ? JSON.parse(text) : parseYaml(text, { maxAliasCount: 100 });
+    doc = label.toLowerCase().endsWith('.json') ? JSON.parse(text) : parseYamlStrict(text, { maxAliasCount: 100 });
   } catch (err) {
     const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0];
     throw new ScenarioError(`${label}: not valid ${label.toLowerCase().endsWith('.json') ? 'JSON' : 'YAML'}: ${msg}`);
@@ -166,15 +166,17 @@ export function parseScenario(text: string, label: string, opts: ScenarioLimits 
   return validateScenario(doc, label, opts);
 }
 
-export async function loadScenario(file: string, opts: ScenarioLimits = {}): Promise<Scenario> {
-  let size: number;
+/** Reads a scenario file (bounded: a regular file of at most MAX_SCENARIO_BYTES, never blocks on a FIFO). */
+export function readScenarioText(file: string): string {
   try {
-    size = (await stat(file)).size;
+    return readBoundedTextSync(file, MAX_SCENARIO_BYTES);
   } catch (err) {
-    throw new ScenarioError(`${file}: cannot read scenario: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new ScenarioError(`${file}: cannot read scenario: ${(err as BoundedFileError).code ?? (err as Error).message}`);
   }
-  if (size > MAX_SCENARIO_BYTES) throw new ScenarioError(`${file}: scenario larger than ${MAX_SCENARIO_BYTES} bytes`);
-  return parseScenario(await readFile(file, 'utf8'), file, opts);
+}
+
+export async function loadScenario(file: string, opts: ScenarioLimits = {}): Promise<Scenario> {
+  return parseScenario(readScenarioText(file), file, opts);
 }
 
 /** The timers a scenario runs on; tests pass a fake clock. Real timers are unref'd. */

@@ -2,7 +2,6 @@
  * The `navarch-agent` command line: dispatch, bad-input handling (one line on stderr, exit 2)
  * and the read commands. `runCli()` returns the exit code; src/cli/main.ts calls it.
  */
-import { readFileSync } from 'node:fs';
 import { UsageError, resolveConfig, type AgentConfig } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { LOG_LEVELS } from '../config/options.js';
@@ -125,9 +124,9 @@ async function validateBackendInput(cfg: AgentConfig, env: NodeJS.ProcessEnv): P
     throw new UsageError((err as Error).message);
   }
   if (cfg.scenario) {
-    const { parseScenario } = await import('../backends/scenario.js');
+    const { parseScenario, readScenarioText } = await import('../backends/scenario.js');
     try {
-      parseScenario(readFileSync(cfg.scenario, 'utf8'), cfg.scenario, { gpuCount: count });
+      parseScenario(readScenarioText(cfg.scenario), cfg.scenario, { gpuCount: count });
     } catch (err) {
       throw new UsageError((err as Error).message);
     }

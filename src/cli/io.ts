@@ -3,7 +3,7 @@
  * package's version. A module of its own so that cli.ts and the commands it loads lazily
  * (demo, doctor, dev control plane) do not import each other.
  */
-import { readFileSync } from 'node:fs';
+import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
 import { fileURLToPath } from 'node:url';
 
 export interface CliIo {
@@ -22,7 +22,7 @@ export const defaultIo: CliIo = {
 export function packageVersion(): string {
   try {
     const p = fileURLToPath(new URL('../../package.json', import.meta.url));
-    return (JSON.parse(readFileSync(p, 'utf8')) as { version?: string }).version ?? '0.0.0';
+    return (JSON.parse(readBoundedTextSync(p, FILE_LIMITS.config)) as { version?: string }).version ?? '0.0.0';
   } catch {
     return '0.0.0';
   }

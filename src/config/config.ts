@@ -3,11 +3,12 @@
  * (flag > env > file > default), validating everything before anything is opened. Every
  * problem is a UsageError with exactly one line of text naming the source and the key.
  */
-import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
+import { parseYamlStrict } from '../util/strict-yaml.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { OPTIONS, OPTION_BY_KEY, envName, type LogLevel, type OptionSpec } from './options.js';
 
@@ -82,13 +83,13 @@ export interface ResolveInput {
 export function loadConfigFile(path: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBoundedTextSync(path, FILE_LIMITS.config);
   } catch (err) {
     throw new UsageError(`${path}: cannot read config file: ${errText(err)}`);
   }
   let doc: unknown;
   try {
-    doc = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text, { prettyErrors: false });
+    doc = path.endsWith('.json') ? JSON.parse(text) : parseYamlStrict(text, { prettyErrors: false });
   } catch (err) {
     throw new UsageError(`${path}: malformed ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${firstLine(errText(err))}`);
   }
@@ -237,7 +238,7 @@ function checkExecutable(path: string, label: string): void {
 function readToken(path: string, label: string): string {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBoundedTextSync(path, FILE_LIMITS.token);
   } catch (err) {
     throw new UsageError(`${label}: cannot read token file "${path}": ${errText(err)}`);
   }

@@ -4,7 +4,7 @@
  * only after `acknowledged`), periodic check reports, command polling and handling, re-registration
  * with fault re-assertion when the control plane forgot the node, and a graceful shutdown.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { create } from '@bufbuild/protobuf';
@@ -21,6 +21,7 @@ import {
 } from '../gen/navarch/control_plane_pb.js';
 import type { ControlPlaneClient } from './client.js';
 import { runHook, type HookResult } from './hooks.js';
+import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
 import {
   eventToProtoSafe,
   faultsToResults,
@@ -171,7 +172,7 @@ export function jittered(ms: number, random: () => number = Math.random): number
 
 export function readTerminationMarker(stateDir: string): TerminationMarker | null {
   try {
-    const m = JSON.parse(readFileSync(join(stateDir, TERMINATION_MARKER), 'utf8')) as TerminationMarker;
+    const m = JSON.parse(readBoundedTextSync(join(stateDir, TERMINATION_MARKER), FILE_LIMITS.state)) as TerminationMarker;
     return typeof m === 'object' && m !== null ? m : null;
   } catch {
     return null;

@@ -5,12 +5,12 @@
  *
  * Configuration mistakes fail at construction with a one-line ControlPlaneConfigError.
  */
-import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { ControlPlaneService } from '../gen/navarch/control_plane_pb.js';
+import { BoundedFileError, FILE_LIMITS, readBoundedFileSync } from '../util/bounded-file.js';
 
 export { ControlPlaneService };
 export type ControlPlaneRpc = Client<typeof ControlPlaneService>;
@@ -102,14 +102,15 @@ function pem(what: string, file: string | undefined, inline: string | Buffer | u
   if (inline !== undefined && inline !== '') return Buffer.isBuffer(inline) ? inline : Buffer.from(inline);
   if (file === undefined || file === '') return undefined;
   try {
-    const b = readFileSync(file);
+    const b = readBoundedFileSync(file, FILE_LIMITS.pem);
     if (!b.toString('latin1').includes('-----BEGIN ')) {
       throw new ControlPlaneConfigError(`${what} ${file} is not PEM (no "-----BEGIN" line)`);
     }
     return b;
   } catch (e) {
     if (e instanceof ControlPlaneConfigError) throw e;
-    throw new ControlPlaneConfigError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    const reason = e instanceof BoundedFileError ? (e.code ?? e.message) : (e as Error).message;
+    throw new ControlPlaneConfigError(`cannot read ${what} ${file}: ${reason}`);
   }
 }
 
