@@ -8,6 +8,23 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ActiveFault } from '../events/types.js';
 import type { Telemetry } from '../nvml/types.js';
 import type { AgentStatus, AgentView, DeviceStatus } from './types.js';
+import { xidInfo } from '../xid/catalog.js';
+
+/** The `code` label of navarch_agent_xid_total for codes outside the XID catalog (one series). */
+export const OTHER_XID_LABEL = 'other';
+/** GPU indexes above this (or not integers) share the gpu="other" series. */
+export const MAX_GPU_LABEL_INDEX = 1023;
+
+/**
+ * Bounded labels of navarch_agent_xid_total: a code in the catalog (or in Navarch's fatal list)
+ * keeps its number, any other code is "other"; the gpu label is the index (-1 = node) up to MAX_GPU_LABEL_INDEX, else "other".
+ * So the series are at most (catalog size + 1) x (GPUs + 1), whatever the kernel log holds.
+ */
+export function xidMetricLabels(gpuIndex: number, code: number): { gpu: string; code: string } {
+  const gpu = Number.isSafeInteger(gpuIndex) && gpuIndex >= -1 && gpuIndex <= MAX_GPU_LABEL_INDEX ? String(gpuIndex) : OTHER_XID_LABEL;
+  const info = xidInfo(code);
+  return { gpu, code: info.known || info.navarchFatal ? String(code) : OTHER_XID_LABEL };
+}
 
 const GPU_LABELS = ['gpu', 'UUID', 'pci_bus_id', 'device', 'modelName', 'Hostname'] as const;
 type GpuLabel = (typeof GPU_LABELS)[number];
@@ -183,7 +200,7 @@ export class AgentMetrics {
 
     this.xidTotal = new Counter({
       name: 'navarch_agent_xid_total',
-      help: 'XID errors seen by the agent, per GPU and code (NVML events and kernel log, de-duplicated).',
+      help: 'XID errors seen by the agent, per GPU and code (NVML events and kernel log, de-duplicated); codes outside the XID catalog are code="other".',
       labelNames: ['gpu', 'code'],
       registers: [reg],
     });
@@ -257,7 +274,7 @@ export class AgentMetrics {
   }
 
   recordXid(gpuIndex: number, code: number, count = 1): void {
-    this.xidTotal.inc({ gpu: String(gpuIndex), code: String(code) }, count);
+    this.xidTotal.inc(xidMetricLabels(gpuIndex, code), count);
   }
 
   observeDelivery(seconds: number): void {
