@@ -151,6 +151,7 @@ function cmdXid(args: ParsedArgs, io: CliIo): number {
     `  meaning:        ${info.description}`,
     `  NVIDIA action:  ${info.nvidiaAction}${info.nvidiaInvestigation ? ` (then ${info.nvidiaInvestigation})` : ''}`,
     `  agent:          severity ${info.severity}, recommended action ${info.action}`,
+    ...(info.known ? [`  others:         gpud ${info.gpud}; DCGM ${info.dcgm}; EKS ${info.eksFatal ? 'fatal' : 'not fatal'}`] : []),
     `  control plane:  ${info.navarchFatal ? 'fatal in the default policy (node becomes UNHEALTHY)' : 'degraded in the default policy'}`,
     `  source:         ${info.citation}`,
   ];

@@ -1,31 +1,43 @@
 /**
- * The project's XID catalog: for every XID code the agent knows, NVIDIA's mnemonic, meaning and
- * immediate action, plus the agent's own classification (severity, recommended action) with a
- * citation naming where it comes from, and a note wherever the project departs from NVIDIA.
+ * The project's XID catalog: every code in NVIDIA's XID catalog (1-172), with NVIDIA's immediate and
+ * investigatory resolution, what gpud, DCGM and the EKS node monitor do with it, and the agent's
+ * own classification (severity, recommended action) with a citation, plus a note wherever the
+ * project departs from NVIDIA, gpud, DCGM or EKS.
  *
- * Sources of the facts: NVIDIA's XID catalog (docs.nvidia.com/deploy/xid-errors) and how gpud,
- * DCGM, the k8s device plugin and the EKS node-monitoring agent treat each code, as summarised in
- * the project's reference notes. The decisions are documented in docs/events-and-store.md.
+ * The facts come from src/xid/nvidia-facts.ts (generated from the reference table by
+ * scripts/gen-xid-facts.mjs). The classification is declared here, in two parts: a rule for each of
+ * NVIDIA's resolution words (BY_RESOLUTION), and the codes where the project decides otherwise or
+ * NVIDIA gives no plain resolution (DECISIONS). Departures are computed, never hand-listed, so a
+ * note cannot go stale. The decisions are documented in docs/events-and-store.md.
  */
 import type { EventSource, HealthEventInput, RecommendedAction, Severity } from '../events/types.js';
+import { XID_FACTS, type XidFacts } from './nvidia-facts.js';
 
 export interface XidInfo {
   code: number;
+  /** NVIDIA's mnemonic (the first one where the catalog gives two). */
   mnemonic: string;
+  /** NVIDIA's description. */
   description: string;
-  /** NVIDIA's immediate action word(s), e.g. "RESTART_BM", "RESET_GPU", "IGNORE". */
+  /** NVIDIA's immediate resolution, e.g. "RESTART_BM", "RESET_GPU", "IGNORE"; "-" when the catalog gives none. */
   nvidiaAction: string;
   severity: Severity;
   action: RecommendedAction;
-  /** Where the classification comes from, e.g. "NVIDIA XID catalog: 79 RESTART_BM; gpud: RebootSystem+HardwareInspection". */
+  /** Where the classification comes from: NVIDIA's resolution, gpud, DCGM and EKS, and whether the agent departs. */
   citation: string;
   /** In the Navarch control plane's default-policy fatal list (node becomes UNHEALTHY). */
   navarchFatal: boolean;
   /** False for codes not in the catalog (and for 999, NVML's "unknown XID"). */
   known: boolean;
-  /** NVIDIA's investigatory action (second column of NVIDIA's action), "" when none. */
+  /** NVIDIA's investigatory resolution, "" when none. */
   nvidiaInvestigation?: string;
-  /** Why the project's classification departs from NVIDIA's action, when it does. */
+  /** gpud's view: event type and repair actions, e.g. "Fatal REBOOT_SYSTEM+HARDWARE_INSPECTION"; "not in gpud's table". */
+  gpud?: string;
+  /** DCGM's health-watch mapping, e.g. "devastating FAIL"; "-" when DCGM does not map the code. */
+  dcgm?: string;
+  /** In the EKS node-monitoring agent's fatal list. */
+  eksFatal?: boolean;
+  /** Why the project classifies the code as it does, and whom it departs from, when it departs or decides on its own. */
   note?: string;
 }
 
@@ -38,107 +50,135 @@ const FATAL_SET = new Set(NAVARCH_FATAL_XIDS);
 /** NVML's event data for an XID the driver could not name. Kept as 999, never rewritten. */
 export const UNKNOWN_XID_CODE = 999;
 
-type Row = [
-  code: number,
-  mnemonic: string,
-  description: string,
-  nvidiaAction: string,
-  nvidiaInvestigation: string,
-  gpud: string,
-  severity: Severity,
-  action: RecommendedAction,
-  note?: string,
-];
+/** The agent's classification of a code, and the reason for it. */
+export interface XidDecision {
+  severity: Severity;
+  action: RecommendedAction;
+  why: string;
+}
 
-const NVLINK5_NOTE = 'NVIDIA\'s NVLink5 workflow is a multi-step decision; the agent recommends its first disruptive step, a GPU reset';
+const d = (severity: Severity, action: RecommendedAction, why: string): XidDecision => Object.freeze({ severity, action, why });
 
-// prettier-ignore
-const ROWS: Row[] = [
-  [13, 'ROBUST_CHANNEL_GR_EXCEPTION', 'Graphics Engine Exception', 'RESTART_APP', 'WORKFLOW_XID_13', 'CheckUserAppAndGPU', 'warning', 'restart_app'],
-  [31, 'ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT', 'GPU memory page fault', 'RESTART_APP', 'WORKFLOW_XID_31', 'CheckUserAppAndGPU+HardwareInspection', 'warning', 'restart_app'],
-  [32, 'ROBUST_CHANNEL_PBDMA_ERROR', 'Invalid or corrupted push buffer stream', 'RESTART_APP', 'CHECK_APP/CUDA', 'RebootSystem+HardwareInspection', 'warning', 'restart_app'],
-  [38, 'ROBUST_CHANNEL_FECS_ERR_WATCHDOG_TIMEOUT', 'Driver firmware error', 'IGNORE', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu',
-    'NVIDIA says IGNORE, but a FECS firmware watchdog timeout leaves the graphics engine unusable; gpud, DCGM and the device plugin all flag it, so the agent recommends a GPU reset'],
-  [43, 'ROBUST_CHANNEL_RESETCHANNEL_VERIF_ERROR', 'GPU stopped processing', 'IGNORE', 'CONTACT_SUPPORT', 'CheckUserAppAndGPU', 'warning', 'restart_app',
-    'NVIDIA says IGNORE; the channel of the faulting application was reset, so the agent recommends restarting that application'],
-  [45, 'ROBUST_CHANNEL_PREEMPTIVE_REMOVAL', 'Preemptive cleanup, due to previous errors', 'WORKFLOW_XID_45', 'Solo: RESTART_FM; not solo: IGNORE (follow the other XID)', 'IgnoreNoActionRequired', 'info', 'none',
-    'a consequence of another XID; the agent acts on that one'],
-  [48, 'ROBUST_CHANNEL_GPU_ECC_DBE', 'Double Bit ECC Error', 'WORKFLOW_XID_48', 'WORKFLOW_XID_48', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu',
-    'NVIDIA\'s workflow starts with a GPU reset (page retirement / row remapping takes effect on reset)'],
-  [61, 'PMU_BREAKPOINT', 'Internal micro-controller breakpoint (unused on current drivers)', 'CONTACT_SUPPORT', '', 'RebootSystem', 'critical', 'reset_gpu',
-    'NVIDIA has no automated fix (CONTACT_SUPPORT); the agent recommends the least disruptive step that recovers a halted micro-controller'],
-  [62, 'PMU_HALT_ERROR', 'Internal micro-controller halt', 'RESET_GPU', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu'],
-  [63, 'INFOROM_DRAM_RETIREMENT_EVENT', 'GPU memory remapping event', 'IGNORE', 'IGNORE', 'RebootSystem+HardwareInspection', 'warning', 'reset_gpu',
-    'NVIDIA says IGNORE, but the retired page / remapped row only takes effect after a GPU reset ("reset gpu to activate"), so the agent raises a pending-reset fault'],
-  [64, 'INFOROM_DRAM_RETIREMENT_FAILURE', 'GPU memory remapping failure', 'RESET_GPU', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'critical', 'replace',
-    'a remapping failure means the GPU ran out of spare rows; a reset does not cure that, so the agent recommends replacement'],
-  [68, 'ROBUST_CHANNEL_NVDEC0_ERROR', 'NVDEC0 Exception', 'RESTART_APP', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'warning', 'restart_app'],
-  [69, 'ROBUST_CHANNEL_GR_CLASS_ERROR', 'Graphics Engine class error', 'RESTART_APP', 'CHECK_APP/CUDA', 'RebootSystem+HardwareInspection', 'warning', 'restart_app'],
-  [74, 'NVLINK_ERROR', 'NVLINK Error', 'WORKFLOW_NVLINK_ERR', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu'],
-  [79, 'ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS', 'GPU has fallen off the bus', 'RESTART_BM', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'critical', 'reboot'],
-  [92, 'EXCESSIVE_SBE_INTERRUPTS', 'High single-bit ECC error rate', 'IGNORE', 'CONTACT_SUPPORT', 'IgnoreNoActionRequired', 'warning', 'none',
-    'NVIDIA says IGNORE; the agent still reports it as a warning because a high corrected-error rate often precedes uncorrectable errors'],
-  [94, 'ROBUST_CHANNEL_CONTAINED_ERROR', 'Contained memory error', 'RESTART_APP', 'IGNORE (sympathetic)', 'RebootSystem+IgnoreNoActionRequired', 'warning', 'restart_app'],
-  [95, 'ROBUST_CHANNEL_UNCONTAINED_ERROR', 'Uncontained memory error', 'RESET_GPU', 'IGNORE (sympathetic)', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu'],
-  [109, 'ROBUST_CHANNEL_CTXSW_TIMEOUT_ERROR', 'Context Switch Timeout Error', 'RESET_GPU', 'CONTACT_SUPPORT', '-', 'critical', 'reset_gpu'],
-  [119, 'GSP_RPC_TIMEOUT', 'GSP RPC Timeout', 'RESET_GPU', 'INVESTIGATE_SW', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu'],
-  [120, 'GSP_ERROR', 'GSP Error', 'RESET_GPU', 'INVESTIGATE_SW', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu'],
-  [121, 'C2C_ERROR', 'C2C Error', 'IGNORE', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'warning', 'none',
-    'NVIDIA says IGNORE; the agent reports a warning (DCGM files it as an NVLINK warning) without an automated action'],
-  [140, 'UNRECOVERABLE_ECC_ERROR_ESCAPE', 'ECC Unrecovered Error', 'RESET_GPU', 'CONTACT_SUPPORT', 'RebootSystem+HardwareInspection', 'critical', 'reset_gpu'],
-  [143, 'GPU_INIT_ERROR', 'GPU Initialization Error', 'RESET_GPU', 'CONTACT_SUPPORT', 'HardwareInspection', 'critical', 'reset_gpu'],
-  [144, 'NVLINK_SAW_ERROR', 'NVLINK: SAW Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    NVLINK5_NOTE],
-  [145, 'NVLINK_RLW_ERROR', 'NVLINK: RLW Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    NVLINK5_NOTE],
-  [146, 'NVLINK_TLW_ERROR', 'NVLINK: TLW Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    NVLINK5_NOTE],
-  [147, 'NVLINK_TREX_ERROR', 'NVLINK: TREX Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    NVLINK5_NOTE],
-  [148, 'NVLINK_NVLPW_CTRL_ERROR', 'NVLINK: NVLPW_CTRL Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    NVLINK5_NOTE],
-  [149, 'NVLINK_NETIR_ERROR', 'NVLINK: NETIR Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    NVLINK5_NOTE],
-  [150, 'NVLINK_MSE_ERROR', 'NVLINK: MSE Error', 'WORKFLOW_NVLINK5_ERR', 'WORKFLOW_NVLINK5_ERR', 'RebootSystem', 'warning', 'reset_gpu',
-    NVLINK5_NOTE],
-  [154, 'GPU_RECOVERY_ACTION_CHANGED', 'GPU Recovery Action Changed', 'XID_154', 'N/A (informational, about another XID)', '-', 'info', 'none',
-    'informational; when the kernel line names the new recovery action, xidEventInput uses it as the recommended action'],
-];
+/**
+ * The project's rule for each of NVIDIA's immediate resolutions. Critical means the GPU cannot
+ * serve work until the action is taken; a false critical can cost a replaced instance, so only
+ * resolutions that take the GPU (or the host) out of service are critical.
+ */
+export const BY_RESOLUTION: Readonly<Record<string, XidDecision>> = Object.freeze({
+  RESTART_APP: d('warning', 'restart_app', "NVIDIA's resolution is to restart the application: the fault belongs to one application and the GPU keeps serving the others"),
+  RESET_GPU: d('critical', 'reset_gpu', "NVIDIA's resolution is a GPU reset: the GPU cannot serve work until it is reset"),
+  RESTART_BM: d('critical', 'reboot', "NVIDIA's resolution is a full power cycle: the GPU is unreachable over PCIe"),
+  RESTART_VM: d('critical', 'reboot', "NVIDIA's resolution is a restart of the VM: the GPU cannot serve work until then"),
+  IGNORE: d('info', 'none', 'NVIDIA says the event needs no action (IGNORE)'),
+  CONTACT_SUPPORT: d('warning', 'none', 'NVIDIA has no automated fix (CONTACT_SUPPORT), and current drivers do not emit most of these codes ("Unused"): the agent reports a warning and raises no fault, so an unexplained code does not take a node out of service'),
+  CHECK_MECHANICALS: d('critical', 'replace', "NVIDIA's resolution is a hands-on check of the hardware (auxiliary power not connected): the GPU runs at reduced clocks and no reset or reboot cures that; on a cloud host the remedy is another host"),
+  UPDATE_SWFW: d('warning', 'none', "NVIDIA's resolution is a software or firmware update, which no automated action performs"),
+  CHECK_UVM: d('warning', 'none', "NVIDIA's resolution is to check the UVM (unified memory) driver; the GPU itself keeps serving work"),
+});
 
-function build(r: Row): XidInfo {
-  const [code, mnemonic, description, nvidiaAction, nvidiaInvestigation, gpud, severity, action, note] = r;
+const NVLINK5 = d('warning', 'reset_gpu', "NVIDIA's NVLink5 workflow is a multi-step decision made from the line's fields (see nvlink5.ts); a line that cannot be decoded gets its first disruptive step, a GPU reset, at warning");
+
+/** Codes the project classifies other than by BY_RESOLUTION, or where NVIDIA gives a workflow or nothing. */
+export const DECISIONS: Readonly<Record<number, XidDecision>> = Object.freeze({
+  38: d('critical', 'reset_gpu', 'NVIDIA says IGNORE, but a FECS firmware watchdog timeout leaves the graphics engine unusable; gpud, DCGM and the device plugin all flag it, so the agent recommends a GPU reset'),
+  43: d('warning', 'restart_app', 'NVIDIA says IGNORE; the channel of the faulting application was reset, so the agent recommends restarting that application'),
+  44: d('warning', 'none', 'NVIDIA says IGNORE for a graphics-engine fault during a context switch; gpud rates it fatal, so the agent reports a warning, but raises no fault against NVIDIA\'s word'),
+  45: d('info', 'none', 'a consequence of another XID ("caused by previous Xid N"); the agent acts on that one'),
+  48: d('critical', 'reset_gpu', "NVIDIA's workflow for a double-bit error starts with a GPU reset (page retirement or row remapping takes effect on reset)"),
+  63: d('warning', 'reset_gpu', 'NVIDIA says IGNORE, but the retired page or remapped row only takes effect after a GPU reset ("reset gpu to activate"), so the agent raises a pending-reset fault at warning: the GPU still serves work'),
+  64: d('critical', 'replace', 'a remapping failure means the GPU ran out of spare rows; a reset does not cure that, so the agent recommends replacement'),
+  74: d('critical', 'reset_gpu', "NVIDIA's NVLink workflow starts with a GPU reset; until then the link, and the jobs that span it, are down"),
+  92: d('warning', 'none', 'NVIDIA says IGNORE; the agent still reports a warning because a high corrected-error rate often comes before uncorrectable errors'),
+  94: d('warning', 'restart_app', "a contained error affects only the application that used the memory (NVIDIA: RESTART_APP); gpud's reboot for 94 never escalates (its reboot threshold for 94 is 1000)"),
+  121: d('warning', 'none', 'NVIDIA says IGNORE; the agent reports a warning (DCGM files it as an NVLINK warning) without an automated action'),
+  142: d('critical', 'reset_gpu', "NVIDIA's catalog names it an NVENC3 error (CONTACT_SUPPORT), but gpud's table and the EKS node monitor treat it as an unrecovered ECC error, and EKS calls it fatal; memory with an unrecovered error cannot be trusted, so the agent follows EKS and recommends a GPU reset"),
+  144: NVLINK5,
+  145: NVLINK5,
+  146: NVLINK5,
+  147: NVLINK5,
+  148: NVLINK5,
+  149: NVLINK5,
+  150: NVLINK5,
+  154: d('info', 'none', 'informational; when the kernel line names the new recovery action, xidEventInput uses it as the recommended action'),
+  162: d('info', 'none', 'NVIDIA gives no resolution; power smoothing came back, which is informational'),
+  163: d('warning', 'none', 'NVIDIA gives no resolution; with power smoothing off the GPU still serves work, with larger power swings'),
+  164: d('warning', 'none', 'NVIDIA gives no resolution; the power-smoothing circuitry is near the end of its life, which is worth planning for but breaks nothing yet'),
+  165: d('warning', 'none', 'NVIDIA gives no resolution; the power-smoothing circuitry is exhausted, and the GPU keeps serving work without it'),
+  166: d('warning', 'none', 'NVIDIA gives no resolution; confidential-computing traffic was seen before the link was configured for it, which the operator should look at'),
+  167: d('warning', 'reset_gpu', 'NVIDIA gives no resolution; a fatal PCIe timeout usually needs a GPU reset, like XID 158 (RESET_GPU), so the agent raises a reset fault, at warning because neither NVIDIA, gpud nor EKS calls it fatal'),
+  168: d('warning', 'none', 'NVIDIA gives no resolution; errors in the write-protected region reduce the usable memory, but the GPU still serves work'),
+  169: d('warning', 'reset_gpu', 'NVIDIA gives no resolution; a halted SEC2 micro-controller needs a reset like a halted PMU (XID 62, RESET_GPU), so the agent raises a reset fault, at warning because neither NVIDIA, gpud nor EKS calls it fatal'),
+  170: d('warning', 'none', 'NVIDIA gives no resolution; an interrupt in confidential-computing mode points at the application or its setup'),
+  171: d('warning', 'none', 'NVIDIA gives no resolution; it adds details to an XID 48, and the agent acts on the 48'),
+  172: d('warning', 'none', 'NVIDIA gives no resolution; it adds details to an XID 48, and the agent acts on the 48'),
+});
+
+function gpudView(f: XidFacts): string {
+  if (f.gpudEventType === 'absent') return "not in gpud's table";
+  return f.gpudActions.length > 0 ? `${f.gpudEventType} ${f.gpudActions.join('+')}` : f.gpudEventType;
+}
+
+/**
+ * Whom the agent's severity departs from: NVIDIA (when the agent's decision differs from its rule for
+ * NVIDIA's resolution), gpud (Fatal is unhealthy), DCGM (FAIL is a failure, WARN a warning) and EKS
+ * (its fatal list). Empty when the agent agrees with all of them.
+ */
+export function departures(f: XidFacts, decision: XidDecision): string[] {
+  const out: string[] = [];
+  const critical = decision.severity === 'critical';
+  const rule = BY_RESOLUTION[f.immediate];
+  if (rule && (rule.severity !== decision.severity || rule.action !== decision.action)) out.push(`NVIDIA (${f.immediate})`);
+  if (f.gpudEventType !== 'absent' && (f.gpudEventType === 'Fatal') !== critical) out.push(`gpud (${gpudView(f)})`);
+  if (f.dcgm.endsWith('FAIL') ? !critical : f.dcgm.endsWith('WARN') && decision.severity !== 'warning') out.push(`DCGM (${f.dcgm})`);
+  if (f.eksFatal !== critical) out.push(f.eksFatal ? 'EKS (fatal)' : 'EKS (not fatal)');
+  return out;
+}
+
+/** The agent's decision for a catalog code: DECISIONS, else the rule for NVIDIA's resolution, else a warning. */
+export function decisionFor(f: XidFacts): XidDecision {
+  return DECISIONS[f.code] ?? BY_RESOLUTION[f.immediate] ?? d('warning', 'none', 'NVIDIA gives no resolution the agent has a rule for');
+}
+
+function build(f: XidFacts): XidInfo {
+  const decision = decisionFor(f);
+  const away = departures(f, decision);
+  const own = DECISIONS[f.code] !== undefined;
+  const nvidiaAction = f.immediate || '-';
   const info: XidInfo = {
-    code,
-    mnemonic,
-    description,
+    code: f.code,
+    mnemonic: f.mnemonic.split(' / ')[0] ?? f.mnemonic,
+    description: f.description,
     nvidiaAction,
-    severity,
-    action,
-    citation: `NVIDIA XID catalog: ${code} ${nvidiaAction}; gpud: ${gpud}${note ? '; navarch-agent: departs (see note)' : ''}`,
-    navarchFatal: FATAL_SET.has(code),
+    severity: decision.severity,
+    action: decision.action,
+    citation:
+      `NVIDIA XID catalog: ${f.code} ${nvidiaAction}; gpud: ${gpudView(f)}; DCGM: ${f.dcgm || '-'}; EKS: ${f.eksFatal ? 'fatal' : 'not fatal'}` +
+      (away.length > 0 ? '; navarch-agent: departs (see note)' : ''),
+    navarchFatal: FATAL_SET.has(f.code),
     known: true,
-    nvidiaInvestigation,
+    nvidiaInvestigation: f.investigatory,
+    gpud: gpudView(f),
+    dcgm: f.dcgm || '-',
+    eksFatal: f.eksFatal,
   };
-  if (note) info.note = note;
+  if (away.length > 0) info.note = `departs from ${away.join(', ')}: ${decision.why}`;
+  else if (own) info.note = decision.why;
   return Object.freeze(info);
 }
 
 /** Every code in the catalog, ascending. */
-export const XID_CATALOG: readonly XidInfo[] = Object.freeze(ROWS.map(build));
+export const XID_CATALOG: readonly XidInfo[] = Object.freeze(XID_FACTS.map(build));
 const BY_CODE = new Map<number, XidInfo>(XID_CATALOG.map((x) => [x.code, x]));
 
 /**
- * Catalog entry for `code`. Never throws: unknown codes (and 999, NVML's "unknown XID") get a
- * default classification: severity 'warning', action 'none', known false. A code in Navarch's
- * fatal list that is not in NVIDIA's catalog (100) is 'critical' so the agent's local view agrees
- * with the control plane's.
+ * Catalog entry for `code`. Never throws: codes outside NVIDIA's catalog (and 999, NVML's
+ * "unknown XID") get a default classification: severity 'warning', action 'none', known false.
  */
 export function xidInfo(code: number): XidInfo {
   const hit = BY_CODE.get(code);
   if (hit) return hit;
   const valid = Number.isSafeInteger(code) && code >= 0;
   const c = valid ? code : -1;
-  const fatal = FATAL_SET.has(c);
   if (c === UNKNOWN_XID_CODE) {
     return {
       code: c,
@@ -159,12 +199,10 @@ export function xidInfo(code: number): XidInfo {
     mnemonic: valid ? `XID_${c}` : 'INVALID_XID',
     description: valid ? `XID ${c} (not in the catalog)` : `invalid XID code (${String(code)})`,
     nvidiaAction: 'UNKNOWN',
-    severity: fatal ? 'critical' : 'warning',
+    severity: 'warning',
     action: 'none',
-    citation: fatal
-      ? `Navarch default policy: XID ${c} fatal; not in NVIDIA XID catalog`
-      : 'not in NVIDIA XID catalog; navarch-agent default: warning, no automated action',
-    navarchFatal: fatal,
+    citation: 'not in NVIDIA XID catalog; navarch-agent default: warning, no automated action',
+    navarchFatal: FATAL_SET.has(c),
     known: false,
     nvidiaInvestigation: '',
   };

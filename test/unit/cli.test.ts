@@ -90,6 +90,23 @@ describe('runCli read commands', () => {
     const j = await cli(['xid', '48', '--json']);
     expect(JSON.parse(j.out)).toMatchObject({ code: 48, navarchFatal: true });
   });
+  it('explains every code of NVIDIA\'s catalog (1-172) and says which codes it does not know', async () => {
+    for (let c = 1; c <= 172; c++) {
+      const r = await cli(['xid', String(c)]);
+      expect(r.code, `xid ${c}`).toBe(0);
+      expect(r.out, `xid ${c}`).toMatch(new RegExp(`^XID ${c}  [A-Z0-9_]+\n`));
+      expect(r.out).not.toContain('not in the catalog');
+      expect(r.out).toMatch(/\n  NVIDIA action: {2}\S/);
+      expect(r.out).toMatch(/\n  agent: {10}severity (info|warning|critical), recommended action \w+\n/);
+      expect(r.out).toMatch(/\n  others: {9}gpud .+; DCGM .+; EKS (fatal|not fatal)\n/);
+      const j = JSON.parse((await cli(['xid', String(c), '--json'])).out) as { code: number; known: boolean };
+      expect(j).toMatchObject({ code: c, known: true });
+    }
+    const e = await cli(['xid', '142']);
+    expect(e.out).toMatch(/severity critical, recommended action reset_gpu/);
+    expect(e.out).toMatch(/note: .*EKS/);
+    expect((await cli(['xid', '173'])).out).toMatch(/not in the catalog/);
+  });
   it('prints help and version', async () => {
     const h = await cli(['help', 'run']);
     expect(h.code).toBe(0);
