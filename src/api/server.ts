@@ -5,15 +5,26 @@
  *   GET  /metrics  Prometheus text format (registry of the agent's own)
  *   POST /inject   fault injection, only with the fake backend (404 otherwise)
  * Every request is bounded: body size, header and request timeouts, connection count.
+ * Connections: at most MAX_CONNECTIONS; a new one beyond that closes the longest-idle connection
+ * (one with no request in flight, e.g. a half-open socket that never sent a byte), so idle
+ * sockets can never starve /healthz. Headers must arrive within HEADERS_TIMEOUT_MS, a connection
+ * with nothing to do is closed after IDLE_TIMEOUT_MS.
+ * Every endpoint but /healthz checks Host and Origin (DNS rebinding, see host-check.ts): 403.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { hostCheck, type HostCheck } from './host-check.js';
 import type { Logger } from 'pino';
 import { InjectValidationError, parseFakeFault } from './inject.js';
 import type { AgentMetrics } from './metrics.js';
 import type { AgentView } from './types.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
+export const MAX_CONNECTIONS = 64;
+export const HEADERS_TIMEOUT_MS = 5_000;
+export const REQUEST_TIMEOUT_MS = 10_000;
+export const IDLE_TIMEOUT_MS = 10_000;
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 
 export interface ApiServerOptions {
   host: string;
@@ -73,8 +84,9 @@ class HttpError extends Error {
   }
 }
 
-export function createApiHandler(opts: Pick<ApiServerOptions, 'view' | 'metrics' | 'log'>) {
+export function createApiHandler(opts: Pick<ApiServerOptions, 'view' | 'metrics' | 'log'> & { allowHost?: HostCheck }) {
   const { view, metrics, log } = opts;
+  const allowHost = opts.allowHost ?? hostCheck('127.0.0.1');
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
@@ -85,6 +97,9 @@ export function createApiHandler(opts: Pick<ApiServerOptions, 'view' | 'metrics'
         send(res, ok ? 200 : 503, { ok });
         return;
       }
+      const origin = req.headers.origin;
+      const refused = allowHost(req.headers.host, Array.isArray(origin) ? origin[0] : origin);
+      if (refused !== null) throw new HttpError(403, refused);
       if (path === '/status') {
         if (method !== 'GET') throw new HttpError(405, 'use GET');
         send(res, 200, view.status());
@@ -129,15 +144,46 @@ export function createApiHandler(opts: Pick<ApiServerOptions, 'view' | 'metrics'
 }
 
 export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
-  const handler = createApiHandler(opts);
-  const server: Server = createServer((req, res) => {
+  const handler = createApiHandler({ ...opts, allowHost: hostCheck(opts.host) });
+  // Node checks headersTimeout/requestTimeout every connectionsCheckingInterval (30 s by default).
+  const server: Server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
+    const conn = conns.get(req.socket);
+    if (conn) conn.busy++;
+    res.on('close', () => {
+      if (conn) {
+        conn.busy--;
+        conn.lastUsed = Date.now();
+      }
+    });
     void handler(req, res);
   });
-  server.headersTimeout = 5_000;
-  server.requestTimeout = 10_000;
-  server.keepAliveTimeout = 5_000;
-  server.maxConnections = 128;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  server.timeout = IDLE_TIMEOUT_MS;
   server.maxHeadersCount = 64;
+  const conns = new Map<Socket, { busy: number; lastUsed: number }>();
+  server.on('connection', (sock: Socket) => {
+    if (conns.size >= MAX_CONNECTIONS) {
+      // Make room: close the longest-idle connection; if every one is busy, refuse this one.
+      let victim: Socket | null = null;
+      let oldest = Infinity;
+      for (const [s, c] of conns) {
+        if (c.busy === 0 && c.lastUsed < oldest) {
+          oldest = c.lastUsed;
+          victim = s;
+        }
+      }
+      if (victim === null) {
+        sock.destroy();
+        return;
+      }
+      conns.delete(victim);
+      victim.destroy();
+    }
+    conns.set(sock, { busy: 0, lastUsed: Date.now() });
+    sock.on('close', () => conns.delete(sock));
+  });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
