@@ -12,6 +12,7 @@
  */
 import type { EventSource, HealthEventInput, RecommendedAction, Severity } from '../events/types.js';
 import { XID_FACTS, type XidFacts } from './nvidia-facts.js';
+import { nvlink5Verdict } from './nvlink5.js';
 
 export interface XidInfo {
   code: number;
@@ -76,7 +77,7 @@ export const BY_RESOLUTION: Readonly<Record<string, XidDecision>> = Object.freez
   CHECK_UVM: d('warning', 'none', "NVIDIA's resolution is to check the UVM (unified memory) driver; the GPU itself keeps serving work"),
 });
 
-const NVLINK5 = d('warning', 'reset_gpu', "NVIDIA's NVLink5 workflow is a multi-step decision made from the line's fields (see nvlink5.ts); a line that cannot be decoded gets its first disruptive step, a GPU reset, at warning");
+const NVLINK5 = d('warning', 'reset_gpu', "NVIDIA's NVLink5 workflow is a decision made from the line's fields: a decoded kernel-log line is rated by nvlink5.ts (Fatal: critical, reset_gpu; Nonfatal: warning, no fault); an NVML event or a line that does not decode gets the workflow's first disruptive step, a GPU reset, at warning");
 
 /** Codes the project classifies other than by BY_RESOLUTION, or where NVIDIA gives a workflow or nothing. */
 export const DECISIONS: Readonly<Record<number, XidDecision>> = Object.freeze({
@@ -267,6 +268,13 @@ export function xidEventInput(args: {
     }
   }
   const metrics: Record<string, string> = { xid_code: String(info.code) };
+  const nvlink = args.message ? nvlink5Verdict(info.code, args.message) : null;
+  if (nvlink) {
+    severity = nvlink.severity;
+    action = nvlink.action;
+    citation = nvlink.citation;
+    Object.assign(metrics, nvlink.metrics);
+  }
   if (args.pid !== undefined && Number.isSafeInteger(args.pid) && args.pid >= 0) metrics.pid = String(args.pid);
   if (args.processName) metrics.process_name = args.processName;
   const detail = args.message?.trim();
