@@ -22,6 +22,7 @@ import {
 import type { ControlPlaneClient } from './client.js';
 import { runHook, type HookResult } from './hooks.js';
 import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
+import { truncateText } from '../util/truncate.js';
 import {
   eventToProtoSafe,
   faultsToResults,
@@ -371,7 +372,7 @@ export class AgentLink {
     } catch (e) {
       const ce = ConnectError.from(e);
       const code = codeName(ce.code);
-      this.st.lastError = { method, code, message: ce.rawMessage, atMs: Date.now() };
+      this.st.lastError = { method, code, message: truncateText(ce.rawMessage), atMs: Date.now() };
       this.o.onRpc?.({ method, ok: false, code, durationMs: performance.now() - t0 });
       throw ce;
     }
@@ -421,7 +422,7 @@ export class AgentLink {
         if (!inv.nodeId) throw new ConnectError('node id is empty (set --node-id or the hostname)', Code.InvalidArgument);
         const req = inventoryToRegisterRequest(inv);
         const res = await this.call('RegisterNode', (o) => this.o.client.rpc.registerNode(req, o));
-        if (!res.success) throw new ConnectError(`registration rejected: ${res.message}`, Code.Unavailable);
+        if (!res.success) throw new ConnectError(`registration rejected: ${truncateText(res.message)}`, Code.Unavailable);
         if (this.stopping) return;
         this.nodeId = inv.nodeId;
         const hb = validateServerInterval(res.config?.heartbeatIntervalSeconds, this.localHeartbeatMs);
@@ -455,7 +456,7 @@ export class AgentLink {
         if (this.stopping) return;
         const ce = ConnectError.from(e);
         if (isConfigError(ce)) {
-          const msg = `control-plane configuration error (${codeName(ce.code)}): ${ce.rawMessage}; retrying every ${Math.round(this.configErrorMs / 1000)} s`;
+          const msg = `control-plane configuration error (${codeName(ce.code)}): ${truncateText(ce.rawMessage)}; retrying every ${Math.round(this.configErrorMs / 1000)} s`;
           this.st.configError = msg;
           this.log.error({ code: codeName(ce.code), url: this.o.client.url.origin }, msg);
           delay = jittered(this.configErrorMs, this.rnd);
@@ -472,7 +473,7 @@ export class AgentLink {
   /** A configuration error after registration (token rotated, CA changed): surface it loudly. */
   private noteConfigError(ce: ConnectError): void {
     if (!isConfigError(ce)) return;
-    const msg = `control-plane configuration error (${codeName(ce.code)}): ${ce.rawMessage}`;
+    const msg = `control-plane configuration error (${codeName(ce.code)}): ${truncateText(ce.rawMessage)}`;
     if (this.st.configError !== msg) this.log.error({ code: codeName(ce.code) }, msg);
     this.st.configError = msg;
   }

@@ -52,6 +52,12 @@ export interface ControlPlaneClient {
 }
 
 export const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * Largest response body accepted from the control plane, on every RPC (the library default is
+ * 4 GiB): a longer one (an endless 200 body, a huge error) fails the call with ResourceExhausted
+ * after reading at most this much. Also bounds a compressed body after decompression.
+ */
+export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 /** True for localhost, 127.0.0.0/8 and ::1. */
 export function isLoopbackHost(hostname: string): boolean {
@@ -168,6 +174,7 @@ export function createControlPlaneClient(opts: ControlPlaneClientOptions): Contr
       useBinaryFormat: true,
       interceptors,
       defaultTimeoutMs: timeoutMs,
+      readMaxBytes: MAX_RESPONSE_BYTES,
       sessionManager,
     });
     return {
@@ -188,6 +195,7 @@ export function createControlPlaneClient(opts: ControlPlaneClientOptions): Contr
     useBinaryFormat: true,
     interceptors,
     defaultTimeoutMs: timeoutMs,
+    readMaxBytes: MAX_RESPONSE_BYTES,
     nodeOptions: { agent },
   });
   return {
