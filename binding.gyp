@@ -11,7 +11,8 @@
         "native/devices.cc",
         "native/watcher.cc",
         "native/session.cc",
-        "native/sd_notify.cc"
+        "native/sd_notify.cc",
+        "native/flock.cc"
       ],
       "include_dirs": [],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

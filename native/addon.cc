@@ -4,6 +4,7 @@
 
 #include "devices.h"
 #include "errors.h"
+#include "flock.h"
 #include "sd_notify.h"
 #include "session.h"
 #include "watcher.h"
@@ -47,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("defaultEventMask", Napi::Number::New(env, static_cast<double>(DefaultWantedMask())));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   InitSdNotify(env, exports);
+  InitFlock(env, exports);
   return exports;
 }
 

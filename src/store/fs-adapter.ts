@@ -21,12 +21,23 @@ export interface StoreFs {
   createTruncate(path: string): Promise<StoreFile>;
   /** Whole file, or null when it does not exist. */
   readFile(path: string): Promise<Buffer | null>;
+  /**
+   * Open for reading in chunks, or null when it does not exist. Optional: without it the store
+   * reads the log with readFile (a layer that only injects write failures need not have it).
+   */
+  openRead?(path: string): Promise<StoreReader | null>;
   rename(from: string, to: string): Promise<void>;
   /** Remove a file; a missing file is not an error. */
   unlink(path: string): Promise<void>;
   /** fsync a directory so a rename in it is durable. */
   fsyncDir(dir: string): Promise<void>;
   mkdirp(dir: string): Promise<void>;
+}
+
+export interface StoreReader {
+  /** Read up to buf.length bytes at the current position; 0 at the end. */
+  read(buf: Buffer): Promise<number>;
+  close(): Promise<void>;
 }
 
 class NodeFile implements StoreFile {
@@ -67,6 +78,20 @@ export const nodeStoreFs: StoreFs = {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
     }
+  },
+  async openRead(path) {
+    let fh: fsp.FileHandle;
+    try {
+      // O_NONBLOCK: a FIFO put where the log belongs must not block the open.
+      fh = await fsp.open(path, C.O_RDONLY | C.O_NONBLOCK);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    return {
+      read: async (buf) => (await fh.read(buf, 0, buf.length, null)).bytesRead,
+      close: () => fh.close(),
+    };
   },
   rename: (a, b) => fsp.rename(a, b),
   async unlink(path) {

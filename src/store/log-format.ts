@@ -44,46 +44,103 @@ export interface DecodedLog {
   corrupt: number;
   /** True when the file ends with an incomplete or bad line (torn write). */
   tornTail: boolean;
+  /** Complete lines longer than the decoder's limit, skipped without being held in memory. */
+  oversize: number;
+}
+
+/**
+ * Incremental decoder: feed the log in chunks of any size. A line longer than `maxLine` bytes is
+ * skipped as it streams past (at most `maxLine` bytes of it are ever held), so a foreign huge
+ * record costs neither memory nor a place in the store.
+ */
+export class LogDecoder {
+  private readonly records: unknown[] = [];
+  private offset = 0;
+  private goodBytes = 0;
+  private corrupt = 0;
+  private pendingBad = 0;
+  private oversize = 0;
+  private carry: Buffer[] = [];
+  private carryLen = 0;
+  private skipping = false;
+
+  constructor(private readonly maxLine: number = Number.POSITIVE_INFINITY) {}
+
+  push(chunk: Buffer): void {
+    let start = 0;
+    while (start < chunk.length) {
+      const nl = chunk.indexOf(0x0a, start);
+      if (nl < 0) {
+        const rest = chunk.subarray(start);
+        this.offset += rest.length;
+        if (!this.skipping) {
+          if (this.carryLen + rest.length > this.maxLine) this.startSkipping();
+          else {
+            this.carry.push(Buffer.from(rest));
+            this.carryLen += rest.length;
+          }
+        }
+        return;
+      }
+      const piece = chunk.subarray(start, nl);
+      start = nl + 1;
+      this.offset += piece.length + 1;
+      if (this.skipping || this.carryLen + piece.length > this.maxLine) {
+        this.skipping = false;
+        this.carry = [];
+        this.carryLen = 0;
+        this.oversize++;
+        this.boundary();
+        continue;
+      }
+      const line = this.carryLen > 0 ? Buffer.concat([...this.carry, piece]) : piece;
+      this.carry = [];
+      this.carryLen = 0;
+      const record = parseLine(line);
+      if (record === undefined) this.pendingBad++;
+      else {
+        this.records.push(record);
+        this.boundary();
+      }
+    }
+  }
+
+  end(): DecodedLog {
+    // Bad lines after the last good one are the torn tail of the last write, not mid-file corruption.
+    const tornTail = this.carryLen > 0 || this.skipping || this.pendingBad > 0;
+    return { records: this.records, goodBytes: this.goodBytes, corrupt: this.corrupt, tornTail, oversize: this.oversize };
+  }
+
+  private startSkipping(): void {
+    this.skipping = true;
+    this.carry = [];
+    this.carryLen = 0;
+  }
+
+  /** A complete line was accepted (or skipped whole): bad lines before it were mid-file. */
+  private boundary(): void {
+    this.corrupt += this.pendingBad;
+    this.pendingBad = 0;
+    this.goodBytes = this.offset;
+  }
+}
+
+/** The record of one framed line (without its newline), or undefined when the frame is bad. */
+function parseLine(line: Buffer): unknown {
+  if (line.length <= 9 || line[8] !== 0x20) return undefined;
+  const want = Number.parseInt(line.subarray(0, 8).toString('latin1'), 16);
+  const json = line.subarray(9);
+  if (!Number.isFinite(want) || crc32(json) !== want) return undefined;
+  try {
+    return JSON.parse(json.toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Decode a whole log buffer. Never throws. */
-export function decodeLog(buf: Buffer): DecodedLog {
-  const records: unknown[] = [];
-  let pos = 0;
-  let goodBytes = 0;
-  let corrupt = 0;
-  let tornTail = false;
-  let pendingBad = 0;
-  while (pos < buf.length) {
-    const nl = buf.indexOf(0x0a, pos);
-    if (nl < 0) {
-      tornTail = true;
-      break;
-    }
-    const line = buf.subarray(pos, nl);
-    pos = nl + 1;
-    let ok = false;
-    if (line.length > 9 && line[8] === 0x20) {
-      const want = Number.parseInt(line.subarray(0, 8).toString('latin1'), 16);
-      const json = line.subarray(9);
-      if (Number.isFinite(want) && crc32(json) === want) {
-        try {
-          records.push(JSON.parse(json.toString('utf8')));
-          ok = true;
-        } catch {
-          ok = false;
-        }
-      }
-    }
-    if (ok) {
-      corrupt += pendingBad;
-      pendingBad = 0;
-      goodBytes = pos;
-    } else {
-      pendingBad++;
-    }
-  }
-  // Bad lines after the last good one are the torn tail of the last write, not mid-file corruption.
-  if (pendingBad > 0) tornTail = true;
-  return { records, goodBytes, corrupt, tornTail };
+export function decodeLog(buf: Buffer, maxLine?: number): DecodedLog {
+  const d = new LogDecoder(maxLine);
+  d.push(buf);
+  return d.end();
 }

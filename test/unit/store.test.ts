@@ -78,21 +78,21 @@ describe('event store basics', () => {
     await expect(openEventStore({ dir })).rejects.toThrow(/in use by process/);
   });
 
-  it('a lock left by a live pid of another boot is stale (pids are reused after a reboot); of this boot it holds', async () => {
+  it('pid-file lock (no addon): a lock left by a live pid of another boot is stale (pids are reused after a reboot); of this boot it holds', async () => {
     fs.mkdirSync(dir, { recursive: true });
     const lock = path.join(dir, 'events.lock');
     // pid 1 is always alive; the boot id is not this one.
     fs.writeFileSync(lock, '1 00000000-0000-0000-0000-000000000000\n');
-    const s = await openStore();
+    const s = await openStore({ tryFlock: null });
     await s.close();
     const bootId = fs.existsSync('/proc/sys/kernel/random/boot_id') ? fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() : null;
     if (bootId) {
       fs.writeFileSync(lock, `1 ${bootId}\n`);
-      await expect(openEventStore({ dir })).rejects.toThrow(/in use by process 1/);
+      await expect(openEventStore({ dir, tryFlock: null })).rejects.toThrow(/in use by process 1/);
     }
     // The old format (pid only) is still honoured.
     fs.writeFileSync(lock, '1\n');
-    await expect(openEventStore({ dir })).rejects.toThrow(/in use by process 1/);
+    await expect(openEventStore({ dir, tryFlock: null })).rejects.toThrow(/in use by process 1/);
     fs.rmSync(lock);
   });
 
