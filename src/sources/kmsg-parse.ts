@@ -1,6 +1,7 @@
 /**
  * Pure parsers for the kernel log: `/dev/kmsg` records and the NVIDIA driver's NVRM lines
- * (XIDs, bus-id -> UUID map lines, "fallen off the bus"). No I/O here.
+ * (XIDs with or without MIG attribution, bus-id -> UUID map lines, both "fallen off the bus"
+ * forms, "RmInitAdapter failed"). No I/O here.
  *
  * Every parser is total: bad input returns null, never throws. All work is bounded: inputs are
  * truncated before any scanning, and nothing uses a regular expression that can backtrack over
@@ -225,6 +226,9 @@ export interface XidLine {
   processName?: string;
   /** The rest of the line after the code, pid and name ("" when none). */
   detail: string;
+  /** MIG attribution (`(PCI:0000:3b:00 GPU-I:01 GPU-CI:00)`), when the line has it. */
+  gpuInstance?: number;
+  computeInstance?: number;
 }
 
 export interface GpuUuidLine {
@@ -233,12 +237,23 @@ export interface GpuUuidLine {
   uuid: string;
 }
 
+/** "GPU has fallen off the bus" without an XID number (the agent reports it as XID 79). */
 export interface FallenOffBusLine {
   kind: 'fallen_off_bus';
   pciShort: string;
+  /** 'single': `NVRM: GPU 0000:91:00.0: GPU has fallen off the bus.`; 'multi': the three-line `NVRM: The NVIDIA GPU ... fallen off the bus and is not responding to commands.` record. */
+  form: 'single' | 'multi';
 }
 
-export type NvrmLine = XidLine | GpuUuidLine | FallenOffBusLine;
+/** `NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)`: the driver could not bring the GPU up. */
+export interface InitFailedLine {
+  kind: 'init_failed';
+  pciShort: string;
+  /** The text after "failed!", e.g. "(0x62:0x65:1792)" ("" when none). */
+  detail: string;
+}
+
+export type NvrmLine = XidLine | GpuUuidLine | FallenOffBusLine | InitFailedLine;
 
 const MAX_NVRM_SCAN = 512;
 const MAX_DETAIL_CHARS = 2048;
@@ -251,8 +266,18 @@ export function parseXidLine(message: string): XidLine | null {
   let s = message.slice(at + 11, at + 11 + MAX_DETAIL_CHARS + 128);
   const close = s.indexOf(')');
   if (close < 0 || close > 40) return null;
-  const pciShort = normalizePciBusId(s.slice(0, close));
+  // "PCI:0000:3b:00", or with MIG attribution "PCI:0000:3b:00 GPU-I:01[ GPU-CI:00]"
+  const [addr, ...mig] = s.slice(0, close).split(' ');
+  const pciShort = normalizePciBusId(addr ?? '');
   if (!pciShort) return null;
+  let gpuInstance: number | undefined;
+  let computeInstance: number | undefined;
+  for (const tok of mig) {
+    const m = /^GPU-(I|CI):(\d{1,3})$/.exec(tok);
+    if (!m) return null;
+    if (m[1] === 'I') gpuInstance = Number(m[2]);
+    else computeInstance = Number(m[2]);
+  }
   s = s.slice(close + 1);
   if (!s.startsWith(':')) return null;
   s = s.replace(/^: */, '');
@@ -264,6 +289,8 @@ export function parseXidLine(message: string): XidLine | null {
   if (s.length > 0 && !s.startsWith(',')) return null;
   s = s.replace(/^, */, '');
   const out: XidLine = { kind: 'xid', pciShort, code, detail: '' };
+  if (gpuInstance !== undefined) out.gpuInstance = gpuInstance;
+  if (computeInstance !== undefined) out.computeInstance = computeInstance;
   if (s.startsWith('pid=')) {
     let end = s.indexOf(',');
     if (end < 0) end = s.length;
@@ -301,13 +328,29 @@ export function parseNvrmLine(message: string): NvrmLine | null {
     const pciShort = normalizePciBusId(m[1]);
     return pciShort ? { kind: 'gpu_uuid', pciShort, uuid: m[2] } : null;
   }
-  if (head.startsWith('NVRM: GPU ', at) && head.includes('fallen off the bus')) {
+  if (head.startsWith('NVRM: The NVIDIA GPU ', at)) {
+    // One record of three lines, matched whole (the kernel escapes the newlines as \x0a, which
+    // parseKmsgRecord decodes): "NVRM: The NVIDIA GPU 0000:b3:00.0\nNVRM: (PCI ID: 10de:26b5)
+    // installed in this system has\nNVRM: fallen off the bus and is not responding to commands."
+    const rest = head.slice(at + 21);
+    let end = 0;
+    while (end < rest.length && end < 40 && !/\s/.test(rest.charAt(end))) end++;
+    const pciShort = normalizePciBusId(rest.slice(0, end));
+    if (!pciShort || !rest.includes('fallen off the bus and is not responding to commands')) return null;
+    return { kind: 'fallen_off_bus', pciShort, form: 'multi' };
+  }
+  if (head.startsWith('NVRM: GPU ', at)) {
     // NVRM: GPU 0000:2b:00.0: GPU has fallen off the bus.
+    // NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)
     const rest = head.slice(at + 10);
     const colonSpace = rest.indexOf(': ');
     if (colonSpace < 0 || colonSpace > 40) return null;
     const pciShort = normalizePciBusId(rest.slice(0, colonSpace));
-    return pciShort ? { kind: 'fallen_off_bus', pciShort } : null;
+    if (!pciShort) return null;
+    const text = rest.slice(colonSpace + 2);
+    if (text.startsWith('GPU has fallen off the bus')) return { kind: 'fallen_off_bus', pciShort, form: 'single' };
+    if (text.startsWith('RmInitAdapter failed!')) return { kind: 'init_failed', pciShort, detail: text.slice(21, 21 + 128).trim() };
+    return null;
   }
   return null;
 }

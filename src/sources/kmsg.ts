@@ -503,11 +503,20 @@ export class KmsgSource {
       ev.metrics.pci_bus_id = line.pciShort;
       ev.metrics.kmsg_seq = rec.seq.toString();
       if (historical) ev.metrics.replayed = 'true';
+      if (line.kind === 'xid' && line.gpuInstance !== undefined) ev.metrics.gpu_instance_id = String(line.gpuInstance);
+      if (line.kind === 'xid' && line.computeInstance !== undefined) ev.metrics.compute_instance_id = String(line.computeInstance);
       if (gpu.index < 0) ev.key = ev.key.replace(/^node\//, `pci/${line.pciShort}/`);
       return ev;
     };
     if (line.kind === 'fallen_off_bus') {
-      return [common(this.driverEvent('gpu_lost', gpu, timeMs, line.pciShort, 'GPU has fallen off the bus', 'reboot'))];
+      // No XID number on the line: reported as the XID 79 it is, plus the GPU-lost fault.
+      const x79 = xidEventInput({ code: 79, gpuIndex: gpu.index, gpuUuid: gpu.uuid, timeMs, source: 'kmsg', message: `GPU has fallen off the bus (kernel log, no XID number: ${line.form}-line form)` });
+      x79.metrics.xid_derived = 'fallen_off_bus';
+      return [common(x79), common(this.driverEvent('gpu_lost', gpu, timeMs, line.pciShort, 'GPU has fallen off the bus', 'reboot'))];
+    }
+    if (line.kind === 'init_failed') {
+      const detail = line.detail ? ` ${line.detail}` : '';
+      return [common(this.driverEvent('init_failed', gpu, timeMs, line.pciShort, `RmInitAdapter failed${detail}: the driver could not bring the GPU up`, 'reboot'))];
     }
     this.st.xids++;
     const out = [
@@ -545,7 +554,7 @@ export class KmsgSource {
   }
 
   private driverEvent(
-    kind: 'gpu_lost' | 'gsp',
+    kind: 'gpu_lost' | 'gsp' | 'init_failed',
     gpu: { index: number; uuid: string },
     timeMs: number,
     pciShort: string,
@@ -557,7 +566,7 @@ export class KmsgSource {
       system: 'DRIVER',
       gpuIndex: gpu.index,
       gpuUuid: gpu.uuid,
-      metrics: { reason: kind === 'gpu_lost' ? 'fallen_off_bus' : 'gsp' },
+      metrics: { reason: kind === 'gpu_lost' ? 'fallen_off_bus' : kind === 'gsp' ? 'gsp' : 'rm_init_adapter' },
       message: `GPU ${pciShort}: ${message}`,
       timeMs,
       severity: 'critical',
@@ -565,7 +574,9 @@ export class KmsgSource {
       citation:
         kind === 'gpu_lost'
           ? 'kernel log "GPU has fallen off the bus" (XID 79, NVIDIA: RESTART_BM)'
-          : 'NVIDIA XID catalog: 119/120 RESET_GPU; DCGM stops calling the driver after a kernel-log XID 119',
+          : kind === 'gsp'
+            ? 'NVIDIA XID catalog: 119/120 RESET_GPU; DCGM stops calling the driver after a kernel-log XID 119'
+            : 'kernel log "RmInitAdapter failed": the GPU is unusable (like XID 143 GPU_INIT_ERROR; gpud: NVML init error Unhealthy, REBOOT_SYSTEM); a driver without a handle cannot reset it, so reboot',
       source: 'kmsg',
       key: gpu.index >= 0 ? `gpu${gpu.index}/${kind}` : `node/${kind}`,
       fault: 'raise',

@@ -207,7 +207,29 @@ describe('NVRM line parser: every example of the catalog', () => {
       pciShort: '0000:9b:00',
       uuid: 'GPU-509665ad-2ba3-5b1b-a4d1-2c1ab2bb0c5c',
     });
-    expect(parseNvrmLine('NVRM: GPU 0000:2b:00.0: GPU has fallen off the bus.')).toEqual({ kind: 'fallen_off_bus', pciShort: '0000:2b:00' });
+    expect(parseNvrmLine('NVRM: GPU 0000:2b:00.0: GPU has fallen off the bus.')).toEqual({ kind: 'fallen_off_bus', pciShort: '0000:2b:00', form: 'single' });
+    expect(parseNvrmLine('NVRM: GPU 91:00.0: GPU has fallen off the bus.')).toEqual({ kind: 'fallen_off_bus', pciShort: '0000:91:00', form: 'single' });
+  });
+
+  it('the three-line fallen-off-bus record, matched whole', () => {
+    const msg = 'NVRM: The NVIDIA GPU 0000:b3:00.0\nNVRM: (PCI ID: 10de:26b5) installed in this system has\nNVRM: fallen off the bus and is not responding to commands.';
+    expect(parseNvrmLine(msg)).toEqual({ kind: 'fallen_off_bus', pciShort: '0000:b3:00', form: 'multi' });
+    // as /dev/kmsg delivers it: one record, newlines escaped
+    const rec = parseKmsgRecord(`3,1227,1843308145,-;${msg.replaceAll('\n', '\\x0a')}\n`);
+    expect(rec && parseNvrmLine(rec.message)).toEqual({ kind: 'fallen_off_bus', pciShort: '0000:b3:00', form: 'multi' });
+    // only the first line (records split apart) is not a fault
+    expect(parseNvrmLine('NVRM: The NVIDIA GPU 0000:b3:00.0')).toBeNull();
+    expect(parseNvrmLine('NVRM: The NVIDIA probe routine failed for 1 device(s).')).toBeNull();
+  });
+
+  it('RmInitAdapter failed, and MIG-attributed XID lines', () => {
+    expect(parseNvrmLine('NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)')).toEqual({ kind: 'init_failed', pciShort: '0000:98:00', detail: '(0x62:0x65:1792)' });
+    expect(parseNvrmLine('NVRM: GPU 0000:98:00.0: rm_init_adapter failed, device minor number 0')).toBeNull();
+    expect(parseNvrmLine('NVRM: Xid (PCI:0000:3b:00 GPU-I:01 GPU-CI:00): 31, pid=1234, name=python3, MMU Fault')).toEqual({
+      kind: 'xid', pciShort: '0000:3b:00', code: 31, pid: 1234, processName: 'python3', detail: 'MMU Fault', gpuInstance: 1, computeInstance: 0,
+    });
+    expect(parseNvrmLine('NVRM: Xid (PCI:0000:3b:00 GPU-I:02): 43, detail')).toMatchObject({ code: 43, gpuInstance: 2 });
+    expect(parseNvrmLine('NVRM: Xid (PCI:0000:3b:00 junk): 43, detail')).toBeNull();
   });
 
   it('ignores other NVRM lines and malformed XID lines', () => {

@@ -54,8 +54,11 @@ describe('KmsgSource over a regular file', () => {
     await s.start();
     await s.waitBacklog();
     expect(s.stats().mode).toBe('stream');
-    expect(got.map((e) => e.key)).toEqual(['gpu3/xid/119', 'gpu3/gsp', 'pci/0000:41:00/xid/79', 'pci/0000:41:00/gpu_lost', 'gpu3/xid/13']);
-    const [x119, gsp, x79, lost, x13] = got as [HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput];
+    // the fallen-off-bus line without an XID number is reported as XID 79 too (same fault key)
+    expect(got.map((e) => e.key)).toEqual(['gpu3/xid/119', 'gpu3/gsp', 'pci/0000:41:00/xid/79', 'pci/0000:41:00/xid/79', 'pci/0000:41:00/gpu_lost', 'gpu3/xid/13']);
+    const [x119, gsp, x79, derived79, lost, x13] = got as [HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput];
+    expect(derived79).toMatchObject({ type: 'xid', severity: 'critical', action: 'reboot', fault: 'raise', gpuUuid: 'GPU-41414141-0000-1111-2222-333344445555' });
+    expect(derived79.metrics).toMatchObject({ xid_code: '79', xid_derived: 'fallen_off_bus', pci_bus_id: '0000:41:00', kmsg_seq: '5' });
     expect(x119).toMatchObject({ type: 'xid', system: 'DRIVER', gpuIndex: 3, gpuUuid: 'GPU-three', source: 'kmsg', severity: 'critical', fault: 'raise', timeMs: BOOT_MS + 3000 });
     expect(x119.metrics).toMatchObject({ xid_code: '119', pid: '2024380', process_name: 'nvidia-smi', pci_bus_id: '0000:9b:00', kmsg_seq: '3', replayed: 'true' });
     expect(gsp).toMatchObject({ type: 'driver_error', severity: 'critical', action: 'reset_gpu' });
@@ -68,11 +71,40 @@ describe('KmsgSource over a regular file', () => {
 
     // records appended later are new, not replayed
     fs.appendFileSync(file, rec(7, 'NVRM: Xid (PCI:0000:9b:00): 48, An uncorrectable double bit error (DBE)'));
-    await waitFor(() => got.length === 6, 'the appended XID');
-    expect(got[5]?.metrics.replayed).toBeUndefined();
-    expect(got[5]?.key).toBe('gpu3/xid/48');
+    await waitFor(() => got.length === 7, 'the appended XID');
+    expect(got[6]?.metrics.replayed).toBeUndefined();
+    expect(got[6]?.key).toBe('gpu3/xid/48');
     const st = s.stats();
-    expect(st).toMatchObject({ records: 7, xids: 4, replayed: 5, parseErrors: 0 });
+    expect(st).toMatchObject({ records: 7, xids: 4, replayed: 6, parseErrors: 0 });
+  });
+
+  it('kernel-log faults without an XID number: both fallen-off-bus forms are XID 79 on the right GPU, RmInitAdapter failed is a driver error, MIG lines are read', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(
+      file,
+      // one record of three lines: the kernel escapes the newlines (\x0a), formatKmsgRecord does the same
+      formatKmsgRecord({ level: 3, seq: 1, usecSinceBoot: 1_843_308_145, message: 'NVRM: The NVIDIA GPU 0000:9b:00.0\nNVRM: (PCI ID: 10de:26b5) installed in this system has\nNVRM: fallen off the bus and is not responding to commands.' }) +
+        rec(2, 'NVRM: The NVIDIA probe routine failed for 1 device(s).') +
+        rec(3, 'NVRM: GPU 0000:91:00.0: GPU has fallen off the bus.') +
+        rec(4, 'NVRM: RmInitAdapter: Cannot initialize GSP firmware RM') +
+        rec(5, 'NVRM: GPU 0000:9b:00.0: RmInitAdapter failed! (0x62:0x65:1792)') +
+        rec(6, 'NVRM: GPU 0000:9b:00.0: rm_init_adapter failed, device minor number 0') +
+        rec(7, 'NVRM: Xid (PCI:0000:9b:00 GPU-I:01 GPU-CI:00): 31, pid=1234, name=python3, MMU Fault'),
+    );
+    const got: HealthEventInput[] = [];
+    const s = source({ path: file, resolveGpu: resolver, onEvent: (e) => void got.push(e) });
+    await s.start();
+    await s.waitBacklog();
+    await s.stop();
+    expect(got.map((e) => e.key)).toEqual(['gpu3/xid/79', 'gpu3/gpu_lost', 'pci/0000:91:00/xid/79', 'pci/0000:91:00/gpu_lost', 'gpu3/init_failed', 'gpu3/xid/31']);
+    expect(got[0]).toMatchObject({ type: 'xid', gpuIndex: 3, severity: 'critical', action: 'reboot', fault: 'raise' });
+    expect(got[0]?.metrics).toMatchObject({ xid_code: '79', xid_derived: 'fallen_off_bus', pci_bus_id: '0000:9b:00' });
+    expect(got[0]?.message).toMatch(/multi-line form/);
+    expect(got[2]?.message).toMatch(/single-line form/);
+    expect(got[4]).toMatchObject({ type: 'driver_error', gpuIndex: 3, severity: 'critical', action: 'reboot', fault: 'raise' });
+    expect(got[4]?.metrics.reason).toBe('rm_init_adapter');
+    expect(got[4]?.message).toContain('(0x62:0x65:1792)');
+    expect(got[5]?.metrics).toMatchObject({ xid_code: '31', pid: '1234', gpu_instance_id: '1', compute_instance_id: '0' });
   });
 
   it('cursor: a restart neither replays nor misses; a new boot replays the buffer as historical', async () => {
