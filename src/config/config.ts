@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
 import { parseYamlStrict } from '../util/strict-yaml.js';
+import { checkControlPlaneUrl, checkTlsFiles, checkTokenTransport, isLoopbackHost } from '../controlplane/url-policy.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { OPTIONS, OPTION_BY_KEY, envName, type LogLevel, type OptionSpec } from './options.js';
 
@@ -181,31 +182,14 @@ function parseDurationValue(spec: OptionSpec, c: Candidate, minMs: number, maxMs
   return ms;
 }
 
-/** Validate a control-plane URL: needs http:// or https:// (connect fails later otherwise). */
+/** Validate a control-plane URL by the shared policy (src/controlplane/url-policy.ts). */
 export function parseServerUrl(text: string, label: string): string {
-  let u: URL | null = null;
-  try {
-    u = new URL(text);
-  } catch {
-    u = null;
-  }
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname) {
-    throw new UsageError(`${label}: expected a URL with http:// or https:// (e.g. "http://cp.example:50051"), got "${text}"`);
-  }
-  // Neither error echoes these parts: they may hold a secret (and the URL is logged at start).
-  if (u.username || u.password) {
-    throw new UsageError(`${label}: the URL must not carry credentials (user:password@); use --auth-token-file`);
-  }
-  if (u.search || u.hash) {
-    throw new UsageError(`${label}: the URL must not have a query or fragment, got "${u.origin}${u.pathname}?..."`);
-  }
-  return text.replace(/\/+$/, '');
+  const c = checkControlPlaneUrl(text);
+  if (c.url === null) throw new UsageError(`${label}: ${c.problem}`);
+  return text.trim().replace(/\/+$/, '');
 }
 
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
-}
+export { isLoopbackHost };
 
 /** Parse "host:port" / "[::1]:port" / ":port" (the last means loopback). */
 export function parseListen(text: string, label: string, explicit: boolean): ListenAddress {
@@ -372,9 +356,8 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
   if ((tls.clientCert === null) !== (tls.clientKey === null)) {
     throw new UsageError('--client-cert and --client-key must be given together');
   }
-  if ((tls.caFile || tls.clientCert) && !server.startsWith('https://')) {
-    throw new UsageError(`--ca-file/--client-cert need an https:// server, got "${server}"`);
-  }
+  const tlsProblem = checkTlsFiles(new URL(server), tls.caFile !== null || tls.clientCert !== null);
+  if (tlsProblem !== null) throw new UsageError(`${tlsProblem} (server "${server}")`);
   const allowInsecure = bool('allowInsecure');
   const logLevel = strOr('logLevel', 'info') as LogLevel;
 
@@ -425,11 +408,8 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
       authTokenSource = `file ${p}`;
     }
   }
-  if (authToken !== null && !allowInsecure && server.startsWith('http://') && !isLoopbackHost(new URL(server).hostname)) {
-    throw new UsageError(
-      `refusing to send the auth token in clear text to ${server}: use https:// (a TLS proxy) or pass --allow-insecure`,
-    );
-  }
+  const tokenProblem = checkTokenTransport(new URL(server), authToken !== null, allowInsecure);
+  if (tokenProblem !== null) throw new UsageError(tokenProblem);
 
   return {
     configFile,

@@ -10,6 +10,7 @@ import * as https from 'node:https';
 import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { ControlPlaneService } from '../gen/navarch/control_plane_pb.js';
+import { checkControlPlaneUrl, checkTlsFiles, checkTransport, isLoopbackHost } from './url-policy.js';
 import { BoundedFileError, FILE_LIMITS, readBoundedFileSync } from '../util/bounded-file.js';
 
 export { ControlPlaneService };
@@ -59,49 +60,19 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
  */
 export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
-/** True for localhost, 127.0.0.0/8 and ::1. */
-export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (h === 'localhost' || h.endsWith('.localhost')) return true;
-  if (h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
-  if (/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)) return true;
-  if (/^::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)) return true;
-  return false;
-}
+export { isLoopbackHost };
 
 /**
- * Validates a control-plane base URL: a scheme is required (http or https), http:// is refused to
- * a non-loopback host unless allowInsecure. Returns the parsed URL (no trailing slash in path).
+ * Validates a control-plane base URL by the shared policy (src/controlplane/url-policy.ts): a
+ * scheme (http or https), no credentials, query or fragment, and http:// to a non-loopback host
+ * only with allowInsecure. Returns the parsed URL.
  */
 export function validateControlPlaneUrl(raw: string, allowInsecure = false): URL {
-  const s = (raw ?? '').trim();
-  if (s === '') throw new ControlPlaneConfigError('control-plane URL is empty; use e.g. http://127.0.0.1:50051');
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
-    throw new ControlPlaneConfigError(
-      `control-plane URL "${s}" has no scheme; use http://${s} (loopback or --allow-insecure) or https://${s}`,
-    );
-  }
-  let u: URL;
-  try {
-    u = new URL(s);
-  } catch {
-    throw new ControlPlaneConfigError(`control-plane URL "${s}" is not a valid URL`);
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new ControlPlaneConfigError(`control-plane URL "${s}": scheme ${u.protocol.replace(':', '')} is not supported (http or https)`);
-  }
-  if (u.username || u.password) {
-    throw new ControlPlaneConfigError(`control-plane URL must not carry credentials; use the auth token option`);
-  }
-  if (u.search || u.hash) {
-    throw new ControlPlaneConfigError(`control-plane URL "${s}" must not have a query or fragment`);
-  }
-  if (u.protocol === 'http:' && !allowInsecure && !isLoopbackHost(u.hostname)) {
-    throw new ControlPlaneConfigError(
-      `refusing plain http:// to non-loopback host ${u.hostname}: use https:// or set allowInsecure (--allow-insecure)`,
-    );
-  }
-  return u;
+  const c = checkControlPlaneUrl(raw);
+  if (c.url === null) throw new ControlPlaneConfigError(`control-plane URL: ${c.problem}`);
+  const t = checkTransport(c.url, allowInsecure);
+  if (t !== null) throw new ControlPlaneConfigError(t);
+  return c.url;
 }
 
 function pem(what: string, file: string | undefined, inline: string | Buffer | undefined): Buffer | undefined {
@@ -151,9 +122,8 @@ export function createControlPlaneClient(opts: ControlPlaneClientOptions): Contr
   if ((cert === undefined) !== (key === undefined)) {
     throw new ControlPlaneConfigError('mTLS needs both a client certificate and a client key');
   }
-  if (url.protocol === 'http:' && (ca || cert)) {
-    throw new ControlPlaneConfigError(`TLS options (CA bundle, client certificate) need an https:// URL, got ${url.protocol}//`);
-  }
+  const tlsProblem = checkTlsFiles(url, ca !== undefined || cert !== undefined);
+  if (tlsProblem !== null) throw new ControlPlaneConfigError(tlsProblem);
   const interceptors: Interceptor[] = [];
   if (opts.token !== undefined && opts.token !== '') {
     validateToken(opts.token);
