@@ -20,8 +20,11 @@
  * latency for sparse events); "burst"
  * appends all events back to back (batching under load).
  *
- * --outage-ms N: the long outage run: the control plane is down for N ms while events keep
- * coming (20/s), then comes back; reports events lost (must be 0) and the time to drain.
+ * --outage-ms N [--outages K]: the outage run: K times (default 1), the control plane is down
+ * for a uniformly random 0.5N..N ms while events keep coming (20/s), then comes back. The link
+ * runs with its default retry policy. Reports events lost (must be 0) and, per outage, the time
+ * from the control plane listening again to the first and to the last held event received
+ * (p50/p99/max over the outages).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
@@ -51,12 +54,15 @@ const { values: a } = parseArgs({
     http: { type: 'string', default: '1.1' },
     fsync: { type: 'string', default: 'true' },
     'outage-ms': { type: 'string', default: '0' },
+    outages: { type: 'string', default: '1' },
     cp: { type: 'string', default: 'process' },
     json: { type: 'boolean', default: false },
   },
 });
 const N = Number(a.events);
 const outageMs = Number(a['outage-ms']);
+const outages = Number(a.outages);
+if (!Number.isInteger(outages) || outages < 1 || outages > 100) throw new Error(`--outages must be 1..100, got ${a.outages}`);
 if (!Number.isInteger(N) || N < 1 || N > 1_000_000) throw new Error(`--events must be 1..1000000, got ${a.events}`);
 if (!['isolated', 'burst'].includes(a.mode)) throw new Error(`--mode must be isolated or burst`);
 if (!['1.1', '2'].includes(a.http)) throw new Error(`--http must be 1.1 or 2`);
@@ -144,12 +150,17 @@ client.rpc.reportHealth = async (req, o) => {
   for (const q of seqs) if (!T.ack.has(q)) T.ack.set(q, ta);
   return res;
 };
-const link = new AgentLink({
+let failedRpcs = 0;
+const link = new AgentLink({ logger: process.env.BENCH_LOG ? (await import("pino")).default({ level: "debug" }, process.stderr) : undefined,
+  onRpc: (i) => {
+    if (!i.ok) failedRpcs++;
+  },
   client,
   store,
   inventory: () => inv,
   commandPollIntervalMs: 3_600_000,
-  retry: { baseMs: 100, capMs: 2000 },
+  // The outage run measures the shipped retry policy; the latency runs never retry.
+  ...(outageMs > 0 ? {} : { retry: { baseMs: 100, capMs: 2000 } }),
 });
 link.start();
 await link.whenRegistered();
@@ -202,21 +213,44 @@ if (outageMs > 0) {
   };
   for (let i = 0; i < 20; i++) await push();
   while (received < 20) await new Promise((r) => setTimeout(r, 10));
-  await cp.close();
-  const end = Date.now() + outageMs;
-  while (Date.now() < end) {
-    await push();
-    await new Promise((r) => setTimeout(r, 50));
+  const firstMs = [];
+  const drainMs = [];
+  let downMsTotal = 0;
+  let attemptsWhileDown = 0;
+  for (let k = 0; k < outages; k++) {
+    const before = received;
+    await cp.close();
+    const len = Math.round(outageMs * (0.5 + 0.5 * Math.random()));
+    downMsTotal += len;
+    const rpcFailed0 = failedRpcs;
+    const end = Date.now() + len;
+    while (Date.now() < end) {
+      await push();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    attemptsWhileDown += failedRpcs - rpcFailed0;
+    const want = appended.size;
+    cp = await startCp(port);
+    const back = process.hrtime.bigint();
+    let first = null;
+    while (received < want && Number(process.hrtime.bigint() - back) / 1e6 < 120_000) {
+      if (first === null && received > before) first = Number(process.hrtime.bigint() - back) / 1e6;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const done = Number(process.hrtime.bigint() - back) / 1e6;
+    firstMs.push(first ?? done);
+    drainMs.push(done);
+    // Acks of the last batches are written just after the answers arrive.
+    while (store.pendingCount() > 0 && Number(process.hrtime.bigint() - back) / 1e6 < 120_000) await new Promise((r) => setTimeout(r, 20));
   }
-  const back = Date.now();
-  cp = await startCp(port);
-  while (received < appended.size && Date.now() - back < 120_000) await new Promise((r) => setTimeout(r, 20));
-  const drainMs = Date.now() - back;
-  // Acks of the last batches are written just after the answers arrive.
-  while (store.pendingCount() > 0 && Date.now() - back < 120_000) await new Promise((r) => setTimeout(r, 20));
+  const f = (xs) => `${pct(xs, 50).toFixed(0)}/${pct(xs, 99).toFixed(0)}/${Math.max(...xs).toFixed(0)}`;
   result = {
-    bench: 'controlplane-outage', outageMs, appended: appended.size, delivered: received, lost: appended.size - received,
-    drainMs, pendingAfter: store.pendingCount(),
+    bench: 'controlplane-outage', outages, outageMs: `${Math.round(outageMs / 2)}..${outageMs}`, appended: appended.size, delivered: received, lost: appended.size - received,
+    // ms from the control plane listening again: p50/p99/max over the outages.
+    backToFirstMs: f(firstMs), backToAllMs: f(drainMs),
+    // Failed RPCs (all methods) per minute of outage: the load one agent puts on a down control plane.
+    failedRpcsPerMinDown: +((attemptsWhileDown / downMsTotal) * 60_000).toFixed(1),
+    pendingAfter: store.pendingCount(),
   };
 } else if (a.mode === 'isolated') {
   for (let seq = 1; seq <= N; seq++) {

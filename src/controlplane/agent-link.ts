@@ -23,6 +23,8 @@ import type { ControlPlaneClient } from './client.js';
 import { runHook, type HookResult } from './hooks.js';
 import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
 import { truncateText } from '../util/truncate.js';
+import { retryDelayMs, type RetryPolicy } from './retry.js';
+import { jittered } from '../util/backoff.js';
 import {
   eventToProtoSafe,
   faultsToResults,
@@ -160,15 +162,9 @@ export function validateServerInterval(seconds: number | undefined, defaultMs: n
   return { ms: clamped * 1000, adjusted: clamped !== seconds };
 }
 
-/** Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)], at least 10 ms. */
-export function backoffMs(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
-  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
-  return Math.max(10, Math.floor(random() * ceiling));
-}
-
-/** interval +-10%. */
-export function jittered(ms: number, random: () => number = Math.random): number {
-  return Math.max(1, Math.round(ms * (0.9 + 0.2 * random())));
+/** Failures logged at warn: the 1st, 2nd, 4th, 8th, ... of a run (fast retries must not flood the log). */
+function worthLogging(attempt: number): boolean {
+  return (attempt & (attempt + 1)) === 0;
 }
 
 export function readTerminationMarker(stateDir: string): TerminationMarker | null {
@@ -215,8 +211,7 @@ export class AgentLink {
   private readonly log: Logger;
   private readonly rnd: () => number;
   private readonly abort = new AbortController();
-  private readonly retryBase: number;
-  private readonly retryCap: number;
+  private readonly retry: RetryPolicy;
   private readonly configErrorMs: number;
   private readonly maxBatch: number;
   private readonly providerTimeoutMs: number;
@@ -278,8 +273,7 @@ export class AgentLink {
     this.o = opts;
     this.log = opts.logger ?? pino({ level: 'silent' });
     this.rnd = opts.random ?? Math.random;
-    this.retryBase = opts.retry?.baseMs ?? 500;
-    this.retryCap = opts.retry?.capMs ?? 30_000;
+    this.retry = { baseMs: opts.retry?.baseMs ?? 500, capMs: opts.retry?.capMs ?? 30_000, random: this.rnd };
     this.configErrorMs = opts.retry?.configErrorMs ?? 60_000;
     this.maxBatch = Math.max(1, opts.maxEventsPerReport ?? 500);
     this.providerTimeoutMs = opts.providerTimeoutMs ?? 5000;
@@ -367,6 +361,9 @@ export class AgentLink {
     try {
       const r = await fn({ signal: this.abort.signal, timeoutMs: this.o.client.timeoutMs });
       this.st.lastSuccessMs = Date.now();
+      // The control plane answers: a retry waiting out its backoff goes now (held events are
+      // delivered at once after an outage, not at the end of a backoff of up to 30 s).
+      this.wakeSleepers();
       this.o.onRpc?.({ method, ok: true, code: null, durationMs: performance.now() - t0 });
       return r;
     } catch (e) {
@@ -461,8 +458,9 @@ export class AgentLink {
           this.log.error({ code: codeName(ce.code), url: this.o.client.url.origin }, msg);
           delay = jittered(this.configErrorMs, this.rnd);
         } else {
-          delay = backoffMs(attempt, this.retryBase, this.retryCap, this.rnd);
-          this.log.warn({ code: codeName(ce.code), err: ce.rawMessage, retryInMs: delay, attempt: attempt + 1 }, 'registration failed');
+          const r = retryDelayMs(ce, attempt, this.retry);
+          delay = r.ms;
+          if (worthLogging(attempt)) this.log.warn({ code: codeName(ce.code), err: ce.rawMessage, refused: r.refused, retryInMs: delay, attempt: attempt + 1 }, 'registration failed');
         }
         attempt += 1;
       }
@@ -639,12 +637,15 @@ export class AgentLink {
           if (gen === this.generation) this.forgotten('ReportHealth');
           return;
         }
-        const delay = this.stopping ? Math.min(200, backoffMs(attempt, this.retryBase, this.retryCap, this.rnd)) : backoffMs(attempt, this.retryBase, this.retryCap, this.rnd);
+        const r = retryDelayMs(ce, attempt, this.retry);
+        const delay = this.stopping ? Math.min(200, r.ms) : r.ms;
+        if (worthLogging(attempt)) {
+          this.log.warn(
+            { code: codeName(ce.code), err: ce.rawMessage, refused: r.refused, pending: this.o.store.pendingCount(), retryInMs: delay, attempt: attempt + 1 },
+            'health report failed; will retry (any call that succeeds meanwhile retries at once)',
+          );
+        }
         attempt += 1;
-        this.log.warn(
-          { code: codeName(ce.code), err: ce.rawMessage, pending: this.o.store.pendingCount(), retryInMs: delay },
-          'health report failed; will retry',
-        );
         await this.sleep(delay);
       }
     }

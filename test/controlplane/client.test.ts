@@ -20,7 +20,8 @@ import {
   validateControlPlaneUrl,
 } from '../../src/controlplane/client.js';
 import { ControlPlaneService } from '../../src/gen/navarch/control_plane_pb.js';
-import { backoffMs, isConfigError, jittered, validateServerInterval } from '../../src/controlplane/agent-link.js';
+import { isConfigError, validateServerInterval } from '../../src/controlplane/agent-link.js';
+import { backoffMs, jittered } from '../../src/util/backoff.js';
 
 describe('URL and option validation', () => {
   it('requires a scheme', () => {
