@@ -26,6 +26,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { HealthEventInput } from '../events/types.js';
 import { xidEventInput } from '../xid/catalog.js';
+import { parseSxidLine, sxidEventInput } from '../xid/sxid.js';
 import { MAX_RECORD_CHARS, parseKmsgRecord, parseNvrmLine, type KmsgRecord } from './kmsg-parse.js';
 
 export { normalizePciBusId, parseKmsgRecord, parseNvrmLine, parseXidLine } from './kmsg-parse.js';
@@ -487,7 +488,7 @@ export class KmsgSource {
 
   private eventsFor(rec: KmsgRecord, historical: boolean): HealthEventInput[] {
     const line = parseNvrmLine(rec.message);
-    if (!line) return [];
+    if (!line) return this.sxidEventsFor(rec, historical);
     this.st.nvrmLines++;
     const timeMs = Math.round(this.bootMs + rec.usecSinceBoot / 1000);
     if (line.kind === 'gpu_uuid') {
@@ -540,6 +541,16 @@ export class KmsgSource {
       out.push(common(ev));
     }
     return out;
+  }
+
+  /** NVSwitch SXid lines: the headline becomes an event; the Severity/Data follow-ups do not. */
+  private sxidEventsFor(rec: KmsgRecord, historical: boolean): HealthEventInput[] {
+    const sx = parseSxidLine(rec.message);
+    if (!sx || sx.kind !== 'headline') return [];
+    const ev = sxidEventInput(sx, Math.round(this.bootMs + rec.usecSinceBoot / 1000));
+    ev.metrics.kmsg_seq = rec.seq.toString();
+    if (historical) ev.metrics.replayed = 'true';
+    return [ev];
   }
 
   private resolve(pciShort: string): { index: number; uuid: string } {

@@ -107,6 +107,26 @@ describe('KmsgSource over a regular file', () => {
     expect(got[5]?.metrics).toMatchObject({ xid_code: '31', pid: '1234', gpu_instance_id: '1', compute_instance_id: '0' });
   });
 
+  it('NVSwitch SXid lines: the headline is an event on its NVSwitch, the follow-up lines are not', async () => {
+    const file = path.join(dir, 'kmsg');
+    fs.writeFileSync(
+      file,
+      rec(1, 'nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 20034, Fatal, Link 48 LTSSM Fault Up') +
+        rec(2, 'nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 20034, Severity 1 Engine instance 60 Sub-engine instance 00') +
+        rec(3, 'nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 20034, Data {0x10000000, 0x10000000, 0x00000000}') +
+        rec(4, 'nvidia-nvswitch3: SXid (PCI:0000:05:00.0): 12028, Non-fatal, Link 32 egress non-posted PRIV error (First)'),
+    );
+    const got: HealthEventInput[] = [];
+    const s = source({ path: file, resolveGpu: resolver, onEvent: (e) => void got.push(e) });
+    await s.start();
+    await s.waitBacklog();
+    await s.stop();
+    expect(got.map((e) => e.key)).toEqual(['nvswitch1/sxid/20034', 'nvswitch3/sxid/12028']);
+    expect(got[0]).toMatchObject({ system: 'NVSWITCH', gpuIndex: -1, severity: 'critical', action: 'reboot', fault: 'raise', timeMs: BOOT_MS + 1000 });
+    expect(got[0]?.metrics).toMatchObject({ sxid_code: '20034', nvswitch_index: '1', pci_bus_id: '0000:06:00', link: '48', kmsg_seq: '1', replayed: 'true' });
+    expect(got[1]).toMatchObject({ severity: 'warning', action: 'none', fault: 'none' });
+  });
+
   it('cursor: a restart neither replays nor misses; a new boot replays the buffer as historical', async () => {
     const file = path.join(dir, 'kmsg');
     fs.writeFileSync(file, rec(1, 'boot') + rec(2, 'NVRM: Xid (PCI:0000:9b:00): 31, pid=1, name=a, first') + rec(3, 'other'));
