@@ -27,6 +27,7 @@ import type { Logger } from 'pino';
 import type { HealthEventInput } from '../events/types.js';
 import { xidEventInput } from '../xid/catalog.js';
 import { parseSxidLine, sxidEventInput } from '../xid/sxid.js';
+import { KmsgBatch } from './kmsg-batch.js';
 import { MAX_RECORD_CHARS, parseKmsgRecord, parseNvrmLine, type KmsgRecord } from './kmsg-parse.js';
 
 export { normalizePciBusId, parseKmsgRecord, parseNvrmLine, parseXidLine } from './kmsg-parse.js';
@@ -171,6 +172,8 @@ export class KmsgSource {
   private cursorDirty = false;
   private lastCursorWrite = 0;
   private streamBuf = '';
+  /** Records read but not yet handed to the callback: flushed when full, at idle and at stop. */
+  private readonly batch = new KmsgBatch();
   /** Dropping the rest of an over-long line (stream mode). */
   private discarding = false;
   private readonly st: KmsgStats = {
@@ -324,7 +327,8 @@ export class KmsgSource {
   }
 
   private async onIdle(): Promise<void> {
-    if (this.mode === 'stream' && this.streamBuf.length > 0) await this.drainStream(true);
+    if (this.mode === 'stream' && this.streamBuf.length > 0) this.drainStream(true);
+    await this.flush();
     if (!this.st.backlogDone) {
       this.st.backlogDone = true;
       this.log?.debug({ records: this.st.records, replayed: this.st.replayed }, 'kmsg source: backlog read');
@@ -374,17 +378,20 @@ export class KmsgSource {
       }
       delay = this.pollMin;
       if (this.mode === 'records') {
-        await this.handleRecord(parseKmsgRecord(buf.subarray(0, n)));
+        this.handleRecord(parseKmsgRecord(buf.subarray(0, n)));
       } else {
         this.streamBuf += buf.toString('utf8', 0, n);
-        await this.drainStream(false);
+        this.drainStream(false);
       }
+      // Read ahead: everything available goes into one batch (one group commit, one cursor write).
+      if (this.batch.full) await this.flush();
     }
-    if (this.mode === 'stream' && this.streamBuf.length > 0) await this.drainStream(true);
+    if (this.mode === 'stream' && this.streamBuf.length > 0) this.drainStream(true);
+    await this.flush();
   }
 
   /** Split the stream buffer into records; the last one is only taken at idle (it may continue). */
-  private async drainStream(final: boolean): Promise<void> {
+  private drainStream(final: boolean): void {
     if (this.discarding) {
       const nl = this.streamBuf.indexOf('\n');
       if (nl < 0) {
@@ -425,11 +432,12 @@ export class KmsgSource {
       const rec = s.slice(0, end);
       this.streamBuf = s.slice(end);
       if (rec.trim().length === 0) continue;
-      await this.handleRecord(parseKmsgRecord(rec));
+      this.handleRecord(parseKmsgRecord(rec));
     }
   }
 
-  private async handleRecord(rec: KmsgRecord | null): Promise<void> {
+  /** Parse-level bookkeeping for one record; its events join the current batch. */
+  private handleRecord(rec: KmsgRecord | null): void {
     if (!rec) {
       this.st.parseErrors++;
       return;
@@ -439,29 +447,68 @@ export class KmsgSource {
       this.st.skipped++;
       return;
     }
-    if (this.mode === 'records' && this.lastSeq !== null && rec.seq > this.lastSeq + 1n) {
+    const prev = this.batch.lastSeq ?? this.lastSeq;
+    const events: HealthEventInput[] = [];
+    if (this.mode === 'records' && prev !== null && rec.seq > prev + 1n) {
       // The ring buffer dropped records we never read (while the agent was down, or an overrun).
-      const gap = rec.seq - this.lastSeq - 1n;
-      this.st.missedRecords += Number(gap > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : gap);
-      this.log?.warn({ from: (this.lastSeq + 1n).toString(), to: (rec.seq - 1n).toString() }, 'kmsg source: records lost from the ring buffer before they were read');
+      const gap = rec.seq - prev - 1n;
+      const lost = Number(gap > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : gap);
+      this.st.missedRecords += lost;
+      this.log?.warn({ from: (prev + 1n).toString(), to: (rec.seq - 1n).toString(), lost }, 'kmsg source: records lost from the ring buffer before they were read');
+      events.push(this.lostRecordsEvent(prev + 1n, rec.seq - 1n, lost, rec));
     }
     const historical = this.firstRun && !this.st.backlogDone;
-    const events = historical && this.opts.replayOnFirstRun === false ? [] : this.eventsFor(rec, historical);
-    let stored = true;
-    for (const ev of events) {
+    if (!(historical && this.opts.replayOnFirstRun === false)) events.push(...this.eventsFor(rec, historical));
+    for (const _ of events) {
       this.st.events++;
       if (historical) this.st.replayed++;
-      if (!(await this.emit(ev))) stored = false;
     }
-    if (!stored && this.pinSeq === null) {
-      this.pinSeq = rec.seq - 1n;
-      this.log?.warn({ seq: rec.seq.toString() }, 'kmsg source: cursor held before this record; the next start reads it again');
-    }
-    this.lastSeq = rec.seq;
+    this.batch.add(rec.seq, events);
+  }
+
+  /**
+   * Hand the batch to the callback: its events, coalesced per fault key with exact counts, are
+   * all issued at once (the store group-commits concurrent appends), then the cursor moves to the
+   * batch's last record and is written once. An event that was not taken pins the cursor just
+   * before its first record.
+   */
+  private async flush(): Promise<void> {
+    if (this.batch.size === 0) return;
+    const { events, lastSeq } = this.batch.take();
+    const results = await Promise.all(events.map((g) => this.emit(g.event)));
+    results.forEach((ok, i) => {
+      const g = events[i];
+      if (ok || !g) return;
+      const pin = g.firstSeq - 1n;
+      if (this.pinSeq === null || pin < this.pinSeq) {
+        this.pinSeq = pin;
+        this.log?.warn({ seq: g.firstSeq.toString() }, 'kmsg source: cursor held before this record; the next start reads it again');
+      }
+    });
+    if (lastSeq !== null) this.lastSeq = lastSeq;
     this.cursorDirty = true;
-    // After an emitted event the cursor is written at once (XIDs are rare), so a crash replays at
-    // most the record being handled; other records move it at most once per cursorWriteIntervalMs.
-    if (events.length > 0) this.persistCursor(true);
+    // After emitted events the cursor is written at once (one write per batch), so a crash replays
+    // at most one batch; batches without events move it at most once per cursorWriteIntervalMs.
+    this.persistCursor(events.length > 0);
+  }
+
+  /** A warning that the ring buffer overwrote records before they were read (an overrun or downtime). */
+  private lostRecordsEvent(from: bigint, to: bigint, lost: number, rec: KmsgRecord): HealthEventInput {
+    return {
+      type: 'driver_error',
+      system: 'DRIVER',
+      gpuIndex: -1,
+      gpuUuid: '',
+      metrics: { reason: 'kmsg_records_lost', lost_records: String(lost), first_seq: from.toString(), last_seq: to.toString() },
+      message: `kernel log: ${lost} record(s) (seq ${from}..${to}) were overwritten before they were read; XIDs among them are lost`,
+      timeMs: Math.round(this.bootMs + rec.usecSinceBoot / 1000),
+      severity: 'warning',
+      action: 'none',
+      citation: '/dev/kmsg sequence numbers: a gap means the ring buffer dropped records (read returns EPIPE)',
+      source: 'kmsg',
+      key: 'node/kmsg_records_lost',
+      fault: 'none',
+    };
   }
 
   /**

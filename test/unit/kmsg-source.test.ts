@@ -314,6 +314,43 @@ describe('KmsgSource over a FIFO', () => {
   });
 });
 
+describe('KmsgSource storms', () => {
+  it('5,000 XID lines with one XID 79 reach the durable store whole, coalesced with exact counts', async () => {
+    const file = path.join(dir, 'kmsg');
+    const lines: string[] = [];
+    for (let i = 1; i <= 5000; i++) {
+      lines.push(rec(i, i === 2500 ? 'NVRM: Xid (PCI:0000:9b:00): 79, pid=1, name=a, GPU has fallen off the bus.' : 'NVRM: Xid (PCI:0000:9b:00): 13, pid=1, name=a, Graphics SM Warp Exception'));
+    }
+    fs.writeFileSync(file, lines.join(''));
+    const store = await openEventStore({ dir: path.join(dir, 'store'), bootId: 'boot-A' });
+    try {
+      let calls = 0;
+      const s = source({
+        path: file,
+        resolveGpu: resolver,
+        onEvent: async (e) => {
+          calls++;
+          await store.append(e);
+        },
+      });
+      await s.start();
+      await s.waitBacklog();
+      await waitFor(() => s.stats().lastSeq === '5000', 'the cursor at the last record');
+      await s.stop();
+      const pending = store.pending();
+      const xids = pending.filter((e) => e.type === 'xid');
+      expect(xids.reduce((n, e) => n + e.count, 0)).toBe(5000);
+      expect(xids.filter((e) => e.key === 'gpu3/xid/79').map((e) => e.count)).toEqual([1]);
+      // one call per key per batch, not one per line
+      expect(calls).toBeLessThan(20);
+      expect(s.stats()).toMatchObject({ records: 5000, xids: 5000, emitErrors: 0 });
+      expect(s.stats().cursorWrites).toBeLessThan(20);
+    } finally {
+      await store.close();
+    }
+  }, 30_000);
+});
+
 describe('KmsgSource read errors (injected: EPIPE cannot be caused on demand)', () => {
   it('counts EPIPE overruns and goes on; EAGAIN waits', async () => {
     const file = path.join(dir, 'kmsg');
