@@ -26,8 +26,9 @@ export class KmsgBatch {
     this.records++;
     this.lastSeq = seq;
     for (const ev of events) {
-      // replayed (historical) and live occurrences stay apart; so do different fault keys
-      const id = `${ev.key}\u0000${ev.metrics.replayed ?? ''}`;
+      // different fault keys stay apart; so do replayed (historical) vs live occurrences and an
+      // XID derived from a line without a number (xid_derived) vs the numbered XID line
+      const id = `${ev.key}\u0000${ev.metrics.replayed ?? ''}\u0000${ev.metrics.xid_derived ?? ''}`;
       const g = this.groups.get(id);
       const n = ev.count ?? 1;
       if (!g) {
