@@ -12,6 +12,7 @@ const runs = [
   ['nvml-bench.mjs', quick ? ['--only', 'latency', '--events', '2000'] : []],
   ['telemetry-judge.mjs', quick ? ['--samples', '2000'] : []],
   ['store-bench.mjs', quick ? ['--events', '1000', '--storm', '20000'] : []],
+  ['kmsg-ingest.mjs', quick ? ['--count', '20000'] : []],
   ['controlplane-latency.mjs', quick ? ['--events', '200'] : []],
   ['controlplane-xid.mjs', quick ? ['--events', '200'] : []],
   ['agent-idle.mjs', quick ? ['--seconds', '10'] : []],
