@@ -64,7 +64,7 @@ export class KmsgLink {
       path: this.o.path,
       state: this.state,
       ...(st
-        ? { linesRead: st.records, xidsMatched: st.xids, unresolvedPci: this.unresolved, overruns: st.overruns, lastSeq: st.lastSeq, mode: st.mode }
+        ? { linesRead: st.records, xidsMatched: st.xids, unresolvedPci: this.unresolved, overruns: st.overruns, lostRecords: st.missedRecords, lastSeq: st.lastSeq, mode: st.mode }
         : {}),
     };
   }

@@ -169,6 +169,20 @@ export class AgentMetrics {
       });
     }
 
+    new Gauge<'kind'>({
+      name: 'navarch_agent_kmsg_lost',
+      help: 'Kernel-log reader losses since start: kind="overruns" (EPIPE reads), kind="records" (records dropped before they were read).',
+      labelNames: ['kind'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        const k = cur().kmsg;
+        if (k.overruns === undefined) return;
+        this.set({ kind: 'overruns' }, k.overruns);
+        this.set({ kind: 'records' }, k.lostRecords ?? 0);
+      },
+    });
+
     new Gauge<'gpu' | 'UUID' | 'link'>({
       name: 'navarch_agent_nvlink_up',
       help: 'NVLink link state per GPU and link (1 = active).',

@@ -38,6 +38,8 @@ export interface KmsgStatus {
   xidsMatched?: number;
   unresolvedPci?: number;
   overruns?: number;
+  /** Records the ring buffer dropped before they were read (gaps in /dev/kmsg sequence numbers). */
+  lostRecords?: number;
   lastSeq?: string | null;
   mode?: string;
 }

@@ -117,6 +117,15 @@ describe('local API', () => {
     expect(t2).not.toContain('process_cpu_seconds_total');
   });
 
+  it('exports kernel-log overruns and lost records once the reader runs', async () => {
+    view.st.kmsg = { enabled: true, path: '/dev/kmsg', state: 'running', overruns: 3, lostRecords: 1234 };
+    // a fresh registry: the shared one caches the status document for 250 ms per scrape
+    const text = await new AgentMetrics({ view, hostname: 'node-a', version: '0.1.0' }).registry.metrics();
+    expect(text).toContain('navarch_agent_kmsg_lost{kind="overruns"} 3');
+    expect(text).toContain('navarch_agent_kmsg_lost{kind="records"} 1234');
+    expect(((await (await fetch(`${api.url}/status`)).json()) as AgentStatus).kmsg).toMatchObject({ overruns: 3, lostRecords: 1234 });
+  });
+
   it('accepts valid injections', async () => {
     const r = await post(JSON.stringify({ kind: 'xid', gpu: 1, xid: 79 }));
     expect(r.status).toBe(200);
