@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const mainJs = join(root, 'dist/cli/main.js');
+// The package's bin (the bundle) when built, else tsc's module tree.
+const mainJs = existsSync(join(root, 'dist/cli/navarch-agent.mjs')) ? join(root, 'dist/cli/navarch-agent.mjs') : join(root, 'dist/cli/main.js');
 const argv = process.argv.slice(2);
 const secIdx = argv.indexOf('--seconds');
 const seconds = secIdx >= 0 ? Number(argv[secIdx + 1]) : Number(process.env.BENCH_SECONDS ?? 60);

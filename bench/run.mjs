@@ -12,10 +12,13 @@ const runs = [
   ['nvml-bench.mjs', quick ? ['--only', 'latency', '--events', '2000'] : []],
   ['telemetry-judge.mjs', quick ? ['--samples', '2000'] : []],
   ['store-bench.mjs', quick ? ['--events', '1000', '--storm', '20000'] : []],
+  ['kmsg-classify.mjs', []],
   ['kmsg-ingest.mjs', quick ? ['--count', '20000'] : []],
   ['controlplane-latency.mjs', quick ? ['--events', '200'] : []],
   ['controlplane-xid.mjs', quick ? ['--events', '200'] : []],
+  ['controlplane-latency.mjs', quick ? ['--outage-ms', '4000', '--outages', '2'] : ['--outage-ms', '9000', '--outages', '8']],
   ['agent-idle.mjs', quick ? ['--seconds', '10'] : []],
+  ['agent-start.mjs', quick ? ['--runs', '3'] : []],
 ];
 let failed = 0;
 for (const [file, args] of runs) {

@@ -39,6 +39,7 @@ if [ "$skip_build" = 0 ]; then
   npm run --silent build:ts || die "npm run build:ts failed"
 fi
 [ -f dist/cli/main.js ] || die "dist/cli/main.js is missing (npm run build:ts)"
+[ -f dist/cli/navarch-agent.mjs ] || die "dist/cli/navarch-agent.mjs is missing (npm run build:ts bundles it)"
 if [ "$prebuild" = 1 ]; then
   pb_args=()
   for a in "${arches[@]}"; do pb_args+=(--arch "$a"); done

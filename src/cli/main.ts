@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** Entry point of the `navarch-agent` binary (dist/cli/main.js). */
+/** Entry point of the `navarch-agent` binary: tsc emits dist/cli/main.js, scripts/bundle.mjs bundles it into dist/cli/navarch-agent.mjs (the package's bin). */
 import { runCli } from './cli.js';
 
 runCli(process.argv.slice(2)).then(

@@ -15,6 +15,8 @@ import { poll } from '../helpers/wait.js';
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const MAIN_JS = join(REPO_ROOT, 'dist', 'cli', 'main.js');
 export const DIST_BUILT = existsSync(MAIN_JS);
+/** The package's bin: the bundled CLI (scripts/bundle.mjs). */
+export const BUNDLE_JS = join(REPO_ROOT, 'dist', 'cli', 'navarch-agent.mjs');
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `navarch-${prefix}-`));
@@ -66,12 +68,14 @@ export interface StartAgentOptions {
   stateDir?: string;
   /** Wait for /healthz (default true). */
   waitReady?: boolean;
+  /** The script to run (default dist/cli/main.js). */
+  entry?: string;
 }
 
 export async function startAgent(opts: StartAgentOptions = {}): Promise<AgentProcess> {
   const port = await freePort();
   const stateDir = opts.stateDir ?? tempDir('agent-state');
-  const args = [MAIN_JS, 'run', '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, ...(opts.args ?? [])];
+  const args = [opts.entry ?? MAIN_JS, 'run', '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NAVARCH_LOG_FORMAT: 'json', ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
