@@ -29,6 +29,7 @@ import { xidEventInput } from '../xid/catalog.js';
 import { parseSxidLine, sxidEventInput } from '../xid/sxid.js';
 import { KmsgBatch } from './kmsg-batch.js';
 import { MAX_RECORD_CHARS, parseKmsgRecord, parseNvrmLine, type KmsgRecord } from './kmsg-parse.js';
+import { exponentialMs, jittered } from '../util/backoff.js';
 
 export { normalizePciBusId, parseKmsgRecord, parseNvrmLine, parseXidLine } from './kmsg-parse.js';
 
@@ -366,7 +367,7 @@ export class KmsgSource {
         this.st.readErrors++;
         errors++;
         this.log?.error({ err: (e as Error).message, code }, 'kmsg source: read failed');
-        await this.sleep(Math.min(this.pollMax * 2 ** Math.min(errors, 6), 30_000));
+        await this.sleep(exponentialMs(Math.min(errors, 6), this.pollMax, 30_000));
         continue;
       }
       errors = 0;
@@ -528,7 +529,7 @@ export class KmsgSource {
           this.log?.error({ err: (e as Error).message, key: ev.key, attempts: i }, 'kmsg source: event callback failed; the event is not stored in this run');
           return false;
         }
-        await this.sleep(100 * 2 ** i * (0.5 + Math.random()));
+        await this.sleep(jittered(exponentialMs(i, 100, 30_000), Math.random, 0.5));
       }
     }
   }

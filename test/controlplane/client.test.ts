@@ -21,7 +21,7 @@ import {
 } from '../../src/controlplane/client.js';
 import { ControlPlaneService } from '../../src/gen/navarch/control_plane_pb.js';
 import { isConfigError, validateServerInterval } from '../../src/controlplane/agent-link.js';
-import { backoffMs, jittered } from '../../src/util/backoff.js';
+import { backoffMs, exponentialMs, jittered } from '../../src/util/backoff.js';
 
 describe('URL and option validation', () => {
   it('requires a scheme', () => {
@@ -71,6 +71,10 @@ describe('URL and option validation', () => {
     expect(backoffMs(3, 500, 30_000, () => 0)).toBe(10);
     expect(jittered(1000, () => 0)).toBe(900);
     expect(jittered(1000, () => 1)).toBe(1100);
+    // The kernel-log source's steps: capped exponential, and +-50 % around it.
+    expect([0, 1, 6, 40].map((n) => exponentialMs(n, 250, 30_000))).toEqual([250, 500, 16_000, 30_000]);
+    expect(jittered(400, () => 0, 0.5)).toBe(200);
+    expect(jittered(400, () => 1, 0.5)).toBe(600);
   });
 });
 
