@@ -381,6 +381,48 @@ describe('KmsgSource read errors (injected: EPIPE cannot be caused on demand)', 
   });
 });
 
+const kmsgReadable = ((): boolean => {
+  try {
+    fs.accessSync('/dev/kmsg', fs.constants.R_OK);
+    return fs.statSync('/dev/kmsg').isCharacterDevice();
+  } catch {
+    return false;
+  }
+})();
+if (!kmsgReadable) console.warn('skipping the lost-records test: /dev/kmsg is not a readable character device here');
+
+describe.skipIf(!kmsgReadable)('KmsgSource on a character device (records mode; reads injected)', () => {
+  it('a gap in the sequence numbers after an overrun raises one event saying how many records were lost', async () => {
+    // /dev/kmsg is opened for real (so the source is in records mode); what it reads is scripted,
+    // because an overrun of the kernel's ring buffer cannot be caused on demand.
+    const script: Array<string | Error> = [
+      rec(1, 'NVRM: Xid (PCI:0000:9b:00): 13, a'),
+      Object.assign(new Error('EPIPE'), { code: 'EPIPE' }),
+      rec(9, 'NVRM: Xid (PCI:0000:9b:00): 31, b'),
+    ];
+    const got: HealthEventInput[] = [];
+    const s = source({
+      path: '/dev/kmsg',
+      resolveGpu: resolver,
+      onEvent: (e) => void got.push(e),
+      readImpl: async (_fd, buf) => {
+        const next = script.shift();
+        if (next === undefined) throw Object.assign(new Error('EAGAIN'), { code: 'EAGAIN' });
+        if (next instanceof Error) throw next;
+        return buf.write(next);
+      },
+    });
+    await s.start();
+    await waitFor(() => got.some((e) => e.key === 'node/kmsg_records_lost'), 'the lost-records event');
+    const lost = got.filter((e) => e.key === 'node/kmsg_records_lost');
+    expect(lost).toHaveLength(1);
+    expect(lost[0]!.metrics).toMatchObject({ lost_records: '7', first_seq: '2', last_seq: '8' });
+    expect(s.stats().overruns).toBe(1);
+    expect(s.stats().missedRecords).toBe(7);
+    await waitFor(() => got.some((e) => e.metrics.xid_code === '31'), 'the XID after the gap');
+  });
+});
+
 describe('kernel log + NVML into the store', () => {
   it('the same XID from NVML and the kernel log ends as one event and one fault', async () => {
     const file = path.join(dir, 'kmsg');
