@@ -2,7 +2,8 @@
  * Pure batching/coalescing for the kernel-log source (no I/O): the records read in one go are
  * collected here, then their events are merged per fault key with exact counts, so a storm of N
  * lines of one key becomes one HealthEventInput with `count: N` (one store append, one
- * ReportHealth) instead of N. Different keys are never merged; order is first occurrence.
+ * ReportHealth) instead of N, carrying its newest occurrence's time and detail. Different keys
+ * are never merged; order is first occurrence.
  */
 import type { HealthEventInput } from '../events/types.js';
 
@@ -35,9 +36,16 @@ export class KmsgBatch {
         this.groups.set(id, { event: { ...ev, metrics: { ...ev.metrics }, count: n }, firstSeq: seq });
         continue;
       }
-      g.event.count = (g.event.count ?? 1) + n;
-      // the merged event keeps the first occurrence's time and detail, and says where the storm ended
-      g.event.metrics.kmsg_seq_last = seq.toString();
+      // The merged event speaks for its newest occurrence (its time, message and detail, as the
+      // last of N separate appends would), so the fault's lastSeenMs is the newest line's; the
+      // first record of the run is kept in kmsg_seq_first.
+      const count = (g.event.count ?? 1) + n;
+      g.event = {
+        ...ev,
+        timeMs: Math.max(g.event.timeMs, ev.timeMs),
+        metrics: { ...ev.metrics, kmsg_seq_first: g.firstSeq.toString(), kmsg_seq_last: seq.toString() },
+        count,
+      };
     }
   }
 

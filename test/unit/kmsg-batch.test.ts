@@ -46,6 +46,17 @@ describe('KmsgBatch (pure coalescing of one read-ahead batch)', () => {
     expect(first.metrics.kmsg_seq_last).toBeUndefined();
   });
 
+  it('a merged event carries its newest occurrence: time, message and detail (the fault is last seen then)', () => {
+    const b = new KmsgBatch();
+    b.add(7n, [xidEventInput({ code: 79, gpuIndex: 1, gpuUuid: 'GPU-1', timeMs: 1_000, source: 'kmsg', message: 'old', pid: 1 })]);
+    b.add(9n, [xidEventInput({ code: 79, gpuIndex: 1, gpuUuid: 'GPU-1', timeMs: 5_000, source: 'kmsg', message: 'new', pid: 2 })]);
+    const [g] = b.take().events;
+    expect(g!.event).toMatchObject({ count: 2, timeMs: 5_000 });
+    expect(g!.event.message).toContain('new');
+    expect(g!.event.metrics).toMatchObject({ pid: '2', kmsg_seq_first: '7', kmsg_seq_last: '9' });
+    expect(g!.firstSeq).toBe(7n);
+  });
+
   it('is full at MAX_BATCH_RECORDS records (bounded memory)', () => {
     const b = new KmsgBatch();
     for (let i = 0; i < MAX_BATCH_RECORDS - 1; i++) b.add(BigInt(i), []);
