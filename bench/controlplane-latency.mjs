@@ -25,6 +25,8 @@
  * runs with its default retry policy. Reports events lost (must be 0) and, per outage, the time
  * from the control plane listening again to the first and to the last held event received
  * (p50/p99/max over the outages).
+ *
+ * BENCH_LOG=1 writes the link's log (pino, debug) to stderr.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';

@@ -63,7 +63,7 @@ imds=${imds%/}
 deadline_s=${IMDS_DEADLINE_S:-120}
 if ! [[ "$deadline_s" =~ ^[1-9][0-9]{0,4}$ ]]; then die "IMDS_DEADLINE_S must be a positive integer, got '$deadline_s'"; fi
 server=${NAVARCH_SERVER:-}
-[ -n "$server" ] || die "NAVARCH_SERVER is not set (the control plane URL, e.g. http://10.0.0.5:50051)"
+[ -n "$server" ] || die "NAVARCH_SERVER is not set (the control plane URL, e.g. http://navarch-cp.internal:50051)"
 [[ "$server" =~ ^https?://[^[:space:]\"\\]+$ ]] || die "NAVARCH_SERVER must be an http:// or https:// URL, got '$server'"
 curl_cmd=${CURL:-curl}
 command -v "$curl_cmd" >/dev/null || die "curl is required (install it, or set CURL)"

@@ -40,7 +40,7 @@ describe('user-data.yaml', { timeout: 120_000 }, () => {
     expect(r.stdout).toMatch(/Valid cloud-config/);
     const dir = mkdtempSync(join(tmpdir(), 'navarch-ud-'));
     try {
-      const custom = run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'NAVARCH_SERVER=http://10.0.0.5:50051',
+      const custom = run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'NAVARCH_SERVER=http://navarch-cp.internal:50051',
         'BOOTSTRAP_TARBALL_URL=https://artifacts.example/navarch-agent-0.1.0-linux-x64.tar.gz', 'BOOTSTRAP_TARBALL_SHA256=' + 'a'.repeat(64)]);
       expect(custom.status, custom.stderr).toBe(0);
       writeFileSync(join(dir, 'ud.yaml'), custom.stdout);
@@ -105,7 +105,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     const cfg = join(work, 'bootstrap.env');
     writeFileSync(cfg, [
       '# settings',
-      'NAVARCH_SERVER="http://10.0.0.5:50051"',
+      'NAVARCH_SERVER="http://navarch-cp.internal:50051"',
       'NAVARCH_POOL=train-h100',
       `BOOTSTRAP_TARBALL_URL=file://${tarball}`,
       `BOOTSTRAP_TARBALL_SHA256=${tarballSha}`,
@@ -128,7 +128,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     expect(statSync(join(root, 'opt/navarch-agent/current/bin/navarch-agent')).mode & 0o111).not.toBe(0);
     const envText = readFileSync(join(root, 'etc/navarch-agent/agent.env'), 'utf8');
     for (const line of [
-      'NAVARCH_SERVER="http://10.0.0.5:50051"',
+      'NAVARCH_SERVER="http://navarch-cp.internal:50051"',
       'NAVARCH_NODE_ID="i-0abc123def4567890"',
       'NAVARCH_PROVIDER="aws"',
       'NAVARCH_REGION="us-west-2"',
@@ -244,7 +244,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
 
     r = await runAsync('bash', [bootstrap, '--root', root], { env });
     expect(r.status).not.toBe(0);
-    expect(r.stderr.trim()).toBe('navarch-bootstrap: error: NAVARCH_SERVER is not set (the control plane URL, e.g. http://10.0.0.5:50051)');
+    expect(r.stderr.trim()).toBe('navarch-bootstrap: error: NAVARCH_SERVER is not set (the control plane URL, e.g. http://navarch-cp.internal:50051)');
 
     r = await runAsync('bash', [bootstrap, '--root', root], {
       env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, SYSTEMCTL: '/bin/false' },
