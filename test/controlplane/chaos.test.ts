@@ -85,7 +85,8 @@ describe('delivery through a lossy network', () => {
       const gpu = Math.floor(rnd() * 4);
       const seq = (seqByGpu.get(gpu) ?? 0) + 1;
       seqByGpu.set(gpu, seq);
-      await store.append(xidInput(gpu, 13, { fault: 'none', metrics: { xid_code: '13', seq: String(seq) } }));
+      // Distinct keys: the store coalesces a pending event under the same key (this test is about delivery).
+      await store.append(xidInput(gpu, 13, { fault: 'none', key: `gpu${gpu}/xid/13/${seq}`, metrics: { xid_code: '13', seq: String(seq) } }));
       if (rnd() < 0.3) await new Promise((r) => setTimeout(r, Math.floor(rnd() * 20)));
     }
     await waitFor(() => store.pendingCount() === 0, 60_000, 'all acknowledged');

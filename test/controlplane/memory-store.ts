@@ -1,92 +1,27 @@
 /**
- * A small in-memory EventStore for the control-plane tests (the real, durable store is another
- * part). Same contract: pending oldest first, ack by id and count, onAppend after every append,
- * active faults from raise/clear.
+ * The control-plane tests' store: the real ledger without a journal (src/store/memory-store.ts),
+ * so coalescing, ids, counts and active faults behave as in the durable store. Adds what the
+ * tests assert on: every appended event as the store returned it, and the number of ack calls.
  */
-import type { ActiveFault, HealthEvent, HealthEventInput } from '../../src/events/types.js';
-import type { AppendResult, EventStore } from '../../src/store/types.js';
+import type { HealthEvent, HealthEventInput } from '../../src/events/types.js';
+import type { AppendResult } from '../../src/store/types.js';
+import { MemoryEventStore } from '../../src/store/memory-store.js';
 
-export class MemoryStore implements EventStore {
-  private seq = 0;
-  private readonly events: HealthEvent[] = [];
-  private readonly faults = new Map<string, ActiveFault>();
-  private readonly listeners = new Set<(r: AppendResult) => void>();
-  private readonly pendingListeners = new Set<() => void>();
-  /** Every event ever appended (for assertions). */
+export class MemoryStore extends MemoryEventStore {
+  /** Every append's resulting event, oldest first (a coalesced append repeats its event's id). */
   readonly appended: HealthEvent[] = [];
   acks = 0;
 
-  async append(input: HealthEventInput): Promise<AppendResult> {
-    const ev: HealthEvent = {
-      ...input,
-      metrics: { ...input.metrics },
-      id: `ev-${++this.seq}`,
-      count: 1,
-      firstTimeMs: input.timeMs,
-      lastTimeMs: input.timeMs,
-    };
-    this.events.push(ev);
-    this.appended.push({ ...ev });
-    if (input.fault === 'raise') {
-      const prev = this.faults.get(input.key);
-      this.faults.set(input.key, {
-        key: input.key,
-        gpuIndex: input.gpuIndex,
-        gpuUuid: input.gpuUuid,
-        type: input.type,
-        system: input.system,
-        severity: input.severity,
-        action: input.action,
-        message: input.message,
-        metrics: { ...input.metrics },
-        sinceMs: prev?.sinceMs ?? input.timeMs,
-        lastSeenMs: input.timeMs,
-        count: (prev?.count ?? 0) + 1,
-        lastEventId: ev.id,
-      });
-    } else if (input.fault === 'clear') {
-      this.faults.delete(input.key);
-    }
-    const r = { event: { ...ev }, coalesced: false };
-    for (const l of this.pendingListeners) l();
-    for (const l of this.listeners) l(r);
+  override async append(input: HealthEventInput): Promise<AppendResult> {
+    const r = await super.append(input);
+    this.appended.push({ ...r.event, metrics: { ...r.event.metrics } });
     return r;
   }
 
-  pending(limit = Infinity): HealthEvent[] {
-    return this.events.slice(0, limit).map((e) => ({ ...e, metrics: { ...e.metrics } }));
-  }
-
-  pendingCount(): number {
-    return this.events.length;
-  }
-
-  async ack(sent: Array<Pick<HealthEvent, 'id' | 'count'>>): Promise<void> {
+  override async ack(sent: Array<Pick<HealthEvent, 'id' | 'count'>>): Promise<void> {
     this.acks += 1;
-    for (const s of sent) {
-      const i = this.events.findIndex((e) => e.id === s.id);
-      if (i < 0) continue;
-      const e = this.events[i]!;
-      if (e.count <= s.count) this.events.splice(i, 1);
-      else e.count -= s.count;
-    }
+    await super.ack(sent);
   }
-
-  onPending(listener: () => void): () => void {
-    this.pendingListeners.add(listener);
-    return () => this.pendingListeners.delete(listener);
-  }
-
-  onAppend(listener: (r: AppendResult) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  activeFaults(): ActiveFault[] {
-    return [...this.faults.values()];
-  }
-
-  async close(): Promise<void> {}
 }
 
 export function xidInput(gpu: number, xid: number, extra: Partial<HealthEventInput> = {}): HealthEventInput {

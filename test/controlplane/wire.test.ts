@@ -267,7 +267,8 @@ describe('wire format (captured bytes, independent decoders)', () => {
     try {
       await link.whenRegistered();
       for (let i = 0; i < 60; i++) {
-        await store.append(xidInput(i % 4, 13, { fault: 'none' }));
+        // Distinct keys: the store coalesces a pending event under the same key (this test is about batching).
+        await store.append(xidInput(i % 4, 13, { fault: 'none', key: `gpu${i % 4}/xid/13/${i}` }));
         await new Promise((r) => setTimeout(r, 5));
       }
       await waitFor(() => store.pendingCount() === 0, 30_000, 'all acked');
