@@ -29,6 +29,14 @@ export interface TelemetryConfig {
   pcieReplayRatePerMinute: number;
   /** NVLink replay+recovery+CRC errors per minute, per link. */
   nvlinkErrorRatePerMinute: number;
+  /**
+   * Clock-slowdown samples per minute, over `clockEventWindowMs`, at or above which a slowdown
+   * reason is a fault (gpud's hw-slowdown component: 0.6 events/min over 10 min). One sample with
+   * the reason bit set counts as one event.
+   */
+  clockEventRatePerMinute: number;
+  /** The window the clock-slowdown rate is taken over (ms). Default 600 000 (10 min). */
+  clockEventWindowMs: number;
   /** Power draw above the limit by more than this percentage. */
   powerOverLimitPercent: number;
   /** GPUs the node should have (from the instance type), null when unknown. */
@@ -44,6 +52,8 @@ export const DEFAULT_TELEMETRY_CONFIG: Readonly<TelemetryConfig> = Object.freeze
   eccSbeRatePerMinute: 100,
   pcieReplayRatePerMinute: 100,
   nvlinkErrorRatePerMinute: 60,
+  clockEventRatePerMinute: 0.6,
+  clockEventWindowMs: 600_000,
   powerOverLimitPercent: 10,
   expectedGpuCount: null,
 });
@@ -64,6 +74,10 @@ export function telemetryConfig(partial: Partial<TelemetryConfig> = {}): Telemet
   pos('pcieReplayRatePerMinute', 0);
   pos('nvlinkErrorRatePerMinute', 0);
   pos('powerOverLimitPercent', 0);
+  pos('clockEventWindowMs', 1000);
+  if (!Number.isFinite(c.clockEventRatePerMinute) || c.clockEventRatePerMinute <= 0) {
+    throw new Error(`telemetry config: clockEventRatePerMinute must be a number > 0, got ${String(c.clockEventRatePerMinute)}`);
+  }
   if (c.temperatureCriticalC < c.temperatureWarningC) throw new Error('telemetry config: temperatureCriticalC is below temperatureWarningC');
   if (c.expectedGpuCount !== null && (!Number.isSafeInteger(c.expectedGpuCount) || c.expectedGpuCount < 0)) {
     throw new Error(`telemetry config: expectedGpuCount must be a whole number >= 0 or null, got ${String(c.expectedGpuCount)}`);
@@ -80,12 +94,22 @@ export const CLOCK_REASON = {
   HW_POWER_BRAKE_SLOWDOWN: 0x80,
 } as const;
 
-const CLOCK_CONDITIONS: Array<{ bit: number; name: string; label: string; severity: Severity; type: NavarchEventType; system: HealthWatchSystem }> = [
-  { bit: CLOCK_REASON.HW_SLOWDOWN, name: 'hw_slowdown', label: 'hardware slowdown', severity: 'critical', type: 'thermal', system: 'THERMAL' },
-  { bit: CLOCK_REASON.HW_THERMAL_SLOWDOWN, name: 'hw_thermal_slowdown', label: 'hardware thermal slowdown', severity: 'critical', type: 'thermal', system: 'THERMAL' },
-  { bit: CLOCK_REASON.HW_POWER_BRAKE_SLOWDOWN, name: 'hw_power_brake', label: 'hardware power-brake slowdown', severity: 'critical', type: 'power', system: 'POWER' },
-  { bit: CLOCK_REASON.SW_THERMAL_SLOWDOWN, name: 'sw_thermal_slowdown', label: 'software thermal slowdown', severity: 'warning', type: 'thermal', system: 'THERMAL' },
+/**
+ * Clock slowdowns are rate-based: a warning while the reason was set in at least
+ * clockEventRatePerMinute x window samples of the last clockEventWindowMs. A slowed GPU still
+ * serves work (gpud: unhealthy at 0.6 events/min over 10 min; DCGM: WARN), so never critical.
+ */
+const CLOCK_CONDITIONS: Array<{ bit: number; name: string; label: string; type: NavarchEventType; system: HealthWatchSystem }> = [
+  { bit: CLOCK_REASON.HW_SLOWDOWN, name: 'hw_slowdown', label: 'hardware slowdown', type: 'thermal', system: 'THERMAL' },
+  { bit: CLOCK_REASON.HW_THERMAL_SLOWDOWN, name: 'hw_thermal_slowdown', label: 'hardware thermal slowdown', type: 'thermal', system: 'THERMAL' },
+  { bit: CLOCK_REASON.HW_POWER_BRAKE_SLOWDOWN, name: 'hw_power_brake', label: 'hardware power-brake slowdown', type: 'power', system: 'POWER' },
+  { bit: CLOCK_REASON.SW_THERMAL_SLOWDOWN, name: 'sw_thermal_slowdown', label: 'software thermal slowdown', type: 'thermal', system: 'THERMAL' },
 ];
+
+/** Samples needed in the window: ceil(rate x window minutes), at least 1. */
+export function clockEventsNeeded(c: Pick<TelemetryConfig, 'clockEventRatePerMinute' | 'clockEventWindowMs'>): number {
+  return Math.max(1, Math.ceil(c.clockEventRatePerMinute * (c.clockEventWindowMs / 60_000) - 1e-9));
+}
 
 interface CondState {
   severity: Severity;
@@ -116,10 +140,15 @@ export interface JudgeState {
   devices: Record<string, DevPrev>;
   /** Every device seen so far (index -> uuid), to notice one that disappears. */
   known: Record<string, string>;
+  /**
+   * Clock-slowdown sample times by key, newest last, inside the window; at most
+   * clockEventsNeeded() entries kept (enough to decide), so bounded whatever the interval.
+   */
+  clockEvents: Record<string, number[]>;
 }
 
 export function emptyJudgeState(): JudgeState {
-  return { conditions: {}, devices: {}, known: {} };
+  return { conditions: {}, devices: {}, known: {}, clockEvents: {} };
 }
 
 /** Navarch float style (Go %f): six decimals. */
@@ -312,21 +341,31 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
     }
   }
 
-  // Clock event reasons.
+  // Clock event reasons, rate-based over a window.
   const reasons = t.clockEventReasons;
+  const needed = clockEventsNeeded(c);
+  const windowMin = c.clockEventWindowMs / 60_000;
   for (const cc of CLOCK_CONDITIONS) {
     const key = `${g}/clock/${cc.name}`;
-    if (reasons !== null && (reasons & cc.bit) !== 0) {
-      const metrics: Record<string, string> = { clock_event_reasons: int(reasons) };
+    const set = reasons !== null && (reasons & cc.bit) !== 0;
+    const times = (j.state.clockEvents[key] ?? []).filter((at) => at > s.takenAtMs - c.clockEventWindowMs && at <= s.takenAtMs);
+    if (set) times.push(s.takenAtMs);
+    while (times.length > needed) times.shift();
+    if (times.length > 0) j.state.clockEvents[key] = times;
+    else delete j.state.clockEvents[key];
+    if (set && times.length >= needed) {
+      const perMin = times.length / windowMin;
+      const metrics: Record<string, string> = { clock_event_reasons: int(reasons), clock_events_in_window: int(times.length), clock_events_per_minute: f6(perMin), window_seconds: int(c.clockEventWindowMs / 1000) };
       if (temp !== null) metrics.temperature = int(temp);
       if (t.powerUsageW !== null) metrics.power_watts = f6(t.powerUsageW);
       j.apply(key, {
         bad: true,
-        severity: cc.severity,
-        raise: () => rawEvent(i, u, cc.type, cc.system, 'none', `GPU ${i} clocks reduced: ${cc.label} (reasons 0x${reasons.toString(16)})`, metrics, `NVML clock event reason 0x${cc.bit.toString(16)}`),
+        severity: 'warning',
+        raise: () =>
+          rawEvent(i, u, cc.type, cc.system, 'none', `GPU ${i} clocks reduced: ${cc.label} in ${times.length} samples of the last ${windowMin} min (reasons 0x${(reasons as number).toString(16)})`, metrics, `NVML clock event reason 0x${cc.bit.toString(16)}; at >= ${c.clockEventRatePerMinute} events/min over ${windowMin} min (gpud hw-slowdown: unhealthy at 0.6/min over 10 min; DCGM: WARN); a slowed GPU still serves work`),
       });
     } else {
-      j.apply(key, good(`GPU ${i} ${cc.label} ended`));
+      j.apply(key, good(`GPU ${i} ${cc.label} below ${c.clockEventRatePerMinute} events/min`));
     }
   }
 
@@ -513,6 +552,7 @@ export function judgeSnapshot(
   nowMs?: number,
 ): { events: HealthEventInput[]; state: JudgeState } {
   const state: JudgeState = prev ? structuredClone(prev) : emptyJudgeState();
+  state.clockEvents ??= {};
   const now = nowMs ?? (snapshot.length > 0 ? Math.max(...snapshot.map((s) => s.takenAtMs)) : Date.now());
   const j = new Judge(state, config, now);
   const present = new Set<number>();

@@ -6,7 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { GpuBackend } from '../../src/backends/types.js';
 import type { DeviceSnapshot, NvmlEvent, Telemetry } from '../../src/nvml/types.js';
 import { nvmlEventsToInputs } from '../../src/sources/nvml-events.js';
-import { judgeSnapshot } from '../../src/sources/telemetry.js';
+import type { HealthEventInput } from '../../src/events/types.js';
+import { judgeSnapshot, type JudgeState } from '../../src/sources/telemetry.js';
 import { poll } from '../helpers/wait.js';
 
 export type HarnessFault =
@@ -208,8 +209,16 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
       const snap = await h.backend.snapshot();
       const s4 = snap[4]!;
       expect(s4.ok && s4.telemetry.eccVolatileUncorrected).toBe(1);
-      const { events } = judgeSnapshot(null, snap);
+      // Clock slowdowns are rate-based (6 slowed samples in 10 min): judge the snapshot 6 times, 10 s apart.
+      let state: JudgeState | null = null;
+      const events: HealthEventInput[] = [];
+      for (let k = 0; k < 6; k++) {
+        const r = judgeSnapshot(state, snap.map((d) => ({ ...d, takenAtMs: d.takenAtMs + k * 10_000 })));
+        state = r.state;
+        events.push(...r.events);
+      }
       expect(events.map((e) => e.key).sort()).toEqual(['gpu1/clock/hw_slowdown', 'gpu1/clock/hw_thermal_slowdown', 'gpu2/power', 'gpu4/ecc_dbe']);
+      expect(events.find((e) => e.key === 'gpu1/clock/hw_slowdown')?.severity).toBe('warning');
       expect(events.find((e) => e.key === 'gpu2/power')?.metrics.power_watts).toBe('900.000000');
     });
 

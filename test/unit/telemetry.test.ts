@@ -103,23 +103,48 @@ describe('judgeSnapshot', () => {
     expect(run([{ temperatureC: 70 }, { temperatureC: 68 }, { temperatureC: 67 }], cfg).map(brief)).toEqual([['raise:gpu0/thermal:warning'], [], ['clear:gpu0/thermal:info']]);
   });
 
-  it('clock reasons: HW slowdowns critical, SW thermal warning, clear after 3 good samples', () => {
-    const steps = run([{ clockEventReasons: 0x8 | 0x40 }, { clockEventReasons: 0x40 }, { clockEventReasons: 0 }, { clockEventReasons: 0 }, { clockEventReasons: 0 }, { clockEventReasons: 0 }]);
+  it('clock reasons: a warning at >= 0.6 events/min over 10 min (6 samples), never critical; clear after 3 samples below the rate', () => {
+    const slow = { clockEventReasons: 0x8 | 0x40 };
+    // 5 slowed samples in 10 min is 0.5/min: below the rate, nothing raised.
+    expect(run([slow, slow, slow, slow, slow]).flat()).toEqual([]);
+    const steps = run([slow, slow, slow, slow, slow, slow, { clockEventReasons: 0x40 }, { clockEventReasons: 0 }, { clockEventReasons: 0 }, { clockEventReasons: 0 }]);
     expect(steps.map(brief)).toEqual([
-      ['raise:gpu0/clock/hw_slowdown:critical', 'raise:gpu0/clock/hw_thermal_slowdown:critical'],
       [],
+      [],
+      [],
+      [],
+      [],
+      ['raise:gpu0/clock/hw_slowdown:warning', 'raise:gpu0/clock/hw_thermal_slowdown:warning'],
+      [], // 0x40 only: thermal slowdown still at the rate
       [],
       ['clear:gpu0/clock/hw_slowdown:info'],
       ['clear:gpu0/clock/hw_thermal_slowdown:info'],
-      [],
     ]);
-    expect(steps[0]![0]!.metrics).toMatchObject({ clock_event_reasons: '72', temperature: '50', power_watts: '450.500000' });
-    const brake = run([{ clockEventReasons: 0x80 }])[0]!;
+    expect(steps[5]![0]!.metrics).toMatchObject({ clock_event_reasons: '72', clock_events_in_window: '6', clock_events_per_minute: '0.600000', window_seconds: '600', temperature: '50', power_watts: '450.500000' });
+    const six = <T,>(x: T): T[] => Array.from({ length: 6 }, () => x);
+    const brake = run(six({ clockEventReasons: 0x80 }))[5]!;
     expect(brake).toHaveLength(1);
-    expect(brake[0]).toMatchObject({ key: 'gpu0/clock/hw_power_brake', type: 'power', system: 'POWER', severity: 'critical' });
-    expect(brief(run([{ clockEventReasons: 0x20 }])[0]!)).toEqual(['raise:gpu0/clock/sw_thermal_slowdown:warning']);
+    expect(brake[0]).toMatchObject({ key: 'gpu0/clock/hw_power_brake', type: 'power', system: 'POWER', severity: 'warning' });
+    expect(brief(run(six({ clockEventReasons: 0x20 }))[5]!)).toEqual(['raise:gpu0/clock/sw_thermal_slowdown:warning']);
     // Idle, SW power cap, sync boost are not faults.
-    expect(run([{ clockEventReasons: 0x1 | 0x4 | 0x10 }])[0]).toEqual([]);
+    expect(run(six({ clockEventReasons: 0x1 | 0x4 | 0x10 })).flat()).toEqual([]);
+  });
+
+  it('clock reasons: slowed samples spread wider than the window never reach the rate (injected clock)', () => {
+    // One slowed sample every 2 min: at most 5 in any 10-min window (0.5/min).
+    let state: JudgeState | null = null;
+    const out: HealthEventInput[] = [];
+    for (let k = 0; k < 60; k++) {
+      const r = judgeSnapshot(state, [ok(0, tel({ clockEventReasons: 0x8 }), T0 + k * 120_000)]);
+      state = r.state;
+      out.push(...r.events);
+    }
+    expect(out).toEqual([]);
+    expect(state!.clockEvents['gpu0/clock/hw_slowdown']!.length).toBeLessThanOrEqual(6);
+    // Configurable: 0.3/min over 10 min needs 3 samples.
+    const cfg = telemetryConfig({ clockEventRatePerMinute: 0.3 });
+    expect(run([{ clockEventReasons: 0x8 }, { clockEventReasons: 0x8 }, { clockEventReasons: 0x8 }], cfg).map(brief)).toEqual([[], [], ['raise:gpu0/clock/hw_slowdown:warning']]);
+    expect(() => telemetryConfig({ clockEventRatePerMinute: 0 })).toThrow(/clockEventRatePerMinute must be a number > 0/);
   });
 
   it('ECC uncorrected: raises on increase, stays while the volatile count is non-zero, clears after reset', () => {
@@ -208,7 +233,8 @@ describe('judgeSnapshot', () => {
   });
 
   it('an active fault whose field becomes unsupported clears after N samples', () => {
-    expect(run([{ clockEventReasons: 0x8 }, ALL_NULL, ALL_NULL, ALL_NULL]).map(brief)).toEqual([['raise:gpu0/clock/hw_slowdown:critical'], [], [], ['clear:gpu0/clock/hw_slowdown:info']]);
+    const slow = { clockEventReasons: 0x8 };
+    expect(run([slow, slow, slow, slow, slow, slow, ALL_NULL, ALL_NULL, ALL_NULL]).map(brief)).toEqual([[], [], [], [], [], ['raise:gpu0/clock/hw_slowdown:warning'], [], [], ['clear:gpu0/clock/hw_slowdown:info']]);
   });
 
   it('GPU count below the instance type', () => {
