@@ -14,21 +14,12 @@
  */
 import type { EventSource, HealthEventInput, RecommendedAction, Severity } from '../events/types.js';
 import type { NvmlEvent } from '../nvml/types.js';
-import { xidEventInput } from '../xid/catalog.js';
+import { RECOVERY_ACTIONS, xidEventInput } from '../xid/catalog.js';
 
 export interface NvmlEventOptions {
   /** 'nvml' for the nvml backend (default), 'fake' for the fake backend. */
   source?: EventSource;
 }
-
-/** Recovery actions of nvmlEventTypeGpuRecoveryAction (nvmlDeviceGpuRecoveryAction_t). */
-const RECOVERY_ACTIONS: Record<number, { name: string; action: RecommendedAction; severity: Severity }> = {
-  0: { name: 'none', action: 'none', severity: 'info' },
-  1: { name: 'GPU reset', action: 'reset_gpu', severity: 'critical' },
-  2: { name: 'node reboot', action: 'reboot', severity: 'critical' },
-  3: { name: 'drain P2P', action: 'restart_app', severity: 'warning' },
-  4: { name: 'drain and reset', action: 'reset_gpu', severity: 'critical' },
-};
 
 const CITE_EVENT = 'NVML event';
 
@@ -128,7 +119,7 @@ export function classifyNvmlEvent(ev: NvmlEvent, opts: NvmlEventOptions = {}): H
         ev,
       );
     case 'gpu_recovery_action': {
-      // NVML documents eventData only for XIDs; when a driver passes the action (1..4) we use it,
+      // NVML documents eventData only for XIDs; when a driver passes the action (1..5) we use it,
       // otherwise the change is reported without guessing (the kernel log's XID 154 names it).
       const r = ev.data > 0 ? RECOVERY_ACTIONS[ev.data] : undefined;
       return withCount(

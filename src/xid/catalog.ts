@@ -209,22 +209,30 @@ export function xidInfo(code: number): XidInfo {
   };
 }
 
+/**
+ * NVML's GPU recovery actions (nvmlDeviceGpuRecoveryAction_t), named by XID 154 lines and carried
+ * by nvmlEventTypeGpuRecoveryAction events. The one table both read. 5 (RECOVER_IMEX_DOMAIN) came with
+ * NVML 13.3: the GPU itself serves work, its IMEX domain (multi-node NVLink) must be recovered, so a
+ * warning whose remedy is restarting the IMEX services and the jobs that use them (restart_app).
+ */
+export const RECOVERY_ACTIONS: Readonly<Record<number, { name: string; action: RecommendedAction; severity: Severity }>> = {
+  0: { name: 'none', action: 'none', severity: 'info' },
+  1: { name: 'GPU reset', action: 'reset_gpu', severity: 'critical' },
+  2: { name: 'node reboot', action: 'reboot', severity: 'critical' },
+  3: { name: 'drain P2P', action: 'restart_app', severity: 'warning' },
+  4: { name: 'drain and reset', action: 'reset_gpu', severity: 'critical' },
+  5: { name: 'recover IMEX domain', action: 'restart_app', severity: 'warning' },
+};
+
 /** Recommended action named by an XID 154 line ("... changed from 0x4 (Drain and Reset) to 0x1 (GPU Reset Required)"). */
 export function recoveryActionFrom154(message: string): RecommendedAction | null {
   const m = /\bto (0x[0-9a-fA-F]{1,8})\b/.exec(message.slice(0, 4096));
   if (!m || m[1] === undefined) return null;
-  switch (Number.parseInt(m[1], 16)) {
-    case 0:
-      return 'none';
-    case 1: // GPU reset required
-    case 3: // drain P2P
-    case 4: // drain and reset
-      return 'reset_gpu';
-    case 2: // node reboot required
-      return 'reboot';
-    default:
-      return null;
-  }
+  const code = Number.parseInt(m[1], 16);
+  // Drain P2P (3) keeps this parser's earlier verdict, reset_gpu (the NVML event path rates it
+  // restart_app); every other code maps as the table says.
+  if (code === 3) return 'reset_gpu';
+  return RECOVERY_ACTIONS[code]?.action ?? null;
 }
 
 const ACTION_RANK: Record<RecommendedAction, number> = { none: 0, restart_app: 1, reset_gpu: 2, reboot: 3, replace: 4 };

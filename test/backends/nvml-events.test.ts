@@ -73,6 +73,16 @@ describe('classifyNvmlEvent', () => {
     expect(c('gpu_recovery_action', 0)).toBe('driver_error DRIVER warning none gpu2/recovery_action none');
   });
 
+  it('recovery action 5 (RECOVER_IMEX_DOMAIN, NVML 13.3): a warning to restart the IMEX services, named in the message', () => {
+    const r = classifyNvmlEvent(ev('gpu_recovery_action', { data: 5 }))!;
+    expect([r.type, r.severity, r.action, r.key, r.fault].join(' ')).toBe('driver_error warning restart_app gpu2/recovery_action raise');
+    expect(r.message).toBe('GPU 2: driver recovery action is now recover IMEX domain');
+    expect(r.metrics).toEqual({ recovery_action: '5' });
+    // An action beyond the table is reported without a guess.
+    const u = classifyNvmlEvent(ev('gpu_recovery_action', { data: 6 }))!;
+    expect([u.severity, u.action, u.fault, u.message].join(' ')).toBe('warning none none GPU 2: driver recovery action changed');
+  });
+
   it('informational event types are not health events', () => {
     for (const t of ['pstate', 'clock', 'power_source', 'mig_config', 'unknown'] as const) expect(classifyNvmlEvent(ev(t))).toBeNull();
     expect(nvmlEventsToInputs([ev('pstate'), ev('xid', { data: 79 }), ev('clock')]).map((e) => e.key)).toEqual(['gpu2/xid/79']);

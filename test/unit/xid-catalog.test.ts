@@ -99,6 +99,9 @@ describe('xidEventInput', () => {
     expect(recoveryActionFrom154('changed from 0x1 to 0x2 (Node Reboot Required)')).toBe('reboot');
     expect(recoveryActionFrom154('changed from 0x1 to 0x0 (None)')).toBe('none');
     expect(recoveryActionFrom154('nothing')).toBeNull();
+    expect(recoveryActionFrom154('changed from 0x0 to 0x5 (Recover IMEX Domain)')).toBe('restart_app');
+    expect(recoveryActionFrom154('changed from 0x0 to 0x3 (Drain P2P)')).toBe('reset_gpu');
+    expect(recoveryActionFrom154('changed from 0x0 to 0x6')).toBeNull();
     const e = xidEventInput({ code: 154, gpuIndex: 1, gpuUuid: '', timeMs: 0, source: 'kmsg', message: 'GPU recovery action changed from 0x4 (Drain and Reset) to 0x1 (GPU Reset Required)' });
     expect(e.action).toBe('reset_gpu');
     expect(e.fault).toBe('raise');
