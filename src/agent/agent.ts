@@ -287,6 +287,9 @@ export class Agent implements AgentView {
         d.telemetry = s.telemetry;
         d.sampleError = null;
       } else {
+        // A failed sample (a lost or hung GPU) leaves no telemetry: the last good reading would
+        // read as current next to the error.
+        d.telemetry = null;
         d.sampleError = s.error;
       }
     }

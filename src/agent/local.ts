@@ -7,11 +7,14 @@ import type { DeviceStatus } from '../api/types.js';
 import { selectBackend } from '../backends/select.js';
 import type { AgentConfig } from '../config/config.js';
 import type { ActiveFault } from '../events/types.js';
+import type { SystemInfo } from '../nvml/types.js';
 import { judgeSnapshot } from '../sources/telemetry.js';
 import { readStoredFaults } from '../store/event-store.js';
 
 export interface LocalSnapshot {
   backend: { kind: string; reason: string; driverError: string | null };
+  /** Driver, NVML and CUDA versions the backend reports (null fields where it cannot tell). */
+  system: SystemInfo;
   devices: DeviceStatus[];
   /** Faults judged locally from this one snapshot (lost GPUs, driver error). */
   faults: ActiveFault[];
@@ -67,7 +70,7 @@ export async function localSnapshot(cfg: AgentConfig, env: NodeJS.ProcessEnv): P
       if (e.fault !== 'raise' || faults.some((f) => f.key === e.key)) continue;
       faults.push(localFault(e, e.timeMs, e.count ?? 1));
     }
-    return { backend: { kind: b.kind, reason: b.reason, driverError: sel.driverError?.message ?? null }, devices, faults };
+    return { backend: { kind: b.kind, reason: b.reason, driverError: sel.driverError?.message ?? null }, system: b.system(), devices, faults };
   } finally {
     await b.close().catch(() => undefined);
   }

@@ -8,6 +8,7 @@ import { LOG_LEVELS } from '../config/options.js';
 import { xidInfo } from '../xid/catalog.js';
 import type { AgentStatus, DeviceStatus } from '../api/types.js';
 import type { ActiveFault } from '../events/types.js';
+import type { SystemInfo } from '../nvml/types.js';
 import { parseFakeFault, InjectValidationError } from '../api/inject.js';
 import { helpText, parseArgv, type ParsedArgs } from './args.js';
 import { COMMANDS, COMMAND_BY_NAME } from './commands.js';
@@ -196,7 +197,7 @@ function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): string[][] 
     const worst = mine.some((f) => f.severity === 'critical') ? 'critical' : mine.some((f) => f.severity === 'warning') ? 'warning' : null;
     const err = d.error ?? d.sampleError;
     const health = err ? `error: ${err.code}` : worst ? `${worst}: ${mine.map((f) => f.type + (f.metrics.xid_code ? ` ${f.metrics.xid_code}` : '')).join(', ')}` : 'ok';
-    const t = d.telemetry;
+    const t = err ? null : d.telemetry; // no reading next to an error (a lost GPU has none)
     return [
       String(d.index),
       d.name,
@@ -219,11 +220,13 @@ async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
   let faults: ActiveFault[];
   let source: string;
   let backend: { kind: string; reason: string; driverError: string | null };
+  let system: SystemInfo | null;
   if (status) {
     devices = status.devices;
     faults = status.activeFaults;
     source = 'agent';
     backend = status.backend;
+    system = status.system ?? null;
   } else {
     const { localSnapshot } = await import('../agent/local.js');
     const snap = await localSnapshot(cfg, io.env);
@@ -231,12 +234,19 @@ async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
     faults = snap.faults;
     source = 'local';
     backend = snap.backend;
+    system = snap.system;
   }
+  const versions = {
+    driverVersion: system?.driverVersion ?? null,
+    nvmlVersion: system?.nvmlVersion ?? null,
+    cudaDriverVersion: system?.cudaDriverVersion ?? null,
+  };
   if (json) {
-    io.stdout(`${JSON.stringify({ source, backend, devices, activeFaults: faults }, null, 2)}\n`);
+    io.stdout(`${JSON.stringify({ source, backend, system: versions, devices, activeFaults: faults }, null, 2)}\n`);
     return 0;
   }
   io.stdout(`backend: ${backend.kind} (${backend.reason})${source === 'local' ? '  [local snapshot: no agent answered]' : ''}\n`);
+  io.stdout(`driver: ${versions.driverVersion ?? 'unknown'}  CUDA: ${versions.cudaDriverVersion ?? 'unknown'}  NVML: ${versions.nvmlVersion ?? 'unknown'}\n`);
   if (backend.driverError) io.stdout(`driver error: ${backend.driverError}\n`);
   if (devices.length === 0) {
     io.stdout('no GPUs\n');

@@ -3,6 +3,7 @@
  * injected through the fake's control socket), a real NVRM line written into /dev/kmsg, and auto
  * mode on a (fake-sysfs) GPU host whose NVML fails -> no GPUs plus a critical driver_error.
  */
+import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,7 +55,7 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
   let agent: AgentProcess;
 
   beforeAll(async () => {
-    fake = FakeNvml.create();
+    fake = FakeNvml.create({ driverVersion: '570.86.15', cudaDriverVersion: 12080 });
     cp = await startDevControlPlane();
     agent = await startAgent({
       args: ['--gpu-backend', 'nvml', '--server', cp.url, '--node-id', 'e2e-nvml', '--kmsg-path', 'none', '--telemetry-interval', '1s'],
@@ -115,6 +116,42 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
     await waitFor('storm counted', async () => metricValue(await agent.metrics(), 'navarch_agent_xid_total', 'gpu="6"', 'code="13"') === recorded);
     expect((await agent.status()).watch?.dropped).toBe(0);
     expect((await fetch(`${agent.url}/healthz`)).status).toBe(200);
+  });
+
+  it('driver and CUDA versions reach RegisterNode GPUInfo and `devices` (table and --json)', async () => {
+    const node = await waitFor('registered', () => cp.node('e2e-nvml'));
+    expect(node.gpus).toHaveLength(8);
+    for (const g of node.gpus) expect([g.driverVersion, g.cudaVersion]).toEqual(['570.86.15', '12.8']);
+    const j = spawnSync(process.execPath, [MAIN_JS, 'devices', '--json', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
+    expect(j.status).toBe(0);
+    expect((JSON.parse(j.stdout) as { system: unknown }).system).toEqual({
+      driverVersion: '570.86.15',
+      nvmlVersion: '12.550.163.01',
+      cudaDriverVersion: '12.8',
+    });
+    const t = spawnSync(process.execPath, [MAIN_JS, 'devices', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
+    expect(t.status).toBe(0);
+    expect(t.stdout).toContain('driver: 570.86.15  CUDA: 12.8  NVML: 12.550.163.01\n');
+  });
+
+  it('a lost GPU shows no telemetry (status and the devices table), the others keep theirs', async () => {
+    await fake.set(3, 'temperatureC', 55);
+    await waitFor('GPU 3 at 55 C', async () => (await agent.status()).devices[3]?.telemetry?.temperatureC === 55);
+    await fake.lose(3);
+    const s = await waitFor('GPU 3 sample error', async () => {
+      const st = await agent.status();
+      return st.devices[3]?.sampleError?.code === 'NVML_ERROR_GPU_IS_LOST' ? st : null;
+    });
+    expect(s.devices[3]?.telemetry).toBeNull();
+    expect(s.devices[2]?.telemetry).not.toBeNull();
+    const t = spawnSync(process.execPath, [MAIN_JS, 'devices', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
+    expect(t.status).toBe(0);
+    // Columns: GPU NAME UUID PCI MEMORY TEMP POWER UTIL HEALTH, two spaces apart.
+    const cells = (gpu: number) => t.stdout.split('\n').find((l) => l.startsWith(`${gpu} `))!.split(/\s{2,}/);
+    expect(cells(3).slice(5)).toEqual(['-', '-', '-', 'error: NVML_ERROR_GPU_IS_LOST']);
+    expect(cells(2)[5]).toMatch(/^\d+C$/);
+    await fake.recover(3);
+    await waitFor('GPU 3 back', async () => (await agent.status()).devices[3]?.telemetry?.temperatureC === 55);
   });
 
   it('SIGTERM exits 0', async () => {

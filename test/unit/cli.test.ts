@@ -117,11 +117,13 @@ describe('runCli read commands', () => {
   it('lists fake devices locally when no agent answers', async () => {
     const r = await cli(['devices', '--gpu-backend', 'fake', '--api', 'http://127.0.0.1:9', '--json'], { NAVARCH_GPU_COUNT: '2' });
     expect(r.code).toBe(0);
-    const j = JSON.parse(r.out) as { source: string; devices: unknown[] };
+    const j = JSON.parse(r.out) as { source: string; devices: unknown[]; system: unknown };
     expect(j.source).toBe('local');
     expect(j.devices).toHaveLength(2);
+    expect(j.system).toEqual({ driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: '12.4' });
     const t = await cli(['devices', '--gpu-backend', 'fake', '--api', 'http://127.0.0.1:9'], { NAVARCH_GPU_COUNT: '2' });
     expect(t.out).toMatch(/GPU\s+NAME/);
+    expect(t.out).toContain('driver: 550.163.01  CUDA: 12.4  NVML: 12.550.163.01\n');
   });
   it('reads faults from an empty state dir', async () => {
     const r = await cli(['faults', '--state-dir', join(dir, 'state'), '--api', 'http://127.0.0.1:9']);
