@@ -84,7 +84,7 @@ function cleanup() {
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 
-const { startDevControlPlane } = await import(join(root, 'dist/controlplane/dev-server.js'));
+const { startDevControlPlane } = await import(join(root, 'dist/devcp/dev-server.js'));
 const cp = await startDevControlPlane();
 
 async function startAgentVariant(name, backendArgs, extraEnv) {

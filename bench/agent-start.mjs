@@ -43,7 +43,7 @@ if (a.backend === 'nvml' && !existsSync(fakeLib)) {
   process.exit(2);
 }
 
-const { startDevControlPlane } = await import(new URL('../dist/controlplane/dev-server.js', import.meta.url).href);
+const { startDevControlPlane } = await import(new URL('../dist/devcp/dev-server.js', import.meta.url).href);
 const cp = await startDevControlPlane({ heartbeatIntervalSeconds: 30, healthCheckIntervalSeconds: 3600 });
 
 // The floor's server: answers any request, resolves the waiter of the run.

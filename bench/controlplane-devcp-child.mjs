@@ -13,7 +13,7 @@
  * Not a benchmark by itself; run by controlplane-latency.mjs and controlplane-xid.mjs.
  */
 const dist = new URL('../dist/', import.meta.url);
-const { startDevControlPlane } = await import(new URL('controlplane/dev-server.js', dist).href);
+const { startDevControlPlane } = await import(new URL('devcp/dev-server.js', dist).href);
 
 if (typeof process.send !== 'function') {
   console.error('controlplane-devcp-child: must be started with child_process.fork()');

@@ -38,7 +38,7 @@ const dist = new URL('../dist/', import.meta.url);
 let mods;
 try {
   mods = await Promise.all([
-    import(new URL('controlplane/dev-server.js', dist).href),
+    import(new URL('devcp/dev-server.js', dist).href),
     import(new URL('controlplane/client.js', dist).href),
     import(new URL('controlplane/agent-link.js', dist).href),
     import(new URL('store/event-store.js', dist).href),

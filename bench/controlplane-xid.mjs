@@ -34,7 +34,7 @@ for (const [p, how] of [[MAIN, 'npm run build'], [LIB, 'npm run build:fake'], [A
     process.exit(2);
   }
 }
-const { startDevControlPlane } = await import(new URL('../dist/controlplane/dev-server.js', import.meta.url).href);
+const { startDevControlPlane } = await import(new URL('../dist/devcp/dev-server.js', import.meta.url).href);
 
 const { values: a } = parseArgs({
   options: { events: { type: 'string', default: '1000' }, 'gap-ms': { type: 'string', default: '5' }, 'no-floor': { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },

@@ -29,7 +29,7 @@ import type { AppendResult } from '../store/types.js';
 import { KmsgLink } from './kmsg-link.js';
 import { AgentLink, type LinkStatus, type TerminateInfo } from '../controlplane/agent-link.js';
 import { createControlPlaneClient, type ControlPlaneClient } from '../controlplane/client.js';
-import type { CheckResult, NodeInventory, NodeMetricsSample } from '../controlplane/wire.js';
+import type { CheckResult, NodeInventory, NodeMetricsSample } from '../controlplane/model.js';
 import { instanceTypeGpus } from '../host/instance-types.js';
 import { CpuUsage, memoryUsagePercent, nodeFacts } from '../host/facts.js';
 import { createDiagnostics } from './diagnostics.js';

@@ -13,7 +13,7 @@
  * need two samples and are left to the periodic telemetry loop; their counters are in details.
  */
 import type { GpuBackend } from '../backends/types.js';
-import type { CheckResult, CheckStatus } from '../controlplane/wire.js';
+import type { CheckResult, CheckStatus } from '../controlplane/model.js';
 import type { ActiveFault, HealthEventInput, Severity } from '../events/types.js';
 import type { DeviceInfo, DeviceSnapshot, Telemetry } from '../nvml/types.js';
 import { CLOCK_REASON, emptyJudgeState, judgeSnapshot, telemetryConfig, type TelemetryConfig } from '../sources/telemetry.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Agent } from '../agent/agent.js';
 import type { FakeFault } from '../backends/types.js';
 import { resolveConfig } from '../config/config.js';
-import { startDevControlPlane, type ReceivedEvent } from '../controlplane/dev-server.js';
+import { startDevControlPlane, type ReceivedEvent } from '../devcp/dev-server.js';
 import { createLogger, flushLogs } from '../log.js';
 import { packageVersion, type CliIo } from './io.js';
 

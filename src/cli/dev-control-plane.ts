@@ -1,5 +1,5 @@
 /** `navarch-agent control-plane --dev`: the development control plane until SIGINT/SIGTERM. */
-import { startDevControlPlane } from '../controlplane/dev-server.js';
+import { startDevControlPlane } from '../devcp/dev-server.js';
 import type { CliIo } from './io.js';
 
 export interface DevControlPlaneCliOptions {

@@ -32,10 +32,8 @@ import {
   inventoryToRegisterRequest,
   metricsToProto,
   resultToProto,
-  type CheckResult,
-  type NodeInventory,
-  type NodeMetricsSample,
 } from './wire.js';
+import type { CheckResult, NodeInventory, NodeMetricsSample } from './model.js';
 
 export type { CheckResult, NodeInventory, NodeMetricsSample };
 

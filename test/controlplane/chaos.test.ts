@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane } from '../../src/devcp/dev-server.js';
 import { prng } from '../../src/util/prng.js';
 import { makeLink, waitFor } from './fixtures.js';
 import { xidInput } from './memory-store.js';

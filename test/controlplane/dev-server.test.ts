@@ -10,7 +10,7 @@ import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createControlPlaneClient, type ControlPlaneRpc } from '../../src/controlplane/client.js';
-import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import {
   ControlPlaneService,
   HealthEventSchema,
@@ -21,7 +21,7 @@ import {
   NodeStatus,
   type HealthEvent,
 } from '../../src/gen/navarch/control_plane_pb.js';
-import { evaluateEvent, parseMetricValue } from '../../src/controlplane/policy.js';
+import { evaluateEvent, parseMetricValue } from '../../src/devcp/policy.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {

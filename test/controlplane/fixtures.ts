@@ -2,7 +2,7 @@
 import pino from 'pino';
 import { createControlPlaneClient, type ControlPlaneClientOptions } from '../../src/controlplane/client.js';
 import { AgentLink, type AgentLinkOptions } from '../../src/controlplane/agent-link.js';
-import type { NodeInventory, NodeMetricsSample } from '../../src/controlplane/wire.js';
+import type { NodeInventory, NodeMetricsSample } from '../../src/controlplane/model.js';
 import { MemoryStore } from './memory-store.js';
 import { poll } from '../helpers/wait.js';
 

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import { readTerminationMarker, TERMINATE_EXIT_CODE, type AgentLink, type TerminateInfo } from '../../src/controlplane/agent-link.js';
 import { inventory, makeLink, testLogger, waitFor } from './fixtures.js';
 import { MemoryStore, xidInput } from './memory-store.js';

@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConnectError } from '@connectrpc/connect';
-import { startDevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane } from '../../src/devcp/dev-server.js';
 import { createControlPlaneClient } from '../../src/controlplane/client.js';
 import { connectionRefused, REFUSED_RETRY_MS, retryDelayMs } from '../../src/controlplane/retry.js';
 import { create } from '@bufbuild/protobuf';

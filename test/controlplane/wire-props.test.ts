@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { HealthEvent } from '../../src/events/types.js';
 import { HealthEventSchema } from '../../src/gen/navarch/control_plane_pb.js';
 import { eventToProto, INTEGER_POLICY_KEYS, plainInteger } from '../../src/controlplane/wire.js';
-import { parseMetricValue } from '../../src/controlplane/policy.js';
+import { parseMetricValue } from '../../src/devcp/policy.js';
 
 const TYPES = ['unknown', 'xid', 'thermal', 'power', 'memory', 'nvlink', 'pcie', 'driver_error', 'ecc_sbe', 'ecc_dbe'] as const;
 const SYSTEMS = ['UNKNOWN', 'PCIE', 'NVLINK', 'PMU', 'MCU', 'MEM', 'SM', 'INFOROM', 'THERMAL', 'POWER', 'DRIVER', 'NVSWITCH'] as const;

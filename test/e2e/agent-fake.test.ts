@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import { DIST_BUILT, MAIN_JS, metricValue, startAgent, tempDir, waitFor, type AgentProcess } from './agent-helpers.js';
 
 if (!DIST_BUILT) console.warn(`skipping agent e2e tests: ${MAIN_JS} is not built (npm run build)`);

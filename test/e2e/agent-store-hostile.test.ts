@@ -7,7 +7,7 @@
 import { appendFileSync, readFileSync, readdirSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane } from '../../src/devcp/dev-server.js';
 import { openEventStore } from '../../src/store/event-store.js';
 import { encodeLine } from '../../src/store/log-format.js';
 import { DIST_BUILT, REPO_ROOT, startAgent, tempDir, waitFor } from './agent-helpers.js';

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import { FakeNvml } from '../helpers/fake-nvml.js';
 import { BUNDLE_JS, REPO_ROOT, startAgent, waitFor, type AgentProcess } from './agent-helpers.js';
 

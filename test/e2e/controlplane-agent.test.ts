@@ -6,7 +6,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import { openEventStore } from '../../src/store/event-store.js';
 import { DIST_BUILT, startAgent, tempDir, waitFor, type AgentProcess } from './agent-helpers.js';
 

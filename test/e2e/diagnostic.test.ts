@@ -5,7 +5,7 @@
  */
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevControlPlane, type DevControlPlane, type ReceivedResult } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane, type DevControlPlane, type ReceivedResult } from '../../src/devcp/dev-server.js';
 import { DIST_BUILT, startAgent, tempDir, waitFor } from './agent-helpers.js';
 
 if (!DIST_BUILT) console.warn('[diagnostic.test] skipped: dist/cli/main.js is not built (run "npx tsc -p tsconfig.build.json")');

@@ -7,7 +7,7 @@
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startDevControlPlane, type DevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import { formatKmsgRecord } from '../../src/sources/kmsg-parse.js';
 import { DIST_BUILT, MAIN_JS, startAgent, tempDir, waitFor, type AgentProcess } from './agent-helpers.js';
 

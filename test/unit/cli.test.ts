@@ -8,7 +8,7 @@ import { parseArgv } from '../../src/cli/args.js';
 import { runCli } from '../../src/cli/cli.js';
 import { COMMAND_BY_NAME } from '../../src/cli/commands.js';
 import { UsageError } from '../../src/config/config.js';
-import { startDevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane } from '../../src/devcp/dev-server.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const mainJs = join(root, 'dist/cli/main.js');

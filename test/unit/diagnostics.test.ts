@@ -9,7 +9,7 @@ import { FakeBackend } from '../../src/backends/fake.js';
 import { NoneBackend } from '../../src/backends/none.js';
 import { NvmlBackend } from '../../src/backends/nvml.js';
 import type { GpuBackend } from '../../src/backends/types.js';
-import type { CheckResult } from '../../src/controlplane/wire.js';
+import type { CheckResult } from '../../src/controlplane/model.js';
 import type { ActiveFault } from '../../src/events/types.js';
 import type { DeviceSnapshot, Telemetry } from '../../src/nvml/types.js';
 import { defaultDevices, type FakeNvml } from '../helpers/fake-nvml.js';

@@ -8,7 +8,7 @@
  * otherwise string.
  */
 import { HealthStatus, type HealthEvent } from '../gen/navarch/control_plane_pb.js';
-import { eventTypeCelName, systemCelName } from './wire.js';
+import { eventTypeCelName, systemCelName } from '../controlplane/wire.js';
 
 export const FATAL_XIDS: readonly number[] = [13, 31, 32, 43, 45, 48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 100, 119, 120];
 

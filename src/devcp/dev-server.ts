@@ -44,7 +44,7 @@ import {
   type NodeMetrics,
 } from '../gen/navarch/control_plane_pb.js';
 import { evaluateEvents } from './policy.js';
-import { eventTypeCelName, systemCelName } from './wire.js';
+import { eventTypeCelName, systemCelName } from '../controlplane/wire.js';
 
 export interface DevControlPlaneOptions {
   /** Port (default 0 = ephemeral). */
