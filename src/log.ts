@@ -1,13 +1,11 @@
 /**
  * Logging: pino, JSON lines on stdout (journald), pretty when stdout is a TTY, one child logger
- * per component (`log.child({ component: 'kmsg' })`). When stdout is the journal (JOURNAL_STREAM),
- * each JSON line starts with its syslog priority `<N>` (src/log-journald.ts). `flushLogs()` writes
- * out what is buffered; call it before exiting.
+ * per component (`log.child({ component: 'kmsg' })`). `flushLogs()` writes out what is buffered;
+ * call it before exiting.
  */
 import pino, { type DestinationStream, type Logger } from 'pino';
 import prettyFactory from 'pino-pretty';
 import { LogRateLimiter, limitLogArgs } from './log-limit.js';
-import { stdoutIsJournal, withSyslogPrefix } from './log-journald.js';
 
 export type { Logger };
 
@@ -21,33 +19,30 @@ export interface LoggerOptions {
   base?: Record<string, unknown>;
   /** Clock of the per-message rate limit (tests). */
   now?: () => number;
-  /** Prefix JSON lines with `<N>` (default: stdout is the journal, see src/log-journald.ts). */
-  syslogPrefix?: boolean;
 }
 
 let rootDestination: (DestinationStream & { flushSync?: () => void }) | null = null;
 
-/** Every line bounded in size and rate (src/log-limit.ts); child loggers inherit the hooks. */
-function boundedHooks(now: (() => number) | undefined, syslogPrefix: boolean): pino.LoggerOptions['hooks'] {
+/** Every line bounded in size and rate (src/log-limit.ts); child loggers inherit the hook. */
+function boundedHooks(now?: () => number): pino.LoggerOptions['hooks'] {
   const limiter = new LogRateLimiter(now);
   return {
     logMethod(args, method) {
       const out = limitLogArgs(args, limiter);
       if (out !== null) method.apply(this, out as Parameters<typeof method>);
     },
-    ...(syslogPrefix ? { streamWrite: withSyslogPrefix } : {}),
   };
 }
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const level = opts.level ?? 'info';
   const base = { service: 'navarch-agent', ...(opts.base ?? {}) };
-  const pretty =
-    opts.pretty ?? (!opts.destination && process.stdout.isTTY === true && process.env.NAVARCH_LOG_FORMAT !== 'json');
-  const hooks = boundedHooks(opts.now, !pretty && (opts.syslogPrefix ?? stdoutIsJournal()));
+  const hooks = boundedHooks(opts.now);
   if (opts.destination) {
     return pino({ level, base, hooks, timestamp: pino.stdTimeFunctions.isoTime }, opts.destination);
   }
+  const pretty =
+    opts.pretty ?? (process.stdout.isTTY === true && process.env.NAVARCH_LOG_FORMAT !== 'json');
   if (pretty) {
     // pino-pretty in-process (no worker thread): synchronous, so nothing is lost at exit.
     const dest = prettyStream();

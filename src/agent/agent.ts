@@ -250,6 +250,7 @@ export class Agent implements AgentView {
       heartbeatIntervalMs: cfg.heartbeatIntervalMs,
       healthIntervalMs: cfg.healthCheckIntervalMs,
       commandPollIntervalMs: cfg.commandPollIntervalMs,
+      verdict: cfg.verdict,
       onDeliveryLatency: (ms) => this.metrics.observeDelivery(ms / 1000),
       onTerminate: (info) => this.opts.onTerminate?.(info),
     });

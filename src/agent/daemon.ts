@@ -22,12 +22,7 @@ export async function runDaemon(cfg: AgentConfig, opts: DaemonOptions): Promise<
     env: opts.env,
     onError: (err) => log.warn({ component: 'systemd', err: err.message }, 'sd_notify failed'),
   });
-  // One short line; the whole configuration (40+ keys) only at debug, so it never heads the log.
-  log.info(
-    { version: opts.version, node: process.version, backend: cfg.gpuBackend, server: cfg.server || null, listen: `${cfg.listen.host}:${cfg.listen.port}`, stateDir: cfg.stateDir, configFile: cfg.configFile },
-    'navarch-agent starting',
-  );
-  log.debug({ config: redactedConfig(cfg) }, 'configuration');
+  log.info({ version: opts.version, config: redactedConfig(cfg) }, 'navarch-agent starting');
   if (!cfg.authToken) log.warn({ component: 'controlplane' }, 'no auth token configured: authentication disabled');
   else log.info({ component: 'controlplane', tokenSource: cfg.authTokenSource }, 'auth token loaded');
 

@@ -58,6 +58,8 @@ export interface AgentConfig {
   clientKey: string | null;
   allowInsecure: boolean;
   logLevel: LogLevel;
+  /** Who judges the node (src/controlplane/node-state.ts). */
+  verdict: 'agent' | 'policy';
   drainHook: string | null;
   cordonHook: string | null;
   /** Override of the sysfs root for GPU detection (NAVARCH_SYSFS_ROOT), for tests. */
@@ -345,6 +347,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
   const shutdownTimeoutMs = dur('shutdownTimeout', 0);
 
   const httpVersion = strOr('httpVersion', '1.1') as '1.1' | '2';
+  const verdict = strOr('verdict', 'agent') as AgentConfig['verdict'];
   const tls: Record<'caFile' | 'clientCert' | 'clientKey', string | null> = { caFile: null, clientCert: null, clientKey: null };
   for (const key of ['caFile', 'clientCert', 'clientKey'] as const) {
     const p = optPath(key);
@@ -440,6 +443,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     clientKey: tls.clientKey,
     allowInsecure,
     logLevel,
+    verdict,
     drainHook: hooks.drainHook,
     cordonHook: hooks.cordonHook,
     sysRoot: env.NAVARCH_SYSFS_ROOT || null,

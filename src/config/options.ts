@@ -50,6 +50,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'clientKey', flag: 'client-key', kind: 'path', help: 'PEM client key (mTLS)' },
   { key: 'allowInsecure', flag: 'allow-insecure', kind: 'bool', default: 'false', help: 'allow sending a token over plain http:// to a non-loopback server' },
   { key: 'logLevel', flag: 'log-level', kind: 'enum', choices: LOG_LEVELS, default: 'info', help: 'log level' },
+  { key: 'verdict', flag: 'verdict', kind: 'enum', choices: ['agent', 'policy'], default: 'agent', help: 'who judges the node: agent = every report carries the navarch_agent result (UNHEALTHY on any critical fault); policy = active faults re-sent as events, the control plane\'s health_policy judges' },
   { key: 'drainHook', flag: 'drain-hook', kind: 'path', help: 'executable run on a DRAIN / TERMINATE command' },
   { key: 'cordonHook', flag: 'cordon-hook', kind: 'path', help: 'executable run on a CORDON command' },
 ];

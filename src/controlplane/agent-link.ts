@@ -25,9 +25,9 @@ import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
 import { truncateText } from '../util/truncate.js';
 import { retryDelayMs, type RetryPolicy } from './retry.js';
 import { jittered } from '../util/backoff.js';
+import { wholeState, type VerdictMode } from './node-state.js';
 import {
   eventToProtoSafe,
-  faultsToResults,
   faultToProto,
   inventoryToRegisterRequest,
   metricsToProto,
@@ -132,6 +132,14 @@ export interface AgentLinkOptions {
     /** Retry period after a configuration error (default 60 s). */
     configErrorMs?: number;
   };
+  /**
+   * Who judges the node (src/controlplane/node-state.ts): `agent` (default) adds the
+   * `navarch_agent` result to every report; `policy` re-sends the active faults as events with
+   * every report and leaves the verdict to the control plane's CEL policy.
+   */
+  verdict?: VerdictMode;
+  /** Active faults per report in `policy` mode, fault keys listed in `navarch_agent` (default 64). */
+  stateCap?: number;
   /** Events per ReportHealth (default 500). */
   maxEventsPerReport?: number;
   /** Deadline of each provider call (inventory, metrics, checks; default 5 s). */
@@ -213,6 +221,7 @@ export class AgentLink {
   private readonly configErrorMs: number;
   private readonly maxBatch: number;
   private readonly providerTimeoutMs: number;
+  private readonly verdict: VerdictMode;
 
   private started = false;
   private stopping = false;
@@ -275,6 +284,7 @@ export class AgentLink {
     this.configErrorMs = opts.retry?.configErrorMs ?? 60_000;
     this.maxBatch = Math.max(1, opts.maxEventsPerReport ?? 500);
     this.providerTimeoutMs = opts.providerTimeoutMs ?? 5000;
+    this.verdict = opts.verdict ?? 'agent';
     const local = (v: number | undefined, d: number, name: string): number => {
       if (v === undefined) return d;
       if (!Number.isFinite(v) || v < 100 || v > 3_600_000) throw new Error(`${name} must be within [100 ms, 1 h], got ${v}`);
@@ -562,7 +572,18 @@ export class AgentLink {
       const gen = this.generation;
       const wantPeriodic = this.periodicDue;
       const wantReassert = this.needReassert;
+      this.periodicDue = false;
+      this.needReassert = false;
       const extra = this.extraResults.splice(0);
+      // Check results first: the events and the active faults below are then read at one moment.
+      const results: CheckResult[] = [];
+      if (wantPeriodic && this.o.checks) {
+        try {
+          results.push(...(await bounded(this.o.checks(), this.providerTimeoutMs, 'check provider')));
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message }, 'check results unavailable for this report');
+        }
+      }
       // Events whose ack is still being written are not sent again meanwhile (pipelining).
       const batch =
         this.acking.size === 0
@@ -575,27 +596,20 @@ export class AgentLink {
         if (this.dirty) continue;
         return;
       }
-      this.periodicDue = false;
-      this.needReassert = false;
-      const results: CheckResult[] = [];
       const events = [];
+      // Every report states the whole current state (the server judges each one alone).
+      const faults = this.o.store.activeFaults();
+      const sentKeys = new Set(batch.map((e) => e.key));
       if (wantReassert) {
-        const faults = this.o.store.activeFaults();
-        events.push(...faults.map(faultToProto));
-        results.push(...faultsToResults(faults));
-        if (faults.length > 0) this.log.warn({ faults: faults.map((f) => f.key) }, 're-asserting active faults after registration');
+        const again = faults.filter((f) => !sentKeys.has(f.key));
+        events.push(...again.map(faultToProto));
+        for (const f of again) sentKeys.add(f.key);
+        if (again.length > 0) this.log.warn({ faults: again.map((f) => f.key) }, 're-asserting active faults after registration');
       }
-      if (wantPeriodic) {
-        if (this.o.checks) {
-          try {
-            results.push(...(await bounded(this.o.checks(), this.providerTimeoutMs, 'check provider')));
-          } catch (e) {
-            this.log.warn({ err: (e as Error).message }, 'check results unavailable for this report');
-          }
-        }
-        // While a critical fault is active the node must not read HEALTHY on the next tick.
-        if (!wantReassert) results.push(...faultsToResults(this.o.store.activeFaults()));
-      }
+      const state = wholeState(this.verdict, faults, Date.now(), { cap: this.o.stateCap, skipKeys: sentKeys });
+      if (state.omitted > 0 && worthLogging(this.st.reportsSent)) this.log.warn({ omitted: state.omitted, cap: this.o.stateCap }, 'more active faults than one report re-sends; the worst are sent');
+      results.push(...state.results);
+      events.push(...state.faults.map(faultToProto));
       results.push(...extra);
       events.push(...batch.map(eventToProtoSafe));
       const req = create(ReportHealthRequestSchema, { nodeId: this.nodeId, results: results.map(resultToProto), events });

@@ -106,26 +106,6 @@ const CLOCK_CONDITIONS: Array<{ bit: number; name: string; label: string; type: 
   { bit: CLOCK_REASON.SW_THERMAL_SLOWDOWN, name: 'sw_thermal_slowdown', label: 'software thermal slowdown', type: 'thermal', system: 'THERMAL' },
 ];
 
-/**
- * DCGM's memory limits (DCGM health watch, memory system; issue 9). Counters, so a GPU that
- * crosses one normally stays there until it is swapped or reset.
- */
-export const DCGM_MEMORY_LIMITS = Object.freeze({
-  /** Retired pages (SBE + DBE) at or above this are a failure. */
-  retiredPagesTotal: 63,
-  /** More than this many DBE-retired pages ... */
-  retiredPagesDbeSoft: 15,
-  /** ... with the DBE count rising by more than this ... */
-  retiredPagesDbeRise: 1,
-  /** ... within this window (one week) is a failure. */
-  retiredPagesDbeWindowMs: 7 * 24 * 3600_000,
-  /** Uncorrectable remapped rows at or above this are a failure. */
-  remappedRowsUncorrected: 512,
-});
-
-/** Entries kept per GPU in the DBE-retired history; past this the rise already exceeds the limit. */
-const DBE_HISTORY_MAX = 8;
-
 /** Samples needed in the window: ceil(rate x window minutes), at least 1. */
 export function clockEventsNeeded(c: Pick<TelemetryConfig, 'clockEventRatePerMinute' | 'clockEventWindowMs'>): number {
   return Math.max(1, Math.ceil(c.clockEventRatePerMinute * (c.clockEventWindowMs / 60_000) - 1e-9));
@@ -165,16 +145,10 @@ export interface JudgeState {
    * clockEventsNeeded() entries kept (enough to decide), so bounded whatever the interval.
    */
   clockEvents: Record<string, number[]>;
-  /**
-   * DBE-retired page counts by device index, as [takenAtMs, count] each time the count changed,
-   * oldest first; the first entry is the count at the start of the week window (or when first
-   * seen). At most DBE_HISTORY_MAX entries.
-   */
-  dbeRetired: Record<string, Array<[number, number]>>;
 }
 
 export function emptyJudgeState(): JudgeState {
-  return { conditions: {}, devices: {}, known: {}, clockEvents: {}, dbeRetired: {} };
+  return { conditions: {}, devices: {}, known: {}, clockEvents: {} };
 }
 
 /** Navarch float style (Go %f): six decimals. */
@@ -459,19 +433,6 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
       j.apply(key, good(`GPU ${i}: no retired pages pending`));
     }
   }
-  judgeRetiredPagesLimit(j, s);
-  {
-    const key = `${g}/remapped_rows/uncorrected_limit`;
-    const unc = t.remappedRowsUncorrected;
-    const limit = DCGM_MEMORY_LIMITS.remappedRowsUncorrected;
-    if (unc !== null && unc >= limit) {
-      const metrics: Record<string, string> = { threshold: 'remapped_rows_uncorrected', remapped_rows_uncorrected: int(unc), limit: int(limit) };
-      if (t.remappedRowsCorrected !== null) metrics.remapped_rows_corrected = int(t.remappedRowsCorrected);
-      j.apply(key, { bad: true, severity: 'critical', raise: () => rawEvent(i, u, 'memory', 'MEM', 'replace', `GPU ${i}: ${int(unc)} uncorrectable remapped rows (DCGM limit ${limit})`, metrics, `DCGM health watch (memory): ${limit} or more uncorrectable remapped rows is a failure`) });
-    } else {
-      j.apply(key, good(`GPU ${i}: uncorrectable remapped rows below ${limit}`, unc !== null ? { remapped_rows_uncorrected: int(unc) } : undefined));
-    }
-  }
   {
     const rm = (k: 'pending' | 'failure', on: boolean | null, severity: Severity, action: RecommendedAction, text: string): void => {
       const key = `${g}/remapped_rows/${k}`;
@@ -561,70 +522,6 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   }
 }
 
-/**
- * DCGM's retired-page limits: >= 63 retired pages in total (SBE + DBE), or > 15 DBE-retired pages
- * with the DBE count up by more than 1 within a week. The week is measured on takenAtMs.
- */
-function judgeRetiredPagesLimit(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>): void {
-  const t = s.telemetry;
-  const i = s.index;
-  const idx = String(i);
-  const L = DCGM_MEMORY_LIMITS;
-  const key = `gpu${i}/retired_pages/limit`;
-  const sbe = t.retiredPagesSbe;
-  const dbe = t.retiredPagesDbe;
-
-  // The DBE history: an entry when the count changes; a drop (reset/swap) starts it over.
-  let rise = 0;
-  let windowStartMs = s.takenAtMs;
-  if (dbe !== null) {
-    let h = j.state.dbeRetired[idx] ?? [];
-    const last = h[h.length - 1];
-    if (last && (dbe < last[1] || s.takenAtMs < last[0])) h = [];
-    if (h.length === 0 || h[h.length - 1]![1] !== dbe) h.push([s.takenAtMs, dbe]);
-    while (h.length >= 2 && h[1]![0] <= s.takenAtMs - L.retiredPagesDbeWindowMs) h.shift();
-    while (h.length > DBE_HISTORY_MAX) h.shift();
-    j.state.dbeRetired[idx] = h;
-    rise = dbe - h[0]![1];
-    windowStartMs = Math.max(h[0]![0], s.takenAtMs - L.retiredPagesDbeWindowMs);
-  } else {
-    delete j.state.dbeRetired[idx];
-  }
-
-  if (sbe === null && dbe === null) {
-    j.apply(key, good(`GPU ${i}: retired pages no longer reported`));
-    return;
-  }
-  const total = (sbe ?? 0) + (dbe ?? 0);
-  const overTotal = total >= L.retiredPagesTotal;
-  const dbeRising = dbe !== null && dbe > L.retiredPagesDbeSoft && rise > L.retiredPagesDbeRise;
-  if (!overTotal && !dbeRising) {
-    j.apply(key, good(`GPU ${i}: retired pages below DCGM's limits`, { retired_pages_total: int(total) }));
-    return;
-  }
-  const metrics: Record<string, string> = { retired_pages_total: int(total) };
-  if (sbe !== null) metrics.retired_pages_sbe = int(sbe);
-  if (dbe !== null) metrics.retired_pages_dbe = int(dbe);
-  let message: string;
-  if (overTotal) {
-    metrics.threshold = 'retired_pages_total';
-    metrics.limit = int(L.retiredPagesTotal);
-    message = `GPU ${i}: ${int(total)} retired pages (DCGM limit ${L.retiredPagesTotal})`;
-  } else {
-    metrics.threshold = 'retired_pages_dbe_rising';
-    metrics.limit = int(L.retiredPagesDbeSoft);
-    metrics.dbe_rise = int(rise);
-    metrics.dbe_rise_limit = int(L.retiredPagesDbeRise);
-    metrics.dbe_rise_seconds = int((s.takenAtMs - windowStartMs) / 1000);
-    message = `GPU ${i}: ${int(dbe as number)} DBE-retired pages, up ${int(rise)} within a week (DCGM: more than ${L.retiredPagesDbeSoft}, rising by more than ${L.retiredPagesDbeRise})`;
-  }
-  j.apply(key, {
-    bad: true,
-    severity: 'critical',
-    raise: () => rawEvent(i, s.uuid, 'memory', 'MEM', 'replace', message, metrics, `DCGM health watch (memory): ${L.retiredPagesTotal} or more retired pages, or more than ${L.retiredPagesDbeSoft} DBE-retired pages rising by more than ${L.retiredPagesDbeRise} within a week, is a failure`),
-  });
-}
-
 function prevOf(s: Extract<DeviceSnapshot, { ok: true }>): DevPrev {
   const t = s.telemetry;
   const nvlinkErrors: Record<string, number> = {};
@@ -656,7 +553,6 @@ export function judgeSnapshot(
 ): { events: HealthEventInput[]; state: JudgeState } {
   const state: JudgeState = prev ? structuredClone(prev) : emptyJudgeState();
   state.clockEvents ??= {};
-  state.dbeRetired ??= {};
   const now = nowMs ?? (snapshot.length > 0 ? Math.max(...snapshot.map((s) => s.takenAtMs)) : Date.now());
   const j = new Judge(state, config, now);
   const present = new Set<number>();
@@ -668,7 +564,6 @@ export function judgeSnapshot(
     if (known !== undefined && known !== s.uuid) {
       // A different GPU at this index (re-enumeration): counter baselines do not carry over.
       delete state.devices[idx];
-      delete state.dbeRetired[idx];
     }
     state.known[idx] = s.uuid;
     if (!s.ok) {

@@ -71,7 +71,8 @@ describe('registration', () => {
     ]);
     // The first report follows registration at once and carries the check results.
     await waitFor(() => (cp.node('node-a')?.reports ?? 0) >= 1, 20_000, 'first report');
-    expect(cp.node('node-a')!.lastResults.map((r) => r.checkName)).toEqual(['boot', 'nvml']);
+    expect(cp.node('node-a')!.lastResults.map((r) => r.checkName)).toEqual(['boot', 'nvml', 'navarch_agent']);
+    expect(cp.node('node-a')!.lastResults.find((r) => r.checkName === 'navarch_agent')?.status).toBe('healthy');
     expect(cp.node('node-a')!.healthStatus).toBe('healthy');
     // The server counts a call before its answer reaches the link: wait for the link's own counters.
     await waitFor(() => link.status().heartbeatsSent >= 1 && link.status().reportsSent >= 1, 20_000, 'answers received');
@@ -222,12 +223,14 @@ describe('health delivery', () => {
     await waitFor(() => store.pendingCount() === 0, 20_000, 'ack');
     expect(link.status().nodeStatus).toBe('NODE_STATUS_UNHEALTHY');
     expect(latencies).toHaveLength(1);
-    // The next periodic report carries an active_faults result: health stays UNHEALTHY.
+    // The push itself carried the agent's verdict.
+    expect(cp.node('node-a')!.lastResults.find((r) => r.checkName === 'navarch_agent')?.status).toBe('unhealthy');
+    // The next periodic report carries it too: health stays UNHEALTHY.
     const reports = cp.node('node-a')!.reports;
     link.reportNow();
     await waitFor(() => cp.node('node-a')!.reports > reports, 20_000, 'periodic report');
     expect(cp.node('node-a')!.healthStatus).toBe('unhealthy');
-    expect(cp.node('node-a')!.lastResults.find((r) => r.checkName === 'active_faults')?.message).toContain('gpu3/xid/79');
+    expect(cp.node('node-a')!.lastResults.find((r) => r.checkName === 'navarch_agent')?.message).toContain('gpu3/xid/79');
     // Node-level events carry gpu_index -1 explicitly.
     await store.append({ ...xidInput(0, 31), gpuIndex: -1, gpuUuid: '', key: 'node/xid/31' });
     await waitFor(() => cp.events('node-a').length === 2, 20_000, 'node-level event');
@@ -259,7 +262,8 @@ describe('health delivery', () => {
 
   it('a non-fatal XID only degrades; policy keys stay plain integers', async () => {
     const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
-    const { link, store } = makeLink(cp.url);
+    // The control plane's policy judges here (the agent's store holds code 43 as critical).
+    const { link, store } = makeLink(cp.url, { verdict: 'policy' });
     track(link).start();
     await link.whenRegistered();
     await store.append(xidInput(1, 43 + 0, { metrics: { xid_code: ' 8 ' } }));
@@ -356,7 +360,7 @@ describe('health delivery', () => {
     expect(reasserted).toHaveLength(1);
     expect(reasserted[0]!.metrics.xid_code).toBe('79');
     expect(reasserted[0]!.gpuIndex).toBe(2);
-    expect(cp.node('node-a')!.lastResults.find((r) => r.checkName === 'active_faults')?.status).toBe('unhealthy');
+    expect(cp.node('node-a')!.lastResults.find((r) => r.checkName === 'navarch_agent')?.status).toBe('unhealthy');
     expect(link.status().registrations).toBe(2);
   });
 

@@ -24,24 +24,6 @@ function directive(name: string): string[] {
 }
 
 describe('navarch-agent.service', { timeout: 180_000 }, () => {
-  it('Documentation= names files that the npm package and the release tarball ship', () => {
-    const docs = directive('Documentation').join(' ').split(/\s+/).filter(Boolean);
-    expect(docs.length).toBeGreaterThan(0);
-    const files = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { files: string[] }).files;
-    const release = readFileSync(join(repoRoot, 'scripts/release.sh'), 'utf8');
-    for (const url of docs) {
-      // Only package files (file:/opt/navarch-agent/current/...), the path install.sh and the release use.
-      const m = /^file:\/opt\/navarch-agent\/current\/(.+)$/.exec(url);
-      expect(m, url).not.toBeNull();
-      const rel = m![1]!;
-      expect(existsSync(join(repoRoot, rel)), rel).toBe(true);
-      // npm always ships README*/LICENSE*; anything else must be in "files".
-      const inNpm = /^(README|LICENSE)/.test(rel) || files.some((f) => f === rel || (f.endsWith('/') && rel.startsWith(f)));
-      expect(inNpm, `${rel} in package.json files`).toBe(true);
-      expect(release.includes(rel), `${rel} copied by scripts/release.sh`).toBe(true);
-    }
-  });
-
   it('is a notify service with a watchdog, a credential token and the network/persistenced ordering', () => {
     expect(directive('Type')).toEqual(['notify']);
     expect(directive('WatchdogSec')).toHaveLength(1);

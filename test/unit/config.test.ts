@@ -53,6 +53,7 @@ describe('resolveConfig', () => {
     expect(c.telemetryIntervalMs).toBe(10_000);
     expect(c.commandPollIntervalMs).toBe(10_000);
     expect(c.httpVersion).toBe('1.1');
+    expect(c.verdict).toBe('agent');
     expect(c.authToken).toBeNull();
   });
 
@@ -114,6 +115,9 @@ describe('resolveConfig', () => {
     expect(usage(() => resolve({ 'telemetry-interval': '10' }))).toMatch(/flag --telemetry-interval: expected a duration like "30s", got "10"/);
     expect(usage(() => resolve({ 'gpu-backend': 'cuda' }))).toMatch(/flag --gpu-backend: expected one of auto, nvml, fake/);
     expect(usage(() => resolve({ 'http-version': '3' }))).toMatch(/--http-version: expected one of 1\.1, 2/);
+    expect(usage(() => resolve({ verdict: 'cel' }))).toMatch(/flag --verdict: expected one of agent, policy, got "cel"/);
+    expect(resolve({ verdict: 'policy' }).verdict).toBe('policy');
+    expect(resolve({}, { NAVARCH_VERDICT: 'policy' }).verdict).toBe('policy');
     expect(usage(() => resolve({ listen: 'nonsense' }))).toMatch(/flag --listen: expected host:port/);
     expect(usage(() => resolve({ listen: '127.0.0.1:70000' }))).toMatch(/out of range/);
     expect(usage(() => resolve({ 'log-level': 'loud' }))).toMatch(/--log-level: expected one of/);

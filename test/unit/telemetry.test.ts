@@ -10,7 +10,7 @@ import { FakeBackend } from '../../src/backends/fake.js';
 import { selectBackend } from '../../src/backends/select.js';
 import type { HealthEventInput } from '../../src/events/types.js';
 import type { DeviceSnapshot, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
-import { DCGM_MEMORY_LIMITS, DEFAULT_TELEMETRY_CONFIG, judgeSnapshot, telemetryConfig, TelemetrySampler, type JudgeState, type TelemetryConfig } from '../../src/sources/telemetry.js';
+import { DEFAULT_TELEMETRY_CONFIG, judgeSnapshot, telemetryConfig, TelemetrySampler, type JudgeState, type TelemetryConfig } from '../../src/sources/telemetry.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -191,71 +191,6 @@ describe('judgeSnapshot', () => {
     expect(steps[1]![0]).toMatchObject({ action: 'replace', metrics: { remapped_rows_uncorrected: '0' } });
   });
 
-  it("DCGM retired pages: >= 63 in total (SBE + DBE) is critical/replace; 62 is not; clears after 3 samples below", () => {
-    expect(DCGM_MEMORY_LIMITS.retiredPagesTotal).toBe(63);
-    const pages = (sbe: number, dbe: number): Partial<Telemetry> => ({ retiredPagesSbe: sbe, retiredPagesDbe: dbe, retiredPagesPending: false });
-    const steps = run([pages(50, 12), pages(50, 13), pages(60, 13), pages(0, 0), pages(0, 0), pages(0, 0)]);
-    expect(steps.map(brief)).toEqual([[], ['raise:gpu0/retired_pages/limit:critical'], [], [], [], ['clear:gpu0/retired_pages/limit:info']]);
-    expect(steps[1]![0]).toMatchObject({
-      type: 'memory',
-      system: 'MEM',
-      action: 'replace',
-      metrics: { threshold: 'retired_pages_total', retired_pages_total: '63', retired_pages_sbe: '50', retired_pages_dbe: '13', limit: '63' },
-    });
-    expect(steps[1]![0]!.citation).toContain('DCGM');
-    // Only one counter reported still counts.
-    expect(run([{ retiredPagesSbe: null, retiredPagesDbe: 63 }]).map(brief)).toEqual([['raise:gpu0/retired_pages/limit:critical']]);
-    // Neither reported: nothing (as on Ampere+, where the fields are null).
-    expect(run([{ retiredPagesSbe: null, retiredPagesDbe: null }, {}]).flat()).toEqual([]);
-  });
-
-  it('DCGM retired pages: > 15 DBE-retired rising by > 1 within a week (takenAtMs) is critical/replace; at the boundaries it is not', () => {
-    const DAY = 24 * 3600_000;
-    const judge = (samples: Array<[number, number]>): { events: HealthEventInput[][]; state: JudgeState } => {
-      let state: JudgeState | null = null;
-      const events = samples.map(([atMs, dbe]) => {
-        const r = judgeSnapshot(state, [ok(0, tel({ retiredPagesSbe: 0, retiredPagesDbe: dbe, retiredPagesPending: false }), T0 + atMs)]);
-        state = r.state;
-        return r.events;
-      });
-      return { events, state: state! };
-    };
-    // 16 DBE pages, up by 2 within 6 days: failure.
-    const a = judge([[0, 14], [DAY, 15], [6 * DAY, 16]]);
-    expect(a.events.map(brief)).toEqual([[], [], ['raise:gpu0/retired_pages/limit:critical']]);
-    expect(a.events[2]![0]).toMatchObject({
-      action: 'replace',
-      metrics: { threshold: 'retired_pages_dbe_rising', retired_pages_dbe: '16', limit: '15', dbe_rise: '2', dbe_rise_limit: '1', dbe_rise_seconds: String((6 * DAY) / 1000) },
-    });
-    // Up by exactly 1 within the week: not a failure.
-    expect(judge([[0, 15], [DAY, 16]]).events.flat()).toEqual([]);
-    // Exactly 15 DBE pages, up by 5: not more than 15, not a failure.
-    expect(judge([[0, 10], [DAY, 15]]).events.flat()).toEqual([]);
-    // Up by 2, but the first increase was more than a week ago: the week sees a rise of 1.
-    const b = judge([[0, 14], [DAY, 15], [9 * DAY, 16]]);
-    expect(b.events.flat()).toEqual([]);
-    expect(b.state.dbeRetired['0']).toEqual([[T0 + DAY, 15], [T0 + 9 * DAY, 16]]);
-    // A drop (GPU reset or swap) starts the history over; the history stays bounded.
-    const c = judge([...Array.from({ length: 40 }, (_, k): [number, number] => [k * 1000, k]), [50_000, 3]]);
-    expect(c.state.dbeRetired['0']).toEqual([[T0 + 50_000, 3]]);
-    const d = judge(Array.from({ length: 40 }, (_, k): [number, number] => [k * 1000, k]));
-    expect(d.state.dbeRetired['0']!.length).toBeLessThanOrEqual(8);
-    expect(brief(d.events.flat())).toEqual(['raise:gpu0/retired_pages/limit:critical']);
-  });
-
-  it('DCGM remapped rows: >= 512 uncorrectable is critical/replace; 511 is not; clears after 3 samples below', () => {
-    expect(DCGM_MEMORY_LIMITS.remappedRowsUncorrected).toBe(512);
-    const steps = run([{ remappedRowsUncorrected: 511 }, { remappedRowsUncorrected: 512, remappedRowsCorrected: 7 }, { remappedRowsUncorrected: 600 }, { remappedRowsUncorrected: 0 }, { remappedRowsUncorrected: 0 }, { remappedRowsUncorrected: 0 }]);
-    expect(steps.map(brief)).toEqual([[], ['raise:gpu0/remapped_rows/uncorrected_limit:critical'], [], [], [], ['clear:gpu0/remapped_rows/uncorrected_limit:info']]);
-    expect(steps[1]![0]).toMatchObject({
-      type: 'memory',
-      system: 'MEM',
-      action: 'replace',
-      metrics: { threshold: 'remapped_rows_uncorrected', remapped_rows_uncorrected: '512', remapped_rows_corrected: '7', limit: '512' },
-    });
-    expect(steps[1]![0]!.citation).toContain('DCGM');
-  });
-
   it('PCIe replay rate per minute', () => {
     const r = (n: number): Partial<Telemetry> => ({ pcieReplayCounter: n });
     const steps = run([r(1000), r(1020), r(1030), r(1040), r(1050)]);
@@ -411,30 +346,6 @@ describe('TelemetrySampler', () => {
 });
 
 describe('fake backend + scenario + sampler', () => {
-  it("DCGM's 512 uncorrectable remapped rows, injected into the fake backend, raise through the sampler and clear after a swap", async () => {
-    let now = T0;
-    const fake = new FakeBackend({ count: 2, now: () => now });
-    await fake.open();
-    const events: HealthEventInput[] = [];
-    const sampler = new TelemetrySampler({ backend: fake, onEvents: (e) => void events.push(...e) });
-    fake.inject({ kind: 'remapped_rows', gpu: 1, uncorrected: 511 });
-    await sampler.sampleOnce();
-    expect(events.filter((e) => e.key.includes('uncorrected_limit'))).toEqual([]);
-    fake.inject({ kind: 'remapped_rows', gpu: 1, uncorrected: 512 });
-    now += 10_000;
-    await sampler.sampleOnce();
-    const raised = events.filter((e) => e.key === 'gpu1/remapped_rows/uncorrected_limit');
-    expect(brief(raised)).toEqual(['raise:gpu1/remapped_rows/uncorrected_limit:critical']);
-    expect(raised[0]).toMatchObject({ action: 'replace', gpuUuid: fake.devices()[1]!.uuid, timeMs: now, metrics: { remapped_rows_uncorrected: '512', limit: '512' } });
-    fake.inject({ kind: 'remapped_rows', gpu: 1, uncorrected: 0 });
-    for (let k = 0; k < 3; k++) {
-      now += 10_000;
-      await sampler.sampleOnce();
-    }
-    expect(brief(events.filter((e) => e.key === 'gpu1/remapped_rows/uncorrected_limit'))).toEqual(['raise:gpu1/remapped_rows/uncorrected_limit:critical', 'clear:gpu1/remapped_rows/uncorrected_limit:info']);
-    await fake.close();
-  });
-
   it('a scripted overheat raises and then clears gpu0/thermal through the sampler', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'navarch-telemetry-'));
     try {
