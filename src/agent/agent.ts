@@ -29,6 +29,7 @@ import type { AppendResult } from '../store/types.js';
 import { KmsgLink } from './kmsg-link.js';
 import { AgentLink, type LinkStatus, type TerminateInfo } from '../controlplane/agent-link.js';
 import { createControlPlaneClient, type ControlPlaneClient } from '../controlplane/client.js';
+import { insecureTransportWarning } from '../controlplane/url-policy.js';
 import type { CheckResult, NodeInventory, NodeMetricsSample } from '../controlplane/model.js';
 import { instanceTypeGpus } from '../host/instance-types.js';
 import { CpuUsage, memoryUsagePercent, nodeFacts } from '../host/facts.js';
@@ -101,6 +102,8 @@ export class Agent implements AgentView {
   private readonly cfg: AgentConfig;
   private readonly hostname: string;
   private appendFailures = 0;
+  /** Plain http:// to a non-loopback control plane: said once at start and in /status. */
+  private transportWarning: string | null = null;
 
   private constructor(private readonly opts: AgentOptions) {
     this.cfg = opts.config;
@@ -138,11 +141,13 @@ export class Agent implements AgentView {
         ...(cfg.caFile ? { caFile: cfg.caFile } : {}),
         ...(cfg.clientCert ? { certFile: cfg.clientCert } : {}),
         ...(cfg.clientKey ? { keyFile: cfg.clientKey } : {}),
-        allowInsecure: cfg.allowInsecure,
+        requireTls: cfg.requireTls,
       });
     } catch (err) {
       throw new AgentStartError(`control plane: ${(err as Error).message}`, true);
     }
+    this.transportWarning = insecureTransportWarning(this.client.url, cfg.authToken !== null);
+    if (this.transportWarning) log.warn({ component: 'controlplane', server: cfg.server }, `INSECURE TRANSPORT: ${this.transportWarning}`);
 
     await ensureWritableDir(cfg.stateDir);
 
@@ -464,7 +469,7 @@ export class Agent implements AgentView {
       system: b ? b.system() : null,
       devices: [...this.devices.values()].sort((x, y) => x.index - y.index),
       activeFaults: this.store?.activeFaults() ?? [],
-      controlPlane: cp,
+      controlPlane: { ...cp, transportWarning: this.transportWarning },
       events: {
         pending: this.store?.pendingCount() ?? 0,
         store: this.store ? { ...this.store.stats(), appendFailures: this.appendFailures } : null,

@@ -27,6 +27,8 @@ export interface ControlPlaneStatus {
   nodeStatus: string | null;
   lastError: string | null;
   lastContactMs: number | null;
+  /** Set when reports travel in clear text to a non-loopback host (src/controlplane/url-policy.ts). */
+  transportWarning?: string | null;
 }
 
 export interface KmsgStatus {

@@ -16,7 +16,7 @@ import { ago, fmt, gib, table } from './output.js';
 import { defaultIo, packageVersion, type CliIo } from './io.js';
 
 function usageLine(): string {
-  return `usage: navarch-agent <command> [flags]\n\ncommands:\n${COMMANDS.map((c) => `  ${c.name.padEnd(14)}${c.summary.split('. ')[0]?.replace(/\.$/, '')}`).join('\n')}\n\nRun "navarch-agent help <command>" for a command's flags.\n`;
+  return `usage: navarch-agent [<command>] [flags]   (no command means "run": navarch-agent --server URL --node-id ID)\n\ncommands:\n${COMMANDS.map((c) => `  ${c.name.padEnd(14)}${c.summary.split('. ')[0]?.replace(/\.$/, '')}`).join('\n')}\n\nRun "navarch-agent help <command>" for a command's flags.\n`;
 }
 
 /** Run the CLI; resolves to the process exit code. */
@@ -33,16 +33,23 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo): Pr
   }
 }
 
+const TOP_LEVEL_FLAGS = new Set(['--help', '-h', '-help', '--version', '-v']);
+
+function isFlag(a: string): boolean {
+  return a.startsWith('-') && a.length > 1;
+}
+
 function oneLine(s: string): string {
   return s.replace(/\s*\n\s*/g, ' ').trim();
 }
 
 async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === undefined) {
-    throw new UsageError(`missing command (commands: ${COMMANDS.map((c) => c.name).join(', ')}; see: navarch-agent help)`);
-  }
-  if (name === '--help' || name === '-h') {
+  // Drop-in for Navarch's Go node daemon: no command, or flags first (`navarch-agent --server URL
+  // --node-id ID`), means `run`.
+  const implicitRun = argv.length === 0 || (isFlag(argv[0] as string) && !TOP_LEVEL_FLAGS.has(argv[0] as string));
+  const [name, ...rest] = implicitRun ? ['run', ...argv] : argv;
+  if (name === undefined) throw new UsageError('missing command');
+  if (name === '--help' || name === '-h' || name === '-help') {
     io.stdout(usageLine());
     return 0;
   }

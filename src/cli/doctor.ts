@@ -155,13 +155,20 @@ async function checkControlPlane(cfg: AgentConfig, out: CheckResult[]): Promise<
       ...(cfg.caFile ? { caFile: cfg.caFile } : {}),
       ...(cfg.clientCert ? { certFile: cfg.clientCert } : {}),
       ...(cfg.clientKey ? { keyFile: cfg.clientKey } : {}),
-      allowInsecure: cfg.allowInsecure,
+      requireTls: cfg.requireTls,
     });
   } catch (err) {
     out.push({ name: 'control plane', state: 'fail', detail: (err as Error).message, fix: 'fix --server / TLS options' });
     out.push({ name: 'clock', state: 'skip', detail: 'control plane not configured' });
     return;
   }
+  const { insecureTransportWarning } = await import('../controlplane/url-policy.js');
+  const insecure = insecureTransportWarning(client.url, cfg.authToken !== null);
+  out.push(
+    insecure
+      ? { name: 'transport', state: 'warn', detail: insecure, fix: 'put a TLS proxy in front of the control plane and use https:// (--require-tls refuses plain http://)' }
+      : { name: 'transport', state: 'ok', detail: client.url.protocol === 'https:' ? 'TLS' : 'plain http:// to loopback' },
+  );
   let dateHeader: string | null = null;
   const t0 = Date.now();
   try {

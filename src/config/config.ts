@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
 import { parseYamlStrict } from '../util/strict-yaml.js';
-import { checkControlPlaneUrl, checkTlsFiles, checkTokenTransport, isLoopbackHost } from '../controlplane/url-policy.js';
+import { checkControlPlaneUrl, checkTlsFiles, checkTransport, isLoopbackHost } from '../controlplane/url-policy.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { OPTIONS, OPTION_BY_KEY, envName, type LogLevel, type OptionSpec } from './options.js';
 
@@ -56,7 +56,8 @@ export interface AgentConfig {
   caFile: string | null;
   clientCert: string | null;
   clientKey: string | null;
-  allowInsecure: boolean;
+  /** Refuse plain http:// to a non-loopback server (--require-tls). */
+  requireTls: boolean;
   logLevel: LogLevel;
   /** Who judges the node (src/controlplane/node-state.ts). */
   verdict: 'agent' | 'policy';
@@ -361,7 +362,10 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
   }
   const tlsProblem = checkTlsFiles(new URL(server), tls.caFile !== null || tls.clientCert !== null);
   if (tlsProblem !== null) throw new UsageError(`${tlsProblem} (server "${server}")`);
-  const allowInsecure = bool('allowInsecure');
+  bool('allowInsecure'); // validated, no effect
+  const requireTls = bool('requireTls');
+  const transportProblem = checkTransport(new URL(server), requireTls);
+  if (transportProblem !== null) throw new UsageError(transportProblem);
   const logLevel = strOr('logLevel', 'info') as LogLevel;
 
   const hooks: Record<'drainHook' | 'cordonHook', string | null> = { drainHook: null, cordonHook: null };
@@ -411,8 +415,6 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
       authTokenSource = `file ${p}`;
     }
   }
-  const tokenProblem = checkTokenTransport(new URL(server), authToken !== null, allowInsecure);
-  if (tokenProblem !== null) throw new UsageError(tokenProblem);
 
   return {
     configFile,
@@ -441,7 +443,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     caFile: tls.caFile,
     clientCert: tls.clientCert,
     clientKey: tls.clientKey,
-    allowInsecure,
+    requireTls,
     logLevel,
     verdict,
     drainHook: hooks.drainHook,

@@ -38,8 +38,8 @@ export interface ControlPlaneClientOptions {
   cert?: string | Buffer;
   keyFile?: string;
   key?: string | Buffer;
-  /** Allow http:// to a non-loopback host (the token would travel in cleartext). */
-  allowInsecure?: boolean;
+  /** Refuse plain http:// to a non-loopback host (allowed by default: Navarch has no TLS). */
+  requireTls?: boolean;
 }
 
 export interface ControlPlaneClient {
@@ -64,13 +64,13 @@ export { isLoopbackHost };
 
 /**
  * Validates a control-plane base URL by the shared policy (src/controlplane/url-policy.ts): a
- * scheme (http or https), no credentials, query or fragment, and http:// to a non-loopback host
- * only with allowInsecure. Returns the parsed URL.
+ * scheme (http or https), no credentials, query or fragment, and with requireTls no plain http://
+ * to a non-loopback host. Returns the parsed URL.
  */
-export function validateControlPlaneUrl(raw: string, allowInsecure = false): URL {
+export function validateControlPlaneUrl(raw: string, requireTls = false): URL {
   const c = checkControlPlaneUrl(raw);
   if (c.url === null) throw new ControlPlaneConfigError(`control-plane URL: ${c.problem}`);
-  const t = checkTransport(c.url, allowInsecure);
+  const t = checkTransport(c.url, requireTls);
   if (t !== null) throw new ControlPlaneConfigError(t);
   return c.url;
 }
@@ -107,7 +107,7 @@ export function bearerInterceptor(token: string): Interceptor {
 }
 
 export function createControlPlaneClient(opts: ControlPlaneClientOptions): ControlPlaneClient {
-  const url = validateControlPlaneUrl(opts.url, opts.allowInsecure === true);
+  const url = validateControlPlaneUrl(opts.url, opts.requireTls === true);
   const httpVersion = opts.httpVersion ?? '1.1';
   if (httpVersion !== '1.1' && httpVersion !== '2') {
     throw new ControlPlaneConfigError(`httpVersion must be "1.1" or "2", not ${JSON.stringify(httpVersion)}`);

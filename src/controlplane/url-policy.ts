@@ -4,8 +4,8 @@
  *  - a scheme is required, http:// or https:// only, with a host;
  *  - no credentials (user:password@), no query, no fragment; no error echoes those parts (they may
  *    hold a secret, and the URL is logged);
- *  - plain http:// is "insecure" to any host but loopback (src/util/loopback.ts): the client refuses
- *    it without allowInsecure; the config resolver refuses it when a token would travel over it;
+ *  - plain http:// is "insecure" to any host but loopback (src/util/loopback.ts): allowed (Navarch
+ *    has no TLS) with one warning (insecureTransportWarning), refused only with requireTls;
  *  - TLS files (CA bundle, client certificate) need https://.
  * Each check returns the one-line problem (without a "where" prefix) or null.
  */
@@ -21,7 +21,7 @@ export function checkControlPlaneUrl(raw: string): UrlCheck {
   const bad = (problem: string): UrlCheck => ({ url: null, problem });
   if (s === '') return bad('the control-plane URL is empty; expected a URL with http:// or https:// (e.g. "http://127.0.0.1:50051")');
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
-    return bad(`expected a URL with http:// or https:// (e.g. "http://cp.example:50051"), got "${s}": it has no scheme; use http://${s} (loopback or --allow-insecure) or https://${s}`);
+    return bad(`expected a URL with http:// or https:// (e.g. "http://cp.example:50051"), got "${s}": it has no scheme; use http://${s} or https://${s}`);
   }
   let u: URL;
   try {
@@ -43,16 +43,24 @@ export function isInsecureTransport(url: URL): boolean {
   return url.protocol === 'http:' && !isLoopbackHost(url.hostname);
 }
 
-/** The client's rule: plain http:// to a non-loopback host needs allowInsecure. */
-export function checkTransport(url: URL, allowInsecure: boolean): string | null {
-  if (!isInsecureTransport(url) || allowInsecure) return null;
-  return `refusing plain http:// to non-loopback host ${url.hostname}: use https:// or set allowInsecure (--allow-insecure)`;
+/**
+ * The transport rule: plain http:// to a non-loopback host is allowed, because Navarch's control
+ * plane serves only cleartext HTTP/1.1 and h2c (it has no TLS; TLS exists only behind a
+ * terminating proxy). With requireTls (--require-tls) it is refused instead.
+ */
+export function checkTransport(url: URL, requireTls: boolean): string | null {
+  if (!requireTls || !isInsecureTransport(url)) return null;
+  return `refusing plain http:// to non-loopback host ${url.hostname} (--require-tls): use https:// (a TLS proxy in front of the control plane)`;
 }
 
-/** The config's rule for a bearer token: never in clear text to a remote host unless allowInsecure. */
-export function checkTokenTransport(url: URL, hasToken: boolean, allowInsecure: boolean): string | null {
-  if (!hasToken || !isInsecureTransport(url) || allowInsecure) return null;
-  return `refusing to send the auth token in clear text to ${url.origin}: use https:// (a TLS proxy) or pass --allow-insecure`;
+/**
+ * The warning for an insecure transport that is allowed: said once at start, by `doctor` and in
+ * the local API's /status. Null when the transport is TLS or loopback.
+ */
+export function insecureTransportWarning(url: URL, hasToken: boolean): string | null {
+  if (!isInsecureTransport(url)) return null;
+  const what = hasToken ? 'the auth token and every report travel' : 'every report travels';
+  return `plain http:// to non-loopback host ${url.hostname}: ${what} in clear text (Navarch's control plane has no TLS); put a TLS proxy in front and use https://, or pass --require-tls to refuse`;
 }
 
 /** TLS files need an https:// URL. */

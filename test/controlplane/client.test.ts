@@ -31,9 +31,9 @@ describe('URL and option validation', () => {
     expect(() => validateControlPlaneUrl('ftp://x')).toThrow(/not supported/);
   });
 
-  it('refuses http:// to a non-loopback host unless allowInsecure', () => {
-    expect(() => validateControlPlaneUrl('http://10.0.0.5:50051')).toThrow(/refusing plain http:\/\/ to non-loopback host 10\.0\.0\.5/);
-    expect(validateControlPlaneUrl('http://10.0.0.5:50051', true).host).toBe('10.0.0.5:50051');
+  it('allows http:// to a non-loopback host (Navarch has no TLS) unless requireTls', () => {
+    expect(() => validateControlPlaneUrl('http://navarch-cp.internal:50051', true)).toThrow(/refusing plain http:\/\/ to non-loopback host navarch-cp\.internal/);
+    expect(validateControlPlaneUrl('http://navarch-cp.internal:50051').host).toBe('navarch-cp.internal:50051');
     expect(validateControlPlaneUrl('http://127.0.0.1:50051').port).toBe('50051');
     expect(validateControlPlaneUrl('http://[::1]:1').hostname).toBe('[::1]');
     expect(validateControlPlaneUrl('https://cp.example.com/prefix').pathname).toBe('/prefix');

@@ -70,12 +70,20 @@ export interface StartAgentOptions {
   waitReady?: boolean;
   /** The script to run (default dist/cli/main.js). */
   entry?: string;
+  /** The command before the flags (default "run"); null starts it as Navarch's Go daemon is started, with flags only. */
+  command?: string | null;
+  /** Arguments for node itself (e.g. ["--require", hook]). */
+  nodeArgs?: string[];
+  /** Do not pass --state-dir (the agent picks it: $STATE_DIRECTORY or the default). */
+  noStateDirFlag?: boolean;
 }
 
 export async function startAgent(opts: StartAgentOptions = {}): Promise<AgentProcess> {
   const port = await freePort();
   const stateDir = opts.stateDir ?? tempDir('agent-state');
-  const args = [opts.entry ?? MAIN_JS, 'run', '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, ...(opts.args ?? [])];
+  const command = opts.command === undefined ? ['run'] : opts.command === null ? [] : [opts.command];
+  const stateDirArgs = opts.noStateDirFlag ? [] : ['--state-dir', stateDir];
+  const args = [...(opts.nodeArgs ?? []), opts.entry ?? MAIN_JS, ...command, '--listen', `127.0.0.1:${port}`, ...stateDirArgs, ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NAVARCH_LOG_FORMAT: 'json', ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -53,7 +53,9 @@ describe('runCli bad input: one line on stderr, exit 2', () => {
     expectUsage(await cli(['frobnicate']), /unknown command "frobnicate"/);
     expectUsage(await cli(['run', '--no-such-flag']), /unknown flag "--no-such-flag" for "run"/);
     expectUsage(await cli(['devices', '--jsn']), /unknown flag "--jsn"/);
-    expectUsage(await cli([]), /missing command/);
+    // No command means run (Go node daemon's command line): flags first are run's flags.
+    expectUsage(await cli(['--no-such-flag']), /unknown flag "--no-such-flag" for "run"/);
+    expectUsage(await cli(['--server', 'localhost:1']), /--server: expected a URL/);
   });
   it('bad URL, duration, config, token file', async () => {
     expectUsage(await cli(['run', '--server', 'localhost:50051']), /--server: expected a URL with http:\/\/ or https:\/\//);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkControlPlaneUrl, checkTlsFiles, checkTokenTransport, checkTransport } from '../../src/controlplane/url-policy.js';
+import { checkControlPlaneUrl, checkTlsFiles, insecureTransportWarning, checkTransport } from '../../src/controlplane/url-policy.js';
 import { validateControlPlaneUrl } from '../../src/controlplane/client.js';
 import { parseServerUrl, UsageError } from '../../src/config/config.js';
 
@@ -25,19 +25,19 @@ describe('control-plane URL policy (shared by config and client)', () => {
     }
   });
 
-  it('one loopback rule for plain http: the client needs allowInsecure, a token needs it too', () => {
-    const remote = new URL('http://10.0.0.5:1');
+  it('one loopback rule for plain http: allowed with a warning (Navarch has no TLS), refused only with requireTls', () => {
+    const remote = new URL('http://navarch-cp.internal:1');
     const local = new URL('http://127.0.0.1:1');
     const sub = new URL('http://cp.localhost:1');
-    expect(checkTransport(remote, false)).toMatch(/refusing plain http:\/\/ to non-loopback host 10\.0\.0\.5/);
-    expect(checkTransport(remote, true)).toBeNull();
-    expect(checkTransport(local, false)).toBeNull();
-    expect(checkTransport(sub, false)).not.toBeNull(); // *.localhost is not trusted as loopback
-    expect(checkTransport(new URL('https://10.0.0.5'), false)).toBeNull();
-    expect(checkTokenTransport(remote, true, false)).toMatch(/clear text to http:\/\/10\.0\.0\.5:1.*--allow-insecure/);
-    expect(checkTokenTransport(remote, false, false)).toBeNull();
-    expect(checkTokenTransport(remote, true, true)).toBeNull();
-    expect(checkTokenTransport(local, true, false)).toBeNull();
+    expect(checkTransport(remote, false)).toBeNull();
+    expect(checkTransport(remote, true)).toMatch(/refusing plain http:\/\/ to non-loopback host navarch-cp\.internal \(--require-tls\)/);
+    expect(checkTransport(local, true)).toBeNull();
+    expect(checkTransport(sub, true)).not.toBeNull(); // *.localhost is not trusted as loopback
+    expect(checkTransport(new URL('https://navarch-cp.internal'), true)).toBeNull();
+    expect(insecureTransportWarning(remote, true)).toMatch(/navarch-cp\.internal: the auth token and every report travel in clear text.*--require-tls/);
+    expect(insecureTransportWarning(remote, false)).toMatch(/every report travels in clear text/);
+    expect(insecureTransportWarning(local, true)).toBeNull();
+    expect(insecureTransportWarning(new URL('https://navarch-cp.internal'), true)).toBeNull();
     expect(checkTlsFiles(local, true)).toMatch(/need an https:\/\/ URL/);
     expect(checkTlsFiles(new URL('https://x'), true)).toBeNull();
   });
