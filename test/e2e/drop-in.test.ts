@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevControlPlane } from '../../src/controlplane/dev-server.js';
+import { startDevControlPlane } from '../../src/devcp/dev-server.js';
 import { DIST_BUILT, MAIN_JS, REPO_ROOT, startAgent, tempDir, waitFor, type AgentProcess } from './agent-helpers.js';
 
 const HOOK = join(REPO_ROOT, 'test', 'helpers', 'resolve-hook.cjs');
