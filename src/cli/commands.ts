@@ -93,7 +93,7 @@ export const COMMANDS: CommandDef[] = [
     name: 'demo',
     summary:
       'Dev control plane + an agent on the fake backend in one process, with a short scripted fault scenario (XID 79 on GPU 3, a thermal excursion on GPU 1), printing the control plane view. No GPU needed. Ctrl-C exits.',
-    usage: 'navarch-agent demo [--duration 60s] [--log-level L]',
+    usage: 'navarch-agent demo [--duration 20s] [--json] [--log-level L]',
     flags: [
       { name: 'duration', type: 'string', arg: '<duration>', help: 'exit after this long (default: run until Ctrl-C)' },
       { name: 'log-level', type: 'string', arg: '<level>', help: 'agent log level (default warn)' },

@@ -45,3 +45,58 @@ describe.skipIf(!DIST_BUILT)('navarch-agent demo', () => {
     }
   });
 });
+
+/** Spawn the demo with --json; returns its lines, stderr and exit code. */
+function demo(args: string[]): { lines: Array<Record<string, unknown>>; err: () => string; exited: Promise<number | null>; p: ReturnType<typeof spawn> } {
+  const p = spawn(process.execPath, [MAIN_JS, 'demo', '--json', '--log-level', 'silent', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH } });
+  const lines: Array<Record<string, unknown>> = [];
+  let buf = '';
+  let err = '';
+  p.stdout.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      lines.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
+      buf = buf.slice(nl + 1);
+    }
+  });
+  p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => p.on('close', (c) => r(c)));
+  return { lines, err: () => err, exited, p };
+}
+
+describe.skipIf(!DIST_BUILT)('navarch-agent demo ends', () => {
+  it('by itself after its scenario, with a summary of what the control plane saw', async () => {
+    const d = demo([]);
+    try {
+      expect(await d.exited).toBe(0);
+      expect(d.err()).toBe('');
+      const summary = d.lines.at(-1) as { kind: string; stoppedBy: string; seconds: number; node: { health: string } | null; eventsReceived: Record<string, number>; activeFaults: string[]; stateDir: string };
+      expect(summary.kind).toBe('summary');
+      expect(summary.stoppedBy).toBe('end of the demo');
+      expect(summary.seconds).toBeGreaterThanOrEqual(14); // after the last scripted step (t+14s)
+      expect(summary.eventsReceived.xid).toBeGreaterThanOrEqual(1);
+      expect(summary.activeFaults).toContain('gpu3/xid/79');
+      expect(summary.node?.health).toBe('unhealthy');
+      expect(existsSync(summary.stateDir)).toBe(false);
+    } finally {
+      d.p.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('on SIGHUP: exit 0, a summary, the temp dir removed', async () => {
+    const d = demo(['--duration', '10m']);
+    try {
+      const view = await waitFor('first view', () => d.lines.find((l) => l.kind === 'view'), 45_000);
+      d.p.kill('SIGHUP');
+      expect(await d.exited).toBe(0);
+      const summary = d.lines.at(-1) as { kind: string; stoppedBy: string; stateDir: string };
+      expect(summary.kind).toBe('summary');
+      expect(summary.stoppedBy).toBe('SIGHUP');
+      expect(summary.stateDir).toBe(view.stateDir);
+      expect(existsSync(summary.stateDir)).toBe(false);
+    } finally {
+      d.p.kill('SIGKILL');
+    }
+  }, 60_000);
+});
