@@ -13,7 +13,7 @@
  * Pure: no I/O, no clock of its own.
  */
 import type { ActiveFault } from '../events/types.js';
-import type { CheckResult } from './wire.js';
+import type { CheckResult } from './model.js';
 
 export type VerdictMode = 'agent' | 'policy';
 export const VERDICT_MODES: readonly VerdictMode[] = ['agent', 'policy'];
