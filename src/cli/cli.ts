@@ -362,6 +362,7 @@ async function cmdControlPlane(args: ParsedArgs, io: CliIo): Promise<number> {
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`flag --log-level: expected one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
   }
+  const policyPath = strFlag(args, 'health-policy');
   const { runDevControlPlane } = await import('./dev-control-plane.js');
-  return runDevControlPlane({ host, port: Number(portS), token, logLevel: level, io });
+  return runDevControlPlane({ host, port: Number(portS), token, logLevel: level, io, ...(policyPath ? { policyPath } : {}) });
 }

@@ -78,12 +78,13 @@ export const COMMANDS: CommandDef[] = [
   {
     name: 'control-plane',
     summary: 'Run the development control plane (in-memory, speaks the Navarch wire contract).',
-    usage: 'navarch-agent control-plane --dev [--port N] [--host H] [--auth-token T] [--log-level L]',
+    usage: 'navarch-agent control-plane --dev [--port N] [--host H] [--auth-token T] [--health-policy FILE] [--log-level L]',
     flags: [
       { name: 'dev', type: 'bool', help: 'required: this is the development control plane, not Navarch' },
       { name: 'port', type: 'string', arg: '<N>', help: 'port (default 50051; 0 = any free port)' },
       { name: 'host', type: 'string', arg: '<host>', help: 'address to bind (default 127.0.0.1)' },
       { name: 'auth-token', type: 'string', arg: '<token>', help: 'require this bearer token (also NAVARCH_AUTH_TOKEN)' },
+      { name: 'health-policy', type: 'string', arg: '<file>', help: "judge events with this Navarch policy YAML (default: Navarch's default policy)" },
       { name: 'log-level', type: 'string', arg: '<level>', help: 'log level (default info)' },
       HELP_FLAG,
     ],

@@ -1,5 +1,6 @@
 /** `navarch-agent control-plane --dev`: the development control plane until SIGINT/SIGTERM. */
 import { startDevControlPlane } from '../devcp/dev-server.js';
+import { loadPolicyFile, type HealthPolicy } from '../devcp/policy.js';
 import type { CliIo } from './io.js';
 
 export interface DevControlPlaneCliOptions {
@@ -8,9 +9,20 @@ export interface DevControlPlaneCliOptions {
   token: string | undefined;
   logLevel: string;
   io: CliIo;
+  /** --health-policy FILE: a Navarch policy YAML instead of Navarch's default policy. */
+  policyPath?: string;
 }
 
 export async function runDevControlPlane(opts: DevControlPlaneCliOptions): Promise<number> {
+  let healthPolicy: HealthPolicy | undefined;
+  if (opts.policyPath !== undefined) {
+    try {
+      healthPolicy = loadPolicyFile(opts.policyPath);
+    } catch (err) {
+      opts.io.stderr(`navarch-agent: control-plane: ${(err as Error).message}\n`);
+      return 2;
+    }
+  }
   let cp;
   try {
     cp = await startDevControlPlane({
@@ -18,6 +30,7 @@ export async function runDevControlPlane(opts: DevControlPlaneCliOptions): Promi
       port: opts.port,
       ...(opts.token ? { authToken: opts.token } : {}),
       print: opts.logLevel !== 'silent',
+      ...(healthPolicy ? { healthPolicy } : {}),
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;

@@ -43,8 +43,11 @@ import {
   type NodeMetadata,
   type NodeMetrics,
 } from '../gen/navarch/control_plane_pb.js';
-import { evaluateEvents } from './policy.js';
+import { evaluateEvents, navarchDefaultPolicy, type HealthPolicy } from './policy.js';
 import { eventTypeCelName, systemCelName } from '../controlplane/wire.js';
+
+/** Go's zero time.Time (0001-01-01T00:00:00Z) in ms since the epoch. */
+const GO_ZERO_TIME_MS = -62_135_596_800_000;
 
 export interface DevControlPlaneOptions {
   /** Port (default 0 = ephemeral). */
@@ -62,13 +65,19 @@ export interface DevControlPlaneOptions {
   /** Redraw a node table (only when the print stream is a TTY). Default true. */
   table?: boolean;
   /**
-   * Navarch's heartbeat monitor: a node whose last heartbeat is older than this is marked
-   * UNHEALTHY (Status and HealthStatus). Navarch uses 3 x heartbeat interval; default 0 = off.
-   * Nodes that never sent a heartbeat, and UNHEALTHY / TERMINATED ones, are skipped (as Navarch).
+   * Navarch's heartbeat monitor, always on: a node whose last heartbeat is older than this is
+   * marked UNHEALTHY (Status and HealthStatus), scanned every heartbeat interval. Default, as
+   * Navarch: 3 x heartbeatIntervalSeconds. Nodes that never sent a heartbeat, and UNHEALTHY /
+   * TERMINATED ones, are skipped (as Navarch). 0 (or a 0 heartbeat interval) turns it off.
    */
   heartbeatTimeoutSeconds?: number;
   /** Bound of the received-event history per node (default 10000). */
   maxEventsPerNode?: number;
+  /**
+   * The health policy events are judged with (Navarch's server.health_policy); default Navarch's
+   * own default policy (deploy/navarch/navarch-default-policy.yaml). See loadPolicyFile().
+   */
+  healthPolicy?: HealthPolicy;
 }
 
 /** An event as the dev control plane received it. */
@@ -231,6 +240,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
   const host = opts.host ?? '127.0.0.1';
   const hcInterval = opts.healthCheckIntervalSeconds ?? 60;
   const hbInterval = opts.heartbeatIntervalSeconds ?? 30;
+  const policy = opts.healthPolicy ?? navarchDefaultPolicy();
   const maxEvents = opts.maxEventsPerNode ?? 10_000;
   const out: Writable | null = opts.print === true ? process.stdout : opts.print ? opts.print : null;
   const expectedToken = opts.authToken ? Buffer.from(opts.authToken) : null;
@@ -316,7 +326,8 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
       instanceType: n.instanceType,
       status: n.status,
       healthStatus: n.healthStatus,
-      lastHeartbeat: n.lastHeartbeatMs !== null ? timestampFromMs(n.lastHeartbeatMs) : undefined,
+      // Always set, as Navarch's timestamppb.New(LastHeartbeat): Go's zero time before the first one.
+      lastHeartbeat: timestampFromMs(n.lastHeartbeatMs ?? GO_ZERO_TIME_MS),
       gpus: n.gpus,
       metadata: n.metadata,
     });
@@ -426,7 +437,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
           if (list.length > maxEvents) list.splice(0, list.length - maxEvents);
         }
         if (req.events.length > 0) {
-          const verdict = evaluateEvents(req.events);
+          const verdict = evaluateEvents(req.events, policy);
           if (verdict) {
             results.push(
               create(HealthCheckResultSchema, {
@@ -437,7 +448,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
             );
           }
           for (const ev of req.events) {
-            const one = evaluateEvents([ev]);
+            const one = evaluateEvents([ev], policy);
             const rec: ReceivedEvent = {
               nodeId: req.nodeId,
               receivedAtMs,
@@ -608,7 +619,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
   const url = `http://${hostForUrl}:${addr.port}`;
   say(`development control plane listening on ${url}${expectedToken ? ' (bearer token required)' : ''}`);
 
-  const hbTimeoutMs = Math.max(0, (opts.heartbeatTimeoutSeconds ?? 0) * 1000);
+  const hbTimeoutMs = Math.max(0, (opts.heartbeatTimeoutSeconds ?? 3 * hbInterval) * 1000);
   const monitor =
     hbTimeoutMs > 0
       ? setInterval(
@@ -622,7 +633,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
               }
             }
           },
-          Math.max(250, Math.min(hbTimeoutMs / 3, Math.max(1, hbInterval) * 1000)),
+          Math.max(250, Math.min(hbTimeoutMs / 3, hbInterval > 0 ? hbInterval * 1000 : hbTimeoutMs)),
         )
       : null;
   monitor?.unref();

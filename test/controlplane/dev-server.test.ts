@@ -205,10 +205,21 @@ describe('state rules', () => {
     for (const [e, rule, status] of cases) {
       expect(evaluateEvent(e), `${HealthEventType[e.eventType]} ${JSON.stringify(e.metrics)}`).toEqual({ rule, status });
     }
-    expect(parseMetricValue('+79')).toBe(79);
+    // Go's strconv: ParseInt -> CEL int (bigint), ParseFloat -> double, ParseBool -> bool, else string.
+    expect(parseMetricValue('+79')).toBe(79n);
+    expect(parseMetricValue('-1')).toBe(-1n);
+    expect(parseMetricValue('79.0')).toBe(79);
     expect(parseMetricValue(' 79')).toBe(' 79');
+    expect(parseMetricValue('0x4F')).toBe('0x4F');
+    expect(parseMetricValue('0x1p3')).toBe(8);
     expect(parseMetricValue('true')).toBe(true);
+    expect(parseMetricValue('F')).toBe(false);
     expect(parseMetricValue('1e3')).toBe(1000);
+    expect(parseMetricValue('1e400')).toBe('1e400');
+    expect(parseMetricValue('-Inf')).toBe(-Infinity);
+    expect(Number.isNaN(parseMetricValue('NaN'))).toBe(true);
+    expect(parseMetricValue('9223372036854775807')).toBe(9223372036854775807n);
+    expect(parseMetricValue('9223372036854775808')).toBe(9223372036854775808);
   });
 
   it('worst across events decides the report', async () => {
