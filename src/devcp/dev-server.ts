@@ -132,6 +132,17 @@ export interface DevNodeView {
   lastResults: Array<{ checkName: string; status: DevHealthStatus; message: string; details: Record<string, string> }>;
 }
 
+/** One ReportHealth as judged: the node's health computed from that report alone. */
+export interface ReceivedReport {
+  nodeId: string;
+  receivedAtMs: number;
+  receivedAtNs: bigint;
+  health: DevHealthStatus;
+  /** Check results of the report with their status, the control plane's cel_policy included. */
+  results: Array<{ checkName: string; status: DevHealthStatus }>;
+  events: number;
+}
+
 export interface IssuedCommand {
   commandId: string;
   issuedAtMs: number;
@@ -164,6 +175,8 @@ export interface DevControlPlane {
   forget(nodeId: string): boolean;
   /** Called for each received event (benchmarks). Returns an unsubscribe function. */
   onEvent(listener: (ev: ReceivedEvent) => void): () => void;
+  /** Called after each ReportHealth with the health it computed (flap tests, benchmarks). Returns an unsubscribe function. */
+  onReport(listener: (r: ReceivedReport) => void): () => void;
   /** Count of RPCs by method name (including failed ones); "unauthorized" counts HTTP 401 answers. */
   calls(): Record<string, number>;
   /** TCP connections accepted so far (a keep-alive client makes one, not one per call). */
@@ -250,6 +263,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
   const resultHistory = new Map<string, ReceivedResult[]>();
   const commands: PendingCommand[] = [];
   const listeners = new Set<(ev: ReceivedEvent) => void>();
+  const reportListeners = new Set<(r: ReceivedReport) => void>();
   const callCounts: Record<string, number> = {};
 
   // ---- live view ----------------------------------------------------------------------------
@@ -479,6 +493,17 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
         n.lastHealthCheckMs = Date.now();
         n.reports += 1;
         n.lastResults = results;
+        if (reportListeners.size > 0) {
+          const rep: ReceivedReport = {
+            nodeId: req.nodeId,
+            receivedAtMs,
+            receivedAtNs,
+            health: (HEALTH_NAME[health] ?? 'unknown') as DevHealthStatus,
+            results: results.map((r) => ({ checkName: r.checkName, status: (HEALTH_NAME[r.status] ?? 'unknown') as DevHealthStatus })),
+            events: req.events.length,
+          };
+          for (const l of reportListeners) l(rep);
+        }
         scheduleTable();
         return create(ReportHealthResponseSchema, { acknowledged: true, nodeStatus: n.status });
       },
@@ -675,6 +700,10 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
     onEvent(l) {
       listeners.add(l);
       return () => listeners.delete(l);
+    },
+    onReport(l) {
+      reportListeners.add(l);
+      return () => reportListeners.delete(l);
     },
     calls: () => ({ ...callCounts }),
     connections: () => accepted,
