@@ -4,7 +4,7 @@
  * device, modelName, Hostname) so existing dashboards work; values are read from the agent's
  * latest snapshot at scrape time. Agent metrics are prefixed navarch_agent_.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ActiveFault } from '../events/types.js';
 import type { Telemetry } from '../nvml/types.js';
 import type { AgentStatus, AgentView, DeviceStatus } from './types.js';
@@ -35,6 +35,8 @@ interface DcgmDef {
   name: string;
   help: string;
   value: (t: Telemetry, d: DeviceStatus) => number | null;
+  /** A cumulative NVML count: exported as a counter (dcgm-exporter's default-counters.csv types). */
+  counter?: true;
 }
 
 const b = (v: boolean | null): number | null => (v === null ? null : v ? 1 : 0);
@@ -65,39 +67,43 @@ const DCGM: DcgmDef[] = [
   { name: 'DCGM_FI_DEV_PSTATE', help: 'Performance state (0 = P0).', value: (t) => t.performanceState },
   { name: 'DCGM_FI_DEV_CLOCK_THROTTLE_REASONS', help: 'Current clock throttle reasons (bit mask).', value: (t) => t.clockEventReasons },
   { name: 'DCGM_FI_DEV_XID_ERRORS', help: 'Value of the last XID error encountered.', value: (_t, d) => d.lastXid },
-  { name: 'DCGM_FI_DEV_PCIE_REPLAY_COUNTER', help: 'Total number of PCIe retries.', value: (t) => t.pcieReplayCounter },
+  { name: 'DCGM_FI_DEV_PCIE_REPLAY_COUNTER', help: 'Total number of PCIe retries.', value: (t) => t.pcieReplayCounter, counter: true },
   { name: 'DCGM_FI_DEV_PCIE_LINK_GEN', help: 'Current PCIe link generation.', value: (t) => t.pcieLinkGenCurrent },
   { name: 'DCGM_FI_DEV_PCIE_LINK_WIDTH', help: 'Current PCIe link width.', value: (t) => t.pcieLinkWidthCurrent },
-  { name: 'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL', help: 'Total number of single-bit volatile ECC errors.', value: (t) => t.eccVolatileCorrected },
-  { name: 'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL', help: 'Total number of double-bit volatile ECC errors.', value: (t) => t.eccVolatileUncorrected },
-  { name: 'DCGM_FI_DEV_ECC_SBE_AGG_TOTAL', help: 'Total number of single-bit persistent ECC errors.', value: (t) => t.eccAggregateCorrected },
-  { name: 'DCGM_FI_DEV_ECC_DBE_AGG_TOTAL', help: 'Total number of double-bit persistent ECC errors.', value: (t) => t.eccAggregateUncorrected },
-  { name: 'DCGM_FI_DEV_RETIRED_SBE', help: 'Total number of retired pages due to single-bit errors.', value: (t) => t.retiredPagesSbe },
-  { name: 'DCGM_FI_DEV_RETIRED_DBE', help: 'Total number of retired pages due to double-bit errors.', value: (t) => t.retiredPagesDbe },
+  { name: 'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL', help: 'Total number of single-bit volatile ECC errors.', value: (t) => t.eccVolatileCorrected, counter: true },
+  { name: 'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL', help: 'Total number of double-bit volatile ECC errors.', value: (t) => t.eccVolatileUncorrected, counter: true },
+  { name: 'DCGM_FI_DEV_ECC_SBE_AGG_TOTAL', help: 'Total number of single-bit persistent ECC errors.', value: (t) => t.eccAggregateCorrected, counter: true },
+  { name: 'DCGM_FI_DEV_ECC_DBE_AGG_TOTAL', help: 'Total number of double-bit persistent ECC errors.', value: (t) => t.eccAggregateUncorrected, counter: true },
+  { name: 'DCGM_FI_DEV_RETIRED_SBE', help: 'Total number of retired pages due to single-bit errors.', value: (t) => t.retiredPagesSbe, counter: true },
+  { name: 'DCGM_FI_DEV_RETIRED_DBE', help: 'Total number of retired pages due to double-bit errors.', value: (t) => t.retiredPagesDbe, counter: true },
   { name: 'DCGM_FI_DEV_RETIRED_PENDING', help: 'Page retirement pending (1 = yes).', value: (t) => b(t.retiredPagesPending) },
-  { name: 'DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS', help: 'Number of remapped rows for correctable errors.', value: (t) => t.remappedRowsCorrected },
-  { name: 'DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS', help: 'Number of remapped rows for uncorrectable errors.', value: (t) => t.remappedRowsUncorrected },
+  { name: 'DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS', help: 'Number of remapped rows for correctable errors.', value: (t) => t.remappedRowsCorrected, counter: true },
+  { name: 'DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS', help: 'Number of remapped rows for uncorrectable errors.', value: (t) => t.remappedRowsUncorrected, counter: true },
   { name: 'DCGM_FI_DEV_ROW_REMAP_PENDING', help: 'Row remapping pending (1 = yes).', value: (t) => b(t.remappedRowsPending) },
   { name: 'DCGM_FI_DEV_ROW_REMAP_FAILURE', help: 'Row remapping failed (1 = yes).', value: (t) => b(t.remappedRowsFailure) },
   {
     name: 'DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL',
     help: 'Total number of NVLink flow-control CRC errors.',
     value: (t) => sumLinks(t, 'crcFlitErrors'),
+    counter: true,
   },
   {
     name: 'DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL',
     help: 'Total number of NVLink data CRC errors.',
     value: (t) => sumLinks(t, 'crcDataErrors'),
+    counter: true,
   },
   {
     name: 'DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL',
     help: 'Total number of NVLink retries.',
     value: (t) => sumLinks(t, 'replayErrors'),
+    counter: true,
   },
   {
     name: 'DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL',
     help: 'Total number of NVLink recovery errors.',
     value: (t) => sumLinks(t, 'recoveryErrors'),
+    counter: true,
   },
 ];
 
@@ -148,25 +154,46 @@ export class AgentMetrics {
       Hostname: opts.hostname,
     });
 
+    // prom-client's process_* and nodejs_* metrics, on this registry (never the global one).
+    collectDefaultMetrics({ register: reg });
+
     for (const def of DCGM) {
-      new Gauge<GpuLabel>({
-        name: def.name,
-        help: def.help,
-        labelNames: GPU_LABELS,
-        registers: [reg],
-        collect() {
-          this.reset();
-          for (const d of cur().devices) {
-            if (!d.telemetry) {
-              // Only the XID field makes sense without a sample.
-              if (def.name === 'DCGM_FI_DEV_XID_ERRORS') this.set(gpuLabels(d), d.lastXid);
-              continue;
-            }
-            const v = def.value(d.telemetry, d);
-            if (v !== null && Number.isFinite(v)) this.set(gpuLabels(d), v);
+      // Each scrape rebuilds the values from the last sample; a counter's NVML count is set by
+      // reset() + inc(count), which types it `counter` as dcgm-exporter does.
+      const fill = (put: (labels: Record<GpuLabel, string>, v: number) => void): void => {
+        for (const d of cur().devices) {
+          if (!d.telemetry) {
+            // Only the XID field makes sense without a sample.
+            if (def.name === 'DCGM_FI_DEV_XID_ERRORS') put(gpuLabels(d), d.lastXid);
+            continue;
           }
-        },
-      });
+          const v = def.value(d.telemetry, d);
+          if (v !== null && Number.isFinite(v)) put(gpuLabels(d), v);
+        }
+      };
+      if (def.counter) {
+        new Counter<GpuLabel>({
+          name: def.name,
+          help: def.help,
+          labelNames: GPU_LABELS,
+          registers: [reg],
+          collect() {
+            this.reset();
+            fill((l, v) => this.inc(l, Math.max(0, v)));
+          },
+        });
+      } else {
+        new Gauge<GpuLabel>({
+          name: def.name,
+          help: def.help,
+          labelNames: GPU_LABELS,
+          registers: [reg],
+          collect() {
+            this.reset();
+            fill((l, v) => this.set(l, v));
+          },
+        });
+      }
     }
 
     new Gauge<'kind'>({

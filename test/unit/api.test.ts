@@ -113,8 +113,16 @@ describe('local API', () => {
     const t2 = await (await fetch(`${api.url}/metrics`)).text();
     expect(t2).toContain('navarch_agent_xid_total{gpu="1",code="79"} 3');
     expect(t2).toContain('navarch_agent_event_delivery_seconds_count 1');
-    // Never the global registry: default process metrics are absent.
-    expect(t2).not.toContain('process_cpu_seconds_total');
+    // prom-client's default process and Node.js metrics, on the agent's registry.
+    expect(t2).toContain('# TYPE process_cpu_seconds_total counter');
+    expect(t2).toContain('# TYPE process_resident_memory_bytes gauge');
+    expect(t2).toMatch(/^nodejs_heap_size_used_bytes \d+/m);
+    // Cumulative NVML counts are typed as counters (dcgm-exporter's types); levels stay gauges.
+    for (const name of ['DCGM_FI_DEV_PCIE_REPLAY_COUNTER', 'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL', 'DCGM_FI_DEV_ECC_DBE_AGG_TOTAL', 'DCGM_FI_DEV_RETIRED_DBE',
+      'DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS', 'DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL', 'DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL']) {
+      expect(t2, name).toContain(`# TYPE ${name} counter`);
+    }
+    for (const name of ['DCGM_FI_DEV_GPU_TEMP', 'DCGM_FI_DEV_XID_ERRORS', 'DCGM_FI_DEV_ROW_REMAP_PENDING']) expect(t2, name).toContain(`# TYPE ${name} gauge`);
   });
 
   it('exports kernel-log overruns and lost records once the reader runs', async () => {
