@@ -9,7 +9,6 @@
  * Faults are detected and stored whether or not the control plane is reachable; the link sends
  * what is pending when it can. Nothing here blocks on the network.
  */
-import { mkdir, open as openFile, unlink } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -25,6 +24,8 @@ import { normalizePciBusId } from '../sources/kmsg-parse.js';
 import { nvmlEventsToInputs } from '../sources/nvml-events.js';
 import { TelemetrySampler } from '../sources/telemetry.js';
 import { openEventStore, type DurableEventStore } from '../store/event-store.js';
+import { MemoryEventStore } from '../store/memory-store.js';
+import { chooseStateDir, volatileStateText } from './state-dir.js';
 import type { AppendResult } from '../store/types.js';
 import { KmsgLink } from './kmsg-link.js';
 import { AgentLink, type LinkStatus, type TerminateInfo } from '../controlplane/agent-link.js';
@@ -104,6 +105,10 @@ export class Agent implements AgentView {
   private appendFailures = 0;
   /** Plain http:// to a non-loopback control plane: said once at start and in /status. */
   private transportWarning: string | null = null;
+  /** The state directory in use; null = none writable, events in memory only (see state-dir.ts). */
+  private stateDir: string | null = null;
+  /** Why no state directory is used (null when one is). */
+  private volatileReason: string | null = null;
 
   private constructor(private readonly opts: AgentOptions) {
     this.cfg = opts.config;
@@ -149,7 +154,14 @@ export class Agent implements AgentView {
     this.transportWarning = insecureTransportWarning(this.client.url, cfg.authToken !== null);
     if (this.transportWarning) log.warn({ component: 'controlplane', server: cfg.server }, `INSECURE TRANSPORT: ${this.transportWarning}`);
 
-    await ensureWritableDir(cfg.stateDir);
+    const sd = await chooseStateDir(cfg.stateDir, env);
+    this.stateDir = sd.dir;
+    if (sd.dir === null) {
+      this.volatileReason = volatileStateText(sd.problem ?? cfg.stateDir);
+      log.warn({ component: 'store', stateDir: cfg.stateDir }, `NOT DURABLE: ${this.volatileReason}`);
+    } else if (sd.problem !== null) {
+      log.warn({ component: 'store', stateDir: sd.dir }, `state directory ${sd.dir} used instead (${sd.problem})`);
+    }
 
     // 1. GPU backend
     const blog = log.child({ component: 'backend' });
@@ -171,10 +183,14 @@ export class Agent implements AgentView {
     this.setInventory(backend.devices());
 
     // 2. Durable store
-    try {
-      this.store = await openEventStore({ dir: join(cfg.stateDir, 'events'), logger: log.child({ component: 'store' }) });
-    } catch (err) {
-      throw new AgentStartError(`event store in ${cfg.stateDir}: ${(err as Error).message}`);
+    if (this.stateDir === null) {
+      this.store = new MemoryEventStore();
+    } else {
+      try {
+        this.store = await openEventStore({ dir: join(this.stateDir, 'events'), logger: log.child({ component: 'store' }) });
+      } catch (err) {
+        throw new AgentStartError(`event store in ${this.stateDir}: ${(err as Error).message}`);
+      }
     }
     this.store.onAppend((r) => this.onAppended(r));
     if (this.selection.driverError) void this.ingest(this.selection.driverError);
@@ -224,7 +240,7 @@ export class Agent implements AgentView {
     await this.telemetry.start();
     this.kmsg = new KmsgLink({
       path: cfg.kmsgPath,
-      stateDir: cfg.stateDir,
+      stateDir: this.stateDir,
       log: log.child({ component: 'kmsg' }),
       resolvePci: (short) => this.byPci.get(short) ?? null,
       onEvent: (i) => this.ingest(i),
@@ -236,7 +252,7 @@ export class Agent implements AgentView {
       client: this.client,
       store: this.store,
       logger: log.child({ component: 'controlplane' }),
-      stateDir: cfg.stateDir,
+      ...(this.stateDir !== null ? { stateDir: this.stateDir } : {}),
       inventory: () => this.inventory(),
       metrics: () => this.nodeMetrics(),
       checks: () => this.checks(),
@@ -430,6 +446,7 @@ export class Agent implements AgentView {
         ? failing.map((d) => `GPU ${d.index}: ${(d.error ?? d.sampleError)?.code}`).join(', ')
         : `${n} GPU(s) answering`,
     });
+    if (this.volatileReason !== null) out.push({ name: 'durability', status: 'degraded', message: this.volatileReason });
     return out;
   }
 
@@ -474,6 +491,7 @@ export class Agent implements AgentView {
         pending: this.store?.pendingCount() ?? 0,
         store: this.store ? { ...this.store.stats(), appendFailures: this.appendFailures } : null,
       },
+      durability: { durable: this.stateDir !== null, stateDir: this.stateDir, problem: this.volatileReason },
       kmsg,
       watch: this.watch?.stats() ?? null,
     };
@@ -530,20 +548,5 @@ export class Agent implements AgentView {
     log.debug('GPU backend closed');
     this.client?.close();
     log.info('stopped');
-  }
-}
-
-async function ensureWritableDir(dir: string): Promise<void> {
-  const probe = join(dir, `.probe-${process.pid}`);
-  try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const fh = await openFile(probe, 'wx', 0o600);
-    await fh.close();
-    await unlink(probe);
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new AgentStartError(
-      `state directory ${dir} is not writable (${e.code ?? e.message}): create it for the agent or pass --state-dir`,
-    );
   }
 }

@@ -1,7 +1,7 @@
 /**
  * `navarch-agent run`: logger, Agent, systemd readiness/watchdog/status, signals, exit code.
  *   exit 0  stopped by SIGTERM/SIGINT (after flushing) or by a TERMINATE command
- *   exit 1  the host is not usable (backend, state dir, port in use, ...)
+ *   exit 1  the host is not usable (backend, event store lock, ...); an unwritable state dir is not fatal
  *   exit 2  bad configuration
  */
 import { createLogger, flushLogs } from '../log.js';

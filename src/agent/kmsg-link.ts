@@ -13,7 +13,8 @@ import { KmsgSource } from '../sources/kmsg.js';
 export interface KmsgLinkOptions {
   /** null = disabled. */
   path: string | null;
-  stateDir: string;
+  /** Where the read cursor is kept; null = nowhere (no writable state directory). */
+  stateDir: string | null;
   log: Logger;
   /** Kernel short PCI id ("0000:41:00") -> GPU, null when unknown. */
   resolvePci: (short: string) => DeviceInfo | null;
@@ -35,7 +36,7 @@ export class KmsgLink {
     }
     const source = new KmsgSource({
       path: this.o.path,
-      stateDir: this.o.stateDir,
+      ...(this.o.stateDir !== null ? { stateDir: this.o.stateDir } : {}),
       logger: this.o.log,
       resolveGpu: (short) => {
         const d = this.o.resolvePci(short);

@@ -54,6 +54,8 @@ export interface AgentStatus {
   activeFaults: ActiveFault[];
   controlPlane: ControlPlaneStatus;
   events: { pending: number; store: Record<string, unknown> | null };
+  /** Whether events survive a restart: false when no state directory was writable (src/agent/state-dir.ts). */
+  durability?: { durable: boolean; stateDir: string | null; problem: string | null };
   kmsg: KmsgStatus;
   watch: WatchStats | null;
 }

@@ -3,8 +3,7 @@
  * Exit 0 when nothing failed, 1 otherwise. Every check is bounded in time.
  */
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { open } from 'node:fs/promises';
 import { Code, ConnectError } from '@connectrpc/connect';
 import type { AgentConfig } from '../config/config.js';
 import type { CliIo } from './io.js';
@@ -121,26 +120,24 @@ async function checkKmsg(cfg: AgentConfig, out: CheckResult[]): Promise<void> {
   }
 }
 
-async function checkStateDir(cfg: AgentConfig, out: CheckResult[]): Promise<void> {
-  const probe = join(cfg.stateDir, `.doctor-${process.pid}`);
-  try {
-    await mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
-    await writeFile(probe, 'probe\n', { flag: 'wx' });
-    const fh = await open(probe, 'r+');
-    await fh.sync();
-    await fh.close();
-    await unlink(probe);
-    out.push({ name: 'state directory', state: 'ok', detail: `${cfg.stateDir} writable` });
-  } catch (err) {
-    await unlink(probe).catch(() => undefined);
-    const code = (err as NodeJS.ErrnoException).code;
-    out.push({
-      name: 'state directory',
-      state: 'fail',
-      detail: `${cfg.stateDir}: ${code ?? (err as Error).message}`,
-      fix: code === 'ENOSPC' ? 'free disk space' : 'create it writable for the agent (systemd: StateDirectory=navarch-agent) or pass --state-dir',
-    });
+/** Read-only: creates nothing (src/agent/state-dir.ts inspectStateDir). */
+async function checkStateDir(cfg: AgentConfig, env: NodeJS.ProcessEnv, out: CheckResult[]): Promise<void> {
+  const { inspectStateDir, stateDirCandidates } = await import('../agent/state-dir.js');
+  const problems: string[] = [];
+  for (const dir of stateDirCandidates(cfg.stateDir, env)) {
+    const r = await inspectStateDir(dir);
+    if (r.ok) {
+      out.push({ name: 'state directory', state: problems.length ? 'warn' : 'ok', detail: problems.length ? `${r.detail} (instead of ${problems.join('; ')})` : r.detail });
+      return;
+    }
+    problems.push(r.detail);
   }
+  out.push({
+    name: 'state directory',
+    state: 'fail',
+    detail: `no writable state directory (${problems.join('; ')}): the agent would run with events in memory only, lost on restart`,
+    fix: 'give the agent a writable state directory: systemd StateDirectory=navarch-agent (or ReadWritePaths=/var/lib/navarch-agent under ProtectSystem=strict), or pass --state-dir',
+  });
 }
 
 async function checkControlPlane(cfg: AgentConfig, out: CheckResult[]): Promise<void> {
@@ -250,7 +247,7 @@ export async function doctorChecks(cfg: AgentConfig, env: NodeJS.ProcessEnv): Pr
   const out: CheckResult[] = [];
   await checkBackend(cfg, env, out);
   await checkKmsg(cfg, out);
-  await checkStateDir(cfg, out);
+  await checkStateDir(cfg, env, out);
   await checkControlPlane(cfg, out);
   return out;
 }

@@ -5,7 +5,7 @@
  * --require-tls refusing that.
  */
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDevControlPlane } from '../../src/devcp/dev-server.js';
@@ -98,5 +98,48 @@ describe.skipIf(!DIST_BUILT)('drop-in start (issue 8)', () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/usage: navarch-agent run/);
     expect(r.out).toMatch(/--require-tls/);
+  });
+
+  it('no writable state directory (hardened unit): runs on the in-memory store, one warning, DEGRADED durability at the control plane, doctor FAIL', async () => {
+    const cp = await startDevControlPlane({ heartbeatIntervalSeconds: 1, healthCheckIntervalSeconds: 1 });
+    cleanups.push(() => cp.close());
+    const tmp = tempDir('dropin-ro');
+    cleanups.push(() => rmSync(tmp, { recursive: true, force: true }));
+    // Paths below a regular file cannot be created by anyone, root included (ENOTDIR), like
+    // ProtectSystem=strict without a StateDirectory= or ReadWritePaths= for the agent.
+    writeFileSync(join(tmp, 'file'), 'x');
+    const configured = join(tmp, 'file', 'state');
+    const systemd = join(tmp, 'file', 'systemd-state');
+    const env = { NAVARCH_STATE_DIR: configured, STATE_DIRECTORY: systemd, NAVARCH_FAKE_GPU: 'true', NAVARCH_GPU_COUNT: '2' };
+    const agent = await startAgent({ command: null, noStateDirFlag: true, args: ['--server', cp.url, '--node-id', 'ro-node', '--kmsg-path', 'none'], env });
+    cleanups.push(() => agent.stop('SIGKILL'));
+    const st = await agent.status();
+    expect(st.durability?.durable).toBe(false);
+    expect(st.durability?.problem).toContain(`${configured}: ENOTDIR`);
+    expect(st.durability?.problem).toContain(`${systemd}: ENOTDIR`);
+    const warns = agent.logs.filter((l) => String(l.msg).startsWith('NOT DURABLE'));
+    expect(warns).toHaveLength(1);
+    expect(warns[0]!.level).toBe(40);
+    const durability = await waitFor('durability result', () => cp.results('ro-node').find((r) => r.checkName === 'durability'), 60_000);
+    expect(durability.status).toBe('degraded');
+    expect(durability.message).toMatch(/events are kept in memory only/);
+    // The in-memory store still detects and delivers.
+    expect((await agent.inject({ kind: 'xid', gpu: 1, xid: 79 })).ok).toBe(true);
+    await waitFor('XID 79 delivered', () => cp.events('ro-node').find((e) => e.metrics.xid_code === '79'), 60_000);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+
+    const d = await cli(['doctor', '--server', cp.url, '--gpu-backend', 'fake', '--kmsg-path', 'none'], { NAVARCH_STATE_DIR: configured, STATE_DIRECTORY: systemd });
+    expect(d.code).toBe(1);
+    expect(d.out).toMatch(/\[FAIL\] state directory: no writable state directory .*in memory only/);
+    expect(d.out).toMatch(/fix: .*StateDirectory=navarch-agent/);
+  });
+
+  it('doctor creates nothing: a missing state directory under a writable parent is OK and still missing after', async () => {
+    const tmp = tempDir('dropin-doctor-nocreate');
+    cleanups.push(() => rmSync(tmp, { recursive: true, force: true }));
+    const state = join(tmp, 'a', 'b');
+    const d = await cli(['doctor', '--server', 'http://127.0.0.1:1', '--gpu-backend', 'fake', '--kmsg-path', 'none', '--state-dir', state]);
+    expect(d.out).toMatch(/\[ OK \] state directory: .*does not exist yet; the agent creates it/);
+    expect(existsSync(join(tmp, 'a'))).toBe(false);
   });
 });
