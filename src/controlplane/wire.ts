@@ -23,6 +23,7 @@ import {
   type RegisterNodeRequest,
 } from '../gen/navarch/control_plane_pb.js';
 import type { CheckResult, CheckStatus, NodeInventory, NodeMetricsSample } from './model.js';
+import { navarchForm } from './vocabulary.js';
 
 // ---------------------------------------------------------------------------------------------
 // Enums
@@ -177,7 +178,9 @@ function toProtoEvent(f: WireFields, extras: Record<string, string | undefined>)
 }
 
 export function eventToProto(ev: AgentEvent): PbHealthEvent {
-  return toProtoEvent(ev, {
+  const form = navarchForm(ev);
+  return toProtoEvent({ ...ev, type: form.type, system: form.system }, {
+    ...form.metrics,
     count: String(ev.count ?? 1),
     event_id: ev.id,
     severity: ev.severity,
