@@ -138,7 +138,7 @@ export interface AgentLinkOptions {
    * every report and leaves the verdict to the control plane's CEL policy.
    */
   verdict?: VerdictMode;
-  /** Active faults per report in `policy` mode, fault keys listed in `navarch_agent` (default 64). */
+  /** Active faults re-sent per report in `policy` mode (default 64). */
   stateCap?: number;
   /** Events per ReportHealth (default 500). */
   maxEventsPerReport?: number;

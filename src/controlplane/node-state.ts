@@ -20,8 +20,10 @@ export const VERDICT_MODES: readonly VerdictMode[] = ['agent', 'policy'];
 
 /** The agent's own check result's name. */
 export const AGENT_VERDICT_CHECK = 'navarch_agent';
-/** Active faults re-sent as events per report in `policy` mode, and fault keys listed in the result's details. */
+/** Active faults re-sent as events per report in `policy` mode. */
 export const DEFAULT_STATE_CAP = 64;
+/** Fault keys listed in the `navarch_agent` result's details (the status counts every fault). */
+export const VERDICT_DETAIL_CAP = 16;
 
 const RANK: Record<string, number> = { critical: 0, warning: 1 };
 
@@ -33,7 +35,7 @@ export function judgedFaults(faults: readonly ActiveFault[]): ActiveFault[] {
 }
 
 /** The `navarch_agent` result for this set of active faults (HEALTHY when none judges the node). */
-export function agentVerdict(faults: readonly ActiveFault[], nowMs: number, cap = DEFAULT_STATE_CAP): CheckResult {
+export function agentVerdict(faults: readonly ActiveFault[], nowMs: number, cap = VERDICT_DETAIL_CAP): CheckResult {
   const judged = judgedFaults(faults);
   const critical = judged.filter((f) => f.severity === 'critical').length;
   const warning = judged.length - critical;
@@ -72,7 +74,7 @@ export function wholeState(
   opts: { cap?: number; skipKeys?: ReadonlySet<string> } = {},
 ): StatePart {
   const cap = Math.max(1, opts.cap ?? DEFAULT_STATE_CAP);
-  if (mode === 'agent') return { results: [agentVerdict(faults, nowMs, cap)], faults: [], omitted: 0 };
+  if (mode === 'agent') return { results: [agentVerdict(faults, nowMs)], faults: [], omitted: 0 };
   const judged = judgedFaults(faults).filter((f) => !opts.skipKeys?.has(f.key));
   return { results: [], faults: judged.slice(0, cap), omitted: Math.max(0, judged.length - cap) };
 }
