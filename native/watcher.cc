@@ -52,6 +52,9 @@ void Now(int64_t* monoNs, double* wallMs) {
 constexpr std::chrono::milliseconds kBackoffBase{1000};
 constexpr std::chrono::milliseconds kBackoffCap{30000};
 constexpr std::chrono::milliseconds kRecoveryProbe{2000};
+// GPU_IS_LOST that no GPU could be blamed for, even alone in a set: retried after at most this
+// (not the 30 s cap), so the other GPUs' events wait no longer than that.
+constexpr std::chrono::milliseconds kUnattributedLostCap{1000};
 
 }  // namespace
 
@@ -295,6 +298,7 @@ bool WatchCore::BuildSet() {
       }
     }
     r.mask = mask;
+    d.mask = mask;
     regs.push_back(r);
   }
   std::lock_guard<std::mutex> lock(regMu_);
@@ -318,7 +322,43 @@ bool WatchCore::ProbeLost(int64_t monoNs, double wallMs) {
       newly = true;
     }
   }
+  if (newly) return true;
+  // NVML did not say which GPU (its queries all answer): ask each GPU alone.
+  for (Dev& d : devs_) {
+    if (d.lost || d.handle == nullptr || d.mask == 0) continue;
+    if (LostInIsolation(d.handle, d.mask)) {
+      EmitLost(d, monoNs, wallMs);
+      newly = true;
+    }
+  }
   return newly;
+}
+
+bool WatchCore::LostInIsolation(abi::nvmlDevice_t h, uint64_t mask) {
+  const NvmlApi& a = lib_->api();
+  if (h == nullptr || a.EventSetCreate == nullptr || a.EventSetWait == nullptr || a.DeviceRegisterEvents == nullptr)
+    return false;
+  if (mask == 0) {
+    unsigned long long supported = 0;
+    int st = a.DeviceGetSupportedEventTypes == nullptr ? abi::kErrFunctionNotFound
+                                                       : a.DeviceGetSupportedEventTypes(h, &supported);
+    if (st == abi::kErrGpuIsLost) return true;
+    if (st != abi::kSuccess) return false;
+    mask = opts_.wantedMask & supported;
+    if (mask == 0) return false;
+  }
+  abi::nvmlEventSet_t probe = nullptr;
+  if (a.EventSetCreate(&probe) != abi::kSuccess) return false;
+  // One type is enough (and one the GPU accepted); an event the wait may hand over is a copy of
+  // one the shared set also holds, so it is dropped here.
+  int st = a.DeviceRegisterEvents(h, mask & (~mask + 1), probe);
+  if (st == abi::kSuccess) {
+    abi::nvmlEventData_t data;
+    memset(&data, 0, sizeof data);
+    st = a.EventSetWait(probe, &data, 0);
+  }
+  if (a.EventSetFree != nullptr) a.EventSetFree(probe);
+  return st == abi::kErrGpuIsLost;
 }
 
 bool WatchCore::ProbeRecovered() {
@@ -332,7 +372,7 @@ bool WatchCore::ProbeRecovered() {
       char uuid[abi::kUuidBufferSize];
       st = a.DeviceGetUUID(h, uuid, abi::kUuidBufferSize);
     }
-    if (st == abi::kSuccess) {
+    if (st == abi::kSuccess && !LostInIsolation(h, d.mask)) {
       d.handle = h;
       d.lost = false;  // a later loss is reported again
       any = true;
@@ -417,9 +457,13 @@ void WatchCore::Run() {
       // Leave the lost GPU(s) out of a new set so the healthy ones keep reporting.
       haveSet = RebuildSet(rng);
       continue;
+    } else if (st == abi::kErrGpuIsLost) {
+      // No GPU could be blamed, even alone: retry soon, on a fresh set, so the healthy GPUs'
+      // events are not held back by the full back-off.
+      SleepInterruptible(std::min(kUnattributedLostCap, Backoff(errorStreak++, rng)));
+      haveSet = RebuildSet(rng);
     } else {
-      // Persistent failure (GPU_IS_LOST with no identifiable GPU, UNKNOWN, UNINITIALIZED...): back
-      // off instead of spinning.
+      // Persistent failure (UNKNOWN, UNINITIALIZED...): back off instead of spinning.
       SleepInterruptible(Backoff(errorStreak++, rng));
     }
     if (anyLost && std::chrono::steady_clock::now() - lastRecoveryProbe >= kRecoveryProbe) {

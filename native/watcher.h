@@ -112,6 +112,7 @@ class WatchCore : public std::enable_shared_from_this<WatchCore> {
     int index = -1;
     abi::nvmlDevice_t handle = nullptr;
     std::string uuid, pciBusId;
+    uint64_t mask = 0;  // event types registered in the last set built
     bool lost = false;
   };
   void Run();
@@ -124,6 +125,9 @@ class WatchCore : public std::enable_shared_from_this<WatchCore> {
   void EmitLost(Dev& d, int64_t monoNs, double wallMs);
   bool ProbeLost(int64_t monoNs, double wallMs);  // true when a GPU newly turned out lost
   bool ProbeRecovered();
+  /** True when a wait on a new event set holding only this GPU answers GPU_IS_LOST: attributes a
+   *  loss that the shared set's wait and the device's own queries do not. */
+  bool LostInIsolation(abi::nvmlDevice_t h, uint64_t mask);
   void SleepInterruptible(std::chrono::milliseconds d);
 
   std::shared_ptr<Library> lib_;

@@ -671,7 +671,7 @@ static nvmlReturn_t impl_nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long 
 
 static int set_has_lost_device(const fake_set *s) {
     for (unsigned i = 0; i < g_ndev; i++)
-        if (s->reg[i] && g_dev[i].lost) return 1;
+        if (s->reg[i] && (g_dev[i].lost || g_dev[i].lost_unattributed)) return 1;
     return 0;
 }
 

@@ -187,14 +187,21 @@ static void handle(const char *line, size_t len, char *reply) {
             }
         }
     } else if (strcmp(op, "lost") == 0) {
-        if (!want_device(req, &dev, reply)) {
-            g_dev[dev].lost = 1;
+        const jv *attr = jv_get(req, "attributable");
+        if (attr && attr->kind != JV_BOOL) {
+            reply_err(reply, "\"attributable\" must be a boolean");
+        } else if (!want_device(req, &dev, reply)) {
+            /* attributable:false = NVML cannot say which GPU: its calls still answer, only a wait
+             * on an event set holding it returns GPU_IS_LOST */
+            if (attr && !attr->boolean) g_dev[dev].lost_unattributed = 1;
+            else g_dev[dev].lost = 1;
             fake_wake_all();
             snprintf(reply, REPLY_CAP, "{\"ok\":true}");
         }
     } else if (strcmp(op, "recover") == 0) {
         if (!want_device(req, &dev, reply)) {
             g_dev[dev].lost = 0;
+            g_dev[dev].lost_unattributed = 0;
             g_dev[dev].hang_fn[0] = '\0';
             g_dev[dev].hang_ms = 0;
             g_dev[dev].hang_gen++;

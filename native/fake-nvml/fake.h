@@ -73,6 +73,7 @@ typedef struct nvmlDevice_st {
     unsigned long long nvlink_down; /* bit per link */
     unsigned long long unsupported; /* bit per F_ / U_ index */
     int lost;
+    int lost_unattributed; /* only event waits on a set holding it say GPU_IS_LOST; device calls answer */
     char hang_fn[96]; /* "" = none, "*" = every device call */
     long long hang_ms;
     unsigned hang_gen; /* bumped by recover to release blocked calls */

@@ -107,6 +107,36 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
     await w.stop();
   });
 
+  it('a loss NVML cannot attribute is pinned on its GPU alone in a set; the others keep reporting; no flapping', async () => {
+    const { events } = await setup(3);
+    const w = ctx.nvml!.watch((evs) => events.push(...evs), { waitTimeoutMs: 100 });
+    await until(() => w.stats().registered.length === 3, 'registration');
+    // GPU 1's own calls still answer; only a wait on a set holding it says GPU_IS_LOST.
+    await ctx.fake!.inject({ op: 'lost', device: 1, attributable: false });
+    await until(() => events.some((e) => e.type === 'gpu_lost'), 'gpu_lost');
+    expect(events.filter((e) => e.type === 'gpu_lost').map((e) => [e.deviceIndex, e.uuid])).toEqual([[1, defaultDevices(3)[1]!.uuid]]);
+    await until(() => w.stats().registered[1]!.error?.code === 'NVML_ERROR_GPU_IS_LOST', 'GPU 1 left out of the set');
+    // The healthy GPUs' events arrive (under the old 30 s back-off the shared set kept failing).
+    await ctx.fake!.xid(0, 48);
+    await ctx.fake!.xid(2, 94);
+    await until(() => events.some((e) => e.data === 48 && e.deviceIndex === 0) && events.some((e) => e.data === 94 && e.deviceIndex === 2), 'xids from GPUs 0 and 2');
+    // Past a recovery probe (every 2 s): its answering calls do not make it look recovered.
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(events.filter((e) => e.type === 'gpu_lost')).toHaveLength(1);
+    expect(w.stats().registered[1]!.error).toMatchObject({ code: 'NVML_ERROR_GPU_IS_LOST' });
+    await ctx.fake!.recover(1);
+    await until(() => w.stats().registered[1]!.error === null, 're-registration after recovery');
+    await ctx.fake!.xid(1, 74);
+    await until(() => events.some((e) => e.data === 74 && e.deviceIndex === 1), 'event from the recovered GPU');
+    expect(events.filter((e) => e.type === 'gpu_lost')).toHaveLength(1);
+    await w.stop();
+  });
+
+  it('the fake refuses a non-boolean attributable', async () => {
+    await setup(1);
+    await expect(ctx.fake!.inject({ op: 'lost', device: 0, attributable: 'no' })).rejects.toThrow(/"attributable" must be a boolean/);
+  });
+
   it('a GPU lost before open is still listed, with its error', async () => {
     const devs = defaultDevices(2);
     devs[1]!.lost = true;
