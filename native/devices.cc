@@ -131,6 +131,17 @@ struct NvLink {
   OptNum replay, recovery, crcFlit, crcData;
 };
 
+/** nvmlDeviceGetGpuFabricInfoV as read (v3, or v2 on drivers before 580). */
+struct Fabric {
+  unsigned version;  // 3 or 2
+  unsigned state;
+  int status;
+  unsigned cliqueId;
+  std::string clusterUuid;  // 32 hex digits
+  unsigned healthMask;
+  std::optional<unsigned> healthSummary;  // v3 only
+};
+
 struct Telemetry {
   OptNum temperatureC, powerUsageW, powerLimitW, gpuUtil, memUtil, memUsed, memTotal, smClock, memClock,
       clockReasons, pstate, fan;
@@ -141,6 +152,7 @@ struct Telemetry {
   OptBool remapPending, remapFailure;
   OptNum pcieReplay, pcieGenCur, pcieGenMax, pcieWidthCur, pcieWidthMax;
   std::optional<std::vector<NvLink>> nvlinks;
+  std::optional<Fabric> fabric;
 };
 
 struct SnapshotPayload : Payload {
@@ -205,6 +217,20 @@ struct SnapshotPayload : Payload {
         x.Set("nvlinks", links);
       } else {
         x.Set("nvlinks", env.Null());
+      }
+      if (t.fabric) {
+        const Fabric& f = *t.fabric;
+        Napi::Object fo = Napi::Object::New(env);
+        fo.Set("version", f.version);
+        fo.Set("state", f.state);
+        fo.Set("status", f.status);
+        fo.Set("cliqueId", f.cliqueId);
+        fo.Set("clusterUuid", f.clusterUuid);
+        fo.Set("healthMask", f.healthMask);
+        fo.Set("healthSummary", f.healthSummary ? Napi::Value(Napi::Number::New(env, *f.healthSummary)) : env.Null());
+        x.Set("fabric", fo);
+      } else {
+        x.Set("fabric", env.Null());
       }
       o.Set("telemetry", x);
     }
@@ -320,6 +346,30 @@ void ReadTelemetry(Lane& lane, nvmlDevice_t h, Telemetry& t) {
       links.push_back(link);
     }
     if (!links.empty()) t.nvlinks = std::move(links);
+  }
+
+  // Fabric info: v3 first, v2 where the driver (< 580) answers ARGUMENT_VERSION_MISMATCH;
+  // NOT_SUPPORTED (pre-Hopper, no fabric) or a missing symbol -> null.
+  if (lane.api().DeviceGetGpuFabricInfoV != nullptr) {
+    abi::nvmlGpuFabricInfoV_t fi;
+    memset(&fi, 0, sizeof fi);
+    fi.version = abi::kGpuFabricInfoV3;
+    unsigned version = 3;
+    st = NV_CALL(lane, DeviceGetGpuFabricInfoV, h, &fi);
+    if (st == abi::kErrArgumentVersionMismatch) {
+      memset(&fi, 0, sizeof fi);
+      fi.version = abi::kGpuFabricInfoV2;
+      version = 2;
+      st = NV_CALL(lane, DeviceGetGpuFabricInfoV, h, &fi);
+    }
+    if (st == abi::kSuccess) {
+      Fabric f{version, fi.state, fi.status, fi.cliqueId, std::string(), fi.healthMask, std::nullopt};
+      char hex[33];
+      for (int i = 0; i < 16; ++i) snprintf(hex + 2 * i, 3, "%02x", fi.clusterUuid[i]);
+      f.clusterUuid.assign(hex, 32);
+      if (version == 3) f.healthSummary = fi.healthSummary;
+      t.fabric = std::move(f);
+    }
   }
 }
 

@@ -100,6 +100,7 @@ std::shared_ptr<Library> Library::Open(const std::string& requested, Failure* fa
   Bind(handle, "nvmlDeviceGetMaxPcieLinkWidth", &a.DeviceGetMaxPcieLinkWidth);
   Bind(handle, "nvmlDeviceGetNvLinkState", &a.DeviceGetNvLinkState);
   Bind(handle, "nvmlDeviceGetNvLinkErrorCounter", &a.DeviceGetNvLinkErrorCounter);
+  Bind(handle, "nvmlDeviceGetGpuFabricInfoV", &a.DeviceGetGpuFabricInfoV);
   Bind(handle, "nvmlDeviceGetSupportedEventTypes", &a.DeviceGetSupportedEventTypes);
   Bind(handle, "nvmlEventSetCreate", &a.EventSetCreate);
   Bind(handle, "nvmlEventSetFree", &a.EventSetFree);

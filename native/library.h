@@ -52,6 +52,7 @@ struct NvmlApi {
   abi::PFN_nvmlDeviceGetUInt DeviceGetMaxPcieLinkWidth = nullptr;
   abi::PFN_nvmlDeviceGetNvLinkState DeviceGetNvLinkState = nullptr;
   abi::PFN_nvmlDeviceGetNvLinkErrorCounter DeviceGetNvLinkErrorCounter = nullptr;
+  abi::PFN_nvmlDeviceGetGpuFabricInfoV DeviceGetGpuFabricInfoV = nullptr;  // >= 550, Hopper+
   abi::PFN_nvmlDeviceGetULL DeviceGetSupportedEventTypes = nullptr;
   abi::PFN_nvmlEventSetCreate EventSetCreate = nullptr;
   abi::PFN_nvmlEventSetFree EventSetFree = nullptr;

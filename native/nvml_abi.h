@@ -112,6 +112,26 @@ static_assert(offsetof(nvmlEventData_t, eventData) == 16, "nvmlEventData_t.event
 static_assert(offsetof(nvmlEventData_t, gpuInstanceId) == 24, "nvmlEventData_t.gpuInstanceId");
 static_assert(offsetof(nvmlEventData_t, computeInstanceId) == 28, "nvmlEventData_t.computeInstanceId");
 
+// nvmlGpuFabricInfo_v3_t; v2 is its first 36 bytes (no healthSummary). nvml-abi.md §4.8.
+struct nvmlGpuFabricInfoV_t {
+  unsigned int version;
+  unsigned char clusterUuid[16];
+  nvmlReturn_t status;
+  unsigned int cliqueId;
+  unsigned char state;
+  unsigned int healthMask;
+  unsigned char healthSummary;
+};
+static_assert(sizeof(nvmlGpuFabricInfoV_t) == 40, "nvmlGpuFabricInfo_v3_t size");
+static_assert(offsetof(nvmlGpuFabricInfoV_t, status) == 20, "nvmlGpuFabricInfoV_t.status");
+static_assert(offsetof(nvmlGpuFabricInfoV_t, cliqueId) == 24, "nvmlGpuFabricInfoV_t.cliqueId");
+static_assert(offsetof(nvmlGpuFabricInfoV_t, state) == 28, "nvmlGpuFabricInfoV_t.state");
+static_assert(offsetof(nvmlGpuFabricInfoV_t, healthMask) == 32, "nvmlGpuFabricInfoV_t.healthMask");
+static_assert(offsetof(nvmlGpuFabricInfoV_t, healthSummary) == 36, "nvmlGpuFabricInfoV_t.healthSummary");
+constexpr unsigned int kGpuFabricInfoV3 = 0x03000028;  // NVML_STRUCT_VER(v3, 3): 40 bytes
+constexpr unsigned int kGpuFabricInfoV2 = 0x02000024;  // NVML_STRUCT_VER(v2, 2): 36 bytes
+constexpr nvmlReturn_t kErrArgumentVersionMismatch = 25;
+
 // ---- entry points (enum parameters are passed as unsigned int, identical on SysV) -------------
 using PFN_nvmlInit_v2 = nvmlReturn_t (*)();
 using PFN_nvmlShutdown = nvmlReturn_t (*)();
@@ -138,6 +158,7 @@ using PFN_nvmlDeviceGetRemappedRows =
 using PFN_nvmlDeviceGetNvLinkState = nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int*);
 using PFN_nvmlDeviceGetNvLinkErrorCounter =
     nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int, unsigned long long*);
+using PFN_nvmlDeviceGetGpuFabricInfoV = nvmlReturn_t (*)(nvmlDevice_t, nvmlGpuFabricInfoV_t*);
 using PFN_nvmlEventSetCreate = nvmlReturn_t (*)(nvmlEventSet_t*);
 using PFN_nvmlEventSetFree = nvmlReturn_t (*)(nvmlEventSet_t);
 using PFN_nvmlDeviceRegisterEvents = nvmlReturn_t (*)(nvmlDevice_t, unsigned long long, nvmlEventSet_t);

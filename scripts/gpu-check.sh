@@ -169,6 +169,9 @@ else
   skip "pynvml comparison (--skip-pynvml)"
 fi
 
+# ---------------------------------------------------------------- fabric (NVSwitch, fabric manager, NVML fabric info)
+step "fabric info" 30 node scripts/gpu-check/fabric_dump.mjs --out "$OUT/fabric.json"
+
 # ---------------------------------------------------------------- summary
 say ""
 say "== summary ($(( $(date +%s) - START ))s; log and results in $OUT)"

@@ -760,6 +760,39 @@ void fake_wake_all(void) {
     pthread_cond_broadcast(&g_hang_cv);
 }
 
+/* ---------------------------------------------------------------- fabric info */
+
+/* nvmlGpuFabricInfo_v3_t; v2 is its first 36 bytes. */
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned char state;
+    unsigned int healthMask;
+    unsigned char healthSummary;
+} nvmlGpuFabricInfoV_t;
+_Static_assert(sizeof(nvmlGpuFabricInfoV_t) == 40, "nvmlGpuFabricInfo_v3_t size");
+_Static_assert(offsetof(nvmlGpuFabricInfoV_t, healthMask) == 32, "healthMask offset");
+
+/* fabricInfoVersion: 0 = NOT_SUPPORTED (the default), 2 = a driver before 580 (v3 refused with
+ * ARGUMENT_VERSION_MISMATCH), 3 = v3 and v2. The other fabric* fields are the answer. */
+static nvmlReturn_t impl_nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t d, nvmlGpuFabricInfoV_t *fi) {
+    ENTER(d);
+    REQUIRE(fi);
+    unsigned long long maxv = d->vals[F_fabricInfoVersion];
+    if (maxv == 0) return leave(NVML_ERROR_NOT_SUPPORTED);
+    int v3 = fi->version == 0x03000028u;
+    if (!(v3 && maxv >= 3) && fi->version != 0x02000024u) return leave(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    for (int i = 0; i < 16; i++) fi->clusterUuid[i] = (unsigned char)(0xc0 + i);
+    fi->status = (nvmlReturn_t)d->vals[F_fabricStatus];
+    fi->cliqueId = (unsigned int)d->vals[F_fabricCliqueId];
+    fi->state = (unsigned char)d->vals[F_fabricState];
+    fi->healthMask = (unsigned int)d->vals[F_fabricHealthMask];
+    if (v3) fi->healthSummary = (unsigned char)d->vals[F_fabricHealthSummary]; /* v2: 36 bytes, left alone */
+    return leave(NVML_SUCCESS);
+}
+
 /* ---------------------------------------------------------------- exports (IFUNC) */
 
 #define FAKE_ENTRY_POINTS(X)                                                                   \
@@ -782,7 +815,7 @@ void fake_wake_all(void) {
     X(nvmlDeviceGetCurrPcieLinkWidth) X(nvmlDeviceGetMaxPcieLinkWidth)                         \
     X(nvmlDeviceGetCurrPcieLinkGeneration) X(nvmlDeviceGetMaxPcieLinkGeneration)               \
     X(nvmlDeviceGetSupportedEventTypes) X(nvmlEventSetCreate) X(nvmlDeviceRegisterEvents)      \
-    X(nvmlEventSetWait_v2) X(nvmlEventSetWait) X(nvmlEventSetFree)
+    X(nvmlEventSetWait_v2) X(nvmlEventSetWait) X(nvmlEventSetFree) X(nvmlDeviceGetGpuFabricInfoV)
 
 #define FAKE_EXPORT(name)                                                                      \
     static __typeof__(&impl_##name) resolve_##name(void) {                                     \

@@ -46,7 +46,9 @@ enum {
     X(remappedCorrected, 0ULL) X(remappedUncorrected, 0ULL) X(remappedPending, 0ULL)         \
     X(remappedFailure, 0ULL) X(pcieReplay, 0ULL) X(pcieGenCurrent, 5ULL) X(pcieGenMax, 5ULL) \
     X(pcieWidthCurrent, 16ULL) X(pcieWidthMax, 16ULL) X(nvlinkCount, 18ULL)                  \
-    X(nvlinkReplay, 0ULL) X(nvlinkRecovery, 0ULL) X(nvlinkCrcFlit, 0ULL) X(nvlinkCrcData, 0ULL)
+    X(nvlinkReplay, 0ULL) X(nvlinkRecovery, 0ULL) X(nvlinkCrcFlit, 0ULL) X(nvlinkCrcData, 0ULL) \
+    X(fabricInfoVersion, 0ULL) X(fabricState, 3ULL) X(fabricStatus, 0ULL) X(fabricCliqueId, 0ULL) \
+    X(fabricHealthMask, 0ULL) X(fabricHealthSummary, 1ULL)
 
 enum {
 #define FAKE_ENUM_F(name, def) F_##name,

@@ -306,6 +306,7 @@ export class FakeBackend implements InjectableBackend {
       pcieLinkWidthCurrent: 16,
       pcieLinkWidthMax: 16,
       nvlinks,
+      fabric: null,
     };
   }
 

@@ -100,6 +100,25 @@ export interface Telemetry {
   pcieLinkWidthMax: number | null;
   /** Links that exist on the device (NOT_SUPPORTED / INVALID_ARGUMENT links are omitted); null without NVLink. */
   nvlinks: NvLinkStatus[] | null;
+  /** nvmlDeviceGetGpuFabricInfoV (v3, else v2); null where unsupported (pre-Hopper GPUs, drivers before 550, the TypeScript fake backend); optional for hand-built telemetry. */
+  fabric?: GpuFabricInfo | null;
+}
+
+/** NVML GPU fabric info (nvml-abi.md §3.7 / §4.8). `status` counts only once `state` is 3 (completed). */
+export interface GpuFabricInfo {
+  /** Struct version the driver answered: 3, or 2 on drivers before 580. */
+  version: 2 | 3;
+  /** 0 not supported, 1 not started, 2 in progress, 3 completed. */
+  state: number;
+  /** An nvmlReturn_t: 0 success. */
+  status: number;
+  cliqueId: number;
+  /** 32 hex digits. */
+  clusterUuid: string;
+  /** Packed fields, `(mask >> shift) & width`; 0 in a field = not supported. */
+  healthMask: number;
+  /** v3 only (else null): 0 not supported, 1 healthy, 2 unhealthy, 3 limited capacity. */
+  healthSummary: number | null;
 }
 
 export type DeviceSnapshot =

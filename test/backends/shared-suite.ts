@@ -26,7 +26,7 @@ export interface BackendHarness {
 }
 
 /** Every Telemetry key and the JS type of its non-null value. */
-export const TELEMETRY_KEYS: Record<keyof Telemetry, 'number' | 'boolean' | 'array'> = {
+export const TELEMETRY_KEYS: Record<keyof Telemetry, 'number' | 'boolean' | 'array' | 'object'> = {
   temperatureC: 'number',
   powerUsageW: 'number',
   powerLimitW: 'number',
@@ -59,6 +59,7 @@ export const TELEMETRY_KEYS: Record<keyof Telemetry, 'number' | 'boolean' | 'arr
   pcieLinkWidthCurrent: 'number',
   pcieLinkWidthMax: 'number',
   nvlinks: 'array',
+  fabric: 'object',
 };
 
 export function waitFor<T>(what: string, get: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {

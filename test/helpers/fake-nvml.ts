@@ -69,6 +69,14 @@ export interface FakeTelemetry {
   nvlinkRecovery?: number;
   nvlinkCrcFlit?: number;
   nvlinkCrcData?: number;
+  /** nvmlDeviceGetGpuFabricInfoV: 0 NOT_SUPPORTED (default), 2 a driver < 580 (v3 refused), 3 v3 and v2. */
+  fabricInfoVersion?: number;
+  /** Fabric state (default 3 completed), status (nvmlReturn_t), clique id, health mask, summary (v3; default 1 healthy). */
+  fabricState?: number;
+  fabricStatus?: number;
+  fabricCliqueId?: number;
+  fabricHealthMask?: number;
+  fabricHealthSummary?: number;
 }
 
 /** Numeric telemetry keys accepted by the `set` op. */

@@ -69,6 +69,7 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
       nvlinks: [0, 1, 2, 3].map((link) => ({
         link, active: link !== 2, replayErrors: 6, recoveryErrors: 7, crcFlitErrors: 8, crcDataErrors: 9,
       })),
+      fabric: null, // fabricInfoVersion 0: NOT_SUPPORTED (test/native/fabric.test.ts covers the rest)
     });
     const s0 = snap[0]!;
     expect(s0.ok && s0.telemetry.temperatureC).toBe(33);
