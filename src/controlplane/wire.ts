@@ -206,32 +206,6 @@ export function faultToProto(f: ActiveFault): PbHealthEvent {
   );
 }
 
-/**
- * Check results that re-assert active faults: one "active_faults" result, UNHEALTHY when any
- * fault is critical (DEGRADED for warnings only), so a re-registered node does not read ACTIVE.
- * Empty when nothing is critical or warning.
- */
-export function faultsToResults(faults: ActiveFault[], nowMs = Date.now()): CheckResult[] {
-  const critical = faults.filter((f) => f.severity === 'critical');
-  const warning = faults.filter((f) => f.severity === 'warning');
-  if (critical.length === 0 && warning.length === 0) return [];
-  const worst = critical.length > 0 ? critical : warning;
-  const details: Record<string, string> = {};
-  for (const f of [...critical, ...warning].slice(0, 64)) details[f.key] = `${f.severity}: ${f.message}`.slice(0, 512);
-  return [
-    {
-      name: 'active_faults',
-      status: critical.length > 0 ? 'unhealthy' : 'degraded',
-      message: `${worst.length} active ${critical.length > 0 ? 'critical' : 'warning'} fault(s): ${worst
-        .slice(0, 8)
-        .map((f) => f.key)
-        .join(', ')}`,
-      details,
-      timeMs: nowMs,
-    },
-  ];
-}
-
 export function resultToProto(r: CheckResult): PbCheckResult {
   const details: Record<string, string> = {};
   for (const [k, v] of Object.entries(r.details ?? {})) details[String(k)] = String(v);
