@@ -3,7 +3,7 @@
  * NVIDIA driver's NVRM lines into classified health events.
  *
  * - `/dev/kmsg` is opened O_NONBLOCK; each read() returns one record. EAGAIN means "nothing
- *   new": the loop waits with a short backoff (25 ms doubling to 250 ms by default) and reads
+ *   new": the loop waits with a short backoff (25 ms doubling to 100 ms by default: this kernel's ring buffer of about 1,400 XID records fills in 140 ms at 10 records per ms) and reads
  *   again. (Node cannot poll a character device with libuv handles, so this is the approach
  *   that works on Node 20.) EPIPE means the reader was overrun: it is counted and reading goes
  *   on from the oldest record still in the ring buffer.
@@ -56,7 +56,7 @@ export interface KmsgSourceOptions {
   bootTimeMs?: number;
   /** Emit the XIDs already in the buffer on a first run (marked replayed). Default true. */
   replayOnFirstRun?: boolean;
-  /** Idle poll backoff bounds (ms). Defaults 25 and 250. */
+  /** Idle poll backoff bounds (ms). Defaults 25 and 100. */
   pollMinMs?: number;
   pollMaxMs?: number;
   /** Least time between cursor writes (ms). Default 1000. */
@@ -120,10 +120,40 @@ export function bootTimeMs(): number {
   return Date.now();
 }
 
+/** Records read on the JavaScript thread before it yields to the event loop. */
+const YIELD_EVERY_RECORDS = 256;
+
+function readNonBlocking(fd: number, buf: Buffer): Promise<number> {
+  try {
+    return Promise.resolve(fs.readSync(fd, buf, 0, buf.length, null));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
 function readAsync(fd: number, buf: Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
     fs.read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)));
   });
+}
+
+/** Atomic small-file write, off the JavaScript thread: tmp + fsync + rename + fsync(dir). */
+async function writeFileAtomicAsync(file: string, data: string): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const fh = await fs.promises.open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fs.promises.rename(tmp, file);
+  const dh = await fs.promises.open(path.dirname(file), 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
 }
 
 /** Atomic small-file write: tmp + fsync + rename + fsync(dir). */
@@ -158,8 +188,7 @@ export class KmsgSource {
   private mode: 'records' | 'stream' | 'closed' = 'closed';
   private loopDone: Promise<void> | null = null;
   private stopping = false;
-  private wake: (() => void) | null = null;
-  private sleepTimer: NodeJS.Timeout | null = null;
+  private readonly sleepers = new Set<() => void>();
   private readonly uuidByPci = new Map<string, string>();
   /** Records with seq <= skipUpTo (same boot as the cursor) are skipped. */
   private skipUpTo: bigint | null = null;
@@ -175,6 +204,11 @@ export class KmsgSource {
   private streamBuf = '';
   /** Records read but not yet handed to the callback: flushed when full, at idle and at stop. */
   private readonly batch = new KmsgBatch();
+  /** Batch commits run one after another, behind the reader. */
+  private flushChain: Promise<void> = Promise.resolve();
+  private flushesQueued = 0;
+  /** Set at the first idle read: records after it are live, not replayed history. */
+  private backlogRead = false;
   /** Dropping the rest of an over-long line (stream mode). */
   private discarding = false;
   private readonly st: KmsgStats = {
@@ -203,7 +237,7 @@ export class KmsgSource {
     this.bootId = opts.bootId ?? readBootId();
     this.bootMs = opts.bootTimeMs ?? bootTimeMs();
     this.pollMin = Math.max(1, opts.pollMinMs ?? 25);
-    this.pollMax = Math.max(this.pollMin, opts.pollMaxMs ?? 250);
+    this.pollMax = Math.max(this.pollMin, opts.pollMaxMs ?? 100);
     this.cursorInterval = Math.max(0, opts.cursorWriteIntervalMs ?? 1000);
   }
 
@@ -233,7 +267,7 @@ export class KmsgSource {
   /** Stop tailing and persist the cursor. */
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wake?.();
+    for (const wake of [...this.sleepers]) wake();
     if (this.loopDone) await this.loopDone;
     this.loopDone = null;
     if (this.fd !== null) {
@@ -246,7 +280,8 @@ export class KmsgSource {
     }
     this.mode = 'closed';
     this.st.mode = 'closed';
-    this.persistCursor(true);
+    await this.flushChain;
+    await this.persistCursor(true);
   }
 
   stats(): KmsgStats {
@@ -294,16 +329,16 @@ export class KmsgSource {
     }
   }
 
-  private persistCursor(force: boolean): void {
+  private async persistCursor(force: boolean): Promise<void> {
     const p = this.cursorPath();
     if (!p || !this.cursorDirty || this.lastSeq === null) return;
     const now = Date.now();
     if (!force && now - this.lastCursorWrite < this.cursorInterval) return;
     try {
-      fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o700 });
+      await fs.promises.mkdir(path.dirname(p), { recursive: true, mode: 0o700 });
       const seq = this.pinSeq !== null && this.pinSeq < this.lastSeq ? this.pinSeq : this.lastSeq;
       const c: Cursor = { bootId: this.bootId, lastSeq: seq.toString(), path: this.path };
-      writeFileAtomic(p, `${JSON.stringify({ ...c, updatedMs: now })}\n`);
+      await writeFileAtomicAsync(p, `${JSON.stringify({ ...c, updatedMs: now })}\n`);
       this.cursorDirty = false;
       this.lastCursorWrite = now;
       this.st.cursorWrites++;
@@ -314,32 +349,45 @@ export class KmsgSource {
 
   // -------------------------------------------------------------------------------- loop
 
+  /** A sleep that stop() ends early; the reader and a committing batch may sleep at once. */
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      this.wake = () => {
-        if (this.sleepTimer) clearTimeout(this.sleepTimer);
-        this.sleepTimer = null;
-        this.wake = null;
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.sleepers.delete(wake);
         resolve();
       };
-      this.sleepTimer = setTimeout(() => this.wake?.(), ms);
-      this.sleepTimer.unref?.();
+      const timer = setTimeout(wake, ms);
+      timer.unref?.();
+      this.sleepers.add(wake);
     });
   }
 
-  private async onIdle(): Promise<void> {
+
+  /**
+   * Nothing to read now: commit the batch behind the reader without waiting for it (a commit's
+   * fsyncs can take longer than the ring buffer lasts in a burst). The backlog counts as done
+   * once its last batch is committed.
+   */
+  private onIdle(): void {
     if (this.mode === 'stream' && this.streamBuf.length > 0) this.drainStream(true);
-    await this.flush();
-    if (!this.st.backlogDone) {
-      this.st.backlogDone = true;
-      this.log?.debug({ records: this.st.records, replayed: this.st.replayed }, 'kmsg source: backlog read');
+    if (this.batch.size === 0 && this.flushesQueued > 0 && this.backlogRead) return;
+    const committed = this.queueFlush(true);
+    if (!this.backlogRead) {
+      this.backlogRead = true;
+      void committed.then(() => {
+        this.st.backlogDone = true;
+        this.log?.debug({ records: this.st.records, replayed: this.st.replayed }, 'kmsg source: backlog read');
+      });
     }
-    this.persistCursor(false);
   }
 
   private async loop(): Promise<void> {
     let buf = Buffer.alloc(READ_BUFFER_BYTES);
-    const read = this.opts.readImpl ?? readAsync;
+    // /dev/kmsg is non-blocking: a read returns a record or EAGAIN at once, so it is read on this
+    // thread (no thread-pool round trip per record, which let a burst overrun the ring buffer).
+    const read = this.opts.readImpl ?? (this.mode === 'records' ? readNonBlocking : readAsync);
+    let sinceYield = 0;
     let delay = this.pollMin;
     let errors = 0;
     while (!this.stopping && this.fd !== null) {
@@ -349,7 +397,7 @@ export class KmsgSource {
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-          await this.onIdle();
+          this.onIdle();
           await this.sleep(delay);
           delay = Math.min(delay * 2, this.pollMax);
           continue;
@@ -372,23 +420,29 @@ export class KmsgSource {
       }
       errors = 0;
       if (n === 0) {
-        await this.onIdle();
+        this.onIdle();
         await this.sleep(delay);
         delay = Math.min(delay * 2, this.pollMax);
         continue;
       }
       delay = this.pollMin;
+      // Let the store and the sender run between stretches of synchronous reads.
+      if (++sinceYield >= YIELD_EVERY_RECORDS) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
       if (this.mode === 'records') {
         this.handleRecord(parseKmsgRecord(buf.subarray(0, n)));
       } else {
         this.streamBuf += buf.toString('utf8', 0, n);
         this.drainStream(false);
       }
-      // Read ahead: everything available goes into one batch (one group commit, one cursor write).
-      if (this.batch.full) await this.flush();
+      // Read ahead: everything available goes into one batch (one group commit, one cursor write),
+      // and reading goes on while it commits.
+      if (this.batch.full) await this.queueFlush(false);
     }
     if (this.mode === 'stream' && this.streamBuf.length > 0) this.drainStream(true);
-    await this.flush();
+    await this.queueFlush(true);
   }
 
   /** Split the stream buffer into records; the last one is only taken at idle (it may continue). */
@@ -458,7 +512,7 @@ export class KmsgSource {
       this.log?.warn({ from: (prev + 1n).toString(), to: (rec.seq - 1n).toString(), lost }, 'kmsg source: records lost from the ring buffer before they were read');
       events.push(this.lostRecordsEvent(prev + 1n, rec.seq - 1n, lost, rec));
     }
-    const historical = this.firstRun && !this.st.backlogDone;
+    const historical = this.firstRun && !this.backlogRead;
     if (!(historical && this.opts.replayOnFirstRun === false)) events.push(...this.eventsFor(rec, historical));
     for (const _ of events) {
       this.st.events++;
@@ -473,9 +527,28 @@ export class KmsgSource {
    * batch's last record and is written once. An event that was not taken pins the cursor just
    * before its first record.
    */
-  private async flush(): Promise<void> {
-    if (this.batch.size === 0) return;
-    const { events, lastSeq } = this.batch.take();
+  /**
+   * Takes the batch now and commits it after the batches before it (in order, one at a time).
+   * Resolves at once while at most one earlier batch is still committing (reading goes on), else
+   * when the earlier ones are done (backpressure: at most two batches in memory). With `wait`,
+   * resolves when this batch is committed and the cursor written.
+   */
+  private queueFlush(wait: boolean): Promise<void> {
+    const taken = this.batch.size > 0 ? this.batch.take() : null;
+    const before = this.flushChain;
+    const backlog = this.flushesQueued;
+    this.flushesQueued++;
+    this.flushChain = before
+      .then(() => (taken ? this.commit(taken) : this.persistCursor(false)))
+      .catch((e: unknown) => this.log?.error({ err: (e as Error).message }, 'kmsg source: batch commit failed'))
+      .finally(() => {
+        this.flushesQueued--;
+      });
+    if (wait) return this.flushChain;
+    return backlog > 0 ? before : Promise.resolve();
+  }
+
+  private async commit({ events, lastSeq }: ReturnType<KmsgBatch['take']>): Promise<void> {
     const results = await Promise.all(events.map((g) => this.emit(g.event)));
     results.forEach((ok, i) => {
       const g = events[i];
@@ -490,7 +563,7 @@ export class KmsgSource {
     this.cursorDirty = true;
     // After emitted events the cursor is written at once (one write per batch), so a crash replays
     // at most one batch; batches without events move it at most once per cursorWriteIntervalMs.
-    this.persistCursor(events.length > 0);
+    await this.persistCursor(events.length > 0);
   }
 
   /** A warning that the ring buffer overwrote records before they were read (an overrun or downtime). */
