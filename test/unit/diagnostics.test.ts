@@ -99,8 +99,8 @@ describe('runDiagnostics over the fake backend', () => {
     expect(r.gpu5!.details!.nvlink_down).toBe('3');
     expect(r.gpu6!.status).toBe('unhealthy');
     expect(r.gpu6!.details!.remapped_rows_failure).toBe('true');
-    expect(r.gpu7!.status).toBe('degraded');
-    expect(r.gpu7!.details!.clock_events).toContain('sw_thermal_slowdown');
+    // One sample of a clock slowdown is no fault (rate-based since 2960733: >= 6 in 10 min).
+    expect(r.gpu7!.status).toBe('healthy');
   });
 
   it('fewer GPUs than the instance type, and a GPU gone since registration', async () => {
