@@ -156,25 +156,6 @@ async function writeFileAtomicAsync(file: string, data: string): Promise<void> {
   }
 }
 
-/** Atomic small-file write: tmp + fsync + rename + fsync(dir). */
-export function writeFileAtomic(file: string, data: string): void {
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    fs.writeSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  const dfd = fs.openSync(path.dirname(file), 'r');
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
-}
-
 export class KmsgSource {
   private readonly path: string;
   private readonly opts: KmsgSourceOptions;
