@@ -73,6 +73,61 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     }
   });
 
+  /** A scratch copy of the package whose `prepare` (the TypeScript build) is left out. */
+  function packSource(name: string): string {
+    const pkg = join(work, name);
+    mkdirSync(join(pkg, 'native'), { recursive: true });
+    const json = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    delete json.scripts.prepare;
+    writeFileSync(join(pkg, 'package.json'), JSON.stringify(json, null, 2));
+    cpSync(join(repoRoot, 'binding.gyp'), join(pkg, 'binding.gyp'));
+    for (const d of ['systemd', 'deploy', 'scripts']) cpSync(join(repoRoot, d), join(pkg, d), { recursive: true });
+    for (const f of readdirSync(join(repoRoot, 'native'))) if (/\.(cc|h)$/.test(f)) cpSync(join(repoRoot, 'native', f), join(pkg, 'native', f));
+    symlinkSync(join(repoRoot, 'node_modules'), join(pkg, 'node_modules'));
+    return pkg;
+  }
+  /** The prepack lines that are not "ok": the failure, if any. */
+  const prepackErrors = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('prepack: ') && !l.endsWith(' ok'));
+
+  it('prepack collects both prebuilds, so `npm pack --dry-run --json` lists them', () => {
+    const pkg = packSource('prepack-ok');
+    const r = run('npm', ['pack', '--dry-run', '--json'], { cwd: pkg, env: { ...process.env, NAVARCH_PREBUILDS_DIR: prebuilds } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain('prepack: prebuilds/linux-x64/node.napi.glibc.node ok');
+    expect(r.stderr).toContain('prepack: prebuilds/linux-arm64/node.napi.glibc.node ok');
+    const paths = (JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
+    expect(paths).toEqual(expect.arrayContaining(['prebuilds/linux-x64/node.napi.glibc.node', 'prebuilds/linux-arm64/node.napi.glibc.node']));
+    for (const arch of ['x64', 'arm64']) {
+      expect(readFileSync(join(pkg, `prebuilds/linux-${arch}/node.napi.glibc.node`))).toEqual(readFileSync(join(prebuilds, `linux-${arch}/node.napi.glibc.node`)));
+    }
+  });
+
+  it('prepack fails the pack with one line when a prebuild is missing or built for the wrong arch', () => {
+    // Only x64 available and no arm64 cross compiler: prebuild.sh cannot make the arm64 one.
+    const only = join(work, 'only-x64');
+    mkdirSync(join(only, 'linux-x64'), { recursive: true });
+    cpSync(join(prebuilds, 'linux-x64/node.napi.glibc.node'), join(only, 'linux-x64/node.napi.glibc.node'));
+    let pkg = packSource('prepack-missing');
+    let r = run('npm', ['pack', '--dry-run', '--json'], { cwd: pkg, env: { ...process.env, NAVARCH_PREBUILDS_DIR: only, CROSS_PREFIX_ARM64: 'no-such-cross-' } });
+    expect(r.status).not.toBe(0);
+    let errs = prepackErrors(r.stderr);
+    expect(errs, r.stderr).toHaveLength(1);
+    expect(errs[0]).toMatch(/^prepack: prebuilds\/linux-arm64\/node\.napi\.glibc\.node is missing and scripts\/prebuild\.sh could not build it: .*no-such-cross-g\+\+ not found/);
+    expect(existsSync(join(pkg, 'prebuilds/linux-arm64'))).toBe(false);
+
+    // An x86-64 binary where the arm64 one belongs.
+    const wrong = join(work, 'wrong-arch');
+    for (const arch of ['x64', 'arm64']) {
+      mkdirSync(join(wrong, `linux-${arch}`), { recursive: true });
+      cpSync(join(prebuilds, 'linux-x64/node.napi.glibc.node'), join(wrong, `linux-${arch}/node.napi.glibc.node`));
+    }
+    pkg = packSource('prepack-wrong');
+    r = run('npm', ['pack', '--dry-run', '--json'], { cwd: pkg, env: { ...process.env, NAVARCH_PREBUILDS_DIR: wrong } });
+    expect(r.status).not.toBe(0);
+    errs = prepackErrors(r.stderr);
+    expect(errs, r.stderr).toEqual(['prepack: prebuilds/linux-arm64/node.napi.glibc.node: built for ELF machine 0x3e, not arm64 (rebuild it with scripts/prebuild.sh --arch arm64)']);
+  });
+
   it('npm pack carries the prebuilds and the package installs on a host without a compiler', () => {
     // A scratch copy of the package (npm pack with scripts off: no prepare/build in the checkout).
     const pkg = join(work, 'pkgsrc');
