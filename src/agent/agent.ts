@@ -19,6 +19,8 @@ import { selectBackend, type SelectResult } from '../backends/select.js';
 import { isInjectable, type FakeFault, type GpuBackend } from '../backends/types.js';
 import type { AgentConfig } from '../config/config.js';
 import type { HealthEventInput } from '../events/types.js';
+import { applyFaultOverrides, SuppressionCounts } from '../events/overrides.js';
+import { faultOverridesJson } from '../config/fault-overrides.js';
 import type { DeviceInfo, DeviceSnapshot, NvmlEvent, WatchStats } from '../nvml/types.js';
 import { normalizePciBusId } from '../sources/kmsg-parse.js';
 import { nvmlEventsToInputs } from '../sources/nvml-events.js';
@@ -103,6 +105,8 @@ export class Agent implements AgentView {
   private readonly cfg: AgentConfig;
   private readonly hostname: string;
   private appendFailures = 0;
+  /** Events the config's suppressions held back (src/events/overrides.ts). */
+  private readonly suppressed = new SuppressionCounts();
   /** Plain http:// to a non-loopback control plane: said once at start and in /status. */
   private transportWarning: string | null = null;
   /** The state directory in use; null = none writable, events in memory only (see state-dir.ts). */
@@ -329,10 +333,21 @@ export class Agent implements AgentView {
     for (const i of inputs) void this.ingest(i);
   }
 
-  /** Append a classified event to the durable store (never rejects; failures are logged). */
-  ingest(input: HealthEventInput): Promise<void> {
+  /**
+   * Append a classified event to the durable store (never rejects; failures are logged). Every
+   * source's events come through here, so this is where the operator's overrides and suppressions
+   * apply (src/events/overrides.ts).
+   */
+  ingest(raw: HealthEventInput): Promise<void> {
     const store = this.store;
     if (!store) return Promise.resolve();
+    const o = applyFaultOverrides(raw, this.cfg.faultOverrides, (key) => store.activeFaults().some((f) => f.key === key));
+    if (o.suppressed) {
+      this.suppressed.record(o.rule, raw);
+      this.log.debug({ component: 'events', key: raw.key, rule: o.rule.rule }, 'event suppressed by the config');
+      return Promise.resolve();
+    }
+    const input = o.input;
     const p = store
       .append(input)
       .then(() => this.countXid(input))
@@ -494,6 +509,7 @@ export class Agent implements AgentView {
       durability: { durable: this.stateDir !== null, stateDir: this.stateDir, problem: this.volatileReason },
       kmsg,
       watch: this.watch?.stats() ?? null,
+      overrides: { rules: faultOverridesJson(this.cfg.faultOverrides), suppressedTotal: this.suppressed.total, suppressed: this.suppressed.rules() },
     };
   }
 

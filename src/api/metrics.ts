@@ -264,6 +264,17 @@ export class AgentMetrics {
       },
     });
 
+    new Counter<'rule'>({
+      name: 'navarch_agent_suppressed_events_total',
+      help: 'Health events held back by a suppression of the config (faultOverrides), per rule ("xid:31", "class:persistence_mode"); at most one series per rule.',
+      labelNames: ['rule'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const r of cur().overrides?.suppressed ?? []) this.inc({ rule: r.rule }, r.count);
+      },
+    });
+
     new Gauge({
       name: 'navarch_agent_events_pending',
       help: 'Health events stored and not yet acknowledged by the control plane.',

@@ -58,6 +58,12 @@ export interface AgentStatus {
   durability?: { durable: boolean; stateDir: string | null; problem: string | null };
   kmsg: KmsgStatus;
   watch: WatchStats | null;
+  /** The config's faultOverrides and what its suppressions held back (src/events/overrides.ts). */
+  overrides?: {
+    rules: Array<{ rule: string; severity?: string; action?: string; suppress?: true }>;
+    suppressedTotal: number;
+    suppressed: Array<{ rule: string; count: number; lastKey: string; lastMs: number }>;
+  };
 }
 
 export interface AgentView {

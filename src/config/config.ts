@@ -11,6 +11,7 @@ import { FILE_LIMITS, readBoundedTextSync } from '../util/bounded-file.js';
 import { parseYamlStrict } from '../util/strict-yaml.js';
 import { checkControlPlaneUrl, checkTlsFiles, checkTransport, isLoopbackHost } from '../controlplane/url-policy.js';
 import { formatDuration, parseDuration } from './duration.js';
+import { FaultOverrideError, NO_FAULT_OVERRIDES, faultOverridesJson, parseFaultOverrides, type FaultOverrides } from './fault-overrides.js';
 import { OPTIONS, OPTION_BY_KEY, envName, type LogLevel, type OptionSpec } from './options.js';
 
 /** Bad input from the user: printed as one line, exit code 2. */
@@ -37,6 +38,8 @@ export interface AgentConfig {
   pool: string;
   /** Extra node labels (config file only, like Go's Config.Labels); `pool` is added from --pool. */
   labels: Record<string, string>;
+  /** Severity/action overrides and suppressions per XID and fault class (config file only, src/config/fault-overrides.ts). */
+  faultOverrides: FaultOverrides;
   authToken: string | null;
   /** Where the token came from ("flag", "env", "file /path", "config"), for logs; never the token. */
   authTokenSource: string | null;
@@ -103,7 +106,7 @@ export function loadConfigFile(path: string): Record<string, unknown> {
   }
   const obj = doc as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
-    if (key === 'labels') continue;
+    if (key === 'labels' || key === 'faultOverrides') continue;
     const spec = OPTION_BY_KEY.get(key);
     if (!spec || spec.noFile) {
       throw new UsageError(`${path}: unknown key "${key}"${suggest(key)}`);
@@ -295,6 +298,17 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     }
   }
 
+  // faultOverrides (file only)
+  let faultOverrides = NO_FAULT_OVERRIDES;
+  if (file && file.faultOverrides !== undefined) {
+    try {
+      faultOverrides = parseFaultOverrides(file.faultOverrides);
+    } catch (err) {
+      if (err instanceof FaultOverrideError) throw new UsageError(`${fileLabel}: ${err.message}`);
+      throw err;
+    }
+  }
+
   const serverS = str('server') as { value: string; source: Source };
   const server = parseServerUrl(serverS.value, where(OPTION_BY_KEY.get('server') as OptionSpec, serverS.source));
 
@@ -426,6 +440,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     instanceType: strOr('instanceType', ''),
     pool,
     labels,
+    faultOverrides,
     authToken,
     authTokenSource,
     gpuBackend: gpuBackend as AgentConfig['gpuBackend'],
@@ -476,5 +491,5 @@ function candidateAt(
 
 /** The configuration with secrets removed, for logs and /status. */
 export function redactedConfig(cfg: AgentConfig): Record<string, unknown> {
-  return { ...cfg, authToken: cfg.authToken ? '<redacted>' : null };
+  return { ...cfg, authToken: cfg.authToken ? '<redacted>' : null, faultOverrides: faultOverridesJson(cfg.faultOverrides) };
 }
