@@ -13,7 +13,8 @@ import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { AgentMetrics } from '../api/metrics.js';
-import { startApiServer, type ApiServer } from '../api/server.js';
+import { startApiServer } from '../api/server.js';
+import { ApiListener } from '../api/listener.js';
 import type { AgentStatus, AgentView, ControlPlaneStatus, DeviceStatus, KmsgStatus } from '../api/types.js';
 import { selectBackend, type SelectResult } from '../backends/select.js';
 import { isInjectable, type FakeFault, type GpuBackend } from '../backends/types.js';
@@ -85,7 +86,7 @@ const TICK_MS = 1_000;
 export class Agent implements AgentView {
   readonly startedAtMs = Date.now();
   readonly metrics: AgentMetrics;
-  private api: ApiServer | null = null;
+  private api: ApiListener | null = null;
   private store: DurableEventStore | null = null;
   private backend: GpuBackend | null = null;
   private selection: SelectResult | null = null;
@@ -199,25 +200,21 @@ export class Agent implements AgentView {
     this.store.onAppend((r) => this.onAppended(r));
     if (this.selection.driverError) void this.ingest(this.selection.driverError);
 
-    // 3. Local API (before the sources: /healthz answers while they start)
-    try {
-      this.api = await startApiServer({
-        host: cfg.listen.host,
-        port: cfg.listen.port,
-        view: this,
-        metrics: this.metrics,
-        log: log.child({ component: 'api' }),
-      });
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new AgentStartError(
-        `local API: cannot listen on ${cfg.listen.host}:${cfg.listen.port}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}`,
-      );
-    }
-    if (!cfg.listen.loopback) {
-      log.warn({ listen: this.api.url }, 'local API listens on a non-loopback address (explicitly configured)');
-    }
-    log.child({ component: 'api' }).info({ url: this.api.url, inject: this.inject !== undefined }, 'local API listening');
+    // 3. Local API (before the sources: /healthz answers while they start). A port that cannot
+    // be bound (another program holds it) is never fatal: ApiListener retries with backoff while
+    // the agent detects, stores and delivers.
+    const alog = log.child({ component: 'api' });
+    this.api = new ApiListener({
+      host: cfg.listen.host,
+      port: cfg.listen.port,
+      listen: () => startApiServer({ host: cfg.listen.host, port: cfg.listen.port, view: this, metrics: this.metrics, log: alog }),
+      log: alog,
+      logFields: { inject: this.inject !== undefined },
+      onListening: (server) => {
+        if (!cfg.listen.loopback) log.warn({ listen: server.url }, 'local API listens on a non-loopback address (explicitly configured)');
+      },
+    });
+    await this.api.start();
 
     // 4. Sources
     this.watch = backend.watch((events) => this.onNvmlEvents(events));
@@ -510,6 +507,7 @@ export class Agent implements AgentView {
       kmsg,
       watch: this.watch?.stats() ?? null,
       overrides: { rules: faultOverridesJson(this.cfg.faultOverrides), suppressedTotal: this.suppressed.total, suppressed: this.suppressed.rules() },
+      api: this.api?.status() ?? null,
     };
   }
 

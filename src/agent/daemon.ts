@@ -68,7 +68,7 @@ export async function runDaemon(cfg: AgentConfig, opts: DaemonOptions): Promise<
   const describe = (): string => {
     const s = agent.status();
     const crit = s.activeFaults.filter((f) => f.severity === 'critical').length;
-    return `${s.devices.length} GPU(s) via ${s.backend.kind}; ${s.activeFaults.length} active fault(s)${crit ? ` (${crit} critical)` : ''}; ${s.events.pending} pending; control plane ${s.controlPlane.state}`;
+    return `${s.devices.length} GPU(s) via ${s.backend.kind}; ${s.activeFaults.length} active fault(s)${crit ? ` (${crit} critical)` : ''}; ${s.events.pending} pending; control plane ${s.controlPlane.state}${s.api?.state === 'retrying' ? `; local API not listening (${s.api.address}: ${s.api.lastError})` : ''}`;
   };
   notifier.ready(describe());
   const watchdog = notifier.startWatchdog({ healthy: () => agent.alive() });

@@ -2,6 +2,7 @@
  * What the local API (src/api/server.ts) needs from the running agent. The daemon
  * (src/agent/agent.ts) implements it; API unit tests implement it with plain objects.
  */
+import type { ApiListenStatus } from './listener.js';
 import type { ActiveFault } from '../events/types.js';
 import type { BackendKind, FakeFault } from '../backends/types.js';
 import type { DeviceInfo, NvmlErrorInfo, SystemInfo, Telemetry, WatchStats } from '../nvml/types.js';
@@ -64,6 +65,8 @@ export interface AgentStatus {
     suppressedTotal: number;
     suppressed: Array<{ rule: string; count: number; lastKey: string; lastMs: number }>;
   };
+  /** The local API's listener: retries while its port is taken (src/api/listener.ts). */
+  api?: ApiListenStatus | null;
 }
 
 export interface AgentView {

@@ -5,8 +5,9 @@
 import { UsageError, resolveConfig, type AgentConfig } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { LOG_LEVELS } from '../config/options.js';
+import { apiBase, fetchStatus } from './agent-api.js';
 import { xidInfo } from '../xid/catalog.js';
-import type { AgentStatus, DeviceStatus } from '../api/types.js';
+import type { DeviceStatus } from '../api/types.js';
 import type { ActiveFault } from '../events/types.js';
 import type { SystemInfo } from '../nvml/types.js';
 import { parseFakeFault, InjectValidationError } from '../api/inject.js';
@@ -168,36 +169,6 @@ function cmdXid(args: ParsedArgs, io: CliIo): number {
   return 0;
 }
 
-/** Base URL of a running agent's API: --api, else http://<listen>. */
-function apiBase(args: ParsedArgs, cfg: AgentConfig | null): string {
-  const api = strFlag(args, 'api');
-  if (api !== undefined) {
-    let u: URL;
-    try {
-      u = new URL(api);
-    } catch {
-      throw new UsageError(`flag --api: expected a URL like "http://127.0.0.1:9400", got "${api}"`);
-    }
-    if (u.protocol !== 'http:') throw new UsageError(`flag --api: expected an http:// URL, got "${api}"`);
-    return api.replace(/\/+$/, '');
-  }
-  if (cfg) {
-    const host = cfg.listen.host === '0.0.0.0' ? '127.0.0.1' : cfg.listen.host === '::' ? '::1' : cfg.listen.host;
-    return `http://${host.includes(':') ? `[${host}]` : host}:${cfg.listen.port}`;
-  }
-  return 'http://127.0.0.1:9400';
-}
-
-async function fetchStatus(base: string): Promise<AgentStatus | null> {
-  try {
-    const res = await fetch(`${base}/status`, { signal: AbortSignal.timeout(3000) });
-    if (!res.ok) return null;
-    return (await res.json()) as AgentStatus;
-  } catch {
-    return null;
-  }
-}
-
 function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): string[][] {
   return devices.map((d) => {
     const mine = faults.filter((f) => f.gpuIndex === d.index);
@@ -222,7 +193,7 @@ function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): string[][] 
 async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
   const cfg = resolveConfig({ flags: args.flags, env: io.env });
   const json = args.flags.get('json') === true;
-  const status = await fetchStatus(apiBase(args, cfg));
+  const status = await fetchStatus(apiBase(strFlag(args, 'api'), cfg?.listen ?? null));
   let devices: DeviceStatus[];
   let faults: ActiveFault[];
   let source: string;
@@ -266,7 +237,7 @@ async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
 async function cmdFaults(args: ParsedArgs, io: CliIo): Promise<number> {
   const cfg = resolveConfig({ flags: args.flags, env: io.env });
   const json = args.flags.get('json') === true;
-  const status = await fetchStatus(apiBase(args, cfg));
+  const status = await fetchStatus(apiBase(strFlag(args, 'api'), cfg?.listen ?? null));
   let faults: ActiveFault[];
   let source: string;
   if (status) {
@@ -318,7 +289,7 @@ async function cmdInject(args: ParsedArgs, io: CliIo): Promise<number> {
   let cfg: AgentConfig | null = null;
   const listen = strFlag(args, 'listen');
   if (listen !== undefined) cfg = resolveConfig({ flags: new Map([['listen', listen]]), env: {} });
-  const base = apiBase(args, cfg);
+  const base = apiBase(strFlag(args, 'api'), cfg?.listen ?? null);
   let res: Response;
   try {
     res = await fetch(`${base}/inject`, {

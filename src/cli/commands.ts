@@ -2,6 +2,7 @@
  * The CLI's command table: names, usage lines and flag sets. Read commands (devices, faults,
  * doctor) take the same settings as `run`.
  */
+import { DEFAULT_API_PORT } from '../config/options.js';
 import { RUN_FLAGS, type CommandDef, type FlagDef } from './args.js';
 
 const JSON_FLAG: FlagDef = { name: 'json', type: 'bool', help: 'print JSON instead of a table' };
@@ -9,7 +10,7 @@ const API_FLAG: FlagDef = {
   name: 'api',
   type: 'string',
   arg: '<url>',
-  help: 'local API of a running agent (default http://<--listen>, i.e. http://127.0.0.1:9400)',
+  help: `local API of a running agent (default http://<--listen>, i.e. http://127.0.0.1:${DEFAULT_API_PORT})`,
 };
 const HELP_FLAG: FlagDef = { name: 'help', type: 'bool', help: 'show this help' };
 

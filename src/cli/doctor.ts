@@ -18,6 +18,7 @@ export interface CheckResult {
 }
 
 const CP_TIMEOUT_MS = 3000;
+const API_TIMEOUT_MS = 2000;
 /** Allowed clock difference to the control plane (its Date header has 1 s resolution). */
 export const MAX_CLOCK_SKEW_MS = 30_000;
 
@@ -243,11 +244,36 @@ async function checkControlPlane(cfg: AgentConfig, out: CheckResult[]): Promise<
   }
 }
 
+/**
+ * The local API's address: free (the agent will bind it), held by a navarch-agent (this one,
+ * running), or held by another program. The last is a warning: the agent still runs, detects and
+ * delivers, and retries the port with backoff (src/api/listener.ts), but serves no API meanwhile.
+ */
+async function checkApiPort(cfg: AgentConfig, out: CheckResult[]): Promise<void> {
+  const { listenUrl, probeApi } = await import('./agent-api.js');
+  const url = listenUrl(cfg.listen);
+  const p = await probeApi(url, API_TIMEOUT_MS);
+  if (p.kind === 'none') {
+    out.push({ name: 'local API port', state: 'ok', detail: `${url} free (no agent running there)` });
+  } else if (p.kind === 'agent') {
+    const a = p.status.agent;
+    out.push({ name: 'local API port', state: 'ok', detail: `${url} served by navarch-agent ${a.version} (pid ${a.pid}, node ${a.nodeId})` });
+  } else {
+    out.push({
+      name: 'local API port',
+      state: 'warn',
+      detail: `${url} is held by another program (${p.detail}): the agent runs without its local API (/status, /metrics) and retries the port until it frees`,
+      fix: `stop the program on port ${cfg.listen.port} ("ss -ltnp 'sport = :${cfg.listen.port}'" names it) or give the agent another port with --listen ${cfg.listen.host.includes(':') ? `[${cfg.listen.host}]` : cfg.listen.host}:<port>`,
+    });
+  }
+}
+
 export async function doctorChecks(cfg: AgentConfig, env: NodeJS.ProcessEnv): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   await checkBackend(cfg, env, out);
   await checkKmsg(cfg, out);
   await checkStateDir(cfg, env, out);
+  await checkApiPort(cfg, out);
   await checkControlPlane(cfg, out);
   return out;
 }

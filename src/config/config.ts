@@ -200,7 +200,7 @@ export { isLoopbackHost };
 /** Parse "host:port" / "[::1]:port" / ":port" (the last means loopback). */
 export function parseListen(text: string, label: string, explicit: boolean): ListenAddress {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(text.trim());
-  if (!m) throw new UsageError(`${label}: expected host:port (e.g. "127.0.0.1:9400"), got "${text}"`);
+  if (!m) throw new UsageError(`${label}: expected host:port (e.g. "127.0.0.1:19400"), got "${text}"`);
   const port = Number(m[3]);
   if (port > 65535) throw new UsageError(`${label}: port ${port} out of range 0-65535`);
   let host = m[1] ?? m[2] ?? '';

@@ -3,6 +3,15 @@
  * (`NAVARCH_FOO_BAR`) and the config file keys (`fooBar`). Precedence: flag > env > file > default.
  */
 
+/**
+ * The local API's default port. Not 9400 (dcgm-exporter's, often on the same GPU host) and outside
+ * Prometheus's exporter range 9100-9999 (fully allocated: node_exporter 9100, ...), the Linux
+ * ephemeral range 32768-60999 and Kubernetes' NodePort range 30000-32767; also clear of DCGM's
+ * nv-hostengine 5555, gpud 15132, Fabric Manager 6666, kubelet 10248/10250/10255, kube-proxy
+ * 10249/10256, torchrun 29400/29500 and Navarch's control plane 50051 (docs/api-and-metrics.md).
+ */
+export const DEFAULT_API_PORT = 19400;
+
 export type OptionKind = 'string' | 'bool' | 'duration' | 'url' | 'enum' | 'listen' | 'path';
 
 export interface OptionSpec {
@@ -37,7 +46,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'gpuBackend', flag: 'gpu-backend', kind: 'enum', choices: ['auto', 'nvml', 'fake'], default: 'auto', help: 'GPU backend (NAVARCH_FAKE_GPU=true means fake)' },
   { key: 'scenario', flag: 'scenario', kind: 'path', help: 'fault script for the fake backend' },
   { key: 'stateDir', flag: 'state-dir', kind: 'path', default: '/var/lib/navarch-agent', help: 'durable state (event store); default $STATE_DIRECTORY when set by systemd' },
-  { key: 'listen', flag: 'listen', kind: 'listen', default: '127.0.0.1:9400', help: 'local API address host:port (loopback unless given explicitly)' },
+  { key: 'listen', flag: 'listen', kind: 'listen', default: `127.0.0.1:${DEFAULT_API_PORT}`, help: 'local API address host:port (loopback unless given explicitly)' },
   { key: 'kmsgPath', flag: 'kmsg-path', kind: 'path', default: '/dev/kmsg', help: 'kernel log device; "none" disables' },
   { key: 'telemetryInterval', flag: 'telemetry-interval', kind: 'duration', default: '10s', help: 'GPU telemetry sampling interval' },
   { key: 'commandPollInterval', flag: 'command-poll-interval', kind: 'duration', default: '10s', help: 'GetNodeCommands poll interval' },

@@ -74,12 +74,14 @@ export interface StartAgentOptions {
   command?: string | null;
   /** Arguments for node itself (e.g. ["--require", hook]). */
   nodeArgs?: string[];
+  /** Listen on this port (default: a free one); e.g. a port the test holds, to see the agent run without its API. */
+  port?: number;
   /** Do not pass --state-dir (the agent picks it: $STATE_DIRECTORY or the default). */
   noStateDirFlag?: boolean;
 }
 
 export async function startAgent(opts: StartAgentOptions = {}): Promise<AgentProcess> {
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const stateDir = opts.stateDir ?? tempDir('agent-state');
   const command = opts.command === undefined ? ['run'] : opts.command === null ? [] : [opts.command];
   const stateDirArgs = opts.noStateDirFlag ? [] : ['--state-dir', stateDir];

@@ -48,7 +48,7 @@ describe('resolveConfig', () => {
     expect(c.provider).toBe('gcp');
     expect(c.gpuBackend).toBe('auto');
     expect(c.stateDir).toBe('/var/lib/navarch-agent');
-    expect(c.listen).toMatchObject({ host: '127.0.0.1', port: 9400, explicit: false, loopback: true });
+    expect(c.listen).toMatchObject({ host: '127.0.0.1', port: 19400, explicit: false, loopback: true });
     expect(c.kmsgPath).toBe('/dev/kmsg');
     expect(c.telemetryIntervalMs).toBe(10_000);
     expect(c.commandPollIntervalMs).toBe(10_000);
