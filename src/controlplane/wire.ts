@@ -192,9 +192,11 @@ export function eventToProto(ev: AgentEvent): PbHealthEvent {
 
 /** An active fault re-asserted after (re-)registration, as a proto HealthEvent. */
 export function faultToProto(f: ActiveFault): PbHealthEvent {
+  const form = navarchForm({ ...f, fault: 'raise' });
   return toProtoEvent(
-    { ...f, timeMs: f.lastSeenMs },
+    { ...f, type: form.type, system: form.system, timeMs: f.lastSeenMs },
     {
+      ...form.metrics,
       count: String(f.count),
       event_id: f.lastEventId,
       severity: f.severity,

@@ -229,7 +229,10 @@ describe.skipIf(!DIST_BUILT)('auto mode on a GPU host whose NVML fails', () => {
       expect(metricValue(m, 'navarch_agent_gpus')).toBe(0);
       expect(metricValue(m, 'navarch_agent_active_faults', 'gpu="-1"', 'type="driver_error"')).toBe(1);
       expect(agent.logs.some((l) => l.level >= 40 && /NOT falling back to fake GPUs/.test(l.msg))).toBe(true);
-      await waitFor('driver_error at the control plane', () => cp.events('e2e-broken').some((e) => e.eventType === 'driver_error'));
+      // In Navarch's vocabulary a driver error without an XID goes out as an xid event (src/controlplane/vocabulary.ts).
+      await waitFor('driver_error at the control plane', () =>
+        cp.events('e2e-broken').some((e) => e.eventType === 'xid' && e.metrics.agent_event_type === 'driver_error' && e.metrics.fault_key === 'node/driver_error'),
+      );
       // The node-side boot check is UNHEALTHY, so the control plane marks the node unhealthy.
       await waitFor('node unhealthy', () => cp.node('e2e-broken')?.status === 'unhealthy');
       expect(await agent.stop('SIGTERM')).toBe(0);
