@@ -3,6 +3,7 @@
 // FUNCTION_NOT_FOUND for an entry point an older driver lacks, NO_PERMISSION...) -> null.
 #include "devices.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -153,6 +154,7 @@ struct Telemetry {
   OptNum pcieReplay, pcieGenCur, pcieGenMax, pcieWidthCur, pcieWidthMax;
   std::optional<std::vector<NvLink>> nvlinks;
   std::optional<Fabric> fabric;
+  OptNum memTemp, energyMj, encUtil, decUtil, pcieTxKBps, pcieRxKBps, nvlinkTxKiB, nvlinkRxKiB;
 };
 
 struct SnapshotPayload : Payload {
@@ -201,6 +203,14 @@ struct SnapshotPayload : Payload {
       x.Set("pcieLinkGenMax", Num(env, t.pcieGenMax));
       x.Set("pcieLinkWidthCurrent", Num(env, t.pcieWidthCur));
       x.Set("pcieLinkWidthMax", Num(env, t.pcieWidthMax));
+      x.Set("memoryTemperatureC", Num(env, t.memTemp));
+      x.Set("totalEnergyMj", Num(env, t.energyMj));
+      x.Set("encoderUtilPercent", Num(env, t.encUtil));
+      x.Set("decoderUtilPercent", Num(env, t.decUtil));
+      x.Set("pcieTxKBps", Num(env, t.pcieTxKBps));
+      x.Set("pcieRxKBps", Num(env, t.pcieRxKBps));
+      x.Set("nvlinkDataTxKiB", Num(env, t.nvlinkTxKiB));
+      x.Set("nvlinkDataRxKiB", Num(env, t.nvlinkRxKiB));
       if (t.nvlinks) {
         Napi::Array links = Napi::Array::New(env, t.nvlinks->size());
         uint32_t i = 0;
@@ -249,6 +259,52 @@ OptNum RetiredCount(Lane& lane, nvmlDevice_t h, unsigned cause) {
   int st = NV_CALL(lane, DeviceGetRetiredPages, h, cause, &count, scratch);
   if (st == abi::kSuccess || st == abi::kErrInsufficientSize) return static_cast<double>(count);
   return std::nullopt;
+}
+
+/** A field value's number by its valueType; its own nvmlReturn other than SUCCESS -> null. */
+OptNum FieldNumber(const abi::nvmlFieldValue_t& f) {
+  if (f.nvmlReturn != abi::kSuccess) return std::nullopt;
+  switch (f.valueType) {
+    case 0: return std::isfinite(f.value.dVal) ? OptNum(f.value.dVal) : std::nullopt;
+    case 1: return static_cast<double>(f.value.uiVal);
+    case 2: return static_cast<double>(f.value.ulVal);
+    case 3: return static_cast<double>(f.value.ullVal);
+    case 4: return static_cast<double>(f.value.sllVal);
+    case 5: return static_cast<double>(f.value.siVal);
+    case 6: return static_cast<double>(f.value.usVal);
+    default: return std::nullopt;
+  }
+}
+
+/** Encoder/decoder utilization, energy, PCIe throughput and the field values (memory temperature,
+ * NVLink data throughput over all links): dcgm-exporter's default fields that NVML provides. */
+void ReadDcgmDefaults(Lane& lane, nvmlDevice_t h, Telemetry& t) {
+  unsigned u = 0, period = 0;
+  unsigned long long ull = 0;
+  int st = NV_CALL(lane, DeviceGetTotalEnergyConsumption, h, &ull);
+  t.energyMj = Ull(st, ull);
+  st = NV_CALL(lane, DeviceGetEncoderUtilization, h, &u, &period);
+  t.encUtil = UInt(st, u);
+  st = NV_CALL(lane, DeviceGetDecoderUtilization, h, &u, &period);
+  t.decUtil = UInt(st, u);
+  st = NV_CALL(lane, DeviceGetPcieThroughput, h, abi::kPcieUtilTxBytes, &u);
+  t.pcieTxKBps = UInt(st, u);
+  st = NV_CALL(lane, DeviceGetPcieThroughput, h, abi::kPcieUtilRxBytes, &u);
+  t.pcieRxKBps = UInt(st, u);
+
+  abi::nvmlFieldValue_t fv[3];
+  memset(fv, 0, sizeof fv);
+  fv[0].fieldId = abi::kFieldMemoryTemp;
+  fv[1].fieldId = abi::kFieldNvLinkDataTx;
+  fv[1].scopeId = abi::kFieldScopeAllLinks;
+  fv[2].fieldId = abi::kFieldNvLinkDataRx;
+  fv[2].scopeId = abi::kFieldScopeAllLinks;
+  st = NV_CALL(lane, DeviceGetFieldValues, h, 3, fv);
+  if (st == abi::kSuccess) {
+    t.memTemp = FieldNumber(fv[0]);
+    t.nvlinkTxKiB = FieldNumber(fv[1]);
+    t.nvlinkRxKiB = FieldNumber(fv[2]);
+  }
 }
 
 void ReadTelemetry(Lane& lane, nvmlDevice_t h, Telemetry& t) {
@@ -371,6 +427,8 @@ void ReadTelemetry(Lane& lane, nvmlDevice_t h, Telemetry& t) {
       t.fabric = std::move(f);
     }
   }
+
+  ReadDcgmDefaults(lane, h, t);
 }
 
 }  // namespace

@@ -101,6 +101,11 @@ std::shared_ptr<Library> Library::Open(const std::string& requested, Failure* fa
   Bind(handle, "nvmlDeviceGetNvLinkState", &a.DeviceGetNvLinkState);
   Bind(handle, "nvmlDeviceGetNvLinkErrorCounter", &a.DeviceGetNvLinkErrorCounter);
   Bind(handle, "nvmlDeviceGetGpuFabricInfoV", &a.DeviceGetGpuFabricInfoV);
+  Bind(handle, "nvmlDeviceGetTotalEnergyConsumption", &a.DeviceGetTotalEnergyConsumption);
+  Bind(handle, "nvmlDeviceGetEncoderUtilization", &a.DeviceGetEncoderUtilization);
+  Bind(handle, "nvmlDeviceGetDecoderUtilization", &a.DeviceGetDecoderUtilization);
+  Bind(handle, "nvmlDeviceGetPcieThroughput", &a.DeviceGetPcieThroughput);
+  Bind(handle, "nvmlDeviceGetFieldValues", &a.DeviceGetFieldValues);
   Bind(handle, "nvmlDeviceGetSupportedEventTypes", &a.DeviceGetSupportedEventTypes);
   Bind(handle, "nvmlEventSetCreate", &a.EventSetCreate);
   Bind(handle, "nvmlEventSetFree", &a.EventSetFree);

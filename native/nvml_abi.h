@@ -132,6 +132,38 @@ constexpr unsigned int kGpuFabricInfoV3 = 0x03000028;  // NVML_STRUCT_VER(v3, 3)
 constexpr unsigned int kGpuFabricInfoV2 = 0x02000024;  // NVML_STRUCT_VER(v2, 2): 36 bytes
 constexpr nvmlReturn_t kErrArgumentVersionMismatch = 25;
 
+// nvmlFieldValue_t: 40 bytes, align 8 (nvml-abi.md §4.7). `value` is an 8-byte union read by
+// `valueType` (0 double, 1 uint, 2 ulong, 3 ull, 4 sll, 5 sint, 6 ushort).
+struct nvmlFieldValue_t {
+  unsigned int fieldId;
+  unsigned int scopeId;
+  long long timestamp;
+  long long latencyUsec;
+  unsigned int valueType;
+  nvmlReturn_t nvmlReturn;
+  union {
+    double dVal;
+    int siVal;
+    unsigned int uiVal;
+    unsigned long ulVal;
+    unsigned long long ullVal;
+    long long sllVal;
+    unsigned short usVal;
+  } value;
+};
+static_assert(sizeof(nvmlFieldValue_t) == 40, "nvmlFieldValue_t size");
+static_assert(offsetof(nvmlFieldValue_t, valueType) == 24, "nvmlFieldValue_t.valueType");
+static_assert(offsetof(nvmlFieldValue_t, nvmlReturn) == 28, "nvmlFieldValue_t.nvmlReturn");
+static_assert(offsetof(nvmlFieldValue_t, value) == 32, "nvmlFieldValue_t.value");
+// Field ids below 251 have kept their numbers across driver branches (nvml-abi.md §3.7); these
+// three match in the NVML headers of CUDA 11.x and 12.x.
+constexpr unsigned int kFieldMemoryTemp = 82;         // NVML_FI_DEV_MEMORY_TEMP, C
+constexpr unsigned int kFieldNvLinkDataTx = 138;      // NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, KiB
+constexpr unsigned int kFieldNvLinkDataRx = 139;      // NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, KiB
+constexpr unsigned int kFieldScopeAllLinks = 0xFFFFFFFFu;  // scopeId UINT_MAX: summed over links
+constexpr unsigned kPcieUtilTxBytes = 0;              // nvmlPcieUtilCounter_t
+constexpr unsigned kPcieUtilRxBytes = 1;
+
 // ---- entry points (enum parameters are passed as unsigned int, identical on SysV) -------------
 using PFN_nvmlInit_v2 = nvmlReturn_t (*)();
 using PFN_nvmlShutdown = nvmlReturn_t (*)();
@@ -159,6 +191,9 @@ using PFN_nvmlDeviceGetNvLinkState = nvmlReturn_t (*)(nvmlDevice_t, unsigned int
 using PFN_nvmlDeviceGetNvLinkErrorCounter =
     nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int, unsigned long long*);
 using PFN_nvmlDeviceGetGpuFabricInfoV = nvmlReturn_t (*)(nvmlDevice_t, nvmlGpuFabricInfoV_t*);
+using PFN_nvmlDeviceGetFieldValues = nvmlReturn_t (*)(nvmlDevice_t, int, nvmlFieldValue_t*);
+using PFN_nvmlDeviceGetUtilSampled = nvmlReturn_t (*)(nvmlDevice_t, unsigned int*, unsigned int*);
+using PFN_nvmlDeviceGetPcieThroughput = nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int*);
 using PFN_nvmlEventSetCreate = nvmlReturn_t (*)(nvmlEventSet_t*);
 using PFN_nvmlEventSetFree = nvmlReturn_t (*)(nvmlEventSet_t);
 using PFN_nvmlDeviceRegisterEvents = nvmlReturn_t (*)(nvmlDevice_t, unsigned long long, nvmlEventSet_t);

@@ -793,6 +793,91 @@ static nvmlReturn_t impl_nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t d, nvmlGpuFabr
     return leave(NVML_SUCCESS);
 }
 
+/* ---------------------------------------------------------------- dcgm-exporter's default fields */
+
+static nvmlReturn_t impl_nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
+    ENTER(d);
+    REQUIRE(mj);
+    SUPPORTED(d, F_totalEnergyMj);
+    *mj = d->vals[F_totalEnergyMj];
+    return leave(NVML_SUCCESS);
+}
+
+/* Encoder / decoder utilization: percent and a 1 s sampling period. */
+static nvmlReturn_t codec_util(nvmlDevice_t d, int idx, unsigned int *util, unsigned int *periodUs) {
+    REQUIRE(util && periodUs);
+    SUPPORTED(d, idx);
+    *util = (unsigned)d->vals[idx];
+    *periodUs = 1000000u;
+    return leave(NVML_SUCCESS);
+}
+static nvmlReturn_t impl_nvmlDeviceGetEncoderUtilization(nvmlDevice_t d, unsigned int *util, unsigned int *periodUs) {
+    ENTER(d);
+    return codec_util(d, F_encoderUtil, util, periodUs);
+}
+static nvmlReturn_t impl_nvmlDeviceGetDecoderUtilization(nvmlDevice_t d, unsigned int *util, unsigned int *periodUs) {
+    ENTER(d);
+    return codec_util(d, F_decoderUtil, util, periodUs);
+}
+
+/* nvmlPcieUtilCounter_t: 0 TX bytes, 1 RX bytes; KB/s. */
+static nvmlReturn_t impl_nvmlDeviceGetPcieThroughput(nvmlDevice_t d, unsigned int counter, unsigned int *value) {
+    ENTER(d);
+    REQUIRE(value && counter < 2);
+    SUPPORTED(d, U_pcie);
+    int idx = counter == 0 ? F_pcieTxKBps : F_pcieRxKBps;
+    SUPPORTED(d, idx);
+    *value = (unsigned)d->vals[idx];
+    return leave(NVML_SUCCESS);
+}
+
+/* nvmlFieldValue_t (40 bytes): the fields the fake models are 82 memory temperature and 138/139
+ * NVLink data TX/RX KiB (scopeId 0xFFFFFFFF = all links, a link number = its share); every other
+ * field id answers NOT_SUPPORTED in its own nvmlReturn. */
+typedef struct {
+    unsigned int fieldId, scopeId;
+    long long timestamp, latencyUsec;
+    unsigned int valueType;
+    nvmlReturn_t nvmlReturn;
+    union { double dVal; unsigned int uiVal; unsigned long long ullVal; } value;
+} nvmlFieldValue_t;
+_Static_assert(sizeof(nvmlFieldValue_t) == 40, "nvmlFieldValue_t size");
+_Static_assert(offsetof(nvmlFieldValue_t, value) == 32, "nvmlFieldValue_t.value offset");
+
+static nvmlReturn_t field_value(fake_device *d, nvmlFieldValue_t *v) {
+    if (v->fieldId == 82) {
+        if (UNSUP(d, F_memoryTempC)) return NVML_ERROR_NOT_SUPPORTED;
+        v->valueType = 1;
+        v->value.uiVal = (unsigned)d->vals[F_memoryTempC];
+        return NVML_SUCCESS;
+    }
+    if (v->fieldId == 138 || v->fieldId == 139) {
+        int idx = v->fieldId == 138 ? F_nvlinkDataTxKiB : F_nvlinkDataRxKiB;
+        unsigned long long links = d->vals[F_nvlinkCount];
+        if (UNSUP(d, U_nvlink) || UNSUP(d, F_nvlinkCount) || links == 0 || UNSUP(d, idx))
+            return NVML_ERROR_NOT_SUPPORTED;
+        if (v->scopeId != 0xFFFFFFFFu && v->scopeId >= links) return NVML_ERROR_INVALID_ARGUMENT;
+        v->valueType = 3;
+        v->value.ullVal = v->scopeId == 0xFFFFFFFFu ? d->vals[idx] : d->vals[idx] / links;
+        return NVML_SUCCESS;
+    }
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+
+static nvmlReturn_t impl_nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvmlFieldValue_t *values) {
+    ENTER(d);
+    REQUIRE(values && count > 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (int i = 0; i < count; i++) {
+        nvmlFieldValue_t *v = &values[i];
+        v->timestamp = (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+        v->latencyUsec = 0;
+        v->nvmlReturn = field_value(d, v);
+    }
+    return leave(NVML_SUCCESS);
+}
+
 /* ---------------------------------------------------------------- exports (IFUNC) */
 
 #define FAKE_ENTRY_POINTS(X)                                                                   \
@@ -815,7 +900,9 @@ static nvmlReturn_t impl_nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t d, nvmlGpuFabr
     X(nvmlDeviceGetCurrPcieLinkWidth) X(nvmlDeviceGetMaxPcieLinkWidth)                         \
     X(nvmlDeviceGetCurrPcieLinkGeneration) X(nvmlDeviceGetMaxPcieLinkGeneration)               \
     X(nvmlDeviceGetSupportedEventTypes) X(nvmlEventSetCreate) X(nvmlDeviceRegisterEvents)      \
-    X(nvmlEventSetWait_v2) X(nvmlEventSetWait) X(nvmlEventSetFree) X(nvmlDeviceGetGpuFabricInfoV)
+    X(nvmlEventSetWait_v2) X(nvmlEventSetWait) X(nvmlEventSetFree) X(nvmlDeviceGetGpuFabricInfoV) \
+    X(nvmlDeviceGetTotalEnergyConsumption) X(nvmlDeviceGetEncoderUtilization)                  \
+    X(nvmlDeviceGetDecoderUtilization) X(nvmlDeviceGetPcieThroughput) X(nvmlDeviceGetFieldValues)
 
 #define FAKE_EXPORT(name)                                                                      \
     static __typeof__(&impl_##name) resolve_##name(void) {                                     \

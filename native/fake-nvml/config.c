@@ -217,7 +217,8 @@ int fake_field_max(int idx, unsigned long long *max) {
     case F_memoryTotal: case F_memoryUsed: case F_memoryReserved: case F_clockEventReasons:
     case F_eccVolatileCorrected: case F_eccVolatileUncorrected: case F_eccAggregateCorrected:
     case F_eccAggregateUncorrected: case F_nvlinkReplay: case F_nvlinkRecovery:
-    case F_nvlinkCrcFlit: case F_nvlinkCrcData:
+    case F_nvlinkCrcFlit: case F_nvlinkCrcData: case F_totalEnergyMj: case F_nvlinkDataTxKiB:
+    case F_nvlinkDataRxKiB:
         *max = (1ULL << 53); break; /* exact in a JS number */
     case F_persistenceMode: case F_eccCurrent: case F_eccPending: case F_retiredPagesPending:
     case F_remappedPending: case F_remappedFailure:

@@ -48,7 +48,9 @@ enum {
     X(pcieWidthCurrent, 16ULL) X(pcieWidthMax, 16ULL) X(nvlinkCount, 18ULL)                  \
     X(nvlinkReplay, 0ULL) X(nvlinkRecovery, 0ULL) X(nvlinkCrcFlit, 0ULL) X(nvlinkCrcData, 0ULL) \
     X(fabricInfoVersion, 0ULL) X(fabricState, 3ULL) X(fabricStatus, 0ULL) X(fabricCliqueId, 0ULL) \
-    X(fabricHealthMask, 0ULL) X(fabricHealthSummary, 1ULL)
+    X(fabricHealthMask, 0ULL) X(fabricHealthSummary, 1ULL) X(memoryTempC, 40ULL)           \
+    X(totalEnergyMj, 0ULL) X(encoderUtil, 0ULL) X(decoderUtil, 0ULL) X(pcieTxKBps, 0ULL)    \
+    X(pcieRxKBps, 0ULL) X(nvlinkDataTxKiB, 0ULL) X(nvlinkDataRxKiB, 0ULL)
 
 enum {
 #define FAKE_ENUM_F(name, def) F_##name,

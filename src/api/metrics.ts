@@ -44,10 +44,19 @@ const b = (v: boolean | null): number | null => (v === null ? null : v ? 1 : 0);
 /** dcgm-exporter fields the agent can fill from NVML. */
 const DCGM: DcgmDef[] = [
   { name: 'DCGM_FI_DEV_GPU_TEMP', help: 'GPU temperature (in C).', value: (t) => t.temperatureC },
+  { name: 'DCGM_FI_DEV_MEMORY_TEMP', help: 'Memory temperature (in C).', value: (t) => t.memoryTemperatureC ?? null },
   { name: 'DCGM_FI_DEV_POWER_USAGE', help: 'Power draw (in W).', value: (t) => t.powerUsageW },
+  {
+    name: 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION',
+    help: 'Total energy consumption since the driver was loaded (in mJ).',
+    value: (t) => t.totalEnergyMj ?? null,
+    counter: true,
+  },
   { name: 'DCGM_FI_DEV_POWER_MGMT_LIMIT', help: 'Power management limit (in W).', value: (t) => t.powerLimitW },
   { name: 'DCGM_FI_DEV_GPU_UTIL', help: 'GPU utilization (in %).', value: (t) => t.gpuUtilPercent },
   { name: 'DCGM_FI_DEV_MEM_COPY_UTIL', help: 'Memory utilization (in %).', value: (t) => t.memUtilPercent },
+  { name: 'DCGM_FI_DEV_ENC_UTIL', help: 'Encoder utilization (in %).', value: (t) => t.encoderUtilPercent ?? null },
+  { name: 'DCGM_FI_DEV_DEC_UTIL', help: 'Decoder utilization (in %).', value: (t) => t.decoderUtilPercent ?? null },
   {
     name: 'DCGM_FI_DEV_FB_USED',
     help: 'Framebuffer memory used (in MiB).',
@@ -68,6 +77,20 @@ const DCGM: DcgmDef[] = [
   { name: 'DCGM_FI_DEV_CLOCK_THROTTLE_REASONS', help: 'Current clock throttle reasons (bit mask).', value: (t) => t.clockEventReasons },
   { name: 'DCGM_FI_DEV_XID_ERRORS', help: 'Value of the last XID error encountered.', value: (_t, d) => d.lastXid },
   { name: 'DCGM_FI_DEV_PCIE_REPLAY_COUNTER', help: 'Total number of PCIe retries.', value: (t) => t.pcieReplayCounter, counter: true },
+  // Typed counter as in dcgm-exporter's default-counters.csv, but the value is what DCGM reads from
+  // nvmlDeviceGetPcieThroughput: KB/s over NVML's 20 ms sample (graph it as is, not with rate()).
+  {
+    name: 'DCGM_FI_DEV_PCIE_TX_THROUGHPUT',
+    help: 'PCIe TX throughput (in KB/s, NVML 20 ms sample).',
+    value: (t) => t.pcieTxKBps ?? null,
+    counter: true,
+  },
+  {
+    name: 'DCGM_FI_DEV_PCIE_RX_THROUGHPUT',
+    help: 'PCIe RX throughput (in KB/s, NVML 20 ms sample).',
+    value: (t) => t.pcieRxKBps ?? null,
+    counter: true,
+  },
   { name: 'DCGM_FI_DEV_PCIE_LINK_GEN', help: 'Current PCIe link generation.', value: (t) => t.pcieLinkGenCurrent },
   { name: 'DCGM_FI_DEV_PCIE_LINK_WIDTH', help: 'Current PCIe link width.', value: (t) => t.pcieLinkWidthCurrent },
   { name: 'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL', help: 'Total number of single-bit volatile ECC errors.', value: (t) => t.eccVolatileCorrected, counter: true },
@@ -105,7 +128,20 @@ const DCGM: DcgmDef[] = [
     value: (t) => sumLinks(t, 'recoveryErrors'),
     counter: true,
   },
+  {
+    name: 'DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL',
+    help: 'Total NVLink data transferred over all links, TX + RX (in KiB).',
+    value: (t) => sumKnown(t.nvlinkDataTxKiB, t.nvlinkDataRxKiB),
+    counter: true,
+  },
 ];
+
+/** Sum of the values that are known; null when none is. */
+function sumKnown(...vs: (number | null | undefined)[]): number | null {
+  let sum: number | null = null;
+  for (const v of vs) if (v !== null && v !== undefined) sum = (sum ?? 0) + v;
+  return sum;
+}
 
 function sumLinks(t: Telemetry, k: 'crcFlitErrors' | 'crcDataErrors' | 'replayErrors' | 'recoveryErrors'): number | null {
   if (!t.nvlinks || t.nvlinks.length === 0) return null;
@@ -312,6 +348,19 @@ export class AgentMetrics {
           { version: opts.version, node_version: process.version, backend: s.backend.kind, driver_version: s.system?.driverVersion ?? '' },
           1,
         );
+      },
+    });
+
+    new Gauge<'driver_version' | 'cuda_version' | 'nvml_version'>({
+      name: 'navarch_agent_driver_info',
+      help: 'NVIDIA driver, CUDA driver API and NVML versions reported by NVML (always 1; absent without a driver).',
+      labelNames: ['driver_version', 'cuda_version', 'nvml_version'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        const sys = cur().system;
+        if (!sys || (!sys.driverVersion && !sys.cudaDriverVersion && !sys.nvmlVersion)) return;
+        this.set({ driver_version: sys.driverVersion ?? '', cuda_version: sys.cudaDriverVersion ?? '', nvml_version: sys.nvmlVersion ?? '' }, 1);
       },
     });
 

@@ -135,6 +135,11 @@ interface DeviceState {
   remapUnc: number;
   remapPending: boolean;
   remapFailure: boolean;
+  // cumulative counters advanced by each sample (energy from the power drawn since the last one)
+  energyMj: number;
+  nvlinkTxKiB: number;
+  nvlinkRxKiB: number;
+  lastSampleMs: number | null;
 }
 
 const LOST: (fn: string) => NvmlErrorInfo = (fn) => ({
@@ -212,6 +217,10 @@ export class FakeBackend implements InjectableBackend {
         remapUnc: 0,
         remapPending: false,
         remapFailure: false,
+        energyMj: 0,
+        nvlinkTxKiB: 0,
+        nvlinkRxKiB: 0,
+        lastSampleMs: null,
       });
     }
   }
@@ -244,7 +253,7 @@ export class FakeBackend implements InjectableBackend {
     return this.devs.map((d): DeviceSnapshot => {
       if (d.lost) return { index: d.info.index, uuid: d.info.uuid, ok: false, error: LOST('nvmlDeviceGetTemperature'), takenAtMs };
       this.step(d);
-      return { index: d.info.index, uuid: d.info.uuid, ok: true, telemetry: this.telemetry(d), takenAtMs };
+      return { index: d.info.index, uuid: d.info.uuid, ok: true, telemetry: this.telemetry(d, takenAtMs), takenAtMs };
     });
   }
 
@@ -255,12 +264,20 @@ export class FakeBackend implements InjectableBackend {
     d.temp = Math.min(60, Math.max(35, d.temp + (target - d.temp) * 0.2 + (d.rnd() - 0.5) * 2));
   }
 
-  private telemetry(d: DeviceState): Telemetry {
+  private telemetry(d: DeviceState, takenAtMs: number): Telemetry {
     const p = d.profile;
     const util = Math.round(d.util);
     const busy = util > 0;
     const power = d.powerOverride ?? p.idlePowerW + (p.powerLimitW * 0.85 - p.idlePowerW) * (util / 100) + d.rnd() * 5;
     const memUsed = Math.round(p.memoryTotalBytes * (0.01 + 0.8 * (util / 100)));
+    const dtS = d.lastSampleMs === null ? 0 : Math.max(0, takenAtMs - d.lastSampleMs) / 1000;
+    d.lastSampleMs = takenAtMs;
+    d.energyMj += Math.round(power * dtS * 1000);
+    // NVLink traffic in proportion to utilisation: up to 1 GiB/s each way per GPU.
+    if (p.nvlinks > 0) {
+      d.nvlinkTxKiB += Math.round(dtS * 1024 * 1024 * (util / 100));
+      d.nvlinkRxKiB += Math.round(dtS * 1024 * 1024 * (util / 100) * 0.9);
+    }
     const nvlinks: NvLinkStatus[] | null =
       p.nvlinks > 0
         ? Array.from({ length: p.nvlinks }, (_, link) => ({
@@ -307,6 +324,15 @@ export class FakeBackend implements InjectableBackend {
       pcieLinkWidthMax: 16,
       nvlinks,
       fabric: null,
+      // HBM boards (the NVLink models here) report a memory temperature; the GDDR cards do not.
+      memoryTemperatureC: p.nvlinks > 0 ? Math.round(d.tempOverride ?? d.temp) + 4 : null,
+      totalEnergyMj: d.energyMj,
+      encoderUtilPercent: 0,
+      decoderUtilPercent: 0,
+      pcieTxKBps: Math.round(util * 40),
+      pcieRxKBps: Math.round(util * 120),
+      nvlinkDataTxKiB: p.nvlinks > 0 ? d.nvlinkTxKiB : null,
+      nvlinkDataRxKiB: p.nvlinks > 0 ? d.nvlinkRxKiB : null,
     };
   }
 

@@ -102,6 +102,21 @@ export interface Telemetry {
   nvlinks: NvLinkStatus[] | null;
   /** nvmlDeviceGetGpuFabricInfoV (v3, else v2); null where unsupported (pre-Hopper GPUs, drivers before 550, the TypeScript fake backend); optional for hand-built telemetry. */
   fabric?: GpuFabricInfo | null;
+  // dcgm-exporter's default fields that NVML provides (optional for hand-built telemetry; null =
+  // NOT_SUPPORTED or an entry point the driver lacks, and the series is then absent).
+  /** NVML_FI_DEV_MEMORY_TEMP (field 82), C. */
+  memoryTemperatureC?: number | null;
+  /** nvmlDeviceGetTotalEnergyConsumption: mJ since the driver was loaded (Volta+). */
+  totalEnergyMj?: number | null;
+  /** nvmlDeviceGetEncoderUtilization / DecoderUtilization, %. */
+  encoderUtilPercent?: number | null;
+  decoderUtilPercent?: number | null;
+  /** nvmlDeviceGetPcieThroughput TX / RX bytes: KB/s over NVML's 20 ms sample. */
+  pcieTxKBps?: number | null;
+  pcieRxKBps?: number | null;
+  /** NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX / _RX (fields 138/139, scope all links): KiB since the driver was loaded. */
+  nvlinkDataTxKiB?: number | null;
+  nvlinkDataRxKiB?: number | null;
 }
 
 /** NVML GPU fabric info (nvml-abi.md §3.7 / §4.8). `status` counts only once `state` is 3 (completed). */

@@ -60,6 +60,14 @@ export const TELEMETRY_KEYS: Record<keyof Telemetry, 'number' | 'boolean' | 'arr
   pcieLinkWidthMax: 'number',
   nvlinks: 'array',
   fabric: 'object',
+  memoryTemperatureC: 'number',
+  totalEnergyMj: 'number',
+  encoderUtilPercent: 'number',
+  decoderUtilPercent: 'number',
+  pcieTxKBps: 'number',
+  pcieRxKBps: 'number',
+  nvlinkDataTxKiB: 'number',
+  nvlinkDataRxKiB: 'number',
 };
 
 export function waitFor<T>(what: string, get: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
@@ -144,6 +152,11 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
         expect(t.remappedRowsFailure).toBe(false);
         expect(t.persistenceMode).toBe(true);
         expect(t.nvlinks).toHaveLength(18);
+        // dcgm-exporter's default fields an H100 answers.
+        expect(t.memoryTemperatureC).toBeGreaterThanOrEqual(20);
+        expect(t.totalEnergyMj).toBeGreaterThanOrEqual(0);
+        expect(t.encoderUtilPercent).toBe(0);
+        expect(t.nvlinkDataTxKiB).toBeGreaterThanOrEqual(0);
         for (const l of t.nvlinks ?? []) {
           expect(l.active).toBe(true);
           expect(Object.keys(l).sort()).toEqual(['active', 'crcDataErrors', 'crcFlitErrors', 'link', 'recoveryErrors', 'replayErrors']);

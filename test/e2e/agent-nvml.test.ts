@@ -97,6 +97,26 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
     await waitFor('thermal warning', async () => (await agent.status()).activeFaults.some((x) => x.gpuIndex === 2 && x.type === 'thermal'));
   });
 
+  it("dcgm-exporter's default fields and the driver info come from the library; NOT_SUPPORTED drops the series", async () => {
+    await fake.set(3, 'memoryTempC', 77);
+    await fake.set(3, 'totalEnergyMj', 98_765_432_101);
+    await fake.set(3, 'encoderUtil', 21);
+    await fake.set(3, 'pcieRxKBps', 654_321);
+    await fake.set(3, 'nvlinkDataTxKiB', 1000);
+    await fake.set(3, 'nvlinkDataRxKiB', 234);
+    await fake.inject({ op: 'unsupported', device: 4, field: 'memoryTempC', value: true });
+    const m = await waitFor('new fields on GPU 3', async () => {
+      const t = await agent.metrics();
+      return metricValue(t, 'DCGM_FI_DEV_MEMORY_TEMP', 'gpu="3"') === 77 && metricValue(t, 'DCGM_FI_DEV_MEMORY_TEMP', 'gpu="4"') === null ? t : null;
+    });
+    expect(metricValue(m, 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION', 'gpu="3"')).toBe(98_765_432_101);
+    expect(metricValue(m, 'DCGM_FI_DEV_ENC_UTIL', 'gpu="3"')).toBe(21);
+    expect(metricValue(m, 'DCGM_FI_DEV_PCIE_RX_THROUGHPUT', 'gpu="3"')).toBe(654_321);
+    expect(metricValue(m, 'DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL', 'gpu="3"')).toBe(1234);
+    expect(metricValue(m, 'DCGM_FI_DEV_MEMORY_TEMP', 'gpu="5"')).toBe(40);
+    expect(m).toContain('navarch_agent_driver_info{driver_version="570.86.15",cuda_version="12.8",nvml_version="12.550.163.01"} 1');
+  });
+
   it('an XID storm is counted exactly and the API stays responsive', async () => {
     const before = (await fake.stats()).recorded;
     await fake.inject({ op: 'storm', device: 6, xid: 13, count: 100_000, distinct: 1 });

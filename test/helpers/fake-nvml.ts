@@ -77,6 +77,19 @@ export interface FakeTelemetry {
   fabricCliqueId?: number;
   fabricHealthMask?: number;
   fabricHealthSummary?: number;
+  /** Field value 82 NVML_FI_DEV_MEMORY_TEMP, C (default 40). */
+  memoryTempC?: number;
+  /** nvmlDeviceGetTotalEnergyConsumption, mJ (default 0). */
+  totalEnergyMj?: number;
+  /** nvmlDeviceGetEncoderUtilization / DecoderUtilization, % (default 0). */
+  encoderUtil?: number;
+  decoderUtil?: number;
+  /** nvmlDeviceGetPcieThroughput TX / RX, KB/s (default 0). */
+  pcieTxKBps?: number;
+  pcieRxKBps?: number;
+  /** Field values 138 / 139 NVLink data TX / RX, KiB over all links (scopeId 0xFFFFFFFF; default 0). */
+  nvlinkDataTxKiB?: number;
+  nvlinkDataRxKiB?: number;
 }
 
 /** Numeric telemetry keys accepted by the `set` op. */
@@ -167,6 +180,14 @@ export function defaultDevices(n = 8): FakeDeviceConfig[] {
       nvlinkRecovery: 0,
       nvlinkCrcFlit: 0,
       nvlinkCrcData: 0,
+      memoryTempC: 40,
+      totalEnergyMj: 0,
+      encoderUtil: 0,
+      decoderUtil: 0,
+      pcieTxKBps: 0,
+      pcieRxKBps: 0,
+      nvlinkDataTxKiB: 0,
+      nvlinkDataRxKiB: 0,
     },
     unsupported: [],
     lost: false,

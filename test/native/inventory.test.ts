@@ -70,6 +70,9 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
         link, active: link !== 2, replayErrors: 6, recoveryErrors: 7, crcFlitErrors: 8, crcDataErrors: 9,
       })),
       fabric: null, // fabricInfoVersion 0: NOT_SUPPORTED (test/native/fabric.test.ts covers the rest)
+      // the fake's defaults (test/native/dcgm-fields.test.ts covers these fields)
+      memoryTemperatureC: 40, totalEnergyMj: 0, encoderUtilPercent: 0, decoderUtilPercent: 0,
+      pcieTxKBps: 0, pcieRxKBps: 0, nvlinkDataTxKiB: 0, nvlinkDataRxKiB: 0,
     });
     const s0 = snap[0]!;
     expect(s0.ok && s0.telemetry.temperatureC).toBe(33);
