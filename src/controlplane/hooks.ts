@@ -1,8 +1,10 @@
 /**
  * Runs an operator hook (drain / cordon executable) for a control-plane command: no shell, a
- * deadline (SIGTERM, then SIGKILL 2 s later), bounded captured output.
+ * deadline (SIGTERM, then SIGKILL 2 s later), bounded captured output. Deadlines run on the
+ * given clock (the link's; the system clock by default).
  */
 import { spawn } from 'node:child_process';
+import { systemClock, type CancelTimer, type Clock } from '../util/clock.js';
 
 export interface HookResult {
   ok: boolean;
@@ -32,21 +34,22 @@ export function runHook(
   args: string[],
   env: Record<string, string>,
   timeoutMs: number,
+  clock: Clock = systemClock,
 ): Promise<HookResult> {
-  const started = Date.now();
+  const started = clock.now();
   return new Promise((resolve) => {
     let output = '';
     let timedOut = false;
     let settled = false;
-    let killTimer: NodeJS.Timeout | null = null;
-    let graceTimer: NodeJS.Timeout | null = null;
+    let killTimer: CancelTimer | null = null;
+    let graceTimer: CancelTimer | null = null;
     const finish = (r: Omit<HookResult, 'durationMs' | 'output' | 'timedOut'>): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
-      if (graceTimer) clearTimeout(graceTimer);
-      resolve({ ...r, timedOut, output, durationMs: Date.now() - started });
+      cancelTimer();
+      killTimer?.();
+      graceTimer?.();
+      resolve({ ...r, timedOut, output, durationMs: clock.now() - started });
     };
     let child;
     try {
@@ -60,10 +63,10 @@ export function runHook(
     };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
-    const timer = setTimeout(() => {
+    const cancelTimer = clock.setTimer(() => {
       timedOut = true;
       child.kill('SIGTERM');
-      killTimer = setTimeout(() => child.kill('SIGKILL'), 2000);
+      killTimer = clock.setTimer(() => child.kill('SIGKILL'), 2000);
     }, timeoutMs);
     child.on('error', (e: NodeJS.ErrnoException) =>
       finish({ ok: false, exitCode: null, signal: null, error: `${e.code ?? ''} ${e.message}`.trim() }),
@@ -73,7 +76,7 @@ export function runHook(
     // them open, which would make the deadline meaningless. Once the hook itself has exited, give the
     // pipes a moment, then stop reading them and finish.
     child.on('exit', (code, signal) => {
-      graceTimer = setTimeout(() => {
+      graceTimer = clock.setTimer(() => {
         child.stdout?.destroy();
         child.stderr?.destroy();
         finish({ ok: code === 0 && !timedOut, exitCode: code, signal });

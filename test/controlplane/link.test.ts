@@ -1,19 +1,26 @@
 /**
  * End to end over real HTTP on loopback: AgentLink (client + loops) against the development
- * control plane. The event store is the in-memory test double; everything else is real.
+ * control plane. The event store is the in-memory test double; everything else is real, except
+ * time: every link here runs on a manual clock (test/helpers/manual-clock.ts), so retries,
+ * intervals, outages, deadlines and hook timeouts pass when the test moves the clock, not in
+ * real sleeps. Hooks that must run long wait for a file the test writes.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import { readTerminationMarker, TERMINATE_EXIT_CODE, type AgentLink, type TerminateInfo } from '../../src/controlplane/agent-link.js';
-import { inventory, makeLink, testLogger, waitFor } from './fixtures.js';
+import { inventory, makeLink as makeLinkWith, testLogger } from './fixtures.js';
 import { MemoryStore, xidInput } from './memory-store.js';
+import { ManualClock } from '../helpers/manual-clock.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
+/** Links stop first, while the control planes they talk to still answer. */
+const linkStops: Array<() => Promise<void>> = [];
 afterEach(async () => {
+  for (const c of linkStops.splice(0).reverse()) await c();
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
@@ -23,8 +30,25 @@ async function devCp(opts: Parameters<typeof startDevControlPlane>[0] = {}): Pro
   return cp;
 }
 
+let clock: ManualClock;
+beforeEach(() => {
+  clock = new ManualClock();
+});
+
+/** A link (fixtures' makeLink) on this test's clock. */
+function makeLink(...[url, over = {}, client = {}]: Parameters<typeof makeLinkWith>): ReturnType<typeof makeLinkWith> {
+  return makeLinkWith(url, { clock, ...over }, client);
+}
+
+/** Waits for cond while moving this test's clock on (real I/O gets real turns between the steps). */
+function waitFor(cond: () => boolean | Promise<boolean>, realTimeoutMs = 20_000, what = 'condition'): Promise<void> {
+  return clock.until(what, cond, { realTimeoutMs });
+}
+
 function track(link: AgentLink): AgentLink {
-  cleanups.push(() => link.stop({ deadlineMs: 2000 }));
+  const c = clock;
+  // The stop deadline runs on the clock: moved on while the link stops.
+  linkStops.push(() => c.drive(link.stop({ deadlineMs: 2000 }), 100));
   return link;
 }
 
@@ -110,7 +134,8 @@ describe('registration', () => {
     expect(link.status().lastError!.code).toBe('unavailable');
     expect(link.status().registered).toBe(false);
     const cp = await devCp({ port });
-    await link.whenRegistered();
+    // The next try waits out its backoff on the clock.
+    await clock.drive(link.whenRegistered());
     expect(cp.node('node-a')?.status).toBe('active');
   });
 
@@ -120,7 +145,7 @@ describe('registration', () => {
     const attempts: number[] = [];
     const { link } = makeLink(
       cp.url,
-      { logger, retry: { baseMs: 50, capMs: 200, configErrorMs: 2500 }, onRpc: (r) => r.method === 'RegisterNode' && attempts.push(Date.now()) },
+      { logger, retry: { baseMs: 50, capMs: 200, configErrorMs: 2500 }, onRpc: (r) => r.method === 'RegisterNode' && attempts.push(clock.now()) },
       { token: 'wrong-token' },
     );
     track(link).start();
@@ -296,11 +321,12 @@ describe('health delivery', () => {
     await waitFor(() => store.pendingCount() === 0, 20_000, 'first batch acked');
     const before = cp.events('node-a');
     await cp.close();
-    // Outage: events keep coming.
-    const outageEnd = Date.now() + OUTAGE_MS;
-    while (Date.now() < outageEnd) {
+    // Outage: events keep coming, for OUTAGE_MS on the link's clock (its retries wait on it).
+    const outageEnd = clock.now() + OUTAGE_MS;
+    while (clock.now() < outageEnd) {
       await appendSome(5);
-      await new Promise((r) => setTimeout(r, 100));
+      await clock.advance(100);
+      await new Promise((r) => setTimeout(r, 1)); // a real turn for the failing calls
     }
     expect(store.pendingCount()).toBeGreaterThan(0);
     expect(link.status().lastError).not.toBeNull();
@@ -420,7 +446,7 @@ describe('commands', () => {
       diagnostics: async (p) => {
         running += 1;
         most = Math.max(most, running);
-        await new Promise((r) => setTimeout(r, 200));
+        await clock.sleep(200);
         running -= 1;
         done += 1;
         return [{ name: `diag_${p.test}`, status: 'healthy', message: 'ok' }];
@@ -462,7 +488,8 @@ describe('commands', () => {
     const dir = mkdtempSync(join(tmpdir(), 'navarch-term-stop-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const hook = join(dir, 'drain.sh');
-    writeFileSync(hook, `#!/bin/sh\ntouch "${dir}/started"\nsleep 1\n`);
+    // Runs until the test writes "release" (after stop() was called).
+    writeFileSync(hook, `#!/bin/sh\ntouch "${dir}/started"\nwhile [ ! -e "${dir}/release" ]; do sleep 0.02; done\n`);
     chmodSync(hook, 0o755);
     let info: TerminateInfo | null = null;
     const { link } = makeLink(cp.url, { stateDir: join(dir, 'state'), hooks: { drain: hook }, onTerminate: (i) => (info = i) });
@@ -470,11 +497,14 @@ describe('commands', () => {
     await link.whenRegistered();
     cp.issueCommand('node-a', 'terminate', { reason: 'scale-down' });
     await waitFor(() => existsSync(join(dir, 'started')), 20_000, 'drain hook started');
-    const t0 = Date.now();
-    await link.stop({ deadlineMs: 15_000 });
+    const t0 = clock.now();
+    const stopping = link.stop({ deadlineMs: 15_000 });
+    writeFileSync(join(dir, 'release'), '');
+    // The clock moves 1 ms per step: reaching the deadline would take 15,000 steps.
+    await clock.drive(stopping, 1);
     // Before: stop() waited for the TERMINATE command, which waited for stop() to finish: the
     // whole deadline went by.
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(clock.now() - t0).toBeLessThan(10_000);
     expect(info).not.toBeNull();
   }, 60_000);
 
@@ -509,7 +539,7 @@ describe('commands', () => {
     const regs = cp.node('node-a')!.registrations;
     const again = makeLink(cp.url, { stateDir: join(dir, 'state') }).link;
     track(again).start();
-    await new Promise((r) => setTimeout(r, 800));
+    await clock.advance(800);
     expect(again.status().terminated?.commandId).toBe(marker!.commandId);
     expect(again.status().registered).toBe(false);
     expect(cp.node('node-a')!.registrations).toBe(regs);
@@ -548,7 +578,8 @@ describe('commands', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cp-slow-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const hook = join(dir, 'slow.sh');
-    writeFileSync(hook, `#!/bin/sh\nsleep 5\necho done > "${dir}/drained"\n`);
+    // Runs until the test writes "release".
+    writeFileSync(hook, `#!/bin/sh\nwhile [ ! -e "${dir}/release" ]; do sleep 0.02; done\necho done > "${dir}/drained"\n`);
     chmodSync(hook, 0o755);
     let diagAt = 0;
     const { link } = makeLink(cp.url, {
@@ -565,6 +596,7 @@ describe('commands', () => {
     cp.issueCommand('node-a', 'run_diagnostic');
     await waitFor(() => diagAt > 0, 20_000, 'diagnostic during the drain');
     expect(existsSync(join(dir, 'drained'))).toBe(false);
+    writeFileSync(join(dir, 'release'), '');
     await waitFor(() => existsSync(join(dir, 'drained')), 30_000, 'drain hook finished');
   });
 
