@@ -21,6 +21,7 @@ import { isInjectable, type FakeFault, type GpuBackend } from '../backends/types
 import type { AgentConfig } from '../config/config.js';
 import type { HealthEventInput } from '../events/types.js';
 import { applyFaultOverrides, SuppressionCounts } from '../events/overrides.js';
+import { operatorClearInput, selectFaults, type ClearSelector } from '../events/operator-clear.js';
 import { faultOverridesJson } from '../config/fault-overrides.js';
 import type { DeviceInfo, DeviceSnapshot, NvmlEvent, WatchStats } from '../nvml/types.js';
 import { normalizePciBusId } from '../sources/kmsg-parse.js';
@@ -520,6 +521,26 @@ export class Agent implements AgentView {
       // without waiting for the next interval.
       await this.telemetry?.sampleNow();
     };
+  }
+
+  /**
+   * An operator's clear (POST /faults/clear): each named active fault gets a clear event, stored
+   * durably (which ends the fault) and sent to the control plane like any clear. The telemetry
+   * judge forgets the condition, so a fault that is still there is raised again by the next sample
+   * (as the kernel log and NVML raise theirs again on their next line or event). Resolves with the
+   * keys cleared, in the store's order; empty when the selector names no active fault.
+   */
+  async clearFaults(selector: ClearSelector, reason: string): Promise<{ cleared: string[] }> {
+    const store = this.store;
+    if (!store) return { cleared: [] };
+    const cleared: string[] = [];
+    for (const f of selectFaults(store.activeFaults(), selector)) {
+      await store.append(operatorClearInput(f, reason, Date.now()));
+      this.telemetry?.forget(f.key);
+      cleared.push(f.key);
+    }
+    if (cleared.length > 0) this.log.info({ component: 'events', cleared, reason }, `operator cleared ${cleared.length} fault(s)`);
+    return { cleared };
   }
 
   /** Wait until every event handed to ingest() so far is in the store. */

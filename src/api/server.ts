@@ -4,6 +4,7 @@
  *   GET  /status   JSON status document (AgentStatus)
  *   GET  /metrics  Prometheus text format (registry of the agent's own)
  *   POST /inject   fault injection, only with the fake backend (404 otherwise)
+ *   POST /faults/clear  an operator's clear of active faults (src/events/operator-clear.ts)
  * Every request is bounded: body size, header and request timeouts, connection count.
  * Connections: at most MAX_CONNECTIONS; a new one beyond that closes the longest-idle connection
  * (one with no request in flight, e.g. a half-open socket that never sent a byte), so idle
@@ -16,6 +17,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { hostCheck, type HostCheck } from './host-check.js';
 import type { Logger } from 'pino';
 import { InjectValidationError, parseFakeFault } from './inject.js';
+import { ClearRequestError, parseClearRequest } from '../events/operator-clear.js';
 import type { AgentMetrics } from './metrics.js';
 import type { AgentView } from './types.js';
 
@@ -75,6 +77,19 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
+/** The JSON body of a POST (405 for another method, 415 for another Content-Type, 400 for bad JSON). */
+async function readJsonPost(req: IncomingMessage, method: string): Promise<unknown> {
+  if (method !== 'POST') throw new HttpError(405, 'use POST');
+  const ct = String(req.headers['content-type'] ?? '');
+  if (!ct.startsWith('application/json')) throw new HttpError(415, 'Content-Type must be application/json');
+  const text = await readBody(req);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'body is not valid JSON');
+  }
+}
+
 class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -112,28 +127,27 @@ export function createApiHandler(opts: Pick<ApiServerOptions, 'view' | 'metrics'
         return;
       }
       if (path === '/inject' && view.inject) {
-        if (method !== 'POST') throw new HttpError(405, 'use POST');
-        const ct = String(req.headers['content-type'] ?? '');
-        if (!ct.startsWith('application/json')) throw new HttpError(415, 'Content-Type must be application/json');
-        const text = await readBody(req);
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          throw new HttpError(400, 'body is not valid JSON');
-        }
+        const body = await readJsonPost(req, method);
         const fault = parseFakeFault(body, view.status().devices.length);
         await view.inject(fault);
         log?.info({ fault }, 'fault injected');
         send(res, 200, { ok: true, fault });
         return;
       }
+      if (path === '/faults/clear' && view.clearFaults) {
+        const { selector, reason } = parseClearRequest(await readJsonPost(req, method));
+        const { cleared } = await view.clearFaults(selector, reason);
+        if (cleared.length === 0 && 'key' in selector) throw new HttpError(404, `no active fault "${selector.key}"`);
+        log?.info({ selector, reason, cleared }, 'faults cleared by the operator');
+        send(res, 200, { ok: true, cleared, reason });
+        return;
+      }
       throw new HttpError(404, `no such endpoint: ${method} ${path}`);
     } catch (err) {
       if (err instanceof HttpError) {
-        if (err.status === 405) res.setHeader('Allow', path === '/inject' ? 'POST' : 'GET');
+        if (err.status === 405) res.setHeader('Allow', path === '/inject' || path === '/faults/clear' ? 'POST' : 'GET');
         send(res, err.status, { error: err.message });
-      } else if (err instanceof InjectValidationError) {
+      } else if (err instanceof InjectValidationError || err instanceof ClearRequestError) {
         send(res, 400, { error: err.message });
       } else {
         log?.error({ err, path }, 'API request failed');

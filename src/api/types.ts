@@ -4,6 +4,7 @@
  */
 import type { ApiListenStatus } from './listener.js';
 import type { ActiveFault } from '../events/types.js';
+import type { ClearSelector } from '../events/operator-clear.js';
 import type { BackendKind, FakeFault } from '../backends/types.js';
 import type { DeviceInfo, NvmlErrorInfo, SystemInfo, Telemetry, WatchStats } from '../nvml/types.js';
 
@@ -75,4 +76,6 @@ export interface AgentView {
   status(): AgentStatus;
   /** Present only when the backend can inject (fake backend). */
   inject?: (fault: FakeFault) => Promise<void> | void;
+  /** An operator's clear (POST /faults/clear, src/events/operator-clear.ts): the keys cleared. */
+  clearFaults?: (selector: ClearSelector, reason: string) => Promise<{ cleared: string[] }>;
 }

@@ -13,6 +13,7 @@ import type { SystemInfo } from '../nvml/types.js';
 import { parseFakeFault, InjectValidationError } from '../api/inject.js';
 import { helpText, parseArgv, type ParsedArgs } from './args.js';
 import { COMMANDS, COMMAND_BY_NAME } from './commands.js';
+import { FAULTS_CLEAR_COMMAND, runFaultsClear } from './faults-clear.js';
 import { ago, fmt, gib, table } from './output.js';
 import { defaultIo, packageVersion, type CliIo } from './io.js';
 
@@ -58,6 +59,14 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
     io.stdout(`${packageVersion()}\n`);
     return 0;
   }
+  if (name === 'faults' && rest[0] === 'clear') {
+    const a = parseArgv(rest.slice(1), FAULTS_CLEAR_COMMAND);
+    if (a.flags.get('help') === true) {
+      io.stdout(`${helpText(FAULTS_CLEAR_COMMAND)}\n`);
+      return 0;
+    }
+    return runFaultsClear(a, io);
+  }
   const cmd = COMMAND_BY_NAME.get(name);
   if (!cmd) {
     throw new UsageError(`unknown command "${name}" (commands: ${COMMANDS.map((c) => c.name).join(', ')})`);
@@ -69,12 +78,12 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
   }
   switch (cmd.name) {
     case 'help': {
-      const target = args.positionals[0];
+      const target = args.positionals.join(' ');
       if (!target) {
         io.stdout(usageLine());
         return 0;
       }
-      const c = COMMAND_BY_NAME.get(target);
+      const c = target === FAULTS_CLEAR_COMMAND.name ? FAULTS_CLEAR_COMMAND : COMMAND_BY_NAME.get(target);
       if (!c) throw new UsageError(`unknown command "${target}"`);
       io.stdout(`${helpText(c)}\n`);
       return 0;

@@ -31,8 +31,8 @@ export const COMMANDS: CommandDef[] = [
   },
   {
     name: 'faults',
-    summary: "List active faults (from a running agent's API, else from the state directory).",
-    usage: 'navarch-agent faults [--api <url>] [--json] [run flags]',
+    summary: "List active faults (from a running agent's API, else from the state directory). \"faults clear <key> | --gpu N | --all\" ends them (see: navarch-agent help faults clear).",
+    usage: 'navarch-agent faults [--api <url>] [--json] [run flags]  |  navarch-agent faults clear <key> | --gpu N | --all',
     flags: [...RUN_FLAGS, JSON_FLAG, API_FLAG, HELP_FLAG],
     positionals: [0, 0],
   },
@@ -109,7 +109,7 @@ export const COMMANDS: CommandDef[] = [
     summary: 'Show help for a command.',
     usage: 'navarch-agent help [command]',
     flags: [],
-    positionals: [0, 1],
+    positionals: [0, 2],
   },
   {
     name: 'version',

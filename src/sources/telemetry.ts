@@ -630,6 +630,8 @@ export class TelemetrySampler {
   private inFlight: Promise<void> | null = null;
   private samples = 0;
   private last: DeviceSnapshot[] | null = null;
+  /** Keys to forget before the next judgement (forget()). */
+  private readonly forgotten = new Set<string>();
 
   constructor(private readonly opts: SamplerOptions) {
     this.config = telemetryConfig(opts.config);
@@ -684,9 +686,19 @@ export class TelemetrySampler {
     }
   }
 
+  /**
+   * Forget the condition under `key` (an operator cleared its fault): the next sample judges it
+   * afresh, so a condition that is still there is raised again.
+   */
+  forget(key: string): void {
+    this.forgotten.add(key);
+  }
+
   /** Take and judge one sample now (callers must not overlap it with a running sampler). */
   async sampleOnce(): Promise<HealthEventInput[]> {
     const snap = await this.opts.backend.snapshot();
+    for (const key of this.forgotten) delete this.state.conditions[key];
+    this.forgotten.clear();
     this.samples++;
     this.last = snap;
     this.opts.onSnapshot?.(snap);

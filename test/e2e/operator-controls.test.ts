@@ -2,9 +2,11 @@
  * Operator controls through the agent process (dist/cli/main.js run, fake backend) against the
  * development control plane over loopback: the config file's faultOverrides (an overridden XID
  * comes out with the new severity, a suppressed one never reaches the control plane; a bad rule
- * is exit 2 with one line).
+ * is exit 2 with one line) and `navarch-agent faults clear` (the clear reaches the control plane,
+ * the node reads HEALTHY again, the clear survives a restart; a condition still present is raised
+ * again).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -68,6 +70,69 @@ describe.skipIf(!DIST_BUILT)('operator controls (agent process)', () => {
     expect(metricValue(m, 'navarch_agent_xid_total', 'code="43"')).toBe(1);
     expect(await agent.stop('SIGTERM')).toBe(0);
   }, 120_000);
+
+  it('faults clear: the dev control plane sees the clear and the node goes HEALTHY; durable across a restart', async () => {
+    const cp = await startDevControlPlane({ heartbeatIntervalSeconds: 1, healthCheckIntervalSeconds: 1 });
+    cleanups.push(() => cp.close());
+    const dir = scratch('clear');
+    const node = 'clear-node';
+    const args = ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', node, '--kmsg-path', 'none', '--telemetry-interval', '1s'];
+    const stateDir = join(dir, 'state');
+    let agent = await startAgent({ args, env: { NAVARCH_GPU_COUNT: '4' }, stateDir });
+    cleanups.push(() => agent.stop('SIGKILL'));
+    await waitFor('registered healthy', () => cp.node(node)?.healthStatus === 'healthy', 60_000);
+
+    expect((await agent.inject({ kind: 'xid', gpu: 2, xid: 79 })).status).toBe(200);
+    await waitFor('unhealthy (XID 79)', () => cp.node(node)?.healthStatus === 'unhealthy', 30_000);
+    expect((await agent.status()).activeFaults.map((f) => f.key)).toEqual(['gpu2/xid/79']);
+
+    const run = (argv: string[]) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const p = spawn(process.execPath, [MAIN_JS, ...argv], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        p.on('close', (code) => resolve({ code, out, err }));
+      });
+    // An unknown key: exit 1 and one line; nothing changes.
+    const unknown = await run(['faults', 'clear', 'gpu2/xid/48', '--api', agent.url]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.err).toBe('navarch-agent: faults clear: no active fault "gpu2/xid/48" (active faults: navarch-agent faults)\n');
+    const ok = await run(['faults', 'clear', 'gpu2/xid/79', '--api', agent.url]);
+    expect(ok).toEqual({ code: 0, out: 'cleared gpu2/xid/79\n', err: '' });
+
+    await waitFor('the clear at the control plane', () => cp.events(node).some((e) => e.metrics.cleared_event_type === 'xid' && e.gpuIndex === 2), 30_000);
+    const clear = cp.events(node).find((e) => e.metrics.cleared_event_type === 'xid')!;
+    expect(clear.eventType).toBe('unknown');
+    expect(clear.metrics).toMatchObject({ fault: 'clear', reason: 'operator', cleared_by: 'operator', fault_key: 'gpu2/xid/79' });
+    await waitFor('healthy after the clear', () => cp.node(node)?.healthStatus === 'healthy', 30_000);
+    expect((await agent.status()).activeFaults).toEqual([]);
+
+    // A condition still present is raised again by the next detection (the telemetry judge forgot it).
+    expect((await agent.inject({ kind: 'temperature', gpu: 1, celsius: 97 })).status).toBe(200);
+    await waitFor('thermal fault', async () => (await agent.status()).activeFaults.some((f) => f.key === 'gpu1/thermal'), 30_000);
+    const byGpu = await run(['faults', 'clear', '--gpu', '1', '--reason', 'checked the fans', '--api', agent.url]);
+    expect(byGpu).toEqual({ code: 0, out: 'cleared gpu1/thermal\n', err: '' });
+    await waitFor('thermal clear at the control plane', () => cp.events(node).some((e) => e.metrics.cleared_event_type === 'thermal' && e.metrics.reason === 'checked the fans'), 30_000);
+    await waitFor('thermal raised again', async () => (await agent.status()).activeFaults.some((f) => f.key === 'gpu1/thermal'), 30_000);
+    expect((await agent.inject({ kind: 'recover', gpu: 1 })).status).toBe(200);
+    await waitFor('thermal cleared by telemetry', async () => (await agent.status()).activeFaults.length === 0, 30_000);
+
+    // Durable: after a restart on the same state directory (same boot) the cleared XID stays cleared.
+    expect((await agent.inject({ kind: 'xid', gpu: 3, xid: 79 })).status).toBe(200);
+    await waitFor('XID 79 on GPU 3', async () => (await agent.status()).activeFaults.some((f) => f.key === 'gpu3/xid/79'), 30_000);
+    expect((await run(['faults', 'clear', '--all', '--api', agent.url])).out).toBe('cleared gpu3/xid/79\n');
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    agent = await startAgent({ args, env: { NAVARCH_GPU_COUNT: '4' }, stateDir });
+    expect((await agent.status()).activeFaults).toEqual([]);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+
+    // No agent answering: one line saying so, exit 1.
+    const none = await run(['faults', 'clear', '--all', '--api', agent.url]);
+    expect(none.code).toBe(1);
+    expect(none.err).toMatch(/^navarch-agent: faults clear: no running agent answers at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); nothing was cleared\n$/);
+  }, 180_000);
 
   it('a bad override is refused at start: exit 2, one line naming the key', () => {
     const dir = scratch('bad-override');
