@@ -4,7 +4,9 @@
  * sent to the control plane by the agent. Exit codes: 0 cleared (or nothing on that GPU / node),
  * 1 no such active fault or no agent answering, 2 bad usage (one line).
  */
-import { UsageError } from '../config/config.js';
+import { UsageError, parseListen } from '../config/config.js';
+import { DEFAULT_API_PORT } from '../config/options.js';
+import { apiBase } from './agent-api.js';
 import { ClearRequestError, parseClearRequest } from '../events/operator-clear.js';
 import type { CommandDef, ParsedArgs } from './args.js';
 import type { CliIo } from './io.js';
@@ -19,7 +21,7 @@ export const FAULTS_CLEAR_COMMAND: CommandDef = {
     { name: 'all', type: 'bool', help: 'clear every active fault' },
     { name: 'reason', type: 'string', arg: '<text>', help: 'why, recorded with each clear (default "operator")' },
     { name: 'api', type: 'string', arg: '<url>', help: 'local API of the running agent (default http://<--listen>)' },
-    { name: 'listen', type: 'string', arg: '<host:port>', help: 'address of the agent API when --api is not given (default 127.0.0.1:9400)' },
+    { name: 'listen', type: 'string', arg: '<host:port>', help: `address of the agent API when --api is not given (default 127.0.0.1:${DEFAULT_API_PORT})` },
     { name: 'json', type: 'bool', help: 'print the API answer as JSON' },
     { name: 'help', type: 'bool', help: 'show this help' },
   ],
@@ -51,28 +53,10 @@ export function clearRequestFromArgs(args: ParsedArgs): Record<string, unknown> 
   return body;
 }
 
-function apiBase(args: ParsedArgs): string {
+function baseOf(args: ParsedArgs): string {
   const api = args.flags.get('api');
-  if (typeof api === 'string') {
-    let u: URL;
-    try {
-      u = new URL(api);
-    } catch {
-      throw new UsageError(`flag --api: expected a URL like "http://127.0.0.1:9400", got "${api}"`);
-    }
-    if (u.protocol !== 'http:') throw new UsageError(`flag --api: expected an http:// URL, got "${api}"`);
-    return api.replace(/\/+$/, '');
-  }
   const listen = args.flags.get('listen');
-  if (typeof listen === 'string') {
-    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(listen.trim());
-    if (!m || Number(m[3]) > 65535) throw new UsageError(`flag --listen: expected host:port (e.g. "127.0.0.1:9400"), got "${listen}"`);
-    let host = m[1] ?? m[2] ?? '';
-    if (host === '' || host === '0.0.0.0') host = '127.0.0.1';
-    if (host === '::') host = '::1';
-    return `http://${host.includes(':') ? `[${host}]` : host}:${m[3]}`;
-  }
-  return 'http://127.0.0.1:9400';
+  return apiBase(typeof api === 'string' ? api : undefined, typeof listen === 'string' ? parseListen(listen, 'flag --listen', true) : null);
 }
 
 function oneLine(s: string): string {
@@ -81,7 +65,7 @@ function oneLine(s: string): string {
 
 export async function runFaultsClear(args: ParsedArgs, io: CliIo): Promise<number> {
   const body = clearRequestFromArgs(args);
-  const base = apiBase(args);
+  const base = baseOf(args);
   let res: Response;
   try {
     res = await fetch(`${base}/faults/clear`, {
@@ -91,7 +75,8 @@ export async function runFaultsClear(args: ParsedArgs, io: CliIo): Promise<numbe
       signal: AbortSignal.timeout(10_000),
     });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+    const c = (err as { cause?: { code?: string; errors?: Array<{ code?: string }> } }).cause;
+    const cause = c?.code ?? c?.errors?.[0]?.code ?? (err as Error).name;
     io.stderr(`navarch-agent: faults clear: no running agent answers at ${base} (${cause}); nothing was cleared\n`);
     return 1;
   }

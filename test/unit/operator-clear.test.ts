@@ -191,6 +191,8 @@ describe('POST /faults/clear', () => {
     c = await cli(['faults', 'clear', 'gpu9/xid/1', '--api', api.url]);
     expect(c.code).toBe(1);
     expect(c.err).toBe('navarch-agent: faults clear: no active fault "gpu9/xid/1" (active faults: navarch-agent faults)\n');
+    c = await cli(['faults', 'clear', 'gpu3/xid/79', '--listen', `127.0.0.1:${new URL(api.url).port}`]);
+    expect(c).toEqual({ code: 0, out: 'cleared gpu3/xid/79\n', err: '' });
     c = await cli(['faults', 'clear', '--all', '--json', '--api', api.url]);
     expect(JSON.parse(c.out)).toMatchObject({ ok: true, cleared: ['gpu1/thermal', 'gpu1/xid/48'] });
   });
@@ -207,6 +209,7 @@ describe('navarch-agent faults clear: usage and no agent', () => {
       ['faults', 'clear', '--bogus'],
       ['faults', 'clear', '--all', '--reason', ''],
       ['faults', 'clear', '--all', '--api', 'ftp://x'],
+      ['faults', 'clear', '--all', '--listen', 'nope'],
     ]) {
       const c = await cli(argv);
       expect(c.code, argv.join(' ')).toBe(2);
