@@ -30,6 +30,8 @@ import { TelemetrySampler } from '../sources/telemetry.js';
 import { openEventStore, type DurableEventStore } from '../store/event-store.js';
 import { MemoryEventStore } from '../store/memory-store.js';
 import { chooseStateDir, volatileStateText } from './state-dir.js';
+import { FaultHistory } from './fault-history.js';
+import { BOOT_ID_PATH, readBootId } from '../host/boot-id.js';
 import type { AppendResult } from '../store/types.js';
 import { KmsgLink } from './kmsg-link.js';
 import { AgentLink, type LinkStatus, type TerminateInfo } from '../controlplane/agent-link.js';
@@ -115,6 +117,10 @@ export class Agent implements AgentView {
   private stateDir: string | null = null;
   /** Why no state directory is used (null when one is). */
   private volatileReason: string | null = null;
+  /** This boot's id, read once (NAVARCH_BOOT_ID_PATH in tests). */
+  private bootId = 'unknown';
+  /** Faults across reboots: escalates an XID a reboot does not cure (src/agent/fault-history.ts). */
+  private faultHistory: FaultHistory | null = null;
 
   private constructor(private readonly opts: AgentOptions) {
     this.cfg = opts.config;
@@ -169,6 +175,9 @@ export class Agent implements AgentView {
       log.warn({ component: 'store', stateDir: sd.dir }, `state directory ${sd.dir} used instead (${sd.problem})`);
     }
 
+    this.bootId = readBootId(cfg.bootIdPath ?? BOOT_ID_PATH);
+    this.faultHistory = new FaultHistory({ stateDir: this.stateDir, bootId: this.bootId, log: log.child({ component: 'fault-history' }) });
+
     // 1. GPU backend
     const blog = log.child({ component: 'backend' });
     try {
@@ -193,7 +202,7 @@ export class Agent implements AgentView {
       this.store = new MemoryEventStore();
     } else {
       try {
-        this.store = await openEventStore({ dir: join(this.stateDir, 'events'), logger: log.child({ component: 'store' }) });
+        this.store = await openEventStore({ dir: join(this.stateDir, 'events'), logger: log.child({ component: 'store' }), bootId: this.bootId });
       } catch (err) {
         throw new AgentStartError(`event store in ${this.stateDir}: ${(err as Error).message}`);
       }
@@ -243,6 +252,7 @@ export class Agent implements AgentView {
     this.kmsg = new KmsgLink({
       path: cfg.kmsgPath,
       stateDir: this.stateDir,
+      bootId: this.bootId,
       log: log.child({ component: 'kmsg' }),
       resolvePci: (short) => this.byPci.get(short) ?? null,
       onEvent: (i) => this.ingest(i),
@@ -334,7 +344,8 @@ export class Agent implements AgentView {
   /**
    * Append a classified event to the durable store (never rejects; failures are logged). Every
    * source's events come through here, so this is where the operator's overrides and suppressions
-   * apply (src/events/overrides.ts).
+   * apply (src/events/overrides.ts), and then reboot-aware escalation, on the overridden event
+   * (src/agent/fault-history.ts): a suppressed event is not counted, an action made reset_gpu is.
    */
   ingest(raw: HealthEventInput): Promise<void> {
     const store = this.store;
@@ -345,7 +356,7 @@ export class Agent implements AgentView {
       this.log.debug({ component: 'events', key: raw.key, rule: o.rule.rule }, 'event suppressed by the config');
       return Promise.resolve();
     }
-    const input = o.input;
+    const input = this.faultHistory ? this.faultHistory.observe(o.input) : o.input;
     const p = store
       .append(input)
       .then(() => this.countXid(input))
@@ -505,6 +516,7 @@ export class Agent implements AgentView {
         store: this.store ? { ...this.store.stats(), appendFailures: this.appendFailures } : null,
       },
       durability: { durable: this.stateDir !== null, stateDir: this.stateDir, problem: this.volatileReason },
+      ...(this.faultHistory ? { faultHistory: this.faultHistory.status() } : {}),
       kmsg,
       watch: this.watch?.stats() ?? null,
       overrides: { rules: faultOverridesJson(this.cfg.faultOverrides), suppressedTotal: this.suppressed.total, suppressed: this.suppressed.rules() },
@@ -564,6 +576,7 @@ export class Agent implements AgentView {
     this.selection?.scenario?.run?.stop();
     await Promise.allSettled([this.watch?.stop(), this.telemetry?.stop(), this.kmsg?.stop()]);
     await this.drainIngest();
+    await this.faultHistory?.flush();
     log.debug('sources stopped');
     if (this.link) {
       const deadline = Date.now() + this.cfg.shutdownTimeoutMs;

@@ -15,6 +15,8 @@ export interface KmsgLinkOptions {
   path: string | null;
   /** Where the read cursor is kept; null = nowhere (no writable state directory). */
   stateDir: string | null;
+  /** This boot's id (src/host/boot-id.ts); default: the kernel's. */
+  bootId?: string;
   log: Logger;
   /** Kernel short PCI id ("0000:41:00") -> GPU, null when unknown. */
   resolvePci: (short: string) => DeviceInfo | null;
@@ -37,6 +39,7 @@ export class KmsgLink {
     const source = new KmsgSource({
       path: this.o.path,
       ...(this.o.stateDir !== null ? { stateDir: this.o.stateDir } : {}),
+      ...(this.o.bootId !== undefined ? { bootId: this.o.bootId } : {}),
       logger: this.o.log,
       resolveGpu: (short) => {
         const d = this.o.resolvePci(short);

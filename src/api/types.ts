@@ -3,6 +3,7 @@
  * (src/agent/agent.ts) implements it; API unit tests implement it with plain objects.
  */
 import type { ApiListenStatus } from './listener.js';
+import type { FaultHistoryStatus } from '../agent/fault-history.js';
 import type { ActiveFault } from '../events/types.js';
 import type { ClearSelector } from '../events/operator-clear.js';
 import type { BackendKind, FakeFault } from '../backends/types.js';
@@ -58,6 +59,8 @@ export interface AgentStatus {
   events: { pending: number; store: Record<string, unknown> | null };
   /** Whether events survive a restart: false when no state directory was writable (src/agent/state-dir.ts). */
   durability?: { durable: boolean; stateDir: string | null; problem: string | null };
+  /** Reboot-aware escalation's history (src/agent/fault-history.ts). */
+  faultHistory?: FaultHistoryStatus;
   kmsg: KmsgStatus;
   watch: WatchStats | null;
   /** The config's faultOverrides and what its suppressions held back (src/events/overrides.ts). */

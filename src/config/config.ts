@@ -68,6 +68,8 @@ export interface AgentConfig {
   cordonHook: string | null;
   /** Override of the sysfs root for GPU detection (NAVARCH_SYSFS_ROOT), for tests. */
   sysRoot: string | null;
+  /** Override of the boot id file (NAVARCH_BOOT_ID_PATH), for tests that simulate a reboot; null = the kernel's. */
+  bootIdPath: string | null;
 }
 
 type Raw = string | boolean;
@@ -464,6 +466,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     drainHook: hooks.drainHook,
     cordonHook: hooks.cordonHook,
     sysRoot: env.NAVARCH_SYSFS_ROOT || null,
+    bootIdPath: env.NAVARCH_BOOT_ID_PATH || null,
   };
 }
 

@@ -32,6 +32,7 @@ import { Journal, LOG_NAME, RESERVE_NAME, TMP_NAME, readLog } from './journal.js
 import { DEFAULT_CROSS_SOURCE_WINDOW_MS, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EventLedger } from './ledger.js';
 import { LOCK_NAME, StoreLock, type LockKind, type TryFlock } from './lock.js';
 import { moveAsideUnless } from './misplaced.js';
+import { readBootId } from '../host/boot-id.js';
 import { validateInput } from './records.js';
 
 export { EventStoreError } from './errors.js';
@@ -111,14 +112,6 @@ interface Waiter {
   resolve: () => void;
   reject: (e: unknown) => void;
   critical: boolean;
-}
-
-function readBootId(): string {
-  try {
-    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    return 'unknown';
-  }
 }
 
 class FileEventStore implements DurableEventStore {
