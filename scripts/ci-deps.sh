@@ -9,6 +9,8 @@
 #   curl, file, binutils   deploy/ec2/bootstrap.sh, scripts/prebuild.sh checks
 #   g++-aarch64-linux-gnu, binutils-aarch64-linux-gnu   the cross-compiled linux-arm64 prebuild
 #   passwd                 useradd/userdel (install.sh fallback, uninstall.sh --purge)
+#   prometheus             promtool: check and unit-test deploy/prometheus/ rules, parse the
+#                          dashboard's queries (installed without starting the server it carries)
 set -euo pipefail
 need=()
 want() { # want COMMAND PACKAGE
@@ -48,4 +50,21 @@ want aarch64-linux-gnu-g++ g++-aarch64-linux-gnu
 want aarch64-linux-gnu-objdump binutils-aarch64-linux-gnu
 if [ ${#need[@]} -gt 0 ] && ! apt_install "${need[@]}"; then
   echo "ci-deps: warning: could not install ${need[*]}; the tests that need them will be skipped (reasons printed)" >&2
+fi
+
+# Optional: promtool (package prometheus) for test/deploy/prometheus-rules.test.ts. The package also
+# ships the Prometheus server and enables its unit; a policy-rc.d answering 101 keeps apt from
+# starting it (only when no policy-rc.d exists already; removed afterwards).
+if ! command -v promtool >/dev/null 2>&1; then
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+  fi
+  promtool_ok=1
+  apt_install prometheus || promtool_ok=0
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
+  if [ "$promtool_ok" = 0 ]; then
+    echo "ci-deps: warning: could not install prometheus (promtool); test/deploy/prometheus-rules.test.ts will be skipped (reason printed)" >&2
+  fi
 fi
