@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startDevControlPlane, type DevControlPlane } from '../../src/devcp/dev-server.js';
 import { readTerminationMarker, TERMINATE_EXIT_CODE, type AgentLink, type TerminateInfo } from '../../src/controlplane/agent-link.js';
-import { inventory, makeLink as makeLinkWith, testLogger } from './fixtures.js';
+import { inventory, makeLink as makeLinkWith, testLogger, waitFor as waitReal } from './fixtures.js';
 import { MemoryStore, xidInput } from './memory-store.js';
 import { ManualClock } from '../helpers/manual-clock.js';
 
@@ -433,6 +433,34 @@ describe('health delivery', () => {
     expect(cp.events('node-a')).toHaveLength(50);
     expect(cp.node('node-a')!.reports).toBeGreaterThan(reports);
     expect(link.status().registered).toBe(false);
+  });
+
+  it('stop() waits for an ack still being written, leaving the event loop free meanwhile', async () => {
+    const cp = await devCp({ healthCheckIntervalSeconds: 3600 });
+    let release: () => void = () => {};
+    const written = new Promise<void>((r) => (release = r));
+    class SlowAckStore extends MemoryStore {
+      override async ack(sent: Parameters<MemoryStore['ack']>[0]): Promise<void> {
+        await written;
+        await super.ack(sent);
+      }
+    }
+    const store = new SlowAckStore();
+    const { link } = makeLink(cp.url, { store });
+    track(link).start();
+    await link.whenRegistered();
+    await store.append(xidInput(0, 13, { fault: 'none' }));
+    await waitFor(() => cp.events('node-a').length === 1, 20_000, 'delivered, ack still being written');
+    expect(store.pendingCount()).toBe(1);
+    const reports = cp.node('node-a')!.reports;
+    const stopping = link.stop({ deadlineMs: 10_000 });
+    // Polled on real timers (the clock stands still): they run only if the shutdown flush waits
+    // for the ack instead of spinning.
+    await waitReal(() => cp.node('node-a')!.reports > reports, 20_000, 'final report sent, ack still being written');
+    release();
+    await stopping;
+    expect(store.pendingCount()).toBe(0);
+    expect(cp.events('node-a')).toHaveLength(1);
   });
 });
 
