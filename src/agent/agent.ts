@@ -27,6 +27,8 @@ import type { DeviceInfo, DeviceSnapshot, NvmlEvent, WatchStats } from '../nvml/
 import { normalizePciBusId } from '../sources/kmsg-parse.js';
 import { nvmlEventsToInputs } from '../sources/nvml-events.js';
 import { TelemetrySampler } from '../sources/telemetry.js';
+import { FabricManagerMonitor } from '../sources/fabric-manager.js';
+import { bootTimeMs } from '../host/uptime.js';
 import { openEventStore, type DurableEventStore } from '../store/event-store.js';
 import { MemoryEventStore } from '../store/memory-store.js';
 import { chooseStateDir, volatileStateText } from './state-dir.js';
@@ -96,6 +98,7 @@ export class Agent implements AgentView {
   private watch: { stop(): Promise<void>; stats(): WatchStats } | null = null;
   private telemetry: TelemetrySampler | null = null;
   private kmsg: KmsgLink | null = null;
+  private fabricManager: FabricManagerMonitor | null = null;
   private link: AgentLink | null = null;
   private client: ControlPlaneClient | null = null;
   private readonly cpu = new CpuUsage();
@@ -230,10 +233,13 @@ export class Agent implements AgentView {
     this.watch = backend.watch((events) => this.onNvmlEvents(events));
     const tlog = log.child({ component: 'telemetry' });
     let sampleFailures = 0;
+    const bootMs = bootTimeMs();
     this.telemetry = new TelemetrySampler({
       backend,
       config: {
         intervalMs: cfg.telemetryIntervalMs,
+        fabricBootGraceMs: cfg.fabricBootGraceMs,
+        bootTimeMs: bootMs,
         expectedGpuCount: backend.kind === 'nvml' ? (instanceTypeGpus(cfg.instanceType)?.gpus ?? null) : null,
       },
       onSnapshot: (snaps) => {
@@ -258,6 +264,22 @@ export class Agent implements AgentView {
       onEvent: (i) => this.ingest(i),
     });
     await this.kmsg.start();
+    // NVSwitch hosts: nvidia-fabricmanager service and log, checked at the telemetry interval.
+    const flog = log.child({ component: 'fabric-manager' });
+    this.fabricManager = new FabricManagerMonitor({
+      ...(cfg.sysRoot ? { sysRoot: cfg.sysRoot } : {}),
+      logPath: cfg.fabricManagerLog,
+      intervalMs: cfg.telemetryIntervalMs,
+      config: { bootGraceMs: cfg.fabricBootGraceMs },
+      bootTimeMs: bootMs,
+      onEvents: (inputs) => {
+        for (const i of inputs) void this.ingest(i);
+      },
+      onError: (err) => flog.warn({ err }, 'fabric manager check failed'),
+    });
+    await this.fabricManager.start();
+    const fm = this.fabricManager.status();
+    if (fm.state === 'running') flog.info({ nvswitch: fm.nvswitch, service: fm.service, logPath: fm.logPath }, 'NVSwitch host: watching nvidia-fabricmanager');
 
     // 5. Control plane (in the background: never blocks detection)
     this.link = new AgentLink({
@@ -518,6 +540,7 @@ export class Agent implements AgentView {
       durability: { durable: this.stateDir !== null, stateDir: this.stateDir, problem: this.volatileReason },
       ...(this.faultHistory ? { faultHistory: this.faultHistory.status() } : {}),
       kmsg,
+      ...(this.fabricManager ? { fabricManager: this.fabricManager.status() } : {}),
       watch: this.watch?.stats() ?? null,
       overrides: { rules: faultOverridesJson(this.cfg.faultOverrides), suppressedTotal: this.suppressed.total, suppressed: this.suppressed.rules() },
       api: this.api?.status() ?? null,
@@ -549,6 +572,7 @@ export class Agent implements AgentView {
     for (const f of selectFaults(store.activeFaults(), selector)) {
       await store.append(operatorClearInput(f, reason, Date.now()));
       this.telemetry?.forget(f.key);
+      this.fabricManager?.forget(f.key);
       cleared.push(f.key);
     }
     if (cleared.length > 0) this.log.info({ component: 'events', cleared, reason }, `operator cleared ${cleared.length} fault(s)`);
@@ -574,7 +598,7 @@ export class Agent implements AgentView {
     log.info({ reason }, 'stopping');
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.selection?.scenario?.run?.stop();
-    await Promise.allSettled([this.watch?.stop(), this.telemetry?.stop(), this.kmsg?.stop()]);
+    await Promise.allSettled([this.watch?.stop(), this.telemetry?.stop(), this.kmsg?.stop(), this.fabricManager?.stop()]);
     await this.drainIngest();
     await this.faultHistory?.flush();
     log.debug('sources stopped');

@@ -18,6 +18,7 @@ export const FAULT_KINDS = [
   'pcie_replay',
   'clock_reasons',
   'remapped_rows',
+  'fabric',
   'recover',
 ] as const;
 
@@ -113,6 +114,17 @@ export function parseFakeFault(body: unknown, gpuCount?: number): FakeFault {
         ...(failure !== undefined ? { failure } : {}),
         ...(uncorrected !== undefined ? { uncorrected } : {}),
       };
+    }
+    case 'fabric': {
+      const f = {
+        state: int(o, 'state', { required: false, min: 0, max: 255 }),
+        status: int(o, 'status', { required: false, min: 0, max: 2 ** 32 - 1 }),
+        healthMask: int(o, 'healthMask', { required: false, min: 0, max: 2 ** 32 - 1 }),
+        healthSummary: int(o, 'healthSummary', { required: false, min: 0, max: 255 }),
+      };
+      const set = Object.fromEntries(Object.entries(f).filter(([, v]) => v !== undefined)) as Omit<Extract<FakeFault, { kind: 'fabric' }>, 'kind' | 'gpu'>;
+      if (Object.keys(set).length === 0) throw new InjectValidationError('"fabric" needs "state", "status", "healthMask" and/or "healthSummary"');
+      return { kind, gpu: g, ...set };
     }
     case 'recover':
       return gpu === undefined ? { kind } : { kind, gpu };

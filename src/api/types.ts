@@ -8,6 +8,7 @@ import type { ActiveFault } from '../events/types.js';
 import type { ClearSelector } from '../events/operator-clear.js';
 import type { BackendKind, FakeFault } from '../backends/types.js';
 import type { DeviceInfo, NvmlErrorInfo, SystemInfo, Telemetry, WatchStats } from '../nvml/types.js';
+import type { FabricManagerStatus } from '../sources/fabric-manager.js';
 
 export interface DeviceStatus extends DeviceInfo {
   /** Latest telemetry, null before the first sample or when the last sample failed. */
@@ -62,6 +63,8 @@ export interface AgentStatus {
   /** Reboot-aware escalation's history (src/agent/fault-history.ts). */
   faultHistory?: FaultHistoryStatus;
   kmsg: KmsgStatus;
+  /** nvidia-fabricmanager checks (src/sources/fabric-manager.ts); state no_nvswitch on hosts without NVSwitches. */
+  fabricManager?: FabricManagerStatus;
   watch: WatchStats | null;
   /** The config's faultOverrides and what its suppressions held back (src/events/overrides.ts). */
   overrides?: {

@@ -6,6 +6,7 @@
 import type {
   DeviceInfo,
   DeviceSnapshot,
+  GpuFabricInfo,
   NvLinkStatus,
   NvmlErrorInfo,
   NvmlEvent,
@@ -140,6 +141,13 @@ interface DeviceState {
   nvlinkTxKiB: number;
   nvlinkRxKiB: number;
   lastSampleMs: number | null;
+  /** null: fabric info unsupported (the default); set by a fabric fault. */
+  fabric: GpuFabricInfo | null;
+}
+
+/** A GPU whose fabric registration completed healthy (what a fabric fault starts from and recover returns to). */
+function healthyFabric(): GpuFabricInfo {
+  return { version: 3, state: 3, status: 0, cliqueId: 1, clusterUuid: '00000000000000000000000000000001', healthMask: 0, healthSummary: 1 };
 }
 
 const LOST: (fn: string) => NvmlErrorInfo = (fn) => ({
@@ -221,6 +229,7 @@ export class FakeBackend implements InjectableBackend {
         nvlinkTxKiB: 0,
         nvlinkRxKiB: 0,
         lastSampleMs: null,
+        fabric: null,
       });
     }
   }
@@ -323,7 +332,7 @@ export class FakeBackend implements InjectableBackend {
       pcieLinkWidthCurrent: 16,
       pcieLinkWidthMax: 16,
       nvlinks,
-      fabric: null,
+      fabric: d.fabric ? { ...d.fabric } : null,
       // HBM boards (the NVLink models here) report a memory temperature; the GDDR cards do not.
       memoryTemperatureC: p.nvlinks > 0 ? Math.round(d.tempOverride ?? d.temp) + 4 : null,
       totalEnergyMj: d.energyMj,
@@ -476,6 +485,18 @@ export class FakeBackend implements InjectableBackend {
         if (fault.pending === undefined && fault.failure === undefined && fault.uncorrected === undefined) d.remapPending = true;
         return;
       }
+      case 'fabric': {
+        const d = this.dev(fault.gpu, 'fabric');
+        const next = { ...(d.fabric ?? healthyFabric()) };
+        for (const k of ['state', 'status', 'healthMask', 'healthSummary'] as const) {
+          const v = fault[k];
+          if (v === undefined) continue;
+          if (!Number.isSafeInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`inject fabric: bad ${k} ${String(v)}`);
+          next[k] = v;
+        }
+        d.fabric = next;
+        return;
+      }
       case 'recover': {
         const targets = fault.gpu === undefined ? this.devs : [this.dev(fault.gpu, 'recover')];
         for (const d of targets) {
@@ -489,6 +510,7 @@ export class FakeBackend implements InjectableBackend {
           d.eccVolUnc = 0;
           d.remapPending = false;
           d.remapFailure = false;
+          if (d.fabric) d.fabric = healthyFabric();
         }
         return;
       }

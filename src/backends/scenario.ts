@@ -47,6 +47,12 @@ const FAULT_FIELDS: Record<FakeFault['kind'], Record<string, { kind: FieldKind; 
     failure: { kind: 'bool', required: false },
     uncorrected: { kind: 'int', required: false },
   },
+  fabric: {
+    state: { kind: 'int', required: false },
+    status: { kind: 'int', required: false },
+    healthMask: { kind: 'mask', required: false },
+    healthSummary: { kind: 'int', required: false },
+  },
   recover: {},
 };
 

@@ -41,6 +41,8 @@ export type FakeFault =
   | { kind: 'pcie_replay'; gpu: number; count: number }
   | { kind: 'clock_reasons'; gpu: number; mask: number }
   | { kind: 'remapped_rows'; gpu: number; pending?: boolean; failure?: boolean; uncorrected?: number }
+  /** NVML fabric info fields (src/sources/fabric.ts); unset ones keep their value (healthy at first). */
+  | { kind: 'fabric'; gpu: number; state?: number; status?: number; healthMask?: number; healthSummary?: number }
   | { kind: 'recover'; gpu?: number };
 
 export interface InjectableBackend extends GpuBackend {

@@ -50,6 +50,10 @@ export interface AgentConfig {
   listen: ListenAddress;
   /** null when disabled ("none"). */
   kmsgPath: string | null;
+  /** null when disabled ("none"). */
+  fabricManagerLog: string | null;
+  /** Fabric registration / fabric manager grace after boot. */
+  fabricBootGraceMs: number;
   telemetryIntervalMs: number;
   commandPollIntervalMs: number;
   heartbeatIntervalMs: number;
@@ -356,6 +360,9 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
   const kmsg = strOr('kmsgPath', '/dev/kmsg');
   const kmsgPath = kmsg === 'none' ? null : kmsg;
 
+  const fmLog = strOr('fabricManagerLog', '/var/log/fabricmanager.log');
+  const fabricManagerLog = fmLog === 'none' ? null : fmLog;
+  const fabricBootGraceMs = dur('fabricBootGrace', 0);
   const telemetryIntervalMs = dur('telemetryInterval', 100);
   // The control-plane link takes these in [100ms, 1h] (src/controlplane/agent-link.ts).
   const commandPollIntervalMs = dur('commandPollInterval', 100, 3_600_000);
@@ -451,6 +458,8 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     stateDir,
     listen,
     kmsgPath,
+    fabricManagerLog,
+    fabricBootGraceMs,
     telemetryIntervalMs,
     commandPollIntervalMs,
     heartbeatIntervalMs,

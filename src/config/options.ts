@@ -48,6 +48,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'stateDir', flag: 'state-dir', kind: 'path', default: '/var/lib/navarch-agent', help: 'durable state (event store); default $STATE_DIRECTORY when set by systemd' },
   { key: 'listen', flag: 'listen', kind: 'listen', default: `127.0.0.1:${DEFAULT_API_PORT}`, help: 'local API address host:port (loopback unless given explicitly)' },
   { key: 'kmsgPath', flag: 'kmsg-path', kind: 'path', default: '/dev/kmsg', help: 'kernel log device; "none" disables' },
+  { key: 'fabricManagerLog', flag: 'fabric-manager-log', kind: 'path', default: '/var/log/fabricmanager.log', help: 'nvidia-fabricmanager log watched for errors on NVSwitch hosts; "none" disables' },
+  { key: 'fabricBootGrace', flag: 'fabric-boot-grace', kind: 'duration', default: '5m', help: 'how long after boot fabric registration and nvidia-fabricmanager may still be starting' },
   { key: 'telemetryInterval', flag: 'telemetry-interval', kind: 'duration', default: '10s', help: 'GPU telemetry sampling interval' },
   { key: 'commandPollInterval', flag: 'command-poll-interval', kind: 'duration', default: '10s', help: 'GetNodeCommands poll interval' },
   { key: 'heartbeatInterval', flag: 'heartbeat-interval', kind: 'duration', default: '30s', help: 'heartbeat interval until the control plane sends its own' },

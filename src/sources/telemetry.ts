@@ -13,6 +13,7 @@ import type { HealthEventInput, HealthWatchSystem, NavarchEventType, Recommended
 import type { GpuBackend } from '../backends/types.js';
 import type { DeviceSnapshot, NvmlErrorInfo, Telemetry } from '../nvml/types.js';
 import { xidEventInput } from '../xid/catalog.js';
+import { DEFAULT_FABRIC_BOOT_GRACE_MS, judgeFabric } from './fabric.js';
 
 export interface TelemetryConfig {
   /** Sampling interval (ms). Default 10 000. */
@@ -41,6 +42,10 @@ export interface TelemetryConfig {
   powerOverLimitPercent: number;
   /** GPUs the node should have (from the instance type), null when unknown. */
   expectedGpuCount: number | null;
+  /** Fabric registration not completed this long after boot is a fault (src/sources/fabric.ts). Default 5 min. */
+  fabricBootGraceMs: number;
+  /** When the host booted (ms since the epoch, from /proc/uptime); null: counted from the first sample. */
+  bootTimeMs: number | null;
 }
 
 export const DEFAULT_TELEMETRY_CONFIG: Readonly<TelemetryConfig> = Object.freeze({
@@ -56,6 +61,8 @@ export const DEFAULT_TELEMETRY_CONFIG: Readonly<TelemetryConfig> = Object.freeze
   clockEventWindowMs: 600_000,
   powerOverLimitPercent: 10,
   expectedGpuCount: null,
+  fabricBootGraceMs: DEFAULT_FABRIC_BOOT_GRACE_MS,
+  bootTimeMs: null,
 });
 
 /** Merge and validate a partial config; throws a one-line error on nonsense. */
@@ -75,6 +82,8 @@ export function telemetryConfig(partial: Partial<TelemetryConfig> = {}): Telemet
   pos('nvlinkErrorRatePerMinute', 0);
   pos('powerOverLimitPercent', 0);
   pos('clockEventWindowMs', 1000);
+  pos('fabricBootGraceMs', 0);
+  if (c.bootTimeMs !== null && (typeof c.bootTimeMs !== 'number' || !Number.isFinite(c.bootTimeMs))) throw new Error(`telemetry config: bootTimeMs must be a number or null, got ${String(c.bootTimeMs)}`);
   if (!Number.isFinite(c.clockEventRatePerMinute) || c.clockEventRatePerMinute <= 0) {
     throw new Error(`telemetry config: clockEventRatePerMinute must be a number > 0, got ${String(c.clockEventRatePerMinute)}`);
   }
@@ -145,6 +154,8 @@ export interface JudgeState {
    * clockEventsNeeded() entries kept (enough to decide), so bounded whatever the interval.
    */
   clockEvents: Record<string, number[]>;
+  /** Time of the first sample judged: the boot reference when bootTimeMs is unknown. */
+  firstSampleMs?: number;
 }
 
 export function emptyJudgeState(): JudgeState {
@@ -511,6 +522,17 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
     }
   }
 
+  // Fabric health (NVSwitch systems): fabric.ts decides, the judge keeps the hysteresis.
+  {
+    const sinceBootMs = s.takenAtMs - (c.bootTimeMs ?? j.state.firstSampleMs ?? s.takenAtMs);
+    for (const f of judgeFabric(i, t.fabric, sinceBootMs, c.fabricBootGraceMs)) {
+      j.apply(
+        `${g}/fabric/${f.name}`,
+        f.bad ? { bad: true, severity: f.severity, raise: () => rawEvent(i, u, 'nvlink', 'NVSWITCH', f.action, f.message, f.metrics, f.citation) } : good(f.message, f.metrics),
+      );
+    }
+  }
+
   // Persistence mode.
   {
     const key = `${g}/persistence_mode`;
@@ -554,6 +576,7 @@ export function judgeSnapshot(
   const state: JudgeState = prev ? structuredClone(prev) : emptyJudgeState();
   state.clockEvents ??= {};
   const now = nowMs ?? (snapshot.length > 0 ? Math.max(...snapshot.map((s) => s.takenAtMs)) : Date.now());
+  state.firstSampleMs ??= now;
   const j = new Judge(state, config, now);
   const present = new Set<number>();
 
