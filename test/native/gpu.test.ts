@@ -72,8 +72,28 @@ describe.skipIf(reason !== null)('NVML addon on a real GPU', () => {
       if (t.powerUsageW !== null) expect(t.powerUsageW).toBeGreaterThan(0);
       if (t.performanceState !== null) expect(t.performanceState).toBeLessThanOrEqual(15);
       if (t.nvlinks !== null) expect(t.nvlinks.length).toBeGreaterThan(0);
+      // dcgm-exporter's default fields: in range where answered; what this GPU answers is printed.
+      if (t.memoryTemperatureC != null) expect(t.memoryTemperatureC).toBeGreaterThan(0);
+      if (t.memoryTemperatureC != null) expect(t.memoryTemperatureC).toBeLessThan(130);
+      for (const u of [t.encoderUtilPercent, t.decoderUtilPercent]) if (u != null) expect(u).toBeLessThanOrEqual(100);
+      if (t.totalEnergyMj != null) expect(t.totalEnergyMj).toBeGreaterThanOrEqual(0);
+      console.warn(
+        `GPU ${s.index}: memoryTemperatureC=${t.memoryTemperatureC} totalEnergyMj=${t.totalEnergyMj} enc/dec=${t.encoderUtilPercent}/${t.decoderUtilPercent}` +
+          ` pcieTx/Rx KB/s=${t.pcieTxKBps}/${t.pcieRxKBps} nvlinkData Tx/Rx KiB=${t.nvlinkDataTxKiB}/${t.nvlinkDataRxKiB}`,
+      );
     }
     expect(nvml.suspectDevices()).toEqual([]);
+  });
+
+  it('the energy counter only grows (Volta and newer)', async () => {
+    const first = await nvml.snapshot();
+    await new Promise((r) => setTimeout(r, 1200));
+    const second = await nvml.snapshot();
+    for (const s of second) {
+      const a = first[s.index];
+      if (!s.ok || !a?.ok || a.telemetry.totalEnergyMj == null || s.telemetry.totalEnergyMj == null) continue;
+      expect(s.telemetry.totalEnergyMj).toBeGreaterThanOrEqual(a.telemetry.totalEnergyMj);
+    }
   });
 
   it('watch registers XIDs where supported and stops promptly', async () => {
