@@ -364,7 +364,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
   const fabricManagerLog = fmLog === 'none' ? null : fmLog;
   const fabricBootGraceMs = dur('fabricBootGrace', 0);
   const telemetryIntervalMs = dur('telemetryInterval', 100);
-  // The control-plane link takes these in [100ms, 1h] (src/controlplane/agent-link.ts).
+  // The control-plane link takes these in [100ms, 1h] (localInterval in src/controlplane/link/core.ts).
   const commandPollIntervalMs = dur('commandPollInterval', 100, 3_600_000);
   const heartbeatIntervalMs = dur('heartbeatInterval', 100, 3_600_000);
   const healthCheckIntervalMs = dur('healthCheckInterval', 100, 3_600_000);
