@@ -51,13 +51,16 @@ function refused(err: unknown): boolean {
 }
 
 /** GET <base>/status, bounded in time and bytes, and say what answered. */
-export async function probeApi(base: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<ApiProbe> {
+export async function probeApi(base: string, timeoutMs = STATUS_TIMEOUT_MS, cancel?: AbortSignal): Promise<ApiProbe> {
   let res: Response;
+  const timeout = AbortSignal.timeout(timeoutMs);
   try {
-    res = await fetch(`${base}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    res = await fetch(`${base}/status`, { signal: cancel ? AbortSignal.any([timeout, cancel]) : timeout });
   } catch (err) {
     if (refused(err)) return { kind: 'none', detail: 'connection refused' };
     const e = err as Error;
+    // fetch refuses a few ports outright (WHATWG "bad port", e.g. 9, 6000): nothing was asked.
+    if ((e.cause as Error | undefined)?.message === 'bad port') return { kind: 'none', detail: 'a port fetch() refuses to use ("bad port")' };
     const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : ((e.cause as Error | undefined)?.message ?? e.message);
     return { kind: 'other', detail: why };
   }

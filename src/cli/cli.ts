@@ -5,7 +5,9 @@
 import { UsageError, resolveConfig, type AgentConfig } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { LOG_LEVELS } from '../config/options.js';
-import { apiBase, fetchStatus } from './agent-api.js';
+import { join } from 'node:path';
+import { apiBase, probeApi, type ApiProbe } from './agent-api.js';
+import { DEVICE_HEADERS, deviceRows, exitCodeFor, faultsTable, judgeHealth, sourceLine, type BackendView, type Source } from './status-view.js';
 import { xidInfo } from '../xid/catalog.js';
 import type { DeviceStatus } from '../api/types.js';
 import type { ActiveFault } from '../events/types.js';
@@ -14,7 +16,7 @@ import { parseFakeFault, InjectValidationError } from '../api/inject.js';
 import { helpText, parseArgv, type ParsedArgs } from './args.js';
 import { COMMANDS, COMMAND_BY_NAME } from './commands.js';
 import { FAULTS_CLEAR_COMMAND, runFaultsClear } from './faults-clear.js';
-import { ago, fmt, gib, table } from './output.js';
+import { table } from './output.js';
 import { defaultIo, packageVersion, type CliIo } from './io.js';
 
 function usageLine(): string {
@@ -103,6 +105,8 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
       return cmdDevices(args, io);
     case 'faults':
       return cmdFaults(args, io);
+    case 'status':
+      return cmdStatus(args, io);
     case 'doctor': {
       const cfg = resolveConfig({ flags: args.flags, env: io.env });
       const { runDoctor } = await import('./doctor.js');
@@ -178,48 +182,29 @@ function cmdXid(args: ParsedArgs, io: CliIo): number {
   return 0;
 }
 
-function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): string[][] {
-  return devices.map((d) => {
-    const mine = faults.filter((f) => f.gpuIndex === d.index);
-    const worst = mine.some((f) => f.severity === 'critical') ? 'critical' : mine.some((f) => f.severity === 'warning') ? 'warning' : null;
-    const err = d.error ?? d.sampleError;
-    const health = err ? `error: ${err.code}` : worst ? `${worst}: ${mine.map((f) => f.type + (f.metrics.xid_code ? ` ${f.metrics.xid_code}` : '')).join(', ')}` : 'ok';
-    const t = err ? null : d.telemetry; // no reading next to an error (a lost GPU has none)
-    return [
-      String(d.index),
-      d.name,
-      d.uuid,
-      d.pciBusId,
-      gib(d.memoryTotalBytes),
-      fmt(t?.temperatureC, 'C'),
-      fmt(t?.powerUsageW, 'W'),
-      fmt(t?.gpuUtilPercent, '%'),
-      health,
-    ];
-  });
-}
-
 async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
   const cfg = resolveConfig({ flags: args.flags, env: io.env });
   const json = args.flags.get('json') === true;
-  const status = await fetchStatus(apiBase(strFlag(args, 'api'), cfg?.listen ?? null));
+  const api = apiBase(strFlag(args, 'api'), cfg.listen);
+  const probe = await probeApi(api);
   let devices: DeviceStatus[];
   let faults: ActiveFault[];
-  let source: string;
-  let backend: { kind: string; reason: string; driverError: string | null };
+  let source: Source;
+  let backend: BackendView;
   let system: SystemInfo | null;
-  if (status) {
+  if (probe.kind === 'agent') {
+    const status = probe.status;
     devices = status.devices;
     faults = status.activeFaults;
-    source = 'agent';
-    backend = status.backend;
+    source = { live: true, api };
+    backend = { kind: status.backend.kind, reason: status.backend.reason, driverError: status.backend.driverError };
     system = status.system ?? null;
   } else {
     const { localSnapshot } = await import('../agent/local.js');
     const snap = await localSnapshot(cfg, io.env);
     devices = snap.devices;
     faults = snap.faults;
-    source = 'local';
+    source = { live: false, api, apiProblem: apiProblem(probe), stateDir: null };
     backend = snap.backend;
     system = snap.system;
   }
@@ -228,54 +213,80 @@ async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
     nvmlVersion: system?.nvmlVersion ?? null,
     cudaDriverVersion: system?.cudaDriverVersion ?? null,
   };
+  const verdict = judgeHealth({ driverError: backend.driverError, devices, activeFaults: faults });
   if (json) {
-    io.stdout(`${JSON.stringify({ source, backend, system: versions, devices, activeFaults: faults }, null, 2)}\n`);
-    return 0;
+    const devs = devices.map((d) => ({ ...d, driverVersion: versions.driverVersion, cudaVersion: versions.cudaDriverVersion }));
+    const doc = { source: source.live ? 'agent' : 'local', live: source.live, from: source.live ? api : 'local snapshot', health: verdict.health, reasons: verdict.reasons, backend, system: versions, devices: devs, activeFaults: faults };
+    io.stdout(`${JSON.stringify(doc, null, 2)}\n`);
+    return exitCodeFor(verdict.health);
   }
-  io.stdout(`backend: ${backend.kind} (${backend.reason})${source === 'local' ? '  [local snapshot: no agent answered]' : ''}\n`);
+  io.stdout(`source: ${source.live ? sourceLine(source) : `NOT LIVE: no agent answered at ${api} (${source.apiProblem}); a local snapshot`}\n`);
+  io.stdout(`backend: ${backend.kind} (${backend.reason})\n`);
   io.stdout(`driver: ${versions.driverVersion ?? 'unknown'}  CUDA: ${versions.cudaDriverVersion ?? 'unknown'}  NVML: ${versions.nvmlVersion ?? 'unknown'}\n`);
   if (backend.driverError) io.stdout(`driver error: ${backend.driverError}\n`);
-  if (devices.length === 0) {
-    io.stdout('no GPUs\n');
-    return 0;
-  }
-  io.stdout(`${table(['GPU', 'NAME', 'UUID', 'PCI', 'MEMORY', 'TEMP', 'POWER', 'UTIL', 'HEALTH'], deviceRows(devices, faults))}\n`);
-  return 0;
+  io.stdout(devices.length === 0 ? 'no GPUs\n' : `${table(DEVICE_HEADERS, deviceRows(devices, faults))}\n`);
+  return exitCodeFor(verdict.health);
+}
+
+function apiProblem(p: ApiProbe): string {
+  return p.kind === 'none' ? p.detail : p.kind === 'other' ? `held by another program: ${p.detail}` : '';
 }
 
 async function cmdFaults(args: ParsedArgs, io: CliIo): Promise<number> {
   const cfg = resolveConfig({ flags: args.flags, env: io.env });
   const json = args.flags.get('json') === true;
-  const status = await fetchStatus(apiBase(strFlag(args, 'api'), cfg?.listen ?? null));
+  const api = apiBase(strFlag(args, 'api'), cfg.listen);
+  const probe = await probeApi(api);
   let faults: ActiveFault[];
   let source: string;
-  if (status) {
-    faults = status.activeFaults;
+  let from: string;
+  let note = '';
+  if (probe.kind === 'agent') {
+    faults = probe.status.activeFaults;
     source = 'agent';
+    from = `live from the running agent at ${api}`;
   } else {
-    const { storedFaults } = await import('../agent/local.js');
-    faults = await storedFaults(cfg);
-    source = `state dir ${cfg.stateDir}`;
+    const { existingStateDir } = await import('./status.js');
+    const dir = await existingStateDir(cfg, io.env);
+    if (dir === null) {
+      // Not "no active faults": nothing here can tell.
+      io.stderr(
+        `navarch-agent: faults: no agent answered at ${api} (${apiProblem(probe)}) and the state directory ${cfg.stateDir} does not exist: cannot tell the active faults (pass --state-dir of the agent, or --api of a running agent)\n`,
+      );
+      return 1;
+    }
+    const { readStoredState } = await import('../store/event-store.js');
+    const st = await readStoredState(join(dir, 'events'));
+    faults = st.activeFaults;
+    source = `state dir ${dir}`;
+    from = `NOT LIVE: read from disk, state dir ${dir} (no agent answered at ${api}: ${apiProblem(probe)})`;
+    if (!st.exists) note = '; no events stored there yet';
   }
+  const verdict = judgeHealth({ activeFaults: faults });
   if (json) {
-    io.stdout(`${JSON.stringify({ source, activeFaults: faults }, null, 2)}\n`);
-    return 0;
+    io.stdout(`${JSON.stringify({ source, live: probe.kind === 'agent', from, health: verdict.health, activeFaults: faults }, null, 2)}\n`);
+    return exitCodeFor(verdict.health);
   }
-  if (faults.length === 0) {
-    io.stdout(`no active faults (${source})\n`);
-    return 0;
+  io.stdout(`source: ${from}${note}\n`);
+  io.stdout(faults.length === 0 ? 'no active faults\n' : `${faultsTable(faults, Date.now())}\n`);
+  return exitCodeFor(verdict.health);
+}
+
+async function cmdStatus(args: ParsedArgs, io: CliIo): Promise<number> {
+  const cfg = resolveConfig({ flags: args.flags, env: io.env });
+  const watch = args.flags.get('watch') === true;
+  const iv = strFlag(args, 'interval');
+  const { WATCH_INTERVAL, runStatus } = await import('./status.js');
+  let intervalMs: number = WATCH_INTERVAL.defaultMs;
+  if (iv !== undefined) {
+    if (!watch) throw new UsageError('flag --interval: only with --watch');
+    const ms = parseDuration(iv);
+    if (ms === null || ms < WATCH_INTERVAL.minMs || ms > WATCH_INTERVAL.maxMs) {
+      throw new UsageError(`flag --interval: expected a duration from 200ms to 1h, got "${iv}"`);
+    }
+    intervalMs = ms;
   }
-  const rows = faults.map((f) => [
-    f.gpuIndex < 0 ? 'node' : String(f.gpuIndex),
-    f.type,
-    f.severity,
-    f.action,
-    String(f.count),
-    ago(f.sinceMs),
-    f.message,
-  ]);
-  io.stdout(`${table(['GPU', 'TYPE', 'SEVERITY', 'ACTION', 'COUNT', 'SINCE', 'MESSAGE'], rows)}\n`);
-  return 0;
+  return runStatus({ cfg, api: apiBase(strFlag(args, 'api'), cfg.listen), json: args.flags.get('json') === true, watch, intervalMs, io });
 }
 
 async function cmdInject(args: ParsedArgs, io: CliIo): Promise<number> {

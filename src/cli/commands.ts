@@ -23,15 +23,31 @@ export const COMMANDS: CommandDef[] = [
     positionals: [0, 0],
   },
   {
+    name: 'status',
+    summary:
+      "Show the node at a glance: health, backend, driver and CUDA versions, the GPUs, active faults, the control-plane link and the event backlog. Live from a running agent's API, else from a local snapshot and the state directory (it always says which). Exit 0 healthy, 1 degraded, unhealthy or a driver error.",
+    usage: 'navarch-agent status [--json] [--watch [--interval 2s]] [--api <url>] [run flags]',
+    flags: [
+      ...RUN_FLAGS,
+      JSON_FLAG,
+      API_FLAG,
+      { name: 'watch', type: 'bool', help: 'redraw until Ctrl-C (with --json: one JSON line per refresh)' },
+      { name: 'interval', type: 'string', arg: '<duration>', help: 'refresh interval with --watch (default 2s, 200ms..1h)' },
+      HELP_FLAG,
+    ],
+    positionals: [0, 0],
+  },
+  {
     name: 'devices',
-    summary: 'List the GPUs with inventory and live health (from a running agent if its API answers, else a local snapshot).',
+    summary: 'List the GPUs with inventory and live health (from a running agent if its API answers, else a local snapshot; it says which). Exit 0 healthy, 1 degraded, unhealthy or a driver error.',
     usage: 'navarch-agent devices [--api <url>] [--json] [run flags]',
     flags: [...RUN_FLAGS, JSON_FLAG, API_FLAG, HELP_FLAG],
     positionals: [0, 0],
   },
   {
     name: 'faults',
-    summary: "List active faults (from a running agent's API, else from the state directory). \"faults clear <key> | --gpu N | --all\" ends them (see: navarch-agent help faults clear).",
+    summary:
+      "List active faults (from a running agent's API, else from the state directory; it says which). Exit 0 when none is warning or critical, else 1; 1 also when no agent answers and the state directory does not exist. \"faults clear <key> | --gpu N | --all\" ends them (see: navarch-agent help faults clear).",
     usage: 'navarch-agent faults [--api <url>] [--json] [run flags]  |  navarch-agent faults clear <key> | --gpu N | --all',
     flags: [...RUN_FLAGS, JSON_FLAG, API_FLAG, HELP_FLAG],
     positionals: [0, 0],

@@ -10,12 +10,15 @@ export interface CliIo {
   stdout: (s: string) => void;
   stderr: (s: string) => void;
   env: NodeJS.ProcessEnv;
+  /** stdout is a terminal (status --watch redraws in place only then). */
+  isTTY?: boolean;
 }
 
 export const defaultIo: CliIo = {
   stdout: (s) => process.stdout.write(s),
   stderr: (s) => process.stderr.write(s),
   env: process.env,
+  isTTY: process.stdout.isTTY === true,
 };
 
 /** The version in the package.json next to dist/ (or src/); "0.0.0" when it cannot be read. */

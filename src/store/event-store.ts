@@ -484,31 +484,58 @@ class FileEventStore implements DurableEventStore {
   }
 }
 
+/** What the log under a store directory holds, read without opening the store (readStoredState). */
+export interface StoredState {
+  /** False when there is no log yet (no agent has stored anything there). */
+  exists: boolean;
+  activeFaults: ActiveFault[];
+  /** Events stored but not yet acknowledged by the control plane (the backlog). */
+  pending: number;
+  /** Time of the oldest pending event (ms since the epoch), null when none is pending. */
+  oldestPendingMs: number | null;
+}
+
 /**
- * Active faults recorded under `dir`, read without opening the store: no lock, no compaction, no
- * write. A read-only command (`navarch-agent faults`, often run as root) must not rewrite the
- * agent's files: a log re-created as root:0600 would keep the agent's own user from opening it.
- * Faults of another boot are left out, as open() clears them. Empty when there is no log yet.
+ * The active faults and the backlog recorded under `dir`, read without opening the store: no
+ * lock, no compaction, no write. A read-only command (`navarch-agent faults`, `status`, often run
+ * as root) must not rewrite the agent's files: a log re-created as root:0600 would keep the
+ * agent's own user from opening it. Faults of another boot are left out, as open() clears them.
  */
-export async function readStoredFaults(dir: string, opts: { bootId?: string } = {}): Promise<ActiveFault[]> {
+export async function readStoredState(dir: string, opts: { bootId?: string } = {}): Promise<StoredState> {
   const logPath = path.join(dir, LOG_NAME);
+  const empty: StoredState = { exists: false, activeFaults: [], pending: 0, oldestPendingMs: null };
   let d;
   try {
     const st = await fs.promises.stat(logPath).catch((e: unknown) => (errCode(e) === 'ENOENT' ? null : Promise.reject(e)));
-    if (!st) return [];
+    if (!st) return empty;
     if (!st.isFile()) throw Object.assign(new Error(`not a regular file`), { code: 'EISDIR' });
     d = await readLog(nodeStoreFs, logPath);
   } catch (e) {
     throw new EventStoreError(`event store: cannot read ${logPath}: ${errCode(e) ?? (e as Error).message}`, 'IO', { cause: e });
   }
-  if (!d) return [];
+  if (!d) return { ...empty, exists: true };
   const bootId = opts.bootId ?? readBootId();
   const faults = new Map<string, { f: ActiveFault; b: string }>();
+  const pending = new Map<string, number>();
   for (const r of d.records) {
     if (r.t === 'f') faults.set(r.f.key, { f: r.f, b: r.b });
     else if (r.t === 'u') faults.delete(r.k);
+    else if (r.t === 'p') pending.set(r.e.id, r.e.timeMs);
+    else if (r.t === 'a') pending.delete(r.id);
   }
-  return [...faults.values()].filter((x) => x.b === bootId || x.f.action === 'replace').map((x) => x.f);
+  let oldest: number | null = null;
+  for (const t of pending.values()) if (oldest === null || t < oldest) oldest = t;
+  return {
+    exists: true,
+    activeFaults: [...faults.values()].filter((x) => x.b === bootId || x.f.action === 'replace').map((x) => x.f),
+    pending: pending.size,
+    oldestPendingMs: oldest,
+  };
+}
+
+/** The active faults of readStoredState (empty when there is no log yet). */
+export async function readStoredFaults(dir: string, opts: { bootId?: string } = {}): Promise<ActiveFault[]> {
+  return (await readStoredState(dir, opts)).activeFaults;
 }
 
 /** Open (or create) the durable event store under `opts.dir`. */

@@ -84,12 +84,13 @@ describe.skipIf(!DIST_BUILT)('agent on the fake backend', () => {
 
   it('devices and faults read the running agent', () => {
     const d = spawnSync(process.execPath, [MAIN_JS, 'devices', '--json', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
-    expect(d.status).toBe(0);
+    // Exit 1: critical faults are active (injected above); 0 only when healthy (src/cli/status-view.ts).
+    expect(d.status).toBe(1);
     const dj = JSON.parse(d.stdout) as { source: string; devices: unknown[] };
     expect(dj.source).toBe('agent');
     expect(dj.devices).toHaveLength(4);
     const f = spawnSync(process.execPath, [MAIN_JS, 'faults', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
-    expect(f.status).toBe(0);
+    expect(f.status).toBe(1);
     expect(f.stdout).toMatch(/xid\s+critical/);
   });
 });
@@ -104,7 +105,7 @@ describe.skipIf(!DIST_BUILT)('agent shutdown', () => {
     expect(a.logs.at(-1)?.msg).toBe('navarch-agent exiting');
     // With no agent running, `faults` reads the state directory.
     const f = spawnSync(process.execPath, [MAIN_JS, 'faults', '--json', '--state-dir', a.stateDir, '--api', 'http://127.0.0.1:9'], { encoding: 'utf8', timeout: 30_000 });
-    expect(f.status).toBe(0);
+    expect(f.status).toBe(1); // XID 48 is critical
     const fj = JSON.parse(f.stdout) as { source: string; activeFaults: Array<{ key: string }> };
     expect(fj.source).toMatch(/^state dir/);
     expect(fj.activeFaults.map((x) => x.key)).toContain('gpu0/xid/48');

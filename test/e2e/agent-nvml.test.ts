@@ -143,14 +143,17 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
     expect(node.gpus).toHaveLength(8);
     for (const g of node.gpus) expect([g.driverVersion, g.cudaVersion]).toEqual(['570.86.15', '12.8']);
     const j = spawnSync(process.execPath, [MAIN_JS, 'devices', '--json', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
-    expect(j.status).toBe(0);
-    expect((JSON.parse(j.stdout) as { system: unknown }).system).toEqual({
+    // The XID 13 storm above left a fault: exit 1 unless healthy (src/cli/status-view.ts).
+    const doc = JSON.parse(j.stdout) as { system: unknown; health: string; devices: Array<{ driverVersion: string; cudaVersion: string }> };
+    expect(j.status).toBe(doc.health === 'healthy' ? 0 : 1);
+    for (const d of doc.devices) expect([d.driverVersion, d.cudaVersion]).toEqual(['570.86.15', '12.8']);
+    expect(doc.system).toEqual({
       driverVersion: '570.86.15',
       nvmlVersion: '12.550.163.01',
       cudaDriverVersion: '12.8',
     });
     const t = spawnSync(process.execPath, [MAIN_JS, 'devices', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
-    expect(t.status).toBe(0);
+    expect(t.status).toBe(j.status);
     expect(t.stdout).toContain('driver: 570.86.15  CUDA: 12.8  NVML: 12.550.163.01\n');
   });
 
@@ -165,7 +168,7 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
     expect(s.devices[3]?.telemetry).toBeNull();
     expect(s.devices[2]?.telemetry).not.toBeNull();
     const t = spawnSync(process.execPath, [MAIN_JS, 'devices', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
-    expect(t.status).toBe(0);
+    expect(t.status).toBe(1); // a lost GPU: unhealthy (src/cli/status-view.ts judgeHealth)
     // Columns: GPU NAME UUID PCI MEMORY TEMP POWER UTIL HEALTH, two spaces apart.
     const cells = (gpu: number) => t.stdout.split('\n').find((l) => l.startsWith(`${gpu} `))!.split(/\s{2,}/);
     expect(cells(3).slice(5)).toEqual(['-', '-', '-', 'error: NVML_ERROR_GPU_IS_LOST']);

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -127,10 +127,15 @@ describe('runCli read commands', () => {
     expect(t.out).toMatch(/GPU\s+NAME/);
     expect(t.out).toContain('driver: 550.163.01  CUDA: 12.4  NVML: 12.550.163.01\n');
   });
-  it('reads faults from an empty state dir', async () => {
+  it('reads faults from an empty state dir; a missing one is an error, not "no active faults"', async () => {
+    const missing = await cli(['faults', '--state-dir', join(dir, 'state'), '--api', 'http://127.0.0.1:9']);
+    expect(missing.code).toBe(1);
+    expect(missing.out).toBe('');
+    expect(missing.err).toMatch(/state directory .*state does not exist: cannot tell the active faults/);
+    mkdirSync(join(dir, 'state'));
     const r = await cli(['faults', '--state-dir', join(dir, 'state'), '--api', 'http://127.0.0.1:9']);
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/no active faults/);
+    expect(r.out).toMatch(/^source: NOT LIVE: read from disk, state dir .*; no events stored there yet\nno active faults\n$/);
   });
 });
 
