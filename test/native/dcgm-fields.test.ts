@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultDevices } from '../helpers/fake-nvml.js';
 import { openNvml, type DeviceSnapshot, type Telemetry } from '../../src/nvml/index.js';
-import { skipReason, useFake, useSession } from './util.js';
+import { skipReason, until, useFake, useSession } from './util.js';
 
 const KEYS = [
   'memoryTemperatureC', 'totalEnergyMj', 'encoderUtilPercent', 'decoderUtilPercent',
@@ -84,5 +84,19 @@ describe.skipIf(skipReason !== null)('NVML addon: dcgm-exporter default fields',
     expect(Object.values(fields(s))).toEqual(KEYS.map(() => null));
     expect(s.ok && s.telemetry.temperatureC).toBe(33);
     expect(s.ok && s.telemetry.pcieReplayCounter).toBe(0);
+  });
+
+  it('runs on the device lane under the snapshot deadline: a hung GetFieldValues times out that GPU only', async () => {
+    ctx.fake = useFake({ devices: defaultDevices(2) });
+    ctx.nvml = await openNvml();
+    await ctx.nvml.devices();
+    await ctx.fake.inject({ op: 'hang', device: 1, function: 'nvmlDeviceGetFieldValues', ms: 8000 });
+    const snap = await ctx.nvml.snapshot({ timeoutMs: 500 });
+    expect(fields(snap[0]).memoryTemperatureC).toBe(40);
+    const s1 = snap[1]!;
+    expect(!s1.ok && s1.error).toMatchObject({ code: 'NVML_CALL_TIMEOUT', fn: 'nvmlDeviceGetFieldValues' });
+    await ctx.fake.recover(1);
+    await until(() => ctx.nvml!.suspectDevices().length === 0, 'device 1 no longer suspect');
+    expect(fields((await ctx.nvml.snapshot())[1]).memoryTemperatureC).toBe(40);
   });
 });
