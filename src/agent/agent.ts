@@ -562,7 +562,8 @@ export class Agent implements AgentView {
    * An operator's clear (POST /faults/clear): each named active fault gets a clear event, stored
    * durably (which ends the fault) and sent to the control plane like any clear. The telemetry
    * judge forgets the condition, so a fault that is still there is raised again by the next sample
-   * (as the kernel log and NVML raise theirs again on their next line or event). Resolves with the
+   * (as the kernel log and NVML raise theirs again on their next line or event), and the fault
+   * history forgets it (reboot-aware escalation counts again from zero). Resolves with the
    * keys cleared, in the store's order; empty when the selector names no active fault.
    */
   async clearFaults(selector: ClearSelector, reason: string): Promise<{ cleared: string[] }> {
@@ -573,6 +574,8 @@ export class Agent implements AgentView {
       await store.append(operatorClearInput(f, reason, Date.now()));
       this.telemetry?.forget(f.key);
       this.fabricManager?.forget(f.key);
+      // As gpud's SetHealthy: the operator says the GPU is fine, so the reboot count starts again.
+      this.faultHistory?.forgetKey(f.key);
       cleared.push(f.key);
     }
     if (cleared.length > 0) this.log.info({ component: 'events', cleared, reason }, `operator cleared ${cleared.length} fault(s)`);

@@ -232,6 +232,7 @@ export class RebootHistory {
       // Most recently used last: the oldest is the first evicted.
       this.entries.delete(id);
       this.entries.set(id, e);
+      e.key = input.key.slice(0, MAX_ID);
     }
     e.seen = e.seen.filter((s) => nowMs - s.last <= LOOKBACK_MS);
     const here = e.seen.find((s) => s.n === this.bootN);

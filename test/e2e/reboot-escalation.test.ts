@@ -3,7 +3,8 @@
  * state directory, and each "reboot" is a restart with another boot id (NAVARCH_BOOT_ID_PATH
  * points at a file the test rewrites). XID 79 (RESTART_BM: reboot) on GPU 2 in three boots in a
  * row is escalated to critical/replace on the third, with the history in the event's metrics, at
- * the dev control plane and in /status; the replace fault then outlives the next reboot.
+ * the dev control plane and in /status; the replace fault then outlives the next reboot, and an
+ * operator's clear restarts the count.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -89,6 +90,15 @@ describe.skipIf(!DIST_BUILT)('reboot-aware escalation across agent restarts', ()
     const d = await bootAgent('dddddddd-0000-4000-8000-000000000004');
     const kept = (await d.status()).activeFaults.find((x) => x.key === 'gpu2/xid/79');
     expect(kept).toMatchObject({ action: 'replace', severity: 'critical' });
+    // An operator's clear (POST /faults/clear) ends it and restarts the count, as gpud's SetHealthy:
+    // the same XID in this boot is a reboot fault again.
+    const r = await fetch(`${d.url}/faults/clear`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ key: 'gpu2/xid/79', reason: 'GPU reseated' }) });
+    expect(r.status).toBe(200);
+    await waitFor('fault cleared', async () => !(await d.status()).activeFaults.some((x) => x.key === 'gpu2/xid/79'));
+    expect((await d.status()).faultHistory).toMatchObject({ faults: 0 });
+    const again = await xid79Once(d);
+    expect(again).toMatchObject({ action: 'reboot' });
+    expect(again.metrics.reboot_escalated).toBeUndefined();
     expect(await d.stop('SIGTERM')).toBe(0);
   });
 });
