@@ -46,6 +46,16 @@ export const FAULT_CLASSES: Readonly<Record<string, string>> = Object.freeze({
   gsp: 'GSP error or RPC timeout (kernel log)',
   init_failed: 'RmInitAdapter failed: the driver could not bring a GPU up (kernel log)',
   kmsg_records_lost: 'the kernel log ring buffer dropped records before the agent read them',
+  'fabric/state': 'fabric registration not completed after the boot grace (NVML fabric info)',
+  'fabric/status': 'fabric registration completed with a failed status (NVML fabric info)',
+  'fabric/health': 'fabric health summary unhealthy or limited capacity (NVML fabric info)',
+  'fabric/degraded_bandwidth': 'fabric health mask: NVLink bandwidth degraded',
+  'fabric/route_recovery': 'fabric health mask: route recovery in progress',
+  'fabric/route_unhealthy': 'fabric health mask: route unhealthy',
+  'fabric/access_timeout_recovery': 'fabric health mask: access-timeout recovery in progress',
+  'fabric/incorrect_configuration': 'fabric health mask: incorrect fabric configuration',
+  fabric_manager: 'nvidia-fabricmanager not active on a host with NVSwitches',
+  'fabric_manager/log': 'an ERROR/FATAL line in the nvidia-fabricmanager log',
 });
 
 const LOCATION = /^(?:gpu\d+|nvswitch\d+|node|pci\/[^/]+)\//;

@@ -9,10 +9,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { driverErrorEvent } from '../../src/backends/select.js';
 import type { ActiveFault, HealthEvent, HealthEventInput } from '../../src/events/types.js';
-import type { NvmlErrorCode, NvmlEvent, NvmlEventType, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
+import type { GpuFabricInfo, NvmlErrorCode, NvmlEvent, NvmlEventType, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
 import { KmsgSource } from '../../src/sources/kmsg.js';
 import { formatKmsgRecord } from '../../src/sources/kmsg-parse.js';
 import { classifyNvmlEvent } from '../../src/sources/nvml-events.js';
+import { judgeFabricManager } from '../../src/sources/fabric-manager.js';
+import { parseFabricManagerLine } from '../../src/sources/fabric-manager-log.js';
 import { DEFAULT_TELEMETRY_CONFIG, judgeSnapshot, type JudgeState, type TelemetryConfig } from '../../src/sources/telemetry.js';
 import { parseSxidLine, sxidEventInput } from '../../src/xid/sxid.js';
 import { xidEventInput } from '../../src/xid/catalog.js';
@@ -128,6 +130,17 @@ export interface FaultClassEvent {
   input: HealthEventInput;
 }
 
+const FABRIC_OK: GpuFabricInfo = { version: 3, state: 3, status: 0, cliqueId: 1, clusterUuid: '0'.repeat(32), healthMask: 0, healthSummary: 1 };
+/** GPU 0's fabric info, an hour after boot (past the registration grace). */
+const fabric = (over: Partial<GpuFabricInfo>): HealthEventInput[] =>
+  judged([[{ index: 0, t: tel({ fabric: { ...FABRIC_OK, ...over } }) }]], { bootTimeMs: T0 - 3_600_000 });
+
+/** The fabric manager judge, an hour after boot, on a host with NVSwitches. */
+function fabricManager(service: 'active' | 'failed', lines: string[] = []): HealthEventInput[] {
+  const errors = lines.map((l) => parseFabricManagerLine(l)).filter((e) => e !== null);
+  return judgeFabricManager(null, { nowMs: T0, sinceBootMs: 3_600_000, service: { state: service, detail: service }, errors }).events;
+}
+
 const xid = (code: number): HealthEventInput => xidEventInput({ code, gpuIndex: 0, gpuUuid: 'GPU-0', timeMs: T0, source: 'nvml' });
 
 /** One event per fault class, in the doc table's order. */
@@ -198,6 +211,17 @@ export async function faultClassEvents(): Promise<FaultClassEvent[]> {
     { cls: 'NVLink errors rising', input: one(gpu0({ nvlinks: links(18, (l) => (l === 3 ? { replayErrors: 20 } : {})) }), 'nvlink/3/errors', 'nvlink errors') },
     { cls: 'NVSwitch SXid, fatal', input: sx('nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 20034, Fatal, Link 48 LTSSM Fault Up') },
     { cls: 'NVSwitch SXid, non-fatal', input: sx('nvidia-nvswitch3: SXid (PCI:0000:05:00.0): 12028, Non-fatal, Link 32 egress non-posted PRIV error (First)') },
+    { cls: 'fabric registration not completed after the boot grace', input: one(fabric({ state: 2 }), 'fabric/state', 'fabric state') },
+    { cls: 'fabric registration failed (probe status)', input: one(fabric({ status: 27 }), 'fabric/status', 'fabric status') },
+    { cls: 'fabric health unhealthy', input: one(fabric({ healthSummary: 2 }), 'fabric/health', 'fabric unhealthy') },
+    { cls: 'fabric health limited capacity', input: one(fabric({ healthSummary: 3 }), 'fabric/health', 'fabric limited') },
+    { cls: 'fabric bandwidth degraded (health mask)', input: one(fabric({ healthMask: 1 }), 'fabric/degraded_bandwidth', 'fabric bandwidth') },
+    { cls: 'fabric route recovery in progress (health mask)', input: one(fabric({ healthMask: 1 << 2 }), 'fabric/route_recovery', 'fabric route recovery') },
+    { cls: 'fabric route unhealthy (health mask)', input: one(fabric({ healthMask: 1 << 4 }), 'fabric/route_unhealthy', 'fabric route unhealthy') },
+    { cls: 'fabric access-timeout recovery in progress (health mask)', input: one(fabric({ healthMask: 1 << 6 }), 'fabric/access_timeout_recovery', 'fabric access timeout') },
+    { cls: 'fabric configuration incorrect (health mask)', input: one(fabric({ healthMask: 5 << 8 }), 'fabric/incorrect_configuration', 'fabric configuration') },
+    { cls: 'nvidia-fabricmanager not active on an NVSwitch host', input: one(fabricManager('failed'), 'node/fabric_manager', 'fabric manager') },
+    { cls: 'nvidia-fabricmanager logged an error', input: one(fabricManager('active', ['[Feb 27 2025 15:10:02] [ERROR] [tid 12727] detected NVSwitch non-fatal error 12028 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 61']), 'fabric_manager/log', 'fabric manager log') },
   ];
   return out;
 }
