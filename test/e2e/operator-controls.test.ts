@@ -134,6 +134,45 @@ describe.skipIf(!DIST_BUILT)('operator controls (agent process)', () => {
     expect(none.err).toMatch(/^navarch-agent: faults clear: no running agent answers at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); nothing was cleared\n$/);
   }, 180_000);
 
+  it('faults clear restarts the reboot-escalation count: an XID cleared in boot 2 and back in boot 3 is not escalated', async () => {
+    const cp = await startDevControlPlane({ heartbeatIntervalSeconds: 30, healthCheckIntervalSeconds: 60 });
+    cleanups.push(() => cp.close());
+    const dir = scratch('clear-escalation');
+    const stateDir = join(dir, 'state');
+    const bootIdPath = join(dir, 'boot_id');
+    let agent: Awaited<ReturnType<typeof startAgent>> | null = null;
+    cleanups.push(() => agent?.stop('SIGKILL'));
+    const boot = async (id: string) => {
+      writeFileSync(bootIdPath, `${id}\n`);
+      agent = await startAgent({
+        stateDir,
+        args: ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', 'clear-escalation', '--kmsg-path', 'none'],
+        env: { NAVARCH_GPU_COUNT: '4', NAVARCH_BOOT_ID_PATH: bootIdPath },
+      });
+      return agent;
+    };
+    const xid79 = async (a: NonNullable<typeof agent>) => {
+      expect((await a.inject({ kind: 'xid', gpu: 2, xid: 79 })).status).toBe(200);
+      return waitFor('XID 79 fault', async () => (await a.status()).activeFaults.find((f) => f.key === 'gpu2/xid/79'));
+    };
+    let a = await boot('aaaaaaaa-0000-4000-8000-00000000000a');
+    expect(await xid79(a)).toMatchObject({ action: 'reboot' });
+    expect(await a.stop('SIGTERM')).toBe(0);
+    a = await boot('bbbbbbbb-0000-4000-8000-00000000000b');
+    expect(await xid79(a)).toMatchObject({ action: 'reboot' });
+    expect((await a.status()).faultHistory?.faults).toBe(1);
+    const r = await fetch(`${a.url}/faults/clear`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"key":"gpu2/xid/79"}' });
+    expect(await r.json()).toMatchObject({ cleared: ['gpu2/xid/79'] });
+    expect((await a.status()).faultHistory?.faults).toBe(0);
+    expect(await a.stop('SIGTERM')).toBe(0);
+    // Boot 3: without the clear this is the third boot in a row with XID 79 (escalated to replace, test/e2e/reboot-escalation.test.ts).
+    a = await boot('cccccccc-0000-4000-8000-00000000000c');
+    const f = await xid79(a);
+    expect(f).toMatchObject({ severity: 'critical', action: 'reboot' });
+    expect(f.metrics.reboot_escalated).toBeUndefined();
+    expect(await a.stop('SIGTERM')).toBe(0);
+  }, 180_000);
+
   it('a bad override is refused at start: exit 2, one line naming the key', () => {
     const dir = scratch('bad-override');
     const config = join(dir, 'agent.yaml');
