@@ -41,6 +41,22 @@ export async function runDaemon(cfg: AgentConfig, opts: DaemonOptions): Promise<
   let resolveExit!: (reason: string) => void;
   const exitRequested = new Promise<string>((r) => (resolveExit = r));
 
+  // Handlers before the start: the API answers (and faults are stored) while the sources are still
+  // starting, and a SIGTERM then must stop the agent cleanly once it is up, not kill it. A second
+  // signal before the start is done exits at once, as one during shutdown does.
+  let signalled = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (signalled) {
+      log.warn({ signal: sig }, 'second signal while starting: exiting without waiting');
+      flushLogs();
+      process.exit(1);
+    }
+    signalled = true;
+    resolveExit(sig);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
   let agent: Agent;
   try {
     agent = await Agent.start({
@@ -58,12 +74,10 @@ export async function runDaemon(cfg: AgentConfig, opts: DaemonOptions): Promise<
     log.fatal({ err: (err as Error).message }, 'cannot start');
     flushLogs();
     process.stderr.write(`navarch-agent: ${(err as Error).message.replace(/\s*\n\s*/g, ' ')}\n`);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
     return usage ? 2 : 1;
   }
-
-  const onSignal = (sig: NodeJS.Signals): void => resolveExit(sig);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
 
   const describe = (): string => {
     const s = agent.status();
