@@ -22,6 +22,26 @@ const API_TIMEOUT_MS = 2000;
 /** Allowed clock difference to the control plane (its Date header has 1 s resolution). */
 export const MAX_CLOCK_SKEW_MS = 30_000;
 
+/**
+ * What to do when NVML does not open, by the failure's code: the one place for these fix lines.
+ * A missing native addon is not a driver problem: the driver may be fine.
+ */
+export function nvmlFix(code: string | undefined): string {
+  switch (code) {
+    case 'NVML_ADDON_UNAVAILABLE':
+      return 'the native addon did not load (the driver may be fine): reinstall so its install hook runs (npm 11 skips install scripts of global installs that allowScripts does not allow: docs/deploy.md), use the release tarball (it carries the prebuild), or run "npm rebuild -g navarch-agent" with a C++ compiler; NAVARCH_NVML_ADDON=/abs/path/to/addon.node loads a given build';
+    case 'NVML_LIBRARY_NOT_FOUND':
+    case 'NVML_SYMBOL_NOT_FOUND':
+      return 'libnvidia-ml.so.1 was not found or is too old: install the NVIDIA driver (nvidia-smi must work), or set NAVARCH_NVML_LIBRARY to the library\'s path';
+    case 'NVML_ERROR_NO_PERMISSION':
+      return 'no access to the GPUs: run the agent as root or give its user access to /dev/nvidia*';
+    case 'NVML_ERROR_DRIVER_NOT_LOADED':
+      return 'the NVIDIA kernel module is not loaded: "modprobe nvidia" (or install the driver for this kernel); "dmesg | grep NVRM" says why it failed';
+    default:
+      return 'check "nvidia-smi", "dmesg | grep NVRM" and that the driver and libnvidia-ml versions match; a reboot reloads the driver';
+  }
+}
+
 async function checkBackend(cfg: AgentConfig, env: NodeJS.ProcessEnv, out: CheckResult[]): Promise<void> {
   const { selectBackend } = await import('../backends/select.js');
   let sel;
@@ -34,24 +54,15 @@ async function checkBackend(cfg: AgentConfig, env: NodeJS.ProcessEnv, out: Check
       startScenario: false,
     });
   } catch (err) {
-    out.push({
-      name: 'gpu driver',
-      state: 'fail',
-      detail: (err as Error).message,
-      fix: 'install/load the NVIDIA driver (nvidia-smi must work), or set NAVARCH_NVML_LIBRARY to libnvidia-ml.so.1',
-    });
+    const code = (err as { nvmlError?: { code?: string } }).nvmlError?.code;
+    out.push({ name: 'gpu driver', state: 'fail', detail: (err as Error).message, fix: nvmlFix(code) });
     out.push({ name: 'persistence mode', state: 'skip', detail: 'no GPU backend' });
     return;
   }
   const { backend } = sel;
   try {
     if (backend.kind === 'none') {
-      out.push({
-        name: 'gpu driver',
-        state: 'fail',
-        detail: backend.reason,
-        fix: 'check "nvidia-smi", "dmesg | grep NVRM" and that the driver and libnvidia-ml versions match; a reboot reloads the driver',
-      });
+      out.push({ name: 'gpu driver', state: 'fail', detail: backend.reason, fix: nvmlFix(sel.driverError?.metrics.nvml_error) });
       out.push({ name: 'persistence mode', state: 'skip', detail: 'no GPUs' });
       return;
     }
@@ -70,6 +81,11 @@ async function checkBackend(cfg: AgentConfig, env: NodeJS.ProcessEnv, out: Check
           ? { fix: 'a GPU that cannot be opened usually needs a GPU reset or a reboot' }
           : {}),
     });
+    if (backend.kind === 'fake') {
+      // The fake backend's telemetry says "on"; that is not a fact about this host.
+      out.push({ name: 'persistence mode', state: 'skip', detail: 'n/a: fake GPUs have no persistence mode' });
+      return;
+    }
     const snaps = await backend.snapshot();
     const off: number[] = [];
     const unknown: number[] = [];
@@ -268,30 +284,69 @@ async function checkApiPort(cfg: AgentConfig, out: CheckResult[]): Promise<void>
   }
 }
 
-export async function doctorChecks(cfg: AgentConfig, env: NodeJS.ProcessEnv): Promise<CheckResult[]> {
+export interface DoctorProgress {
+  /** A check starts; `slow` says what it waits for when it can take seconds. */
+  start?: (name: string, slow: string | null) => void;
+  /** A result, as soon as it is known. */
+  result?: (r: CheckResult) => void;
+}
+
+export async function doctorChecks(cfg: AgentConfig, env: NodeJS.ProcessEnv, progress: DoctorProgress = {}): Promise<CheckResult[]> {
+  const { listenUrl } = await import('./agent-api.js');
+  const steps: Array<{ name: string; slow: string | null; run: (out: CheckResult[]) => Promise<void> }> = [
+    { name: 'gpu driver', slow: 'opening the GPU backend', run: (o) => checkBackend(cfg, env, o) },
+    { name: 'kernel log', slow: null, run: (o) => checkKmsg(cfg, o) },
+    { name: 'state directory', slow: null, run: (o) => checkStateDir(cfg, env, o) },
+    { name: 'local API port', slow: `asking ${listenUrl(cfg.listen)} (up to ${API_TIMEOUT_MS / 1000} s)`, run: (o) => checkApiPort(cfg, o) },
+    { name: 'control plane', slow: `asking ${cfg.server} (up to ${(2 * CP_TIMEOUT_MS) / 1000} s)`, run: (o) => checkControlPlane(cfg, o) },
+  ];
   const out: CheckResult[] = [];
-  await checkBackend(cfg, env, out);
-  await checkKmsg(cfg, out);
-  await checkStateDir(cfg, env, out);
-  await checkApiPort(cfg, out);
-  await checkControlPlane(cfg, out);
+  for (const step of steps) {
+    progress.start?.(step.name, step.slow);
+    const before = out.length;
+    await step.run(out);
+    for (const r of out.slice(before)) progress.result?.(r);
+  }
   return out;
 }
 
+const TAG: Record<CheckState, string> = { ok: '[ OK ]', warn: '[WARN]', fail: '[FAIL]', skip: '[SKIP]' };
+
+/** The text lines of one result. */
+export function resultLines(r: CheckResult): string[] {
+  const lines = [`${TAG[r.state]} ${r.name}: ${r.detail}`];
+  if (r.fix && r.state !== 'ok') lines.push(`       fix: ${r.fix}`);
+  return lines;
+}
+
+/**
+ * Text mode prints each result as soon as it is known. Before a check that can take seconds it
+ * says what it waits for: on a terminal as a line the result then overwrites, otherwise on stderr
+ * (stdout stays the report). JSON mode prints one document at the end and no progress.
+ */
 export async function runDoctor(cfg: AgentConfig, opts: { json: boolean; io: CliIo }): Promise<number> {
-  const results = await doctorChecks(cfg, opts.io.env);
+  const { io } = opts;
+  let pendingLine = false;
+  const progress: DoctorProgress = opts.json
+    ? {}
+    : {
+        start: (name, slow) => {
+          if (slow === null) return;
+          if (io.isTTY) {
+            io.stdout(`[....] ${name}: ${slow}...`);
+            pendingLine = true;
+          } else {
+            io.stderr(`doctor: ${name}: ${slow}...\n`);
+          }
+        },
+        result: (r) => {
+          io.stdout(`${pendingLine ? '\r\x1b[K' : ''}${resultLines(r).join('\n')}\n`);
+          pendingLine = false;
+        },
+      };
+  const results = await doctorChecks(cfg, io.env, progress);
   const failed = results.some((r) => r.state === 'fail');
-  if (opts.json) {
-    opts.io.stdout(`${JSON.stringify({ ok: !failed, checks: results }, null, 2)}\n`);
-  } else {
-    const tag: Record<CheckState, string> = { ok: '[ OK ]', warn: '[WARN]', fail: '[FAIL]', skip: '[SKIP]' };
-    const lines: string[] = [];
-    for (const r of results) {
-      lines.push(`${tag[r.state]} ${r.name}: ${r.detail}`);
-      if (r.fix && r.state !== 'ok') lines.push(`       fix: ${r.fix}`);
-    }
-    lines.push(failed ? 'some checks failed' : 'all checks passed');
-    opts.io.stdout(`${lines.join('\n')}\n`);
-  }
+  if (opts.json) io.stdout(`${JSON.stringify({ ok: !failed, checks: results }, null, 2)}\n`);
+  else io.stdout(`${failed ? 'some checks failed' : 'all checks passed'}\n`);
   return failed ? 1 : 0;
 }
