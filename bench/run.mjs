@@ -17,6 +17,7 @@ const runs = [
   ['controlplane-latency.mjs', quick ? ['--events', '200'] : []],
   ['controlplane-xid.mjs', quick ? ['--events', '200'] : []],
   ['controlplane-latency.mjs', quick ? ['--outage-ms', '4000', '--outages', '2'] : ['--outage-ms', '9000', '--outages', '8']],
+  ['verdict-latency.mjs', quick ? ['--n', '3'] : []],
   ['agent-idle.mjs', quick ? ['--seconds', '10'] : []],
   ['agent-start.mjs', quick ? ['--runs', '3'] : []],
 ];
