@@ -34,6 +34,7 @@ import { MemoryEventStore } from '../store/memory-store.js';
 import { chooseStateDir, volatileStateText } from './state-dir.js';
 import { FaultHistory } from './fault-history.js';
 import { BOOT_ID_PATH, readBootId } from '../host/boot-id.js';
+import { judgedByRowRemapCounters } from '../xid/row-remap.js';
 import type { AppendResult } from '../store/types.js';
 import { KmsgLink } from './kmsg-link.js';
 import { AgentLink, type LinkStatus, type TerminateInfo } from '../controlplane/agent-link.js';
@@ -122,6 +123,8 @@ export class Agent implements AgentView {
   private volatileReason: string | null = null;
   /** This boot's id, read once (NAVARCH_BOOT_ID_PATH in tests). */
   private bootId = 'unknown';
+  /** GPU/code pairs whose XID 63/64 was not raised, already logged once. */
+  private readonly rowRemapNoted = new Set<string>();
   /** Faults across reboots: escalates an XID a reboot does not cure (src/agent/fault-history.ts). */
   private faultHistory: FaultHistory | null = null;
 
@@ -365,13 +368,18 @@ export class Agent implements AgentView {
 
   /**
    * Append a classified event to the durable store (never rejects; failures are logged). Every
-   * source's events come through here, so this is where the operator's overrides and suppressions
+   * source's events come through here, so this is where XID 63/64 on a GPU with row-remapping
+   * counters is dropped (src/xid/row-remap.ts), the operator's overrides and suppressions
    * apply (src/events/overrides.ts), and then reboot-aware escalation, on the overridden event
    * (src/agent/fault-history.ts): a suppressed event is not counted, an action made reset_gpu is.
    */
   ingest(raw: HealthEventInput): Promise<void> {
     const store = this.store;
     if (!store) return Promise.resolve();
+    if (judgedByRowRemapCounters(raw, this.devices.get(raw.gpuIndex)?.telemetry)) {
+      this.onRowRemapXid(raw);
+      return Promise.resolve();
+    }
     const o = applyFaultOverrides(raw, this.cfg.faultOverrides, (key) => store.activeFaults().some((f) => f.key === key));
     if (o.suppressed) {
       this.suppressed.record(o.rule, raw);
@@ -389,6 +397,21 @@ export class Agent implements AgentView {
       .finally(() => this.ingestQueue.delete(p));
     this.ingestQueue.add(p);
     return p;
+  }
+
+  /**
+   * XID 63/64 on a GPU whose counters report row remapping raises nothing (src/xid/row-remap.ts):
+   * it is still counted (navarch_agent_xid_total), and said once per GPU and code.
+   */
+  private onRowRemapXid(input: HealthEventInput): void {
+    this.countXid(input);
+    const k = `${input.gpuIndex}/${input.metrics.xid_code}`;
+    if (this.rowRemapNoted.has(k) || this.rowRemapNoted.size >= 256) return;
+    this.rowRemapNoted.add(k);
+    this.log.info(
+      { component: 'events', key: input.key, gpu: input.gpuIndex, source: input.source },
+      `XID ${input.metrics.xid_code} on GPU ${input.gpuIndex} raises no fault: the GPU reports row remapping through its counters, which the remapped-rows check judges (as gpud)`,
+    );
   }
 
   private onAppended(r: AppendResult): void {
