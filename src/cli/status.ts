@@ -134,6 +134,8 @@ export interface StatusOptions {
   watch: boolean;
   intervalMs: number;
   io: CliIo;
+  /** Ends --watch besides SIGINT/SIGTERM (tests). */
+  stop?: AbortSignal;
 }
 
 const CLEAR = '\x1b[H\x1b[2J';
@@ -152,6 +154,7 @@ export async function runStatus(o: StatusOptions): Promise<number> {
   if (!o.watch) return once();
   const ac = new AbortController();
   const onSignal = (): void => ac.abort();
+  o.stop?.addEventListener('abort', onSignal, { once: true });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {

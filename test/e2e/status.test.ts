@@ -99,6 +99,20 @@ describe.skipIf(!DIST_BUILT)('status, devices, faults: live, then from disk', ()
     for (const fr of frames) expect(fr).toMatchObject({ live: true, health: 'unhealthy' });
   });
 
+  it('status --watch as text off a terminal: frames separated by a time line, SIGINT ends it', async () => {
+    const p = spawn(process.execPath, [MAIN_JS, 'status', '--watch', '--interval', '200ms', '--api', agent.url], { env: { PATH: process.env.PATH } });
+    let out = '';
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    const closed = new Promise<number | null>((r) => p.on('close', (c) => r(c)));
+    await waitFor('two frames', () => (out.match(/^--- \d{4}-\d\d-\d\dT[\d:.]+Z$/gm) ?? []).length >= 2, 30_000, 50);
+    p.kill('SIGINT');
+    expect(await closed).toBe(1);
+    expect(out).not.toContain('\x1b[');
+    const frames = out.split(/^--- .*\n/m).filter(Boolean);
+    expect(frames.length).toBeGreaterThanOrEqual(2);
+    for (const f of frames.slice(0, 2)) expect(f.split('\n')[0]).toBe(`source:        live from the running agent at ${agent.url}`);
+  });
+
   it('with the agent stopped: read from disk, NOT LIVE, faults and backlog from the state dir', async () => {
     expect(await agent.stop('SIGTERM')).toBe(0);
     const stateDir = join(dir, 'state');

@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import type { DeviceStatus } from '../../src/api/types.js';
 import type { ActiveFault } from '../../src/events/types.js';
-import { watchLoop } from '../../src/cli/status.js';
+import { runStatus, watchLoop } from '../../src/cli/status.js';
+import { resolveConfig } from '../../src/config/config.js';
 import { exitCodeFor, judgeHealth, renderStatus, sourceLine, statusJson, type StatusView } from '../../src/cli/status-view.js';
 
 const NOW = 1_750_000_000_000;
@@ -176,5 +177,36 @@ describe('watchLoop', () => {
   it('a frame error (not a stop) propagates', async () => {
     const ac = new AbortController();
     await expect(watchLoop({ intervalMs: 1, stop: ac.signal, sleep: async () => undefined, frame: async () => Promise.reject(new Error('boom')) })).rejects.toThrow('boom');
+  });
+});
+
+describe('runStatus --watch on a terminal', () => {
+  it('clears and redraws each frame in place, with the refresh hint; ends on stop', async () => {
+    const cfg = resolveConfig({ flags: new Map([['gpu-backend', 'fake'], ['state-dir', '/nonexistent-status-unit']]), env: {} });
+    const stop = new AbortController();
+    const frames: string[] = [];
+    const code = await runStatus({
+      cfg,
+      api: 'http://127.0.0.1:9',
+      json: false,
+      watch: true,
+      intervalMs: 200,
+      stop: stop.signal,
+      io: {
+        stdout: (s) => {
+          frames.push(s);
+          if (frames.length === 2) stop.abort();
+        },
+        stderr: () => undefined,
+        env: { NAVARCH_GPU_COUNT: '1' },
+        isTTY: true,
+      },
+    });
+    expect(code).toBe(0);
+    expect(frames).toHaveLength(2);
+    for (const f of frames) {
+      expect(f.startsWith('\x1b[H\x1b[2Jsource:        NOT LIVE: no agent answered at http://127.0.0.1:9')).toBe(true);
+      expect(f.endsWith('\nrefresh every 0.2 s; Ctrl-C exits\n')).toBe(true);
+    }
   });
 });
