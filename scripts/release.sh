@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Builds the offline release: build/release/navarch-agent-<version>-linux-<arch>.tar.gz (+ .sha256)
-# holding the compiled agent (dist/), its production dependencies (copied from node_modules as
-# npm resolved them; all pure JavaScript), the prebuilt addon for that arch, systemd/ (unit and
-# install scripts), deploy/ec2/ and a bin/navarch-agent launcher. Needs no network. The host-arch
-# tarball is unpacked and smoke-tested (addon loads from prebuilds/, the CLI answers --version).
+# Builds the self-contained release: build/release/navarch-agent-<version>-linux-<arch>.tar.gz
+# (+ .sha256) holding the Node.js runtime for that arch (node/bin/node, from the npm registry's
+# node-linux-<arch> package via scripts/node-runtime.sh: pinned and checksum-verified, cached),
+# the compiled agent (dist/), its production dependencies (copied from node_modules as npm
+# resolved them; all pure JavaScript), the prebuilt addon for that arch, systemd/ (unit and
+# install scripts), deploy/ec2/, deploy/navarch/ (health policies) and a bin/navarch-agent
+# launcher that prefers the bundled node. It runs on a host without Node.js. The network is needed only to fetch a runtime not yet in the
+# cache. The host-arch tarball is unpacked and smoke-tested with no node on PATH (the bundled node
+# loads the addon from prebuilds/, the CLI answers --version).
 #
-# Usage: scripts/release.sh [--arch x64|arm64]... [--out DIR] [--prebuilds DIR] [--skip-build] [--prebuild]
+# Usage: scripts/release.sh [--arch x64|arm64]... [--out DIR] [--prebuilds DIR] [--skip-build]
+#                           [--prebuild] [--node VERSION]
 #   --prebuilds   where the linux-<arch>/ addon directories are (default: prebuilds/)
 #   --skip-build  use the existing dist/ instead of running npm run build:ts
 #   --prebuild    run scripts/prebuild.sh first for the requested arches
-# Environment: SOURCE_DATE_EPOCH (file times in the tarball; default: the last commit's time).
+#   --node        the Node.js version to bundle (pinned in scripts/node-runtimes.txt; default:
+#                 its "release" line)
+# Environment: SOURCE_DATE_EPOCH (file times in the tarball; default: the last commit's time),
+# NAVARCH_NODE_CACHE (see scripts/node-runtime.sh).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,11 +28,13 @@ arches=()
 skip_build=0
 prebuild=0
 prebuilds=
+node_version=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --prebuilds) [ $# -ge 2 ] || die "--prebuilds needs a directory"; prebuilds=$2; shift 2 ;;
     --skip-build) skip_build=1; shift ;;
     --prebuild) prebuild=1; shift ;;
+    --node) [ $# -ge 2 ] || die "--node needs a version"; node_version=$2; shift 2 ;;
     *) common_opt "$@"; shift "$taken" ;;
   esac
 done
@@ -56,11 +66,14 @@ host_arch=$(node -p process.arch)
 for arch in "${arches[@]}"; do
   pb=$prebuilds/linux-$arch
   compgen -G "$pb/*.node" >/dev/null || die "no prebuilt addon in $pb (run scripts/prebuild.sh or pass --prebuild)"
+  runtime=$(bash scripts/node-runtime.sh --arch "$arch" "$node_version") || die "no Node.js runtime for linux-$arch (scripts/node-runtime.sh failed)"
   name=navarch-agent-$version
   stage=$(mktemp -d "${TMPDIR:-/tmp}/navarch-release.XXXXXX")
   trap 'rm -rf "$stage"' EXIT
   dst=$stage/$name
-  mkdir -p "$dst/bin" "$dst/prebuilds" "$dst/deploy" "$dst/docs"
+  mkdir -p "$dst/bin" "$dst/prebuilds" "$dst/deploy" "$dst/docs" "$dst/node/bin"
+  cp "$runtime/bin/node" "$dst/node/bin/node"
+  cp "$runtime/LICENSE" "$dst/node/LICENSE"
   cp package.json "$dst/"
   for f in README.md LICENSE; do if [ -f "$f" ]; then cp "$f" "$dst/"; fi; done
   cp -R dist "$dst/dist"
@@ -68,9 +81,10 @@ for arch in "${arches[@]}"; do
   cp -R "$pb" "$dst/prebuilds/"
   cp -R systemd "$dst/systemd"
   cp -R deploy/ec2 "$dst/deploy/ec2"
+  cp -R deploy/navarch "$dst/deploy/navarch" # the health policies (the dev control plane's default)
   if [ -f docs/deploy.md ]; then cp docs/deploy.md "$dst/docs/"; fi
   cp deploy/bin/navarch-agent "$dst/bin/navarch-agent"
-  chmod 0755 "$dst/bin/navarch-agent" "$dst"/systemd/*.sh "$dst"/deploy/ec2/*.sh
+  chmod 0755 "$dst/bin/navarch-agent" "$dst/node/bin/node" "$dst"/systemd/*.sh "$dst"/deploy/ec2/*.sh
   tar -cf - "${deps[@]}" | tar -xf - -C "$dst"
   tarball=$out/$name-linux-$arch.tar.gz
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode='u+rwX,go+rX,go-w' \
@@ -81,18 +95,21 @@ for arch in "${arches[@]}"; do
   trap - EXIT
 
   if [ "$arch" = "$host_arch" ]; then
+    # No node on PATH: only what the launcher itself needs.
     check=$(mktemp -d "${TMPDIR:-/tmp}/navarch-release-check.XXXXXX")
+    mkdir "$check/path"
+    for t in sh readlink dirname; do ln -s "$(command -v "$t")" "$check/path/$t"; done
     tar -xzf "$tarball" -C "$check"
-    if ! (cd "$check/$name" && node -e '
+    if ! (cd "$check/$name" && env -i PATH="$check/path" ./node/bin/node -e '
         const m = require("node-gyp-build")(process.cwd());
         if (typeof m.sdNotify !== "function") { console.error("addon lacks sdNotify"); process.exit(1); }'); then
-      rm -rf "$check"; die "smoke test: the addon in $tarball does not load from prebuilds/"
+      rm -rf "$check"; die "smoke test: the addon in $tarball does not load from prebuilds/ under the bundled node"
     fi
-    if ! got=$("$check/$name/bin/navarch-agent" --version 2>&1); then
-      rm -rf "$check"; die "smoke test: bin/navarch-agent --version failed: $got"
+    if ! got=$(env -i PATH="$check/path" HOME="$check" "$check/$name/bin/navarch-agent" --version 2>&1); then
+      rm -rf "$check"; die "smoke test: bin/navarch-agent --version failed without node on PATH: $got"
     fi
     rm -rf "$check"
-    echo "release.sh: smoke test passed (version $got)" >&2
+    echo "release.sh: smoke test passed (version $got, bundled Node.js $("$runtime/bin/node" --version))" >&2
   fi
   echo "$tarball ($(du -h "$tarball" | cut -f1))"
 done

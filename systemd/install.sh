@@ -4,9 +4,13 @@
 # that is already right, never overwrites an existing agent.env (unless --replace-env), and only
 # restarts the service when the unit, the environment or the token changed. Without a token,
 # a drop-in (navarch-agent.service.d/50-no-token.conf) removes the credential and the flag.
+# --root DIR other than / is an image or a chroot whose systemd is not running: the service is
+# enabled there with the WantedBy= symlink `systemctl enable` would make, and nothing is reloaded
+# or started; systemctl is not run at all (--live treats DIR as the running system).
 #
 # Usage: install.sh [--root DIR] [--bin PATH] [--set NAVARCH_KEY=VALUE]... [--replace-env]
-#                   [--token-file FILE | --token-stdin] [--no-start] [--no-enable] [--quiet]
+#                   [--token-file FILE | --token-stdin] [--no-start] [--no-enable] [--live]
+#                   [--quiet]
 # Environment: SYSTEMCTL (default "systemctl"; e.g. a recorder in tests), SYSUSERS
 # (default "systemd-sysusers"), NAVARCH_AUTH_TOKEN (a token, instead of --token-file).
 set -euo pipefail
@@ -24,6 +28,7 @@ replace_env=0
 start=1
 enable=1
 quiet=0
+live=
 token=
 token_given=0
 sets=()
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
     --token-stdin) token=$(cat); token_given=1; shift ;;
     --no-start) start=0; shift ;;
     --no-enable) enable=0; start=0; shift ;;
+    --live) live=1; shift ;;
     --quiet|-q) quiet=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -58,6 +64,7 @@ case "$root" in /*) ;; *) die "--root must be an absolute path, got '$root'" ;; 
 case "$bin" in /*) ;; *) die "--bin must be an absolute path, got '$bin'" ;; esac
 [[ "$bin" =~ ^/[A-Za-z0-9._/+-]+$ ]] || die "--bin must be a plain absolute path ([A-Za-z0-9._/+-]), got '$bin'"
 [ -d "$root" ] || die "--root $root is not a directory"
+if [ -z "$live" ]; then if [ "$root" -ef / ]; then live=1; else live=0; fi; fi
 [ -r "$unit_src" ] || die "unit file $unit_src not found"
 token=${token%$'\n'}
 case "$token" in *$'\n'*) die "the token must be a single line" ;; esac
@@ -172,6 +179,24 @@ else
 fi
 
 # 6. systemd.
+if [ "$live" = 0 ]; then
+  # Offline: the links `systemctl enable` would create, from the unit's WantedBy= lines.
+  if [ "$enable" = 1 ]; then
+    # shellcheck disable=SC2013 # WantedBy= holds space-separated targets
+    for target in $(sed -n 's/^WantedBy=//p' "$unit_dst"); do
+      [[ "$target" =~ ^[A-Za-z0-9@._-]+$ ]] || die "odd WantedBy=$target in $unit_dst"
+      link=$r/etc/systemd/system/$target.wants/navarch-agent.service
+      if [ "$(readlink "$link" 2>/dev/null)" != /etc/systemd/system/navarch-agent.service ]; then
+        mkdir -p "${link%/*}"
+        ln -sfn /etc/systemd/system/navarch-agent.service "$link"
+        say "enabled: $link"
+      fi
+    done
+  fi
+  say "$root is not the running system: systemd there starts the service at boot (nothing reloaded or started now)"
+  say "done (changed=$changed)"
+  exit 0
+fi
 run() { say "+ $*"; "$@" || die "'$*' failed (SYSTEMCTL=$systemctl)"; }
 # shellcheck disable=SC2086 # SYSTEMCTL may carry arguments (e.g. --root)
 run $systemctl daemon-reload

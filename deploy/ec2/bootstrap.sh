@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # EC2 bootstrap for navarch-agent (run by cloud-init from user-data.yaml, or by hand):
 #   1. reads the instance identity from IMDSv2 (token PUT, then instance-id, region, zone, type),
-#   2. makes sure Node.js >= 20 exists (present, a Node tarball URL, or the distro's package),
-#   3. installs the agent from an offline release tarball URL or from the npm registry,
+#   2. installs the agent: by default the self-contained release (BOOTSTRAP_TARBALL_URL), which
+#      brings its own Node.js; with BOOTSTRAP_NPM_SPEC, from an npm registry instead,
+#   3. only when the agent brings no Node.js: makes sure Node.js >= 20 exists (present, a Node
+#      tarball URL, or the distribution's package),
 #   4. writes agent.env (NAVARCH_* with node id = instance id, provider aws) and the token,
 #   5. installs, enables and starts navarch-agent.service via systemd/install.sh.
 # Idempotent: a marker holding the instance id makes a re-run (reboot) a no-op; an image baked
@@ -13,7 +15,7 @@
 # /etc/navarch-agent/bootstrap.env when it exists). See docs/deploy.md for the full list:
 #   NAVARCH_SERVER (required), NAVARCH_POOL, any other NAVARCH_* agent setting,
 #   NAVARCH_AUTH_TOKEN or BOOTSTRAP_TOKEN_SSM_PARAMETER (token; never written to agent.env),
-#   BOOTSTRAP_TARBALL_URL [+ BOOTSTRAP_TARBALL_SHA256] or BOOTSTRAP_NPM_SPEC (default navarch-agent),
+#   BOOTSTRAP_TARBALL_URL [+ BOOTSTRAP_TARBALL_SHA256] (the release) or BOOTSTRAP_NPM_SPEC,
 #   BOOTSTRAP_NODE_TARBALL_URL [+ BOOTSTRAP_NODE_TARBALL_SHA256],
 #   IMDS_ENDPOINT (default http://169.254.169.254), IMDS_DEADLINE_S (default 120),
 #   SYSTEMCTL, NPM, AWS, CURL (command overrides, for tests).
@@ -65,6 +67,9 @@ if ! [[ "$deadline_s" =~ ^[1-9][0-9]{0,4}$ ]]; then die "IMDS_DEADLINE_S must be
 server=${NAVARCH_SERVER:-}
 [ -n "$server" ] || die "NAVARCH_SERVER is not set (the control plane URL, e.g. http://navarch-cp.internal:50051)"
 [[ "$server" =~ ^https?://[^[:space:]\"\\]+$ ]] || die "NAVARCH_SERVER must be an http:// or https:// URL, got '$server'"
+if [ -z "${BOOTSTRAP_TARBALL_URL:-}" ] && [ -z "${BOOTSTRAP_NPM_SPEC:-}" ]; then
+  die "BOOTSTRAP_TARBALL_URL is not set (the URL of the self-contained release, navarch-agent-<version>-linux-<arch>.tar.gz; or BOOTSTRAP_NPM_SPEC to install from an npm registry)"
+fi
 curl_cmd=${CURL:-curl}
 command -v "$curl_cmd" >/dev/null || die "curl is required (install it, or set CURL)"
 
@@ -148,34 +153,40 @@ fetch() { # fetch URL DEST [SHA256]: bounded, retried, checksum-verified when a 
 work=$(mktemp -d "${TMPDIR:-/tmp}/navarch-bootstrap.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# ---- Node.js >= 20 -------------------------------------------------------------------------
+# ---- Node.js >= 20 (only when the agent does not bring its own) ------------------------------
 node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 node_ok() { local n; n=$(command -v "$1" 2>/dev/null) || return 1; [ "$(node_major "$n")" -ge 20 ]; }
+host_arch=$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/')
 node_dir=$r/opt/navarch-agent/node
-if [ -x "$node_dir/bin/node" ]; then export PATH="$node_dir/bin:$PATH"; fi
-if node_ok node; then
-  log "using $(command -v node) ($(node --version))"
-elif [ -x "$node_dir/bin/node" ] && [ "$(node_major "$node_dir/bin/node")" -ge 20 ]; then
-  log "using $node_dir/bin/node"
-elif [ -n "${BOOTSTRAP_NODE_TARBALL_URL:-}" ]; then
-  log "installing Node.js from $BOOTSTRAP_NODE_TARBALL_URL"
-  fetch "$BOOTSTRAP_NODE_TARBALL_URL" "$work/node.tar" "${BOOTSTRAP_NODE_TARBALL_SHA256:-}"
-  rm -rf "$node_dir.new" && mkdir -p "$node_dir.new"
-  tar -xf "$work/node.tar" -C "$node_dir.new" --strip-components=1 --no-same-owner || die "cannot unpack the Node.js tarball"
-  [ "$(node_major "$node_dir.new/bin/node")" -ge 20 ] || die "the Node.js tarball does not hold Node.js >= 20"
-  rm -rf "$node_dir" && mv "$node_dir.new" "$node_dir"
-  export PATH="$node_dir/bin:$PATH"
-else
-  # Distribution packages: Amazon Linux 2023 has nodejs20; Debian/Ubuntu's nodejs may be older.
-  # Bounded: cloud-init's own package step may hold the package lock for a while.
-  if command -v dnf >/dev/null; then
-    timeout 600 dnf install -y -q nodejs20 >/dev/null 2>&1 || timeout 600 dnf install -y -q nodejs >/dev/null 2>&1 || true
-  elif command -v apt-get >/dev/null; then
-    { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq nodejs; } >/dev/null 2>&1 || true
+ensure_node() {
+  if [ -x "$node_dir/bin/node" ]; then export PATH="$node_dir/bin:$PATH"; fi
+  if node_ok node; then
+    log "using $(command -v node) ($(node --version))"
+  elif [ -n "${BOOTSTRAP_NODE_TARBALL_URL:-}" ]; then
+    log "installing Node.js from $BOOTSTRAP_NODE_TARBALL_URL"
+    fetch "$BOOTSTRAP_NODE_TARBALL_URL" "$work/node.tar" "${BOOTSTRAP_NODE_TARBALL_SHA256:-}"
+    rm -rf "$node_dir.new" && mkdir -p "$node_dir.new"
+    tar -xf "$work/node.tar" -C "$node_dir.new" --strip-components=1 --no-same-owner || die "cannot unpack the Node.js tarball"
+    [ "$(node_major "$node_dir.new/bin/node")" -ge 20 ] || die "the Node.js tarball does not hold Node.js >= 20"
+    rm -rf "$node_dir" && mv "$node_dir.new" "$node_dir"
+    export PATH="$node_dir/bin:$PATH"
+  else
+    # Distribution packages, bounded (cloud-init's own package step may hold the lock a while).
+    # Amazon Linux 2023 namespaces them: nodejs24 brings node-24, npm is nodejs24-npm (npm-24).
+    # Debian/Ubuntu's nodejs is older than 20 on most releases; the check below says so.
+    local v
+    if command -v dnf >/dev/null; then
+      for v in 24 22; do timeout 600 dnf install -y -q "nodejs$v" "nodejs$v-npm" >/dev/null 2>&1 && break; done
+    elif command -v apt-get >/dev/null; then
+      { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq nodejs npm; } >/dev/null 2>&1 || true
+    fi
+    for v in 24 22; do
+      if ! node_ok node && [ -x "/usr/bin/node-$v" ]; then ln -sf "/usr/bin/node-$v" /usr/local/bin/node; fi
+      if ! command -v npm >/dev/null && [ -x "/usr/bin/npm-$v" ]; then ln -sf "/usr/bin/npm-$v" /usr/local/bin/npm; fi
+    done
+    node_ok node || die "Node.js >= 20 is not installed and the distribution has none: use the self-contained release (BOOTSTRAP_TARBALL_URL), or set BOOTSTRAP_NODE_TARBALL_URL (e.g. a mirror of node-v24.x-linux-$host_arch.tar.xz)"
   fi
-  [ -x /usr/bin/node-20 ] && ! command -v node >/dev/null && ln -sf /usr/bin/node-20 /usr/local/bin/node
-  node_ok node || die "Node.js >= 20 is not installed and the distribution has none: set BOOTSTRAP_NODE_TARBALL_URL (e.g. an internal mirror of node-v20.x-linux-$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/').tar.xz) or use an AMI with Node.js 20"
-fi
+}
 
 # ---- the agent -----------------------------------------------------------------------------
 inst=$r/opt/navarch-agent
@@ -186,21 +197,32 @@ if [ -n "${BOOTSTRAP_TARBALL_URL:-}" ]; then
   tar -tzf "$work/agent.tar.gz" > "$work/agent.list" 2>/dev/null || die "$BOOTSTRAP_TARBALL_URL is not a gzip tarball"
   top=$(sed -n '1s#/.*##p' "$work/agent.list")
   [[ "$top" =~ ^navarch-agent-[0-9A-Za-z.+-]+$ ]] || die "$BOOTSTRAP_TARBALL_URL does not look like a navarch-agent release (top directory '$top')"
-  rm -rf "${inst:?}/$top.new" && mkdir -p "$inst/$top.new"
-  tar -xzf "$work/agent.tar.gz" -C "$inst/$top.new" --strip-components=1 --no-same-owner || die "cannot unpack $BOOTSTRAP_TARBALL_URL"
-  [ -x "$inst/$top.new/bin/navarch-agent" ] || die "the release tarball has no bin/navarch-agent"
-  rm -rf "${inst:?}/$top" && mv "$inst/$top.new" "$inst/$top"
+  new=$inst/$top.new
+  rm -rf "$new" && mkdir -p "$new"
+  tar -xzf "$work/agent.tar.gz" -C "$new" --strip-components=1 --no-same-owner || die "cannot unpack $BOOTSTRAP_TARBALL_URL"
+  [ -x "$new/bin/navarch-agent" ] || die "the release tarball has no bin/navarch-agent"
+  if [ -e "$new/node/bin/node" ]; then
+    # The self-contained release: its own runtime, so the host needs no Node.js.
+    if [ "$(node_major "$new/node/bin/node")" -lt 20 ]; then
+      rm -rf "$new"
+      die "the release's bundled Node.js (node/bin/node) does not run on this $(uname -m) host: use the linux-$host_arch release"
+    fi
+    log "the release brings its own Node.js ($("$new/node/bin/node" --version))"
+  else
+    ensure_node
+  fi
+  rm -rf "${inst:?}/$top" && mv "$new" "$inst/$top"
   ln -sfn "$top" "$inst/current"
   bin=/opt/navarch-agent/current/bin/navarch-agent
   install_sh=$inst/current/systemd/install.sh
-else
-  spec=${BOOTSTRAP_NPM_SPEC:-navarch-agent}
+elif [ -n "${BOOTSTRAP_NPM_SPEC:-}" ]; then
+  ensure_node
   npm_cmd=${NPM:-npm}
-  command -v "${npm_cmd%% *}" >/dev/null || die "npm is not installed: use BOOTSTRAP_TARBALL_URL (offline release) instead"
-  log "installing $spec from the npm registry"
+  command -v "${npm_cmd%% *}" >/dev/null || die "npm is not installed: use BOOTSTRAP_TARBALL_URL (the self-contained release) instead"
+  log "installing $BOOTSTRAP_NPM_SPEC from the npm registry"
   # shellcheck disable=SC2086 # NPM may carry arguments
-  timeout 900 $npm_cmd install --global --prefix "$inst/npm" --no-audit --no-fund --omit=dev "$spec" >&2 \
-    || die "npm install of $spec failed"
+  timeout 900 $npm_cmd install --global --prefix "$inst/npm" --no-audit --no-fund --omit=dev "$BOOTSTRAP_NPM_SPEC" >&2 \
+    || die "npm install of $BOOTSTRAP_NPM_SPEC failed"
   # The package's launcher (not npm's bin link, whose "env node" needs node on systemd's PATH).
   bin=/opt/navarch-agent/npm/lib/node_modules/navarch-agent/deploy/bin/navarch-agent
   install_sh=$inst/npm/lib/node_modules/navarch-agent/systemd/install.sh

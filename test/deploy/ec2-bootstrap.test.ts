@@ -1,6 +1,7 @@
 // deploy/ec2: the cloud-config validates, matches bootstrap.sh, and the bootstrap runs end to end
 // against a local IMDSv2 server on loopback, in a scratch root, with recorded systemctl/npm.
 import { createHash } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,16 +9,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { FakeImds, have, IMDS_IDENTITY as IDENTITY, makeRecorder, repoRoot, run, runAsync } from './helpers.js';
+import { FakeImds, have, IMDS_IDENTITY as IDENTITY, makeRecorder, pathWithoutNode, repoRoot, run, runAsync } from './helpers.js';
 
 const bootstrap = join(repoRoot, 'deploy/ec2/bootstrap.sh');
 const userData = join(repoRoot, 'deploy/ec2/user-data.yaml');
 describe('user-data.yaml', { timeout: 120_000 }, () => {
-  it('embeds bootstrap.sh byte for byte and is what render-user-data.sh prints', () => {
-    const doc = parseYaml(readFileSync(userData, 'utf8')) as { write_files: Array<{ path: string; content: string; permissions: string }>; runcmd: unknown[] };
+  it('embeds bootstrap.sh byte for byte (gzip+base64), fits 16 KB and is what render-user-data.sh prints', () => {
+    const text = readFileSync(userData, 'utf8');
+    const doc = parseYaml(text) as { write_files: Array<{ path: string; content: string; permissions: string; encoding?: string }>; runcmd: unknown[] };
     const script = doc.write_files.find((f) => f.path === '/usr/local/sbin/navarch-bootstrap');
-    expect(script?.content).toBe(readFileSync(bootstrap, 'utf8'));
+    expect(script?.encoding).toBe('gz+b64');
+    const bootstrapBytes = readFileSync(bootstrap);
+    expect(gunzipSync(Buffer.from(script!.content, 'base64')).equals(bootstrapBytes)).toBe(true);
+    expect(text).toContain(`# deploy/ec2/bootstrap.sh, sha256 ${createHash('sha256').update(bootstrapBytes).digest('hex')}\n`);
     expect(script?.permissions).toBe('0755');
+    console.log(`user-data.yaml: ${Buffer.byteLength(text)} bytes of EC2's 16384`);
+    expect(Buffer.byteLength(text)).toBeLessThanOrEqual(16384);
     const env = doc.write_files.find((f) => f.path === '/etc/navarch-agent/bootstrap.env');
     expect(env?.permissions).toBe('0600');
     expect(doc.runcmd).toEqual([['/usr/local/sbin/navarch-bootstrap', '--config', '/etc/navarch-agent/bootstrap.env']]);
@@ -26,10 +33,26 @@ describe('user-data.yaml', { timeout: 120_000 }, () => {
     expect(rendered.stdout, 'run deploy/ec2/render-user-data.sh > deploy/ec2/user-data.yaml').toBe(readFileSync(userData, 'utf8'));
   });
 
-  it('render-user-data.sh rejects a malformed setting', () => {
+  it('render-user-data.sh rejects a malformed setting (exit 2, one line)', () => {
     const r = run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'PATH=/tmp']);
-    expect(r.status).not.toBe(0);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/bad setting 'PATH=\/tmp'/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('render-user-data.sh refuses user-data over EC2\'s 16 KB limit (exit 2, one line, nothing printed)', () => {
+    const render = (pool: string) => run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'NAVARCH_SERVER=https://cp.example', `NAVARCH_POOL=${pool}`]);
+    // The size without the pool value, then a pool that lands exactly on the limit and one byte over.
+    const base = Buffer.byteLength(render('').stdout);
+    const fits = render('p'.repeat(16384 - base));
+    expect(fits.status, fits.stderr).toBe(0);
+    expect(Buffer.byteLength(fits.stdout)).toBe(16384);
+    const over = render('p'.repeat(16384 - base + 1));
+    expect(over.status).toBe(2);
+    expect(over.stdout).toBe('');
+    expect(over.stderr.trim().split('\n')).toHaveLength(1);
+    expect(over.stderr).toBe("render-user-data.sh: the rendered user-data is 16385 bytes, over EC2's 16384-byte limit (shorten the settings)\n");
   });
 
   const hasCloudInit = have('cloud-init', ['--version']);
@@ -57,6 +80,8 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
   let work: string;
   let tarball: string;
   let tarballSha: string;
+  let selfContained: string;
+  let wrongArch: string;
 
   beforeAll(async () => {
     await imds.start();
@@ -70,6 +95,17 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     const t = run('tar', ['-czf', tarball, '-C', join(work, 'stage'), 'navarch-agent-0.1.0']);
     expect(t.status, t.stderr).toBe(0);
     tarballSha = createHash('sha256').update(readFileSync(tarball)).digest('hex');
+    // The self-contained layout: the same plus node/bin/node (here: this test's node).
+    mkdirSync(join(stage, 'node/bin'), { recursive: true });
+    writeFileSync(join(stage, 'node/bin/node'), `#!/bin/sh\nexec '${process.execPath}' "$@"\n`, { mode: 0o755 });
+    selfContained = join(work, 'self-contained', 'navarch-agent-0.1.0-linux-x64.tar.gz');
+    mkdirSync(join(work, 'self-contained'));
+    expect(run('tar', ['-czf', selfContained, '-C', join(work, 'stage'), 'navarch-agent-0.1.0']).status).toBe(0);
+    // A bundled node that cannot run here (another arch's binary fails to exec the same way).
+    writeFileSync(join(stage, 'node/bin/node'), '#!/bin/sh\necho "cannot execute binary file: Exec format error" >&2\nexit 126\n', { mode: 0o755 });
+    wrongArch = join(work, 'wrong-arch', 'navarch-agent-0.1.0-linux-arm64.tar.gz');
+    mkdirSync(join(work, 'wrong-arch'));
+    expect(run('tar', ['-czf', wrongArch, '-C', join(work, 'stage'), 'navarch-agent-0.1.0']).status).toBe(0);
   });
   afterAll(async () => {
     await imds.stop();
@@ -82,6 +118,8 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     imds.expireAfterGets = Infinity;
     imds.gets = 0;
   });
+
+  const wantsLink = (root: string) => join(root, 'etc/systemd/system/multi-user.target.wants/navarch-agent.service');
 
   function scratch(name: string) {
     const root = join(work, name);
@@ -100,7 +138,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     return { root, env, callLines };
   }
 
-  it('installs from the offline tarball: agent.env from IMDS, token, unit, service started, marker', async () => {
+  it('installs from the offline tarball: agent.env from IMDS, token, unit, service enabled, marker', async () => {
     const { root, env, callLines } = scratch('tarball');
     const cfg = join(work, 'bootstrap.env');
     writeFileSync(cfg, [
@@ -143,24 +181,64 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     expect(statSync(join(root, 'etc/navarch-agent/auth-token')).mode & 0o777).toBe(0o600);
     const unit = readFileSync(join(root, 'etc/systemd/system/navarch-agent.service'), 'utf8');
     expect(unit).toMatch(/^ExecStart=\/opt\/navarch-agent\/current\/bin\/navarch-agent run --auth-token-file/m);
-    expect(callLines()).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl restart navarch-agent.service']);
+    // A scratch root is not the running system: install.sh enables by the WantedBy= link and
+    // runs no systemctl (its live sequence is in systemd.test.ts); changed=1 means a restart there.
+    expect(readlinkSync(wantsLink(root))).toBe('/etc/systemd/system/navarch-agent.service');
+    expect(r.stderr).toContain('install.sh: done (changed=1)');
+    expect(callLines()).toEqual([]);
     expect(readFileSync(join(root, 'var/lib/navarch-bootstrap/done'), 'utf8')).toMatch(/^instance-id=i-0abc123def4567890$/m);
 
     // Reboot: the same instance runs it again; the marker makes it a no-op.
     const again = await runAsync('bash', [bootstrap, '--root', root, '--config', cfg], { env });
     expect(again.status, again.stderr).toBe(0);
     expect(again.stderr).toContain('already bootstrapped');
-    expect(callLines()).toHaveLength(3);
+    expect(again.stderr).not.toContain('install.sh');
 
     // --force re-runs it; nothing changed, so the service is only started, not restarted.
     const forced = await runAsync('bash', [bootstrap, '--root', root, '--config', cfg, '--force'], {
       env: { ...env, NAVARCH_AUTH_TOKEN: 'tok-123', NAVARCH_ALLOW_INSECURE: 'true', NAVARCH_LOG_LEVEL: 'debug' },
     });
     expect(forced.status, forced.stderr).toBe(0);
-    expect(callLines().slice(3)).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl start navarch-agent.service']);
+    expect(forced.stderr).toContain('install.sh: done (changed=0)');
+    expect(callLines()).toEqual([]);
   });
 
-  it('installs from the npm registry when no tarball is given (recorded npm)', async () => {
+  it('installs the self-contained release on a host without Node.js, fetching no runtime', async () => {
+    const { root, env, callLines } = scratch('self');
+    const r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, PATH: pathWithoutNode(join(work, 'self-tools')), NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${selfContained}` },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`the release brings its own Node.js (${process.version})`);
+    expect(r.stderr).not.toMatch(/installing Node\.js|using .*node/);
+    expect(existsSync(join(root, 'opt/navarch-agent/node'))).toBe(false);
+    expect(statSync(join(root, 'opt/navarch-agent/current/node/bin/node')).mode & 0o111).not.toBe(0);
+    expect(readlinkSync(wantsLink(root))).toBe('/etc/systemd/system/navarch-agent.service');
+    expect(callLines()).toEqual([]);
+  });
+
+  it('refuses a release whose bundled Node.js does not run here, leaving nothing installed', async () => {
+    const { root, env, callLines } = scratch('wrongarch');
+    const r = await runAsync('bash', [bootstrap, '--root', root], {
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${wrongArch}` },
+    });
+    expect(r.status).not.toBe(0);
+    const host = process.arch === 'arm64' ? 'arm64' : 'x64';
+    expect(r.stderr.trim().split('\n').at(-1)).toBe(`navarch-bootstrap: error: the release's bundled Node.js (node/bin/node) does not run on this ${process.arch === 'arm64' ? 'aarch64' : 'x86_64'} host: use the linux-${host} release`);
+    expect(readdirSync(join(root, 'opt/navarch-agent'))).toEqual([]);
+    expect(callLines()).toEqual([]);
+  });
+
+  it('needs BOOTSTRAP_TARBALL_URL (or BOOTSTRAP_NPM_SPEC): one line, before any IMDS call', async () => {
+    const { root, env, callLines } = scratch('nosource');
+    const r = await runAsync('bash', [bootstrap, '--root', root], { env: { ...env, NAVARCH_SERVER: 'https://cp.example' } });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim()).toBe('navarch-bootstrap: error: BOOTSTRAP_TARBALL_URL is not set (the URL of the self-contained release, navarch-agent-<version>-linux-<arch>.tar.gz; or BOOTSTRAP_NPM_SPEC to install from an npm registry)');
+    expect(imds.log).toEqual([]);
+    expect(callLines()).toEqual([]);
+  });
+
+  it('installs from the npm registry when BOOTSTRAP_NPM_SPEC is given (recorded npm)', async () => {
     const { root, env, callLines } = scratch('npm');
     const r = await runAsync('bash', [bootstrap, '--root', root], {
       env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_NPM_SPEC: 'navarch-agent@0.1.0' },
@@ -171,21 +249,13 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     expect(unit).toMatch(/^ExecStart=\/opt\/navarch-agent\/npm\/lib\/node_modules\/navarch-agent\/deploy\/bin\/navarch-agent run/m);
     // No token: the no-token drop-in instead of an empty credential.
     expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service.d/50-no-token.conf'))).toBe(true);
-    expect(callLines().slice(1)).toEqual(['systemctl daemon-reload', 'systemctl enable navarch-agent.service', 'systemctl restart navarch-agent.service']);
+    expect(readlinkSync(wantsLink(root))).toBe('/etc/systemd/system/navarch-agent.service');
+    expect(callLines()).toHaveLength(1);
   });
 
-  it('installs Node.js from BOOTSTRAP_NODE_TARBALL_URL when no Node >= 20 is on PATH', async () => {
+  it('installs Node.js from BOOTSTRAP_NODE_TARBALL_URL for a release without node/ when no Node >= 20 is on PATH', async () => {
     const { root, env } = scratch('node');
-    // PATH without node: every other tool of /usr/bin and /bin, linked into one directory.
-    const tools = join(work, 'node-tools');
-    mkdirSync(tools);
-    for (const dir of ['/usr/local/bin', '/usr/bin', '/bin']) {
-      if (!existsSync(dir)) continue;
-      for (const f of readdirSync(dir)) {
-        if (/^(node|nodejs|npm|npx|corepack)$/.test(f) || existsSync(join(tools, f))) continue;
-        symlinkSync(join(dir, f), join(tools, f));
-      }
-    }
+    const tools = pathWithoutNode(join(work, 'node-tools'));
     // A Node.js tarball in nodejs.org's layout whose bin/node runs this test's node.
     const nodeStage = join(work, 'node-stage', 'node-v20.99.0-linux-x64', 'bin');
     mkdirSync(nodeStage, { recursive: true });
@@ -208,7 +278,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     imds.failTokenPuts = 2;
     imds.expireAfterGets = 2;
     const r = await runAsync('bash', [bootstrap, '--root', root], {
-      env: { ...env, NAVARCH_SERVER: 'https://cp.example' },
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}` },
     });
     expect(r.status, r.stderr).toBe(0);
     const puts = imds.log.filter((l) => l.method === 'PUT').map((l) => l.status);
@@ -224,7 +294,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     const port = (closed.address() as AddressInfo).port;
     await new Promise((res) => closed.close(res));
     const r = await runAsync('bash', [bootstrap, '--root', root], {
-      env: { ...env, NAVARCH_SERVER: 'https://cp.example', IMDS_ENDPOINT: `http://127.0.0.1:${port}`, IMDS_DEADLINE_S: '3' },
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, IMDS_ENDPOINT: `http://127.0.0.1:${port}`, IMDS_DEADLINE_S: '3' },
     });
     expect(r.status).not.toBe(0);
     expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^navarch-bootstrap: error: instance metadata \(IMDSv2 at http:\/\/127\.0\.0\.1:\d+\) unreachable: no answer for \/latest\/meta-data\/instance-id within 3s$/);
@@ -247,9 +317,10 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     expect(r.stderr.trim()).toBe('navarch-bootstrap: error: NAVARCH_SERVER is not set (the control plane URL, e.g. http://navarch-cp.internal:50051)');
 
     r = await runAsync('bash', [bootstrap, '--root', root], {
-      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, SYSTEMCTL: '/bin/false' },
+      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, SYSUSERS: '/bin/false' },
     });
     expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/install\.sh: creating user navarch-agent with \/bin\/false failed/);
     expect(r.stderr, r.stderr).toMatch(/installing the service failed/);
     expect(existsSync(join(root, 'var/lib/navarch-bootstrap/done'))).toBe(false);
     expect(callLines()).toEqual([]);

@@ -3,7 +3,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { poll } from '../helpers/wait.js';
 
@@ -101,6 +102,22 @@ export function runAsync(cmd: string, args: string[], opts: { env?: NodeJS.Proce
       resolve({ status, stdout, stderr });
     });
   });
+}
+
+/**
+ * A PATH for a host without Node.js: `dir` gets a link to every tool of /usr/local/bin, /usr/bin
+ * and /bin except node, nodejs, npm, npx, corepack (and their -NN namespaced forms).
+ */
+export function pathWithoutNode(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  for (const from of ['/usr/local/bin', '/usr/bin', '/bin']) {
+    if (!existsSync(from)) continue;
+    for (const f of readdirSync(from)) {
+      if (/^(node|nodejs|npm|npx|corepack)(-\d+)?$/.test(f) || existsSync(join(dir, f))) continue;
+      symlinkSync(join(from, f), join(dir, f));
+    }
+  }
+  return dir;
 }
 
 /** Writes an executable that appends "<name> <args>" lines to `log` and exits with `rc`. */

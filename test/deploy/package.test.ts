@@ -1,12 +1,13 @@
 // Packaging end to end: prebuild.sh (x64 + cross-compiled arm64), an npm pack tarball that
-// installs with no compiler, and release.sh's offline tarball installed by the EC2 bootstrap.
+// installs with no compiler, and release.sh's self-contained tarballs (with their own Node.js),
+// run and installed by the EC2 bootstrap on a host without Node.js.
 // Slow (compiles the addon twice); everything runs in scratch directories.
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FakeImds, have, makeRecorder, repoRoot, run, runAsync } from './helpers.js';
+import { FakeImds, have, makeRecorder, pathWithoutNode, repoRoot, run, runAsync } from './helpers.js';
 
 const version = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
 const missing = [
@@ -174,45 +175,77 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     expect(r.stderr).toMatch(/building the NVML addon failed; only the fake GPU backend will work \(NAVARCH_REQUIRE_ADDON=1\)/);
   });
 
-  it.skipIf(!hasDist)('release.sh builds an offline tarball that the EC2 bootstrap installs and runs', async () => {
+  it.skipIf(!hasDist)('release.sh builds self-contained tarballs that run, and the EC2 bootstrap installs, on a host without Node.js', async () => {
     const out = join(work, 'release');
-    const r = run('bash', [join(repoRoot, 'scripts/release.sh'), '--arch', 'x64', '--skip-build', '--prebuilds', prebuilds, '--out', out], { timeoutMs: 600_000 });
+    const r = run('bash', [join(repoRoot, 'scripts/release.sh'), '--arch', 'x64', '--arch', 'arm64', '--skip-build', '--prebuilds', prebuilds, '--out', out], { timeoutMs: 900_000 });
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stderr).toContain(`smoke test passed (version ${version})`);
-    const name = `navarch-agent-${version}-linux-x64.tar.gz`;
-    const tarball = join(out, name);
-    const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
-    expect(readFileSync(`${tarball}.sha256`, 'utf8')).toBe(`${sum}  ${name}\n`);
-    const list = run('tar', ['-tzf', tarball]).stdout.split('\n');
+    const pinned = /^release (\S+)$/m.exec(readFileSync(join(repoRoot, 'scripts/node-runtimes.txt'), 'utf8'))![1]!;
+    expect(r.stderr).toContain(`smoke test passed (version ${version}, bundled Node.js v${pinned})`);
     const top = `navarch-agent-${version}/`;
-    expect(list).toEqual(expect.arrayContaining([
-      `${top}bin/navarch-agent`, `${top}dist/cli/main.js`, `${top}prebuilds/linux-x64/node.napi.glibc.node`,
-      `${top}node_modules/pino/package.json`, `${top}node_modules/node-gyp-build/package.json`,
-      `${top}systemd/install.sh`, `${top}deploy/ec2/bootstrap.sh`, `${top}package.json`,
-    ]));
-    expect(list.filter((p) => /node_modules\/(vitest|typescript|@bufbuild\/buf|fast-check|node-gyp)\//.test(p))).toEqual([]);
-    expect(list.filter((p) => p.includes('prebuilds/linux-arm64'))).toEqual([]);
+    for (const [arch, elf, other] of [['x64', /ELF 64-bit LSB executable, x86-64/, 'arm64'], ['arm64', /ELF 64-bit LSB executable, ARM aarch64/, 'x64']] as const) {
+      const name = `navarch-agent-${version}-linux-${arch}.tar.gz`;
+      const tarball = join(out, name);
+      const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
+      expect(readFileSync(`${tarball}.sha256`, 'utf8')).toBe(`${sum}  ${name}\n`);
+      const list = run('tar', ['-tzf', tarball]).stdout.split('\n');
+      expect(list).toEqual(expect.arrayContaining([
+        `${top}bin/navarch-agent`, `${top}node/bin/node`, `${top}node/LICENSE`, `${top}dist/cli/main.js`, `${top}prebuilds/linux-${arch}/node.napi.glibc.node`,
+        `${top}node_modules/pino/package.json`, `${top}node_modules/node-gyp-build/package.json`,
+        `${top}systemd/install.sh`, `${top}deploy/ec2/bootstrap.sh`, `${top}deploy/navarch/navarch-default-policy.yaml`, `${top}package.json`,
+      ]));
+      expect(list.filter((p) => /node_modules\/(vitest|typescript|@bufbuild\/buf|fast-check|node-gyp)\//.test(p))).toEqual([]);
+      expect(list.filter((p) => p.includes(`prebuilds/linux-${other}`))).toEqual([]);
+      const unpacked = join(work, `unpacked-${arch}`);
+      mkdirSync(unpacked);
+      expect(run('tar', ['-xzf', tarball, '-C', unpacked, `${top}node/bin/node`]).status).toBe(0);
+      expect(run('file', ['-b', join(unpacked, top, 'node/bin/node')]).stdout).toMatch(elf);
+    }
 
-    // The bootstrap installs the real tarball; the installed launcher runs the agent.
+    // Unpacked on a host whose PATH has no node: the launcher runs the bundled one.
+    const tarball = join(out, `navarch-agent-${version}-linux-x64.tar.gz`);
+    const host = join(work, 'host');
+    mkdirSync(host);
+    expect(run('tar', ['-xzf', tarball, '-C', host]).status).toBe(0);
+    const noNode = { PATH: pathWithoutNode(join(work, 'no-node-bin')), HOME: work, TMPDIR: work };
+    expect(run('sh', ['-c', 'command -v node'], { env: noNode }).status).not.toBe(0);
+    const agent = join(host, top, 'bin/navarch-agent');
+    let v = run(agent, ['--version'], { env: noNode });
+    expect(v.status, v.stderr).toBe(0);
+    expect(v.stdout.trim()).toBe(version);
+    // doctor: every check runs (the fake backend, no kernel log, a closed control-plane port).
+    const doctor = run(agent, ['doctor', '--gpu-backend', 'fake', '--kmsg-path', 'none', '--state-dir', join(work, 'doctor-state'), '--server', 'http://127.0.0.1:9'], { env: noNode });
+    expect(doctor.status, doctor.stdout + doctor.stderr).toBe(1);
+    expect(doctor.stdout).toMatch(/fake backend/);
+    expect(doctor.stdout).toMatch(/control plane: http:\/\/127\.0\.0\.1:9 unreachable/);
+    // A short run: the demo's control plane and agent over loopback HTTP, then its summary.
+    const demo = run(agent, ['demo', '--duration', '3s'], { env: noNode, timeoutMs: 60_000 });
+    expect(demo.status, demo.stdout + demo.stderr).toBe(0);
+    expect(demo.stdout).toMatch(/demo-node-1 ACTIVE/);
+
+    // The bootstrap installs the real tarball on that host; the installed launcher runs the agent.
     const imds = new FakeImds();
     await imds.start();
     try {
       const root = join(work, 'root');
       mkdirSync(root);
       const calls = join(work, 'calls.log');
+      const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
       const b = await runAsync('bash', [join(repoRoot, 'deploy/ec2/bootstrap.sh'), '--root', root], {
         env: {
-          PATH: process.env.PATH, HOME: work, TMPDIR: work, IMDS_ENDPOINT: imds.url, IMDS_DEADLINE_S: '60',
+          ...noNode, IMDS_ENDPOINT: imds.url, IMDS_DEADLINE_S: '60',
           NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, BOOTSTRAP_TARBALL_SHA256: sum,
           SYSTEMCTL: makeRecorder(join(work, 'systemctl'), calls, 'systemctl'),
         },
         timeoutMs: 300_000,
       });
       expect(b.status, b.stderr).toBe(0);
-      const v = run(join(root, 'opt/navarch-agent/current/bin/navarch-agent'), ['--version']);
+      expect(b.stderr).toContain(`the release brings its own Node.js (v${pinned})`);
+      v = run(join(root, 'opt/navarch-agent/current/bin/navarch-agent'), ['--version'], { env: noNode });
       expect(v.status, v.stderr).toBe(0);
       expect(v.stdout.trim()).toBe(version);
-      expect(readFileSync(calls, 'utf8')).toContain('systemctl enable navarch-agent.service');
+      // A scratch root is not the running system: enabled by its WantedBy= link, systemctl never run.
+      expect(readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants/navarch-agent.service'))).toBe('/etc/systemd/system/navarch-agent.service');
+      expect(existsSync(calls)).toBe(false);
     } finally {
       await imds.stop();
     }

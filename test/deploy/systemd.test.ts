@@ -1,6 +1,7 @@
-// The systemd unit (exposure score, verify) and install.sh/uninstall.sh in a scratch root with a
-// recording SYSTEMCTL. systemd-analyze runs offline (no systemd as PID 1 needed).
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+// The systemd unit (exposure score, verify) and install.sh/uninstall.sh in a scratch root: as the
+// running system (--live, with a recording SYSTEMCTL) and as an image or chroot (the default for
+// a --root other than /: no systemctl at all). systemd-analyze runs offline (no systemd as PID 1).
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -85,7 +86,7 @@ describe('navarch-agent.service', { timeout: 180_000 }, () => {
   });
 });
 
-describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, () => {
+describe('install.sh / uninstall.sh in a scratch root treated as the running system (--live)', { timeout: 180_000 }, () => {
   let root: string;
   let log: string;
   let env: NodeJS.ProcessEnv;
@@ -103,7 +104,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('creates the user, directories, env file, token and unit, then reloads, enables and starts', () => {
-    const r = run('bash', [installSh, '--root', root, '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
+    const r = run('bash', [installSh, '--root', root, '--live', '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
       '--set', 'NAVARCH_SERVER=http://cp.internal:50051', '--set', 'NAVARCH_POOL=h100-a', '--token-stdin'],
     { env, input: 's3cret-token\n' });
     expect(r.status, r.stderr).toBe(0);
@@ -129,7 +130,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
   it('is idempotent: a re-run keeps agent.env and the token and only starts (no restart)', () => {
     rmSync(log, { force: true });
     const before = readFileSync(join(root, 'etc/passwd'), 'utf8');
-    const r = run('bash', [installSh, '--root', root, '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
+    const r = run('bash', [installSh, '--root', root, '--live', '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
       '--set', 'NAVARCH_SERVER=http://changed:1'], { env });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('kept existing');
@@ -141,7 +142,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
 
   it('--replace-env rewrites the settings, a new token restarts, --no-start only enables', () => {
     rmSync(log, { force: true });
-    const r = run('bash', [installSh, '--root', root, '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
+    const r = run('bash', [installSh, '--root', root, '--live', '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
       '--replace-env', '--set', 'NAVARCH_SERVER=http://changed:1', '--no-start'], { env: { ...env, NAVARCH_AUTH_TOKEN: 'rotated' } });
     expect(r.status, r.stderr).toBe(0);
     expect(readFileSync(join(etc(), 'agent.env'), 'utf8')).toContain('NAVARCH_SERVER="http://changed:1"');
@@ -154,7 +155,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
     const root2 = mkdtempSync(join(tmpdir(), 'navarch-install-'));
     try {
       rmSync(log, { force: true });
-      let r = run('bash', [installSh, '--root', root2, '--quiet'], { env });
+      let r = run('bash', [installSh, '--root', root2, '--live', '--quiet'], { env });
       expect(r.status, r.stderr).toBe(0);
       const dropin = join(root2, 'etc/systemd/system/navarch-agent.service.d/50-no-token.conf');
       const text = readFileSync(dropin, 'utf8');
@@ -163,7 +164,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
       expect(text).toMatch(/^ExecStart=\/usr\/local\/bin\/navarch-agent run --state-dir %S\/navarch-agent$/m);
       expect(existsSync(join(root2, 'etc/navarch-agent/auth-token'))).toBe(false);
       rmSync(log, { force: true });
-      r = run('bash', [installSh, '--root', root2, '--token-stdin'], { env, input: 'abc\n' });
+      r = run('bash', [installSh, '--root', root2, '--live', '--token-stdin'], { env, input: 'abc\n' });
       expect(r.status, r.stderr).toBe(0);
       expect(existsSync(dropin)).toBe(false);
       expect(readFileSync(join(root2, 'etc/navarch-agent/auth-token'), 'utf8')).toBe('abc');
@@ -198,7 +199,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
   it('a failing systemctl fails the install with the command named', () => {
     const tools = mkdtempSync(join(tmpdir(), 'navarch-tools-'));
     const bad = makeRecorder(join(tools, 'systemctl'), join(tools, 'log'), 'systemctl', 1);
-    const r = run('bash', [installSh, '--root', root, '--quiet'], { env: { ...env, SYSTEMCTL: bad } });
+    const r = run('bash', [installSh, '--root', root, '--live', '--quiet'], { env: { ...env, SYSTEMCTL: bad } });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/daemon-reload' failed/);
     rmSync(tools, { recursive: true, force: true });
@@ -207,7 +208,7 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
   it('uninstall.sh removes unit and config but keeps state; --purge removes state and user', () => {
     rmSync(log, { force: true });
     writeFileSync(join(root, 'var/lib/navarch-agent/events.db'), 'x');
-    let r = run('bash', [uninstallSh, '--root', root], { env });
+    let r = run('bash', [uninstallSh, '--root', root, '--live'], { env });
     expect(r.status, r.stderr).toBe(0);
     expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service'))).toBe(false);
     expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service.d'))).toBe(false);
@@ -224,6 +225,66 @@ describe('install.sh / uninstall.sh in a scratch root', { timeout: 180_000 }, ()
       expect(readFileSync(join(root, 'etc/passwd'), 'utf8')).not.toContain('navarch-agent');
     } else {
       console.warn('[skip] uninstall --purge: userdel is not installed');
+    }
+  });
+});
+
+describe('install.sh / uninstall.sh into an image or chroot (--root other than /)', { timeout: 180_000 }, () => {
+  const hasSystemctl = have('systemctl', ['--version']);
+  if (!hasSystemctl) console.warn('[skip] systemctl --root is-enabled cross-check: systemctl is not installed');
+  const link = (root: string) => join(root, 'etc/systemd/system/multi-user.target.wants/navarch-agent.service');
+
+  it('enables by the WantedBy= link, runs no systemctl (not even one on PATH), and systemd agrees it is enabled', () => {
+    const root = mkdtempSync(join(tmpdir(), 'navarch-image-'));
+    const tools = mkdtempSync(join(tmpdir(), 'navarch-tools-'));
+    try {
+      // A systemctl first on PATH that records any call: the default SYSTEMCTL would find it.
+      const log = join(tools, 'calls.log');
+      makeRecorder(join(tools, 'systemctl'), log, 'systemctl');
+      const env = { ...process.env, PATH: `${tools}:${process.env.PATH}` };
+      delete env.SYSTEMCTL;
+      let r = run('bash', [installSh, '--root', root, '--token-stdin'], { env, input: 'tok' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`install.sh: enabled: ${link(root)}`);
+      expect(r.stdout).toContain(`install.sh: ${root} is not the running system: systemd there starts the service at boot (nothing reloaded or started now)`);
+      expect(r.stdout).toMatch(/done \(changed=1\)\n$/);
+      expect(lstatSync(link(root)).isSymbolicLink()).toBe(true);
+      expect(readlinkSync(link(root))).toBe('/etc/systemd/system/navarch-agent.service');
+      expect(readFileSync(join(root, 'etc/navarch-agent/auth-token'), 'utf8')).toBe('tok');
+      expect(existsSync(log)).toBe(false);
+      if (hasSystemctl) {
+        // The real systemctl, offline against the image: the link is what `enable` makes.
+        const check = run('systemctl', [`--root=${root}`, 'is-enabled', 'navarch-agent.service']);
+        expect(check.stdout.trim(), check.stderr).toBe('enabled');
+      }
+      // Idempotent: nothing changed, the link stays, still no systemctl.
+      r = run('bash', [installSh, '--root', root], { env });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).not.toContain('enabled:');
+      expect(r.stdout).toMatch(/done \(changed=0\)\n$/);
+      expect(readlinkSync(link(root))).toBe('/etc/systemd/system/navarch-agent.service');
+      // uninstall: the link goes with the unit, still without systemctl.
+      r = run('bash', [uninstallSh, '--root', root], { env });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`uninstall.sh: disabled: removed ${link(root)}`);
+      expect(existsSync(link(root))).toBe(false);
+      expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service'))).toBe(false);
+      expect(existsSync(log)).toBe(false);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+      rmSync(tools, { recursive: true, force: true });
+    }
+  });
+
+  it('--no-enable leaves it disabled', () => {
+    const root = mkdtempSync(join(tmpdir(), 'navarch-image-'));
+    try {
+      const r = run('bash', [installSh, '--root', root, '--no-enable', '--quiet'], { env: { ...process.env, SYSTEMCTL: '/bin/false' } });
+      expect(r.status, r.stderr).toBe(0);
+      expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service'))).toBe(true);
+      expect(existsSync(link(root))).toBe(false);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
