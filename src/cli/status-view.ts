@@ -122,9 +122,10 @@ export function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): stri
 
 export const DEVICE_HEADERS = ['GPU', 'NAME', 'UUID', 'PCI', 'MEMORY', 'TEMP', 'POWER', 'UTIL', 'HEALTH'];
 
+/** The active faults as a table; KEY is what `navarch-agent faults clear <key>` takes. */
 export function faultsTable(faults: ActiveFault[], now: number): string {
-  const rows = faults.map((f) => [f.gpuIndex < 0 ? 'node' : String(f.gpuIndex), f.type, f.severity, f.action, String(f.count), ago(f.sinceMs, now), f.message]);
-  return table(['GPU', 'TYPE', 'SEVERITY', 'ACTION', 'COUNT', 'SINCE', 'MESSAGE'], rows);
+  const rows = faults.map((f) => [f.gpuIndex < 0 ? 'node' : String(f.gpuIndex), f.key, f.type, f.severity, f.action, String(f.count), ago(f.sinceMs, now), f.message]);
+  return table(['GPU', 'KEY', 'TYPE', 'SEVERITY', 'ACTION', 'COUNT', 'SINCE', 'MESSAGE'], rows);
 }
 
 export function versionsLine(sys: SystemInfo | null): string {

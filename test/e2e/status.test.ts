@@ -78,7 +78,7 @@ describe.skipIf(!DIST_BUILT)('status, devices, faults: live, then from disk', ()
     const f = cli(['faults', '--api', agent.url]);
     expect(f.status).toBe(1);
     expect(f.stdout.split('\n')[0]).toBe(`source: live from the running agent at ${agent.url}`);
-    expect(f.stdout).toMatch(/\n3 +xid +critical/);
+    expect(f.stdout).toMatch(/\n3 +gpu3\/xid\/79 +xid +critical/);
   });
 
   it('status --watch --json: one line per refresh, SIGINT ends it cleanly with the last frame code', async () => {

@@ -5,6 +5,7 @@ import { startApiServer, type ApiServer } from '../../src/api/server.js';
 import type { AgentStatus, AgentView } from '../../src/api/types.js';
 import { FakeBackend } from '../../src/backends/fake.js';
 import { runCli } from '../../src/cli/cli.js';
+import { faultsTable } from '../../src/cli/status-view.js';
 import { ClearRequestError, operatorClearInput, parseClearRequest, selectFaults, type ClearSelector } from '../../src/events/operator-clear.js';
 import type { ActiveFault, HealthEventInput } from '../../src/events/types.js';
 import { navarchForm } from '../../src/controlplane/vocabulary.js';
@@ -58,6 +59,13 @@ describe('the ledger op: an operator clear is a stored clear event', () => {
     // A fault still physically there is raised again by its next detection.
     ledger.append(raise(79, 3));
     expect(ledger.activeFaults().some((f) => f.key === 'gpu3/xid/79')).toBe(true);
+  });
+
+  it('the faults table shows the key faults clear takes', () => {
+    const f: ActiveFault = { key: 'gpu3/xid/79', gpuIndex: 3, gpuUuid: '', type: 'xid', system: 'DRIVER', severity: 'critical', action: 'reboot', message: 'lost', metrics: {}, sinceMs: 0, lastSeenMs: 0, count: 1, lastEventId: 'x' };
+    const lines = faultsTable([f], 5000).split('\n');
+    expect(lines[0]).toMatch(/^GPU\s+KEY\s+TYPE\s+SEVERITY/);
+    expect(lines[1]).toMatch(/^3\s+gpu3\/xid\/79\s+xid\s+critical\s+reboot/);
   });
 
   it('selects by key, GPU (-1 = node) or all', () => {

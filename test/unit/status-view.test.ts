@@ -80,7 +80,7 @@ describe('renderStatus', () => {
     expect(t).toContain('control plane: connected (http://cp:50051), registered, node status NODE_STATUS_HEALTHY, last contact 5s ago\n');
     expect(t).toContain('event backlog: 3 pending\n');
     expect(t).toMatch(/\n1 +NVIDIA H100 80GB HBM3 +GPU-1 .* critical: xid 79\n/);
-    expect(t).toMatch(/\n1 +xid +critical +reboot +2 +2m ago +GPU has fallen off the bus\n$/);
+    expect(t).toMatch(/\n1 +gpu1\/xid\/79 +xid +critical +reboot +2 +2m ago +GPU has fallen off the bus\n$/);
     expect(t).not.toContain('local API:');
   });
   it('from disk: NOT LIVE, with why; link unknown; backlog from disk or why it is unknown', () => {
