@@ -18,6 +18,7 @@ import { parseFabricManagerLine } from '../../src/sources/fabric-manager-log.js'
 import { DEFAULT_TELEMETRY_CONFIG, judgeSnapshot, type JudgeState, type TelemetryConfig } from '../../src/sources/telemetry.js';
 import { parseSxidLine, sxidEventInput } from '../../src/xid/sxid.js';
 import { xidEventInput } from '../../src/xid/catalog.js';
+import { RebootHistory, emptyHistory } from '../../src/xid/reboot-escalation.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -143,6 +144,18 @@ function fabricManager(service: 'active' | 'failed', lines: string[] = []): Heal
 
 const xid = (code: number): HealthEventInput => xidEventInput({ code, gpuIndex: 0, gpuUuid: 'GPU-0', timeMs: T0, source: 'nvml' });
 
+/** `input` as reboot-aware escalation rates it when it comes back after `reboots` reboots (src/xid/reboot-escalation.ts). */
+function afterReboots(input: HealthEventInput, reboots: number): HealthEventInput {
+  let data = emptyHistory();
+  let out = input;
+  for (let b = 0; b <= reboots; b++) {
+    const h = new RebootHistory(data, `boot-${b}`, T0 + b * 3_600_000);
+    out = h.observe(input, T0 + b * 3_600_000).input;
+    data = h.toJSON();
+  }
+  return out;
+}
+
 /** One event per fault class, in the doc table's order. */
 export async function faultClassEvents(): Promise<FaultClassEvent[]> {
   const slow = (mask: number) => gpu0({ clockEventReasons: mask }, 6);
@@ -162,6 +175,7 @@ export async function faultClassEvents(): Promise<FaultClassEvent[]> {
     { cls: 'XID 13, warning, in the list', input: xid(13) },
     { cls: 'XID 8, warning, not in the list', input: xid(8) },
     { cls: 'XID 154, info', input: xid(154) },
+    { cls: 'XID back after 2 reboots (escalated to replace)', input: afterReboots(xid(109), 2) },
     { cls: 'GPU lost (NVML_ERROR_GPU_IS_LOST on a call)', input: one(judged([[{ index: 0, t: tel() }], [{ index: 0, error: 'NVML_ERROR_GPU_IS_LOST' }]]), 'xid/79', 'lost') },
     { cls: 'GPU lost (NVML event)', input: nvml('gpu_lost') },
     { cls: 'GPU gone from the device list', input: one(judged([[{ index: 0, t: tel() }, { index: 1, t: tel() }], [{ index: 0, t: tel() }]]), 'xid/79', 'gone') },
