@@ -80,6 +80,7 @@ export function judgeHealth(input: {
   }
   for (const f of input.activeFaults) {
     if (f.severity === 'info') continue;
+    if (input.driverError && f.type === 'driver_error') continue; // the same failure, said once
     (f.severity === 'critical' ? bad : warn).push(`${faultWhere(f)}: ${faultLabel(f)} ${f.severity}`);
   }
   if (input.durable === false) warn.push('events kept in memory only (no writable state directory)');

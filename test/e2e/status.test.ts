@@ -168,3 +168,26 @@ describe.skipIf(!DIST_BUILT)('status, devices, faults: live, then from disk', ()
     }
   });
 });
+
+describe.skipIf(!DIST_BUILT)('a driver error: devices and status exit 1', () => {
+  it('a GPU host whose NVML cannot open (the addon is missing): unhealthy, exit 1, says why', async () => {
+    const dir = tempDir('status-driver');
+    const api = `http://127.0.0.1:${await freePort()}`;
+    const run = (args: string[]) =>
+      spawnSync(process.execPath, [MAIN_JS, ...args, '--instance-type', 'p5.48xlarge', '--state-dir', join(dir, 'state'), '--api', api], {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { PATH: process.env.PATH, NAVARCH_NVML_ADDON: join(dir, 'no-such-addon.node') },
+      });
+    const d = run(['devices']);
+    expect(d.status).toBe(1);
+    expect(d.stdout).toMatch(/\ndriver error: NVML failed: NVML_ADDON_UNAVAILABLE on a host with instance type p5\.48xlarge/);
+    expect(d.stdout).toContain('\nno GPUs\n');
+    const dj = JSON.parse(run(['devices', '--json']).stdout) as { health: string; live: boolean };
+    expect(dj).toMatchObject({ health: 'unhealthy', live: false });
+    const s = run(['status']);
+    expect(s.status).toBe(1);
+    expect(s.stdout).toMatch(/\nhealth: +unhealthy: driver error: NVML failed: NVML_ADDON_UNAVAILABLE[^\n]*\n/);
+    expect(s.stdout).not.toContain('node: driver_error critical');
+  });
+});

@@ -65,6 +65,8 @@ describe('judgeHealth and exit codes', () => {
     expect(v.health).toBe('unhealthy');
     expect(v.reasons).toEqual(['GPU 3: NVML_ERROR_GPU_IS_LOST', 'GPU 3: xid 79 critical', 'GPU 1: pcie warning']);
     expect(judgeHealth({ activeFaults: [fault(-1, 'critical', { type: 'driver_error', metrics: {} })] }).reasons).toEqual(['node: driver_error critical']);
+    // the driver error and its driver_error fault are one failure: said once
+    expect(judgeHealth({ driverError: 'NVML failed', activeFaults: [fault(-1, 'critical', { type: 'driver_error', metrics: {} })] }).reasons).toEqual(['driver error: NVML failed']);
     expect(exitCodeFor('unhealthy')).toBe(1);
   });
 });
