@@ -12,7 +12,8 @@
         "native/watcher.cc",
         "native/session.cc",
         "native/sd_notify.cc",
-        "native/flock.cc"
+        "native/flock.cc",
+        "native/kmsg_reader.cc"
       ],
       "include_dirs": [],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

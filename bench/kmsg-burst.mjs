@@ -2,7 +2,10 @@
 /**
  * The issue-10 burst on the real /dev/kmsg (needs root and `npm run build`):
  *
- *   node bench/kmsg-burst.mjs [--lines 5000] [--json]
+ *   node bench/kmsg-burst.mjs [--lines 5000] [--reader auto|js] [--json]
+ *
+ * --reader js makes the agent read /dev/kmsg on its JavaScript thread instead of the addon's reader
+ * thread (`--kmsg-reader js`): the comparison in BENCHMARKS.md.
  *
  * The agent runs as its own process (fake GPU backend, `--kmsg-path /dev/kmsg`) against the
  * development control plane in this process. The bench writes N NVRM XID 13 records for the
@@ -39,10 +42,14 @@ try {
   process.exit(2);
 }
 const { startDevControlPlane } = await import(DEVCP.href);
-const { values: a } = parseArgs({ options: { lines: { type: 'string', default: '5000' }, json: { type: 'boolean', default: false } } });
+const { values: a } = parseArgs({ options: { lines: { type: 'string', default: '5000' }, reader: { type: 'string', default: 'auto' }, json: { type: 'boolean', default: false } } });
 const N = Number(a.lines);
 if (!Number.isInteger(N) || N < 10 || N > 100_000) {
   console.error(`kmsg-burst: --lines must be 10..100000, got ${a.lines}`);
+  process.exit(2);
+}
+if (a.reader !== 'auto' && a.reader !== 'js') {
+  console.error(`kmsg-burst: --reader must be auto or js, got ${a.reader}`);
   process.exit(2);
 }
 
@@ -58,7 +65,7 @@ const cp = await startDevControlPlane({ heartbeatIntervalSeconds: 30, healthChec
 const node = 'kmsg-burst';
 const agent = spawn(
   process.execPath,
-  [MAIN, 'run', '--gpu-backend', 'fake', '--server', cp.url, '--node-id', node, '--kmsg-path', '/dev/kmsg',
+  [MAIN, 'run', '--gpu-backend', 'fake', '--server', cp.url, '--node-id', node, '--kmsg-path', '/dev/kmsg', '--kmsg-reader', a.reader,
     '--state-dir', join(dir, 'state'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
   { env: { PATH: process.env.PATH, NAVARCH_GPU_COUNT: '4', NAVARCH_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'inherit'] },
 );
@@ -175,11 +182,13 @@ const result = {
   writeMs: Math.round(writeMs),
   plainReader: { xid13: plain['13'], xid79: plain['79'], overruns: plain.overruns },
   agent: {
+    reader: st.kmsg.reader ?? null,
     xid13: added('13'),
     xid79: added('79'),
     healthEvents: events.length,
     overruns: st.kmsg.overruns,
     lostRecords: st.kmsg.lostRecords ?? st.kmsg.missedRecords,
+    queueDropped: st.kmsg.queueDropped ?? 0,
   },
   xid79AtControlPlaneMs: Math.round(t79),
   allAtControlPlaneMs: Math.round(allMs),

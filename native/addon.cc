@@ -5,6 +5,7 @@
 #include "devices.h"
 #include "errors.h"
 #include "flock.h"
+#include "kmsg_reader.h"
 #include "sd_notify.h"
 #include "session.h"
 #include "watcher.h"
@@ -49,6 +50,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   InitSdNotify(env, exports);
   InitFlock(env, exports);
+  InitKmsgReader(env, exports);
   return exports;
 }
 

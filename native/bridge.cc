@@ -41,7 +41,12 @@ void Bridge::CallJs(napi_env env, napi_value, void*, void* data) {
     (*task)(Napi::Env(env));
   } catch (const Napi::Error& e) {
     // An exception from a user callback: surface it as uncaught, like any event-loop callback.
-    e.ThrowAsJavaScriptException();
+    // While the environment is being torn down (process exit drains the TSFN queue after JS can
+    // no longer run) even that throw fails: then the result is dropped, never std::terminate.
+    try {
+      e.ThrowAsJavaScriptException();
+    } catch (const Napi::Error&) {
+    }
   }
 }
 

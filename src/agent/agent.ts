@@ -260,6 +260,7 @@ export class Agent implements AgentView {
     await this.telemetry.start();
     this.kmsg = new KmsgLink({
       path: cfg.kmsgPath,
+      reader: cfg.kmsgReader,
       stateDir: this.stateDir,
       bootId: this.bootId,
       log: log.child({ component: 'kmsg' }),

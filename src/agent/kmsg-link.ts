@@ -13,6 +13,8 @@ import { KmsgSource } from '../sources/kmsg.js';
 export interface KmsgLinkOptions {
   /** null = disabled. */
   path: string | null;
+  /** auto: the addon's reader thread when it loads; js: reads on the JavaScript thread. */
+  reader?: 'auto' | 'js';
   /** Where the read cursor is kept; null = nowhere (no writable state directory). */
   stateDir: string | null;
   /** This boot's id (src/host/boot-id.ts); default: the kernel's. */
@@ -38,6 +40,7 @@ export class KmsgLink {
     }
     const source = new KmsgSource({
       path: this.o.path,
+      reader: this.o.reader ?? 'auto',
       ...(this.o.stateDir !== null ? { stateDir: this.o.stateDir } : {}),
       ...(this.o.bootId !== undefined ? { bootId: this.o.bootId } : {}),
       logger: this.o.log,
@@ -68,7 +71,7 @@ export class KmsgLink {
       path: this.o.path,
       state: this.state,
       ...(st
-        ? { linesRead: st.records, xidsMatched: st.xids, unresolvedPci: this.unresolved, overruns: st.overruns, lostRecords: st.missedRecords, lastSeq: st.lastSeq, mode: st.mode }
+        ? { linesRead: st.records, xidsMatched: st.xids, unresolvedPci: this.unresolved, overruns: st.overruns, lostRecords: st.missedRecords, lastSeq: st.lastSeq, mode: st.mode, reader: st.reader, queueDropped: st.queueDropped }
         : {}),
     };
   }

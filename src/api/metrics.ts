@@ -234,7 +234,7 @@ export class AgentMetrics {
 
     new Gauge<'kind'>({
       name: 'navarch_agent_kmsg_lost',
-      help: 'Kernel-log reader losses since start: kind="overruns" (EPIPE reads), kind="records" (records dropped before they were read).',
+      help: 'Kernel-log reader losses since start: kind="overruns" (EPIPE reads), kind="records" (records dropped before they were read), kind="queue_dropped" (read by the native reader thread but dropped because its queue was full).',
       labelNames: ['kind'],
       registers: [reg],
       collect() {
@@ -243,6 +243,7 @@ export class AgentMetrics {
         if (k.overruns === undefined) return;
         this.set({ kind: 'overruns' }, k.overruns);
         this.set({ kind: 'records' }, k.lostRecords ?? 0);
+        this.set({ kind: 'queue_dropped' }, k.queueDropped ?? 0);
       },
     });
 

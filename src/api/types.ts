@@ -48,6 +48,10 @@ export interface KmsgStatus {
   lostRecords?: number;
   lastSeq?: string | null;
   mode?: string;
+  /** "native": the addon's reader thread drains /dev/kmsg; "js": reads on the JavaScript thread. */
+  reader?: string | null;
+  /** Records the native reader dropped because its queue was full (the JavaScript thread stalled). */
+  queueDropped?: number;
 }
 
 export interface AgentStatus {

@@ -54,6 +54,8 @@ export interface AgentConfig {
   fabricManagerLog: string | null;
   /** Fabric registration / fabric manager grace after boot. */
   fabricBootGraceMs: number;
+  /** auto: the addon's reader thread for /dev/kmsg when it loads; js: reads on the JavaScript thread. */
+  kmsgReader: 'auto' | 'js';
   telemetryIntervalMs: number;
   commandPollIntervalMs: number;
   heartbeatIntervalMs: number;
@@ -359,6 +361,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
 
   const kmsg = strOr('kmsgPath', '/dev/kmsg');
   const kmsgPath = kmsg === 'none' ? null : kmsg;
+  const kmsgReader = strOr('kmsgReader', 'auto') as AgentConfig['kmsgReader'];
 
   const fmLog = strOr('fabricManagerLog', '/var/log/fabricmanager.log');
   const fabricManagerLog = fmLog === 'none' ? null : fmLog;
@@ -460,6 +463,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
     kmsgPath,
     fabricManagerLog,
     fabricBootGraceMs,
+    kmsgReader,
     telemetryIntervalMs,
     commandPollIntervalMs,
     heartbeatIntervalMs,

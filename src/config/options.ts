@@ -50,6 +50,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'kmsgPath', flag: 'kmsg-path', kind: 'path', default: '/dev/kmsg', help: 'kernel log device; "none" disables' },
   { key: 'fabricManagerLog', flag: 'fabric-manager-log', kind: 'path', default: '/var/log/fabricmanager.log', help: 'nvidia-fabricmanager log watched for errors on NVSwitch hosts; "none" disables' },
   { key: 'fabricBootGrace', flag: 'fabric-boot-grace', kind: 'duration', default: '5m', help: 'how long after boot fabric registration and nvidia-fabricmanager may still be starting' },
+  { key: 'kmsgReader', flag: 'kmsg-reader', kind: 'enum', choices: ['auto', 'js'], default: 'auto', help: 'how /dev/kmsg is read: auto = a thread in the addon when it loads, js = on the JavaScript thread' },
   { key: 'telemetryInterval', flag: 'telemetry-interval', kind: 'duration', default: '10s', help: 'GPU telemetry sampling interval' },
   { key: 'commandPollInterval', flag: 'command-poll-interval', kind: 'duration', default: '10s', help: 'GetNodeCommands poll interval' },
   { key: 'heartbeatInterval', flag: 'heartbeat-interval', kind: 'duration', default: '30s', help: 'heartbeat interval until the control plane sends its own' },

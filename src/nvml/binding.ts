@@ -1,6 +1,7 @@
 /**
  * Loads the native addon (build/Release/navarch_nvml.node or a prebuild, via node-gyp-build from
- * the package root) and types its raw surface. Only src/nvml/index.ts uses this module.
+ * the package root) and types its raw surface. src/nvml/index.ts uses it for NVML; the store lock
+ * (flock), sd_notify and the kernel-log reader thread (src/sources/kmsg-reader.ts) for theirs.
  *
  * NAVARCH_NVML_ADDON overrides the location: an absolute path of a `.node` file, or a directory
  * handed to node-gyp-build (scripts/sanitize.sh points it at the ASan build).
@@ -47,8 +48,21 @@ export interface NativeSession {
   close(): Promise<boolean>;
 }
 
+/** The kernel-log reader thread (native/kmsg_reader.cc). */
+export interface NativeKmsgReader {
+  /** Up to `max` records; idle: the queue is empty and the thread has read everything there was. */
+  take(max: number): { records: string[]; idle: boolean };
+  stats(): { records: number; bytes: number; overruns: number; dropped: number; readErrors: number; lastErrno: number; queued: number; maxQueued: number };
+  /** Stops and joins the thread; idempotent. */
+  stop(): void;
+}
+
+export type NativeKmsgReaderCtor = new (fd: number, onReadable: () => void, limits?: { maxRecords?: number; maxBytes?: number }) => NativeKmsgReader;
+
 export interface NativeAddon {
   Session: new () => NativeSession;
+  /** Absent in addons built before the reader existed. */
+  KmsgReader?: NativeKmsgReaderCtor;
   statusName(status: number): string;
   eventMask(types: string[]): number;
   defaultEventMask: number;

@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { loadAddon } from '../nvml/binding.js';
 import { EventStoreError, errCode } from './errors.js';
+import { readBootId } from '../host/boot.js';
 
 export const LOCK_NAME = 'events.lock';
 
@@ -42,13 +43,7 @@ const OPEN_DIRS = new Set<string>();
 let kernelBoot: string | undefined;
 /** This boot's id (the real one: a store's bootId option may be overridden in tests). */
 export function kernelBootId(): string {
-  if (kernelBoot === undefined) {
-    try {
-      kernelBoot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    } catch {
-      kernelBoot = 'unknown';
-    }
-  }
+  kernelBoot ??= readBootId();
   return kernelBoot;
 }
 
