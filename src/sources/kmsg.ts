@@ -23,7 +23,8 @@
  */
 import type { Logger } from 'pino';
 import type { HealthEventInput } from '../events/types.js';
-import { bootTimeMs, readBootId } from '../host/boot.js';
+import { readBootId } from '../host/boot-id.js';
+import { bootTimeMs } from '../host/boot-time.js';
 import { exponentialMs, jittered } from '../util/backoff.js';
 import { KmsgBatch } from './kmsg-batch.js';
 import { KmsgClassifier, type GpuResolver } from './kmsg-classify.js';
@@ -33,7 +34,7 @@ import { openKmsgReader, type KmsgReaderKind, type KmsgRecordReader } from './km
 
 export { normalizePciBusId, parseKmsgRecord, parseNvrmLine, parseXidLine } from './kmsg-parse.js';
 export type { GpuResolver } from './kmsg-classify.js';
-export { bootTimeMs } from '../host/boot.js';
+export { bootTimeMs } from '../host/boot-time.js';
 
 export const DEFAULT_KMSG_PATH = '/dev/kmsg';
 

@@ -34,7 +34,6 @@ import { LOCK_NAME, StoreLock, type LockKind, type TryFlock } from './lock.js';
 import { moveAsideUnless } from './misplaced.js';
 import { readBootId } from '../host/boot-id.js';
 import { validateInput } from './records.js';
-import { readBootId } from '../host/boot.js';
 
 export { EventStoreError } from './errors.js';
 export { validateInput } from './records.js';

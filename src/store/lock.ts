@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { loadAddon } from '../nvml/binding.js';
 import { EventStoreError, errCode } from './errors.js';
-import { readBootId } from '../host/boot.js';
+import { readBootId } from '../host/boot-id.js';
 
 export const LOCK_NAME = 'events.lock';
 

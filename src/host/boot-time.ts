@@ -1,16 +1,8 @@
 /**
- * This boot's identity and start time, the one place that reads them from /proc.
+ * The wall-clock time this host booted, the one place that reads it from /proc (the boot id is in
+ * ./boot-id.ts).
  */
 import * as fs from 'node:fs';
-
-/** The kernel's boot id (/proc/sys/kernel/random/boot_id), or 'unknown'. */
-export function readBootId(): string {
-  try {
-    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
 /** Wall-clock ms of boot: now - /proc/uptime (10 ms resolution), else btime from /proc/stat, else now. */
 export function bootTimeMs(): number {
