@@ -1,43 +1,49 @@
 #!/usr/bin/env node
-// Fabric facts of this host, for a real-GPU run: NVSwitch device nodes, the nvidia-fabricmanager
-// service state (systemctl is-active, 5 s bound) and every GPU's nvmlDeviceGetGpuFabricInfoV answer
-// (v3, or v2 on drivers before 580; null where unsupported) read through the project's addon.
+// Fabric facts of this host, for a real-GPU run: NVSwitches (sysfs class 0x0680 and /dev nodes,
+// src/host/nvswitch.ts), the nvidia-fabricmanager service state (systemctl is-active, 5 s bound)
+// and every GPU's nvmlDeviceGetGpuFabricInfoV answer (v3, or v2 on drivers before 580; null where
+// unsupported) read through the project's addon; plus what the agent's fabric checks conclude
+// from them (src/sources/fabric.ts with the real uptime, src/sources/fabric-manager.ts).
 //   node scripts/gpu-check/fabric_dump.mjs [--out FILE]   (default: stdout)
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
-function nvswitchNodes() {
-  try {
-    return readdirSync('/dev').filter((n) => /^nvidia-nvswitch\d+$/.test(n)).sort();
-  } catch {
-    return [];
-  }
-}
-
-function fabricManagerState() {
-  const r = spawnSync('systemctl', ['is-active', 'nvidia-fabricmanager'], { encoding: 'utf8', timeout: 5000 });
-  if (r.error) return `unknown (${r.error.message})`;
-  return (r.stdout || '').trim().slice(0, 64) || `unknown (exit ${r.status})`;
-}
+const dist = async (rel) => {
+  const p = join(ROOT, 'dist', rel);
+  if (!existsSync(p)) throw new Error(`${p} is missing: run \`npm run build:ts\` first (or carry dist/)`);
+  return import(pathToFileURL(p).href);
+};
 
 async function main() {
   const args = process.argv.slice(2);
   if (!(args.length === 0 || (args.length === 2 && args[0] === '--out'))) throw new Error('usage: fabric_dump.mjs [--out FILE]');
-  const facadePath = join(ROOT, 'dist', 'nvml', 'index.js');
-  if (!existsSync(facadePath)) throw new Error(`${facadePath} is missing: run \`npm run build:ts\` first (or carry dist/)`);
-  const { openNvml } = await import(pathToFileURL(facadePath).href);
+  const { openNvml } = await dist('nvml/index.js');
+  const { detectNvSwitches } = await dist('host/nvswitch.js');
+  const { readUptimeSeconds } = await dist('host/uptime.js');
+  const { judgeFabric, DEFAULT_FABRIC_BOOT_GRACE_MS } = await dist('sources/fabric.js');
+  const { systemctlIsActive, judgeFabricManager } = await dist('sources/fabric-manager.js');
   const lib = process.env.NAVARCH_NVML_LIBRARY;
   const nvml = await openNvml(lib ? { libraryPath: lib } : {});
   try {
     const snaps = await nvml.snapshot();
+    const uptimeS = readUptimeSeconds();
+    const sinceBootMs = uptimeS === null ? 0 : uptimeS * 1000;
+    const nvswitch = await detectNvSwitches('/');
+    const service = nvswitch.present ? await systemctlIsActive('nvidia-fabricmanager') : null;
+    const bad = (findings) => findings.filter((f) => f.bad).map((f) => ({ name: f.name, severity: f.severity, action: f.action, message: f.message }));
     const out = {
-      nvswitchDevices: nvswitchNodes(),
-      fabricManager: fabricManagerState(),
-      gpus: snaps.map((s) => ({ index: s.index, uuid: s.uuid, fabric: s.ok ? (s.telemetry.fabric ?? null) : null, ...(s.ok ? {} : { error: s.error }) })),
+      uptimeSeconds: uptimeS,
+      nvswitch,
+      nvswitchDevices: nvswitch.deviceNodes,
+      fabricManager: service ?? 'no check (no NVSwitch)',
+      fabricManagerVerdict: service ? judgeFabricManager(null, { nowMs: Date.now(), sinceBootMs, service, errors: [] }).events.map((e) => ({ key: e.key, severity: e.severity, message: e.message })) : [],
+      gpus: snaps.map((s) => {
+        const fabric = s.ok ? (s.telemetry.fabric ?? null) : null;
+        return { index: s.index, uuid: s.uuid, fabric, verdict: s.ok ? bad(judgeFabric(s.index, fabric, sinceBootMs, DEFAULT_FABRIC_BOOT_GRACE_MS)) : [], ...(s.ok ? {} : { error: s.error }) };
+      }),
     };
     const text = `${JSON.stringify(out, null, 2)}\n`;
     if (args[0] === '--out') writeFileSync(args[1], text);

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultDevices } from '../helpers/fake-nvml.js';
 import { openNvml, type DeviceSnapshot } from '../../src/nvml/index.js';
+import { judgeSnapshot, telemetryConfig } from '../../src/sources/telemetry.js';
 import { skipReason, useFake, useSession } from './util.js';
 
 function fabricOf(s: DeviceSnapshot | undefined) {
@@ -42,5 +43,24 @@ describe.skipIf(skipReason !== null)('NVML addon: GPU fabric info', () => {
     const s = (await ctx.nvml.snapshot())[0]!;
     expect(fabricOf(s)).toBeNull();
     expect(s.ok && s.telemetry.temperatureC).toBe(33);
+  });
+
+  it('scripted fabric fields become fabric events on the right GPU through the telemetry judge', async () => {
+    const devs = defaultDevices(4);
+    devs[1]!.telemetry = { ...devs[1]!.telemetry, fabricInfoVersion: 3, fabricHealthSummary: 2 };
+    devs[2]!.telemetry = { ...devs[2]!.telemetry, fabricInfoVersion: 2, fabricState: 1 };
+    devs[3]!.telemetry = { ...devs[3]!.telemetry, fabricInfoVersion: 3 };
+    ctx.fake = useFake({ devices: devs });
+    ctx.nvml = await openNvml();
+    const cfg = telemetryConfig({ bootTimeMs: Date.now() - 3_600_000 }); // up an hour: past the 5 min grace
+    const first = judgeSnapshot(null, await ctx.nvml.snapshot(), cfg);
+    const raised = (evs: typeof first.events) => evs.filter((e) => e.key.includes('/fabric/')).map((e) => `${e.fault}:${e.key}:${e.gpuIndex}:${e.severity}`);
+    expect(raised(first.events)).toEqual(['raise:gpu1/fabric/health:1:critical', 'raise:gpu2/fabric/state:2:critical']);
+    const uuids = (await ctx.nvml.devices()).map((d) => d.uuid);
+    for (const e of first.events.filter((x) => x.key.includes('/fabric/'))) expect(e.gpuUuid).toBe(uuids[e.gpuIndex]);
+    await ctx.fake.set(3, 'fabricHealthMask', 1 << 2); // route recovery in progress
+    const second = judgeSnapshot(first.state, await ctx.nvml.snapshot(), cfg);
+    expect(raised(second.events)).toEqual(['raise:gpu3/fabric/route_recovery:3:warning']);
+    expect(second.events.find((e) => e.gpuIndex === 3)?.metrics).toMatchObject({ fabric_route_recovery: 'in_progress', fabric_health_mask: '4' });
   });
 });
