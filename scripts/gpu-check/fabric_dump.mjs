@@ -22,15 +22,15 @@ async function main() {
   if (!(args.length === 0 || (args.length === 2 && args[0] === '--out'))) throw new Error('usage: fabric_dump.mjs [--out FILE]');
   const { openNvml } = await dist('nvml/index.js');
   const { detectNvSwitches } = await dist('host/nvswitch.js');
-  const { readUptimeSeconds } = await dist('host/uptime.js');
+  const { bootTimeMs } = await dist('host/boot-time.js');
   const { judgeFabric, DEFAULT_FABRIC_BOOT_GRACE_MS } = await dist('sources/fabric.js');
   const { systemctlIsActive, judgeFabricManager } = await dist('sources/fabric-manager.js');
   const lib = process.env.NAVARCH_NVML_LIBRARY;
   const nvml = await openNvml(lib ? { libraryPath: lib } : {});
   try {
     const snaps = await nvml.snapshot();
-    const uptimeS = readUptimeSeconds();
-    const sinceBootMs = uptimeS === null ? 0 : uptimeS * 1000;
+    const sinceBootMs = Date.now() - bootTimeMs();
+    const uptimeS = Math.round(sinceBootMs / 1000);
     const nvswitch = await detectNvSwitches('/');
     const service = nvswitch.present ? await systemctlIsActive('nvidia-fabricmanager') : null;
     const bad = (findings) => findings.filter((f) => f.bad).map((f) => ({ name: f.name, severity: f.severity, action: f.action, message: f.message }));

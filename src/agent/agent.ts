@@ -28,7 +28,7 @@ import { normalizePciBusId } from '../sources/kmsg-parse.js';
 import { nvmlEventsToInputs } from '../sources/nvml-events.js';
 import { TelemetrySampler } from '../sources/telemetry.js';
 import { FabricManagerMonitor } from '../sources/fabric-manager.js';
-import { bootTimeMs } from '../host/uptime.js';
+import { bootTimeMs } from '../host/boot-time.js';
 import { openEventStore, type DurableEventStore } from '../store/event-store.js';
 import { MemoryEventStore } from '../store/memory-store.js';
 import { chooseStateDir, volatileStateText } from './state-dir.js';

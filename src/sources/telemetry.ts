@@ -44,7 +44,7 @@ export interface TelemetryConfig {
   expectedGpuCount: number | null;
   /** Fabric registration not completed this long after boot is a fault (src/sources/fabric.ts). Default 5 min. */
   fabricBootGraceMs: number;
-  /** When the host booted (ms since the epoch, from /proc/uptime); null: counted from the first sample. */
+  /** When the host booted (ms since the epoch, src/host/boot-time.ts); null: counted from the first sample. */
   bootTimeMs: number | null;
 }
 

@@ -9,7 +9,6 @@ import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { detectNvSwitches } from '../../src/host/nvswitch.js';
-import { readUptimeSeconds } from '../../src/host/uptime.js';
 import { LogTail, parseFabricManagerLine } from '../../src/sources/fabric-manager-log.js';
 import {
   FabricManagerMonitor,
@@ -206,14 +205,6 @@ describe('NVSwitch detection', () => {
     expect((await detectNvSwitches(join(scratch(), 'missing'))).present).toBe(false);
   });
 
-  it('readUptimeSeconds reads the first number of /proc/uptime, null when unreadable', () => {
-    const d = scratch();
-    writeFileSync(join(d, 'uptime'), '12345.67 54321.00\n');
-    expect(readUptimeSeconds(join(d, 'uptime'))).toBe(12345.67);
-    writeFileSync(join(d, 'bad'), 'nonsense\n');
-    expect(readUptimeSeconds(join(d, 'bad'))).toBeNull();
-    expect(readUptimeSeconds(join(d, 'none'))).toBeNull();
-  });
 });
 
 describe('FabricManagerMonitor', () => {
