@@ -24,6 +24,8 @@ export type Source =
       apiProblem: string;
       /** The state directory the faults and the backlog were read from; null when none exists. */
       stateDir: string | null;
+      /** A live agent process that holds that state directory's store (its API did not answer), else null. */
+      agentPid?: number | null;
     };
 
 export interface BackendView {
@@ -107,7 +109,8 @@ function faultLabel(f: ActiveFault): string {
 export function sourceLine(s: Source): string {
   if (s.live) return `live from the running agent at ${s.api}`;
   const disk = s.stateDir ? `faults and backlog read from disk (${s.stateDir})` : 'no state directory on disk';
-  return `NOT LIVE: no agent answered at ${s.api} (${s.apiProblem}); GPUs from a local snapshot, ${disk}`;
+  const running = s.agentPid ? `; an agent process (pid ${s.agentPid}) holds that state directory but its API did not answer` : '';
+  return `NOT LIVE: no agent answered at ${s.api} (${s.apiProblem}); GPUs from a local snapshot, ${disk}${running}`;
 }
 
 export function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): string[][] {

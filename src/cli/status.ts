@@ -63,8 +63,10 @@ export async function gatherStatus(cfg: AgentConfig, api: string, env: NodeJS.Pr
       stateProblem = (err as Error).message;
     }
   }
+  const { storeHolderPid } = await import('../store/lock.js');
+  const agentPid = dir === null ? null : storeHolderPid(join(dir, 'events'));
   return {
-    source: { live: false, api, apiProblem, stateDir: dir },
+    source: { live: false, api, apiProblem, stateDir: dir, agentPid },
     atMs: now(),
     agent: null,
     nodeId: cfg.nodeId,

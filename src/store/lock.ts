@@ -112,6 +112,15 @@ function holderAlive(h: Holder): boolean {
   return true;
 }
 
+/**
+ * The pid of the live process that holds the store under `dir` (as its lock file names it and
+ * holderAlive judges it), else null. Read-only: for `status` when the agent's API does not answer.
+ */
+export function storeHolderPid(dir: string): number | null {
+  const h = readHolder(path.join(dir, LOCK_NAME));
+  return holderAlive(h) ? h.pid : null;
+}
+
 export class StoreLock {
   private released = false;
 

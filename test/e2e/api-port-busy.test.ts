@@ -3,6 +3,7 @@
  * running, detects a scripted fault and delivers it to the control plane without its API, and
  * serves the API once the port frees (src/api/listener.ts). Real agent process, real sockets.
  */
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -45,6 +46,19 @@ describe.skipIf(!DIST_BUILT)('agent whose API port is taken', () => {
       expect(warn?.level).toBe(40);
       expect(warn?.component).toBe('api');
       expect(agent.logs.some((l) => l.msg === 'local API listening')).toBe(false);
+      // `status` meanwhile: not live (the port's holder is not an agent), but it names the agent
+      // process that holds the state directory, and reads the delivered fault from disk.
+      const st0 = spawnSync(process.execPath, [MAIN_JS, 'status', '--json', '--gpu-backend', 'fake', '--state-dir', join(dir, 'state'), '--api', agent.url], {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { PATH: process.env.PATH },
+      });
+      const sj = JSON.parse(st0.stdout) as { live: boolean; source: { apiProblem: string; agentPid: number | null }; activeFaults: Array<{ key: string }> };
+      expect(sj.live).toBe(false);
+      expect(sj.source.apiProblem).toMatch(/^held by another program: /);
+      expect(sj.source.agentPid).toBe(agent.proc.pid);
+      expect(sj.activeFaults.map((f) => f.key)).toContain('gpu1/xid/48');
+      expect(st0.status).toBe(1);
 
       await new Promise<void>((r) => held.server.close(() => r()));
       released = true;

@@ -121,7 +121,8 @@ describe.skipIf(!DIST_BUILT)('status, devices, faults: live, then from disk', ()
     expect(s.status).toBe(1);
     const j = JSON.parse(s.stdout) as StatusDoc;
     expect(j.live).toBe(false);
-    expect(j.source).toEqual({ live: false, api: agent.url, apiProblem: 'connection refused', stateDir });
+    // agentPid null: the stopped agent's lock file is left, but names no live process
+    expect(j.source).toEqual({ live: false, api: agent.url, apiProblem: 'connection refused', stateDir, agentPid: null });
     expect(j.activeFaults.map((f) => f.key)).toContain('gpu3/xid/79');
     expect(j.backlog?.pending).toBeGreaterThanOrEqual(1);
     expect(j.controlPlane).toBeNull();

@@ -126,6 +126,9 @@ describe('renderStatus', () => {
   it('sourceLine names both cases', () => {
     expect(sourceLine({ live: true, api: 'http://x:1' })).toBe('live from the running agent at http://x:1');
     expect(sourceLine({ live: false, api: 'http://x:1', apiProblem: 'connection refused', stateDir: '/s' })).toMatch(/^NOT LIVE: /);
+    expect(sourceLine({ live: false, api: 'http://x:1', apiProblem: 'held by another program: HTTP 404', stateDir: '/s', agentPid: 77 })).toBe(
+      'NOT LIVE: no agent answered at http://x:1 (held by another program: HTTP 404); GPUs from a local snapshot, faults and backlog read from disk (/s); an agent process (pid 77) holds that state directory but its API did not answer',
+    );
   });
 });
 
