@@ -6,6 +6,8 @@ import { constants as fsConstants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Code, ConnectError } from '@connectrpc/connect';
 import type { AgentConfig } from '../config/config.js';
+import { detectNvSwitches } from '../host/nvswitch.js';
+import { FABRIC_MANAGER_UNIT, systemctlIsActive, type ServiceState } from '../sources/fabric-manager.js';
 import type { CliIo } from './io.js';
 
 export type CheckState = 'ok' | 'warn' | 'fail' | 'skip';
@@ -134,6 +136,38 @@ async function checkKmsg(cfg: AgentConfig, out: CheckResult[]): Promise<void> {
           ? 'run the agent as root or with CAP_SYSLOG (kernel.dmesg_restrict=1 hides /dev/kmsg from others)'
           : 'check --kmsg-path (or use "none" to rely on NVML events only)',
     });
+  }
+}
+
+/**
+ * On a host with NVSwitches, nvidia-fabricmanager must be active (CUDA cannot use the GPUs
+ * otherwise) and its log readable by the agent; no NVSwitch: skipped.
+ */
+export async function checkFabricManager(cfg: Pick<AgentConfig, 'sysRoot' | 'fabricManagerLog'>, out: CheckResult[], isActive: (unit: string) => Promise<ServiceState> = (u) => systemctlIsActive(u)): Promise<void> {
+  const sw = await detectNvSwitches(cfg.sysRoot ?? '/');
+  if (!sw.present) {
+    out.push({ name: 'fabric manager', state: 'skip', detail: 'no NVSwitch on this host' });
+    return;
+  }
+  const svc = await isActive(FABRIC_MANAGER_UNIT);
+  if (svc.state === 'active') out.push({ name: 'fabric manager', state: 'ok', detail: `${FABRIC_MANAGER_UNIT} active (${sw.summary})` });
+  else if (svc.state === 'unknown') out.push({ name: 'fabric manager', state: 'warn', detail: `${sw.summary}; ${FABRIC_MANAGER_UNIT} state unknown: ${svc.detail}`, fix: `check "systemctl status ${FABRIC_MANAGER_UNIT}" by hand` });
+  else {
+    out.push({
+      name: 'fabric manager',
+      state: 'fail',
+      detail: `${sw.summary}; ${FABRIC_MANAGER_UNIT} is ${svc.state}: CUDA cannot use the GPUs`,
+      fix: `"systemctl enable --now ${FABRIC_MANAGER_UNIT}" (its version must match the driver's); "journalctl -u ${FABRIC_MANAGER_UNIT}"${cfg.fabricManagerLog ? ` and ${cfg.fabricManagerLog}` : ''} say why it stopped`,
+    });
+  }
+  if (cfg.fabricManagerLog === null) return;
+  try {
+    const fh = await open(cfg.fabricManagerLog, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    await fh.close();
+    out.push({ name: 'fabric manager log', state: 'ok', detail: `${cfg.fabricManagerLog} readable` });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    out.push({ name: 'fabric manager log', state: 'warn', detail: `${cfg.fabricManagerLog}: ${code ?? (err as Error).message}`, fix: 'point --fabric-manager-log at the log file named by LOG_FILE_NAME in fabricmanager.cfg, or "none"' });
   }
 }
 
@@ -296,6 +330,7 @@ export async function doctorChecks(cfg: AgentConfig, env: NodeJS.ProcessEnv, pro
   const steps: Array<{ name: string; slow: string | null; run: (out: CheckResult[]) => Promise<void> }> = [
     { name: 'gpu driver', slow: 'opening the GPU backend', run: (o) => checkBackend(cfg, env, o) },
     { name: 'kernel log', slow: null, run: (o) => checkKmsg(cfg, o) },
+    { name: 'fabric manager', slow: null, run: (o) => checkFabricManager(cfg, o) },
     { name: 'state directory', slow: null, run: (o) => checkStateDir(cfg, env, o) },
     { name: 'local API port', slow: `asking ${listenUrl(cfg.listen)} (up to ${API_TIMEOUT_MS / 1000} s)`, run: (o) => checkApiPort(cfg, o) },
     { name: 'control plane', slow: `asking ${cfg.server} (up to ${(2 * CP_TIMEOUT_MS) / 1000} s)`, run: (o) => checkControlPlane(cfg, o) },

@@ -3,7 +3,10 @@
  * runDoctor on a terminal: the progress line is overwritten by the result (in process, fake GPUs).
  */
 import { describe, expect, it } from 'vitest';
-import { nvmlFix, resultLines, runDoctor } from '../../src/cli/doctor.js';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkFabricManager, nvmlFix, resultLines, runDoctor, type CheckResult } from '../../src/cli/doctor.js';
 import { resolveConfig } from '../../src/config/config.js';
 
 describe('nvmlFix', () => {
@@ -46,5 +49,31 @@ describe('runDoctor on a terminal', () => {
     expect(out).toContain('[....] control plane: asking http://127.0.0.1:9 (up to 6 s)...\r\x1b[K[ OK ] transport:');
     expect(out).toContain('[....] gpu driver: opening the GPU backend...\r\x1b[K[WARN] gpu driver: fake backend');
     expect(out.endsWith('some checks failed\n')).toBe(true);
+  });
+});
+
+describe('checkFabricManager', () => {
+  it('skips without NVSwitch; on an NVSwitch host fails while nvidia-fabricmanager is down, warns when unknown or the log is unreadable', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'navarch-doctor-fm-'));
+    try {
+      const run = async (state: 'active' | 'failed' | 'unknown', log: string | null) => {
+        const out: CheckResult[] = [];
+        await checkFabricManager({ sysRoot: root, fabricManagerLog: log }, out, async (unit) => (expect(unit).toBe('nvidia-fabricmanager'), { state, detail: state === 'unknown' ? 'systemctl not found' : state }));
+        return out.map((r) => `${r.state} ${r.name}: ${r.detail}`);
+      };
+      expect(await run('failed', null)).toEqual(['skip fabric manager: no NVSwitch on this host']);
+      mkdirSync(join(root, 'dev'));
+      writeFileSync(join(root, 'dev', 'nvidia-nvswitch0'), '');
+      const log = join(root, 'fabricmanager.log');
+      writeFileSync(log, '');
+      expect(await run('active', log)).toEqual([`ok fabric manager: nvidia-fabricmanager active (1 /dev/nvidia-nvswitchN node)`, `ok fabric manager log: ${log} readable`]);
+      expect(await run('failed', null)).toEqual(['fail fabric manager: 1 /dev/nvidia-nvswitchN node; nvidia-fabricmanager is failed: CUDA cannot use the GPUs']);
+      expect(await run('unknown', join(root, 'none.log'))).toEqual([
+        'warn fabric manager: 1 /dev/nvidia-nvswitchN node; nvidia-fabricmanager state unknown: systemctl not found',
+        `warn fabric manager log: ${join(root, 'none.log')}: ENOENT`,
+      ]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
