@@ -6,6 +6,8 @@
  * Exit codes (one rule for the three commands): 0 healthy, 1 degraded or unhealthy or a driver
  * error (2, usage errors, is the CLI's).
  */
+import type { FaultHistoryStatus } from '../agent/fault-history.js';
+import { REBOOT_THRESHOLD } from '../xid/reboot-escalation.js';
 import type { ApiListenStatus } from '../api/listener.js';
 import type { ControlPlaneStatus, DeviceStatus } from '../api/types.js';
 import type { ActiveFault } from '../events/types.js';
@@ -53,6 +55,8 @@ export interface StatusView {
   api: ApiListenStatus | null;
   /** Why the state directory could not be read (disk), else null. */
   stateProblem: string | null;
+  /** Reboot-aware escalation (live only; src/agent/fault-history.ts). */
+  faultHistory?: FaultHistoryStatus | null;
 }
 
 export interface HealthVerdict {
@@ -177,6 +181,10 @@ export function renderStatus(v: StatusView): string {
   rows.push(['event backlog', backlogLine(v, now)]);
   if (v.durable === false) rows.push(['durability', 'NOT DURABLE: events are kept in memory only']);
   if (v.api && v.api.state !== 'listening') rows.push(['local API', apiLine(v.api)]);
+  const fh = v.faultHistory;
+  if (fh && (fh.problem !== null || fh.escalated > 0)) {
+    rows.push(['reboot escalation', fh.problem ?? `${fh.escalated} XID fault(s) escalated to replace: back after ${REBOOT_THRESHOLD} reboots (${fh.boots} boots in the history)`]);
+  }
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;
   const out = rows.map(([k, val]) => `${`${k}:`.padEnd(w)}${val}`);
   out.push('');
@@ -206,6 +214,7 @@ export function statusJson(v: StatusView): Record<string, unknown> {
     durable: v.durable,
     api: v.api,
     stateProblem: v.stateProblem,
+    faultHistory: v.faultHistory ?? null,
   };
 }
 

@@ -42,6 +42,7 @@ export async function gatherStatus(cfg: AgentConfig, api: string, env: NodeJS.Pr
       durable: s.durability?.durable ?? null,
       api: s.api ?? null,
       stateProblem: null,
+      faultHistory: s.faultHistory ?? null,
     };
   }
   const apiProblem = probe.kind === 'none' ? probe.detail : `held by another program: ${probe.detail}`;

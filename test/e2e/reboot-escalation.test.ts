@@ -6,6 +6,7 @@
  * the dev control plane and in /status; the replace fault then outlives the next reboot, and an
  * operator's clear restarts the count.
  */
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -84,6 +85,10 @@ describe.skipIf(!DIST_BUILT)('reboot-aware escalation across agent restarts', ()
     expect(ev.message).toMatch(/replace the GPU/);
     await waitFor('node UNHEALTHY', () => cp.node(NODE)?.status === 'unhealthy');
     expect(a.logs.filter((l) => /came back after 2 reboots: escalated to replace/.test(l.msg))).toHaveLength(1);
+    // `navarch-agent status` says it too.
+    const st = spawnSync(process.execPath, [MAIN_JS, 'status', '--api', a.url], { encoding: 'utf8', timeout: 30_000 });
+    expect(st.stdout).toMatch(/\nreboot escalation: +1 XID fault\(s\) escalated to replace: back after 2 reboots \(3 boots in the history\)\n/);
+    expect(st.stdout).toMatch(/replace/);
     expect(await a.stop('SIGTERM')).toBe(0);
 
     // Boot 4: a reboot does not cure a GPU to be replaced: the fault is still there before any XID.

@@ -215,3 +215,18 @@ describe('runStatus --watch on a terminal', () => {
     }
   });
 });
+
+describe('reboot-aware escalation in status', () => {
+  const fh = { file: '/var/lib/navarch-agent/fault-history.json', bootId: 'b3', boots: 3, faults: 1, escalated: 0, problem: null };
+  it('says nothing while escalation works and nothing escalated', () => {
+    expect(renderStatus(view({ faultHistory: fh }))).not.toMatch(/reboot escalation/);
+    expect(renderStatus(view())).not.toMatch(/reboot escalation/);
+  });
+  it('counts escalated faults, and says why escalation cannot work', () => {
+    expect(renderStatus(view({ faultHistory: { ...fh, escalated: 1 } }))).toMatch(/\nreboot escalation: +1 XID fault\(s\) escalated to replace: back after 2 reboots \(3 boots in the history\)\n/);
+    const problem = 'no writable state directory: the history is lost on restart, XIDs do not escalate across reboots';
+    expect(renderStatus(view({ faultHistory: { ...fh, file: null, problem } }))).toContain(`reboot escalation: ${problem}`);
+    expect(statusJson(view({ faultHistory: fh })).faultHistory).toEqual(fh);
+    expect(statusJson(view()).faultHistory).toBeNull();
+  });
+});
