@@ -143,10 +143,13 @@ export function trackedXid(input: HealthEventInput): number | null {
   return code;
 }
 
-/** The identity of a tracked fault: the GPU by UUID (indices can change across reboots), and the code. */
+/**
+ * The identity of a tracked fault: the GPU by UUID (indices can change across reboots) and the
+ * code; without a UUID, the event key ("gpu3/xid/79", or "pci/0000:41:00/xid/79" for a kernel-log
+ * line no GPU matched), so two unknown GPUs are not one.
+ */
 export function entryId(input: HealthEventInput, code: number): string {
-  const gpu = input.gpuUuid ? input.gpuUuid : input.gpuIndex >= 0 ? `gpu${input.gpuIndex}` : 'node';
-  return `${gpu}/xid/${code}`.slice(0, MAX_ID);
+  return (input.gpuUuid ? `${input.gpuUuid}/xid/${code}` : input.key).slice(0, MAX_ID);
 }
 
 /** The event as escalated: critical, replace, with the history in its metrics. */

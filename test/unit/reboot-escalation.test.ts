@@ -15,6 +15,7 @@ import {
   REBOOT_THRESHOLD,
   RebootHistory,
   emptyHistory,
+  entryId,
   parseHistory,
   trackedXid,
   type FaultHistoryData,
@@ -121,6 +122,16 @@ describe('reboot-aware escalation', () => {
     expect(c.out[0]?.input.action).toBe('replace');
     expect(c.out[0]?.input.key).toBe('gpu3/xid/79');
     expect(c.out[1]?.input.action).toBe('reboot');
+  });
+
+  it('without a UUID the event key is the identity: two unresolved PCI ids are two faults', () => {
+    const onPci = (pci: string): HealthEventInput => ({ ...xid(79, -1, ''), key: `pci/${pci}/xid/79` });
+    expect(entryId(xid(79, 3, ''), 79)).toBe('gpu3/xid/79');
+    expect(entryId(onPci('0000:41:00'), 79)).toBe('pci/0000:41:00/xid/79');
+    const a = boot(emptyHistory(), 'a', T0, [onPci('0000:41:00')]);
+    const b = boot(a.data, 'b', T0 + HOUR, [onPci('0000:41:00')]);
+    const c = boot(b.data, 'c', T0 + 2 * HOUR, [onPci('0000:52:00'), onPci('0000:41:00')]);
+    expect(c.out.map((o) => o.input.action)).toEqual(['reboot', 'replace']);
   });
 
   it('an occurrence older than the look-back window no longer counts', () => {
