@@ -11,7 +11,8 @@ import { driverErrorEvent } from '../../src/backends/select.js';
 import type { ActiveFault, HealthEvent, HealthEventInput } from '../../src/events/types.js';
 import type { GpuFabricInfo, NvmlErrorCode, NvmlEvent, NvmlEventType, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
 import { KmsgSource } from '../../src/sources/kmsg.js';
-import { formatKmsgRecord } from '../../src/sources/kmsg-parse.js';
+import { formatKmsgRecord, parseKmsgRecord } from '../../src/sources/kmsg-parse.js';
+import { KmsgClassifier } from '../../src/sources/kmsg-classify.js';
 import { classifyNvmlEvent } from '../../src/sources/nvml-events.js';
 import { judgeFabricManager } from '../../src/sources/fabric-manager.js';
 import { parseFabricManagerLine } from '../../src/sources/fabric-manager-log.js';
@@ -108,8 +109,11 @@ async function kmsg(lines: string[]): Promise<HealthEventInput[]> {
     await src.start();
     try {
       await src.waitBacklog();
-      // The lost-records warning needs a sequence gap on /dev/kmsg itself; the source's own builder makes it.
-      const lost = (src as unknown as { lostRecordsEvent(from: bigint, to: bigint, n: number, rec: { usecSinceBoot: number }): HealthEventInput }).lostRecordsEvent(5n, 9n, 5, { usecSinceBoot: 10_000_000 });
+      // The lost-records warning needs a sequence gap on /dev/kmsg itself; the source's classifier
+      // (src/sources/kmsg-classify.ts, the builder the source calls on a gap) makes it.
+      const rec = parseKmsgRecord(formatKmsgRecord({ level: 3, seq: 10, usecSinceBoot: 10_000_000, message: 'after the gap' }));
+      if (!rec) throw new Error('formatKmsgRecord made a record parseKmsgRecord rejects');
+      const lost = new KmsgClassifier(T0, undefined, undefined).lostRecordsEvent(5n, 9n, 5, rec);
       return [...got, lost];
     } finally {
       await src.stop();
