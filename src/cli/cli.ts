@@ -292,9 +292,10 @@ async function cmdStatus(args: ParsedArgs, io: CliIo): Promise<number> {
 async function cmdInject(args: ParsedArgs, io: CliIo): Promise<number> {
   const kind = args.positionals[0] as string;
   const body: Record<string, unknown> = { kind };
-  for (const k of ['gpu', 'xid', 'sbe', 'dbe', 'celsius', 'watts', 'link', 'count', 'mask', 'uncorrected', 'message']) {
+  const keyOf: Record<string, string> = { 'health-mask': 'healthMask', 'health-summary': 'healthSummary' };
+  for (const k of ['gpu', 'xid', 'sbe', 'dbe', 'celsius', 'watts', 'link', 'count', 'mask', 'uncorrected', 'message', 'state', 'status', 'health-mask', 'health-summary']) {
     const v = strFlag(args, k);
-    if (v !== undefined) body[k] = k === 'message' ? v : Number.isNaN(Number(v)) || v.trim() === '' ? v : Number(v);
+    if (v !== undefined) body[keyOf[k] ?? k] = k === 'message' ? v : Number.isNaN(Number(v)) || v.trim() === '' ? v : Number(v);
   }
   for (const k of ['pending', 'failure']) {
     const v = args.flags.get(k);

@@ -69,7 +69,7 @@ export const COMMANDS: CommandDef[] = [
   {
     name: 'inject',
     summary:
-      'Inject a fault into a running agent that uses the fake backend (via POST /inject). Faults: xid, ecc, temperature, gpu_lost, nvlink_down, power, pcie_replay, clock_reasons, remapped_rows, recover.',
+      'Inject a fault into a running agent that uses the fake backend (via POST /inject). Faults: xid, ecc, temperature, gpu_lost, nvlink_down, power, pcie_replay, clock_reasons, remapped_rows, fabric, recover.',
     usage: 'navarch-agent inject <fault> [--gpu N] [--xid N] [--celsius C] ... [--api <url>]',
     flags: [
       API_FLAG,
@@ -88,6 +88,10 @@ export const COMMANDS: CommandDef[] = [
       { name: 'pending', type: 'bool', help: 'row remap pending (remapped_rows)' },
       { name: 'failure', type: 'bool', help: 'row remap failure (remapped_rows)' },
       { name: 'uncorrected', type: 'string', arg: '<N>', help: 'uncorrectable remapped rows (remapped_rows)' },
+      { name: 'state', type: 'string', arg: '<N>', help: 'fabric state 0-3, 3 = completed (fabric)' },
+      { name: 'status', type: 'string', arg: '<N>', help: 'fabric probe status, an nvmlReturn_t (fabric)' },
+      { name: 'health-mask', type: 'string', arg: '<N>', help: 'fabric health mask, e.g. 0x10 = route unhealthy (fabric)' },
+      { name: 'health-summary', type: 'string', arg: '<N>', help: 'fabric health summary: 1 healthy, 2 unhealthy, 3 limited capacity (fabric)' },
       HELP_FLAG,
     ],
     positionals: [1, 1],

@@ -6,6 +6,7 @@
  * PATH, a real child process) is critical until it runs again, and an error line in its log is a
  * warning.
  */
+import { spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -53,6 +54,10 @@ describe.skipIf(!DIST_BUILT)('fabric faults from the fake backend', () => {
     expect(fs.find((x) => x.key.endsWith('incorrect_configuration'))).toMatchObject({ action: 'replace', metrics: { fabric_incorrect_configuration: 'incompatible_gpu_firmware' } });
     expect((await agent.inject({ kind: 'fabric', gpu: 2, status: 27 })).status).toBe(200);
     await expectFaults(agent, 'gpu', ['gpu5/fabric/health:5:critical', 'gpu5/fabric/incorrect_configuration:5:critical', 'gpu2/fabric/status:2:critical']);
+    // The same through the CLI: `navarch-agent inject fabric` (hex mask, dashed flags).
+    const cli = spawnSync(process.execPath, [MAIN_JS, 'inject', 'fabric', '--gpu', '7', '--health-mask', '0x10', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
+    expect(cli.status, cli.stderr).toBe(0);
+    await expectFaults(agent, 'gpu', ['gpu5/fabric/health:5:critical', 'gpu5/fabric/incorrect_configuration:5:critical', 'gpu2/fabric/status:2:critical', 'gpu7/fabric/route_unhealthy:7:critical']);
     expect((await agent.inject({ kind: 'recover' })).status).toBe(200);
     await expectFaults(agent, 'gpu', []);
     expect((await agent.status()).fabricManager?.state).toBe('no_nvswitch');
