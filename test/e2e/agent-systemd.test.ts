@@ -48,11 +48,12 @@ describe.skipIf(!okExec)('agent under systemd notify without the native addon', 
     const rx = new NotifyReceiver(sock);
     await rx.started();
     try {
-      // PREBUILDS_ONLY makes node-gyp-build ignore build/Release; with no prebuilds/ no addon loads,
-      // as after a compiler-less install without a prebuild for the platform.
+      // node-gyp-build looks only in an empty directory (NAVARCH_AGENT_PREBUILD, its override), so no
+      // addon loads even where the checkout has prebuilds/ (npm pack's prepack makes them), as after
+      // a compiler-less install without a prebuild for the platform.
       const agent = await startAgent({
         args: ['--gpu-backend', 'fake', '--server', 'http://127.0.0.1:9', '--node-id', 'e2e-sd-noaddon', '--kmsg-path', 'none'],
-        env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '2000000', NAVARCH_GPU_COUNT: '2', PREBUILDS_ONLY: '1' },
+        env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '2000000', NAVARCH_GPU_COUNT: '2', NAVARCH_AGENT_PREBUILD: tempDir('no-addon') },
       });
       const ready = await waitFor('READY=1', () => rx.messages.find((m) => m.state.split('\n').includes('READY=1')));
       expect(ready.state).toMatch(/STATUS=2 GPU\(s\) via fake/);
