@@ -54,7 +54,7 @@ export const COMMANDS: CommandDef[] = [
   },
   {
     name: 'doctor',
-    summary: 'Check the host (driver, persistence mode, /dev/kmsg, state directory, local API port, control plane reachable and authorised, clock) and print what to fix; no side effects. Exit 1 if a check fails.',
+    summary: 'Check the host (driver, persistence mode, /dev/kmsg, nvidia-fabricmanager on NVSwitch hosts, state directory, local API port, control plane reachable and authorised, clock) and print what to fix; no side effects. Exit 1 if a check fails.',
     usage: 'navarch-agent doctor [--json] [run flags]',
     flags: [...RUN_FLAGS, JSON_FLAG, HELP_FLAG],
     positionals: [0, 0],
