@@ -241,7 +241,7 @@ describe('install.sh / uninstall.sh into an image or chroot (--root other than /
       // A systemctl first on PATH that records any call: the default SYSTEMCTL would find it.
       const log = join(tools, 'calls.log');
       makeRecorder(join(tools, 'systemctl'), log, 'systemctl');
-      const env = { ...process.env, PATH: `${tools}:${process.env.PATH}` };
+      const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${tools}:${process.env.PATH}` };
       delete env.SYSTEMCTL;
       let r = run('bash', [installSh, '--root', root, '--token-stdin'], { env, input: 'tok' });
       expect(r.status, r.stderr).toBe(0);
