@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
+import { writeFileAtomic } from '../util/atomic-file.js';
 
 export const CURSOR_FILE = 'kmsg-cursor.json';
 
@@ -22,25 +23,6 @@ interface CursorJson {
   bootId: string;
   lastSeq: string;
   path: string;
-}
-
-/** Atomic small-file write: tmp + fsync + rename + fsync(dir). */
-async function writeFileAtomicAsync(file: string, data: string): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await fs.promises.open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fs.promises.rename(tmp, file);
-  const dh = await fs.promises.open(path.dirname(file), 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
 }
 
 export class KmsgCursor {
@@ -87,7 +69,7 @@ export class KmsgCursor {
     try {
       await fs.promises.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
       const c: CursorJson = { bootId: this.bootId, lastSeq: seq.toString(), path: this.logPath };
-      await writeFileAtomicAsync(this.file, `${JSON.stringify({ ...c, updatedMs: now })}\n`);
+      await writeFileAtomic(this.file, `${JSON.stringify({ ...c, updatedMs: now })}\n`);
       this.lastWrite = now;
       this.writes++;
       return true;
