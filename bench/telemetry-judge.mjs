@@ -20,12 +20,13 @@ if (!Number.isInteger(gpus) || gpus < 1 || gpus > 64) throw new Error(`--gpus: e
 if (!Number.isInteger(samples) || samples < 100) throw new Error(`--samples: expected >= 100, got ${values.samples}`);
 
 const dist = process.env.DIST ? pathToFileURL(`${process.env.DIST.replace(/\/$/, '')}/`) : new URL('../dist/', import.meta.url);
-let fake, tel, ev;
+let fake, tel, ev, fab;
 try {
-  [fake, tel, ev] = await Promise.all([
+  [fake, tel, ev, fab] = await Promise.all([
     import(new URL('backends/fake.js', dist).href),
     import(new URL('sources/telemetry.js', dist).href),
     import(new URL('sources/nvml-events.js', dist).href),
+    import(new URL('sources/fabric.js', dist).href).catch(() => null),
   ]);
 } catch (e) {
   console.error(`bench: cannot load ${dist.pathname} (run npm run build first): ${e.message.split('\n')[0]}`);
@@ -62,6 +63,20 @@ results.judge_healthy = await measure(() => {
   state = r.state;
 });
 
+// Fabric info on every GPU (a healthy v3 answer, as on an HGX H100/H200), and the fabric rule alone.
+if (fab) {
+  const fabricInfo = { version: 3, state: 3, status: 0, cliqueId: 1, clusterUuid: '0'.repeat(32), healthMask: 0, healthSummary: 1 };
+  const withFabric = snap.map((s) => (s.ok ? { ...s, telemetry: { ...s.telemetry, fabric: fabricInfo } } : s));
+  state = tel.emptyJudgeState();
+  results.judge_healthy_fabric = await measure(() => {
+    const r = tel.judgeSnapshot(state, withFabric.map((s) => ({ ...s, takenAtMs: (t0 += 10_000) })));
+    state = r.state;
+  });
+  results.fabric_rule_only = await measure(() => {
+    for (let g = 0; g < gpus; g++) fab.judgeFabric(g, fabricInfo, 3_600_000, 300_000);
+  });
+}
+
 // Every GPU alternates between hot+throttled+link down and healthy: raise/clear on every sample.
 for (let g = 0; g < gpus; g++) {
   backend.inject({ kind: 'temperature', gpu: g, celsius: 97 });
@@ -88,6 +103,10 @@ const out = { gpus, samples, node: process.version, results, churn_events: event
 if (values.json) console.log(JSON.stringify(out));
 else {
   console.log(`telemetry bench: ${gpus} GPUs, ${samples} samples, node ${process.version}`);
-  for (const [k, v] of Object.entries(results)) console.log(`  ${k.padEnd(18)} p50 ${v.p50_us} us  p99 ${v.p99_us} us  max ${v.max_us} us`);
+  for (const [k, v] of Object.entries(results)) console.log(`  ${k.padEnd(20)} p50 ${v.p50_us} us  p99 ${v.p99_us} us  max ${v.max_us} us`);
+  if (results.fabric_rule_only) {
+    const r = (a, b) => (a / b).toFixed(2);
+    console.log(`  ratios (p50): judge_healthy_fabric / judge_healthy ${r(results.judge_healthy_fabric.p50_us, results.judge_healthy.p50_us)}, fabric_rule_only / judge_healthy ${r(results.fabric_rule_only.p50_us, results.judge_healthy.p50_us)}`);
+  }
 }
 await backend.close();
