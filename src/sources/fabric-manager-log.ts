@@ -13,6 +13,7 @@
  * end of the file (older errors predate the agent), reads at most `maxBytesPerPoll` per poll and
  * cuts lines at `maxLineBytes`.
  */
+import { constants } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 
 export interface FabricManagerLogError {
@@ -121,7 +122,8 @@ export class LogTail {
 
   private async reopen(atEnd: boolean): Promise<boolean> {
     try {
-      const fh = await open(this.o.path, 'r');
+      // O_NONBLOCK: a FIFO at the path must not hold a thread-pool thread until a writer appears.
+      const fh = await open(this.o.path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
       const st = await fh.stat();
       if (!st.isFile()) {
         await fh.close();

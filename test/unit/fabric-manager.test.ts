@@ -4,6 +4,7 @@
  * tree, `systemctl is-active` through a real child process (deadline, missing binary), and the
  * monitor wiring it together on an injected clock.
  */
+import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -90,6 +91,18 @@ describe('LogTail', () => {
     expect(await t.poll()).toEqual(['three-']);
     expect(t.stats()).toMatchObject({ longLines: 1, lines: 3 });
     await t.close();
+  });
+
+  it('a FIFO or a directory at the path is refused without blocking', async () => {
+    const d = scratch();
+    const fifo = join(d, 'fifo');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const t = new LogTail({ path: fifo });
+    expect(await t.poll()).toEqual([]);
+    expect(t.stats()).toMatchObject({ open: false, lastError: 'not a regular file' });
+    const t2 = new LogTail({ path: d });
+    expect(await t2.poll()).toEqual([]);
+    expect(t2.stats().open).toBe(false);
   });
 });
 
