@@ -1,5 +1,6 @@
 // deploy/ec2: the cloud-config validates, matches bootstrap.sh, and the bootstrap runs end to end
 // against a local IMDSv2 server on loopback, in a scratch root, with recorded systemctl/npm.
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -57,6 +58,22 @@ describe('user-data.yaml', { timeout: 120_000 }, () => {
 
   const hasCloudInit = have('cloud-init', ['--version']);
   if (!hasCloudInit) console.warn('[skip] cloud-init schema: cloud-init is not installed (apt-get install cloud-init)');
+  it.skipIf(!hasCloudInit)("cloud-init's own write_files decoder turns the gz+b64 content back into bootstrap.sh", () => {
+    // cloud-init's interpreter (its shebang), so its Python modules import.
+    const which = run('sh', ['-c', 'command -v cloud-init']).stdout.trim();
+    const python = /^#!\s*(\S+)/.exec(readFileSync(which, 'utf8').split('\n')[0]!)![1]!;
+    const script = [
+      'import sys, yaml',
+      'from cloudinit.config import cc_write_files as w',
+      'doc = yaml.safe_load(open(sys.argv[1]))',
+      "f = [x for x in doc['write_files'] if x['path'] == '/usr/local/sbin/navarch-bootstrap'][0]",
+      "sys.stdout.buffer.write(w.extract_contents(f['content'], w.canonicalize_extraction(f['encoding'])))",
+    ].join('\n');
+    const r = spawnSync(python, ['-c', script, userData], { timeout: 60_000 });
+    expect(r.status, String(r.stderr)).toBe(0);
+    expect(Buffer.compare(r.stdout, readFileSync(bootstrap))).toBe(0);
+  });
+
   it.skipIf(!hasCloudInit)('passes cloud-init schema validation (committed and custom-rendered)', () => {
     let r = run('cloud-init', ['schema', '--config-file', userData]);
     expect(r.status, r.stdout + r.stderr).toBe(0);
