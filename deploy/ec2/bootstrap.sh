@@ -151,7 +151,8 @@ fetch() { # fetch URL DEST [SHA256]: bounded, retried, checksum-verified when a 
   fi
 }
 work=$(mktemp -d "${TMPDIR:-/tmp}/navarch-bootstrap.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+new= # a release being unpacked: removed again if the bootstrap stops before moving it into place
+trap 'rm -rf "$work" ${new:+"$new"}' EXIT
 
 # ---- Node.js >= 20 (only when the agent does not bring its own) ------------------------------
 node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
