@@ -14,6 +14,7 @@
  */
 import type { GpuBackend } from '../backends/types.js';
 import type { CheckResult, CheckStatus } from '../controlplane/model.js';
+import { gpuKey } from '../events/fault-key.js';
 import type { ActiveFault, HealthEventInput, Severity } from '../events/types.js';
 import type { DeviceInfo, DeviceSnapshot, Telemetry } from '../nvml/types.js';
 import { CLOCK_REASON, emptyJudgeState, judgeSnapshot, telemetryConfig, type TelemetryConfig } from '../sources/telemetry.js';
@@ -212,10 +213,10 @@ function telemetryDetails(t: Telemetry): Record<string, string> {
 function extraFindings(i: number, t: Telemetry): Finding[] {
   const out: Finding[] = [];
   if (t.eccModeCurrent === false) {
-    out.push({ key: `gpu${i}/ecc_mode`, status: 'degraded', message: `GPU ${i}: ECC is disabled` });
+    out.push({ key: gpuKey(i, 'ecc_mode'), status: 'degraded', message: `GPU ${i}: ECC is disabled` });
   }
   if (t.eccModeCurrent !== null && t.eccModePending !== null && t.eccModeCurrent !== t.eccModePending) {
-    out.push({ key: `gpu${i}/ecc_mode_pending`, status: 'degraded', message: `GPU ${i}: ECC mode change pending (${t.eccModePending ? 'enable' : 'disable'}) until the next reset` });
+    out.push({ key: gpuKey(i, 'ecc_mode_pending'), status: 'degraded', message: `GPU ${i}: ECC mode change pending (${t.eccModePending ? 'enable' : 'disable'}) until the next reset` });
   }
   return out;
 }
@@ -381,7 +382,7 @@ export async function runDiagnostics(opts: DiagnosticsOptions, params: Record<st
         .map((e) => ({ key: e.key ?? '', status: sevStatus(e.severity), message: e.message }));
       if (!s) {
         if (findings.length === 0) {
-          findings.push({ key: `gpu${i}/missing`, status: sel.gpus !== null && !info.has(i) ? 'unknown' : 'unhealthy', message: `GPU ${i} is not in the snapshot` });
+          findings.push({ key: gpuKey(i, 'missing'), status: sel.gpus !== null && !info.has(i) ? 'unknown' : 'unhealthy', message: `GPU ${i} is not in the snapshot` });
         }
       } else if (!s.ok) {
         details.nvml_error = s.error.code;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { DeviceStatus } from '../api/types.js';
 import { selectBackend } from '../backends/select.js';
 import type { AgentConfig } from '../config/config.js';
+import { xidKey } from '../events/fault-key.js';
 import type { ActiveFault } from '../events/types.js';
 import type { SystemInfo } from '../nvml/types.js';
 import { judgeSnapshot } from '../sources/telemetry.js';
@@ -43,7 +44,7 @@ export async function localSnapshot(cfg: AgentConfig, env: NodeJS.ProcessEnv): P
         faults.push(
           localFault(
             {
-              key: `gpu${d.index}/xid/79`,
+              key: xidKey(d.index, 79),
               gpuIndex: d.index,
               gpuUuid: d.uuid,
               type: 'xid',

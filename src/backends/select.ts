@@ -6,6 +6,7 @@
  * the `none` backend plus a critical driver_error health event.
  */
 import type { HealthEventInput } from '../events/types.js';
+import { nodeKey } from '../events/fault-key.js';
 import { detectGpuHost, type GpuHostEvidence } from '../host/detect.js';
 import type { NvmlErrorInfo } from '../nvml/types.js';
 import { FakeBackend, fakeOptionsFromEnv } from './fake.js';
@@ -105,7 +106,7 @@ export function driverErrorEvent(info: NvmlErrorInfo, evidence: GpuHostEvidence,
     action: 'reboot',
     citation: 'navarch-agent: NVML cannot initialise on a host with NVIDIA GPUs (driver not loaded, version mismatch or permissions); a reboot reloads the driver',
     source: 'agent',
-    key: 'node/driver_error',
+    key: nodeKey('driver_error'),
     fault: 'raise',
   };
 }

@@ -10,6 +10,7 @@
  * a class there is one of FAULT_CLASSES or the group before its `/` (`clock` stands for every
  * `clock/...` class).
  */
+import { parseFaultKey } from './fault-key.js';
 
 /** Every class the agent's sources raise, with what it is (docs/backends-and-detection.md, "Overrides and suppressions"). */
 export const FAULT_CLASSES: Readonly<Record<string, string>> = Object.freeze({
@@ -58,13 +59,10 @@ export const FAULT_CLASSES: Readonly<Record<string, string>> = Object.freeze({
   'fabric_manager/log': 'an ERROR/FATAL line in the nvidia-fabricmanager log',
 });
 
-const LOCATION = /^(?:gpu\d+|nvswitch\d+|node|pci\/[^/]+)\//;
-
-/** The class of a fault key ("gpu2/nvlink/5/errors" -> "nvlink/errors"). */
+/** The class of a fault key ("gpu2/nvlink/5/errors" -> "nvlink/errors"); the location split by src/events/fault-key.ts. */
 export function faultClassOf(key: string): string {
-  return key
-    .replace(LOCATION, '')
-    .split('/')
+  return parseFaultKey(key)
+    .path.split('/')
     .filter((part) => part !== '' && !/^\d+$/.test(part))
     .join('/');
 }

@@ -11,6 +11,7 @@
  * `judgeFabricManager` is pure; `FabricManagerMonitor` does the I/O on an interval.
  */
 import { execFile } from 'node:child_process';
+import { nodeKey } from '../events/fault-key.js';
 import type { HealthEventInput, Severity } from '../events/types.js';
 import { detectNvSwitches, type NvSwitchEvidence } from '../host/nvswitch.js';
 import { DEFAULT_FABRIC_BOOT_GRACE_MS } from './fabric.js';
@@ -18,8 +19,8 @@ import { LogTail, parseFabricManagerLine, type FabricManagerLogError, type LogTa
 
 export const FABRIC_MANAGER_UNIT = 'nvidia-fabricmanager';
 export const DEFAULT_FABRIC_MANAGER_LOG = '/var/log/fabricmanager.log';
-export const FABRIC_MANAGER_KEY = 'node/fabric_manager';
-export const FABRIC_MANAGER_LOG_KEY = 'node/fabric_manager/log';
+export const FABRIC_MANAGER_KEY = nodeKey('fabric_manager');
+export const FABRIC_MANAGER_LOG_KEY = nodeKey('fabric_manager', 'log');
 
 export type ServiceStateName = 'active' | 'inactive' | 'failed' | 'activating' | 'deactivating' | 'reloading' | 'unknown';
 

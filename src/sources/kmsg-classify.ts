@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { HealthEventInput } from '../events/types.js';
+import { gpuOrNodeKey, nodeKey, nodeKeyAtPci } from '../events/fault-key.js';
 import { xidEventInput } from '../xid/catalog.js';
 import { parseSxidLine, sxidEventInput } from '../xid/sxid.js';
 import { parseNvrmLine, type KmsgRecord } from './kmsg-parse.js';
@@ -55,7 +56,7 @@ export class KmsgClassifier {
       if (historical) ev.metrics.replayed = 'true';
       if (line.kind === 'xid' && line.gpuInstance !== undefined) ev.metrics.gpu_instance_id = String(line.gpuInstance);
       if (line.kind === 'xid' && line.computeInstance !== undefined) ev.metrics.compute_instance_id = String(line.computeInstance);
-      if (gpu.index < 0) ev.key = ev.key.replace(/^node\//, `pci/${line.pciShort}/`);
+      if (gpu.index < 0) ev.key = nodeKeyAtPci(ev.key, line.pciShort);
       return ev;
     };
     if (line.kind === 'fallen_off_bus') {
@@ -106,7 +107,7 @@ export class KmsgClassifier {
       action: 'none',
       citation: '/dev/kmsg sequence numbers: a gap means the ring buffer dropped records (read returns EPIPE)',
       source: 'kmsg',
-      key: 'node/kmsg_records_lost',
+      key: nodeKey('kmsg_records_lost'),
       fault: 'none',
     };
   }
@@ -158,7 +159,7 @@ function driverEvent(
           ? 'NVIDIA XID catalog: 119/120 RESET_GPU; DCGM stops calling the driver after a kernel-log XID 119'
           : 'kernel log "RmInitAdapter failed": the GPU is unusable (like XID 143 GPU_INIT_ERROR; gpud: NVML init error Unhealthy, REBOOT_SYSTEM); a driver without a handle cannot reset it, so reboot',
     source: 'kmsg',
-    key: gpu.index >= 0 ? `gpu${gpu.index}/${kind}` : `node/${kind}`,
+    key: gpuOrNodeKey(gpu.index, kind),
     fault: 'raise',
   };
 }

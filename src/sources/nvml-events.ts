@@ -13,6 +13,7 @@
  * A merged NVML event (count > 1) becomes one input with `count` set, so store counts stay exact.
  */
 import type { EventSource, HealthEventInput, RecommendedAction, Severity } from '../events/types.js';
+import { gpuOrNodeKey } from '../events/fault-key.js';
 import type { NvmlEvent } from '../nvml/types.js';
 import { RECOVERY_ACTIONS, xidEventInput } from '../xid/catalog.js';
 
@@ -32,8 +33,8 @@ function base(ev: NvmlEvent, source: EventSource): Pick<HealthEventInput, 'gpuIn
   };
 }
 
-function gpuKey(ev: NvmlEvent, rest: string): string {
-  return ev.deviceIndex >= 0 ? `gpu${ev.deviceIndex}/${rest}` : `node/${rest}`;
+function eventKey(ev: NvmlEvent, rest: string): string {
+  return gpuOrNodeKey(ev.deviceIndex, rest);
 }
 
 function withCount(input: HealthEventInput, ev: NvmlEvent): HealthEventInput {
@@ -57,7 +58,7 @@ export function classifyNvmlEvent(ev: NvmlEvent, opts: NvmlEventOptions = {}): H
     message: string,
     metrics: Record<string, string>,
     citation: string,
-  ): HealthEventInput => withCount({ ...b, type, system: 'MEM', severity, action, key: gpuKey(ev, key), fault, message, metrics, citation }, ev);
+  ): HealthEventInput => withCount({ ...b, type, system: 'MEM', severity, action, key: eventKey(ev, key), fault, message, metrics, citation }, ev);
 
   switch (ev.type) {
     case 'xid': {
@@ -73,7 +74,7 @@ export function classifyNvmlEvent(ev: NvmlEvent, opts: NvmlEventOptions = {}): H
         source,
         message: 'NVML event wait returned NVML_ERROR_GPU_IS_LOST',
       });
-      input.key = gpuKey(ev, 'xid/79');
+      input.key = eventKey(ev, 'xid/79');
       input.fault = 'raise';
       input.severity = 'critical';
       input.metrics.nvml_error = 'NVML_ERROR_GPU_IS_LOST';
@@ -110,7 +111,7 @@ export function classifyNvmlEvent(ev: NvmlEvent, opts: NvmlEventOptions = {}): H
           system: 'DRIVER',
           severity: 'critical',
           action: 'reset_gpu',
-          key: gpuKey(ev, 'gpu_unavailable'),
+          key: eventKey(ev, 'gpu_unavailable'),
           fault: 'raise',
           message: `${gpu} became unavailable (NVML GpuUnavailableError)`,
           metrics: { nvml_event: 'gpu_unavailable' },
@@ -129,7 +130,7 @@ export function classifyNvmlEvent(ev: NvmlEvent, opts: NvmlEventOptions = {}): H
           system: 'DRIVER',
           severity: r?.severity ?? 'warning',
           action: r?.action ?? 'none',
-          key: gpuKey(ev, 'recovery_action'),
+          key: eventKey(ev, 'recovery_action'),
           fault: r ? 'raise' : 'none',
           message: r ? `${gpu}: driver recovery action is now ${r.name}` : `${gpu}: driver recovery action changed`,
           metrics: { recovery_action: String(ev.data) },

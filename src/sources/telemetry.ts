@@ -9,6 +9,7 @@
  * Unsupported (null) fields are never faults. `TelemetrySampler` calls backend.snapshot() on an
  * interval, never overlapping samples.
  */
+import { gpuKey, nodeKey, xidKey } from '../events/fault-key.js';
 import type { HealthEventInput, HealthWatchSystem, NavarchEventType, RecommendedAction, Severity } from '../events/types.js';
 import type { GpuBackend } from '../backends/types.js';
 import type { DeviceSnapshot, NvmlErrorInfo, Telemetry } from '../nvml/types.js';
@@ -289,8 +290,8 @@ function lostVerdict(i: number, uuid: string, message: string, nvmlError: string
 
 function judgeDeviceError(j: Judge, s: Extract<DeviceSnapshot, { ok: false }>): void {
   const e: NvmlErrorInfo = s.error;
-  const lostKey = `gpu${s.index}/xid/79`;
-  const errKey = `gpu${s.index}/driver_error`;
+  const lostKey = xidKey(s.index, 79);
+  const errKey = gpuKey(s.index, 'driver_error');
   if (e.code === 'NVML_ERROR_GPU_IS_LOST') {
     j.apply(lostKey, lostVerdict(s.index, s.uuid, `telemetry: ${e.fn || 'NVML'} returned NVML_ERROR_GPU_IS_LOST`, e.code));
     return;
@@ -319,14 +320,13 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   const t: Telemetry = s.telemetry;
   const i = s.index;
   const u = s.uuid;
-  const g = `gpu${i}`;
   const temp = t.temperatureC;
   /** Since the previous sample, for the counter-rate rules; undefined on the first sample. */
   const elapsedMs = prev ? s.takenAtMs - prev.takenAtMs : undefined;
 
   // Thermal, with hysteresis on both thresholds.
   {
-    const key = `${g}/thermal`;
+    const key = gpuKey(i, 'thermal');
     const act = j.active(key);
     let level: Severity | null = null;
     if (temp !== null) {
@@ -357,7 +357,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   const needed = clockEventsNeeded(c);
   const windowMin = c.clockEventWindowMs / 60_000;
   for (const cc of CLOCK_CONDITIONS) {
-    const key = `${g}/clock/${cc.name}`;
+    const key = gpuKey(i, 'clock', cc.name);
     const set = reasons !== null && (reasons & cc.bit) !== 0;
     const times = (j.state.clockEvents[key] ?? []).filter((at) => at > s.takenAtMs - c.clockEventWindowMs && at <= s.takenAtMs);
     if (set) times.push(s.takenAtMs);
@@ -382,7 +382,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
 
   // Power above the limit.
   {
-    const key = `${g}/power`;
+    const key = gpuKey(i, 'power');
     const p = t.powerUsageW;
     const lim = t.powerLimitW;
     if (p !== null && lim !== null && lim > 0 && p > lim * (1 + c.powerOverLimitPercent / 100)) {
@@ -398,7 +398,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
 
   // ECC: uncorrected errors since the last reset, or a rising aggregate count.
   {
-    const key = `${g}/ecc_dbe`;
+    const key = gpuKey(i, 'ecc_dbe');
     const volInc = increase(prev?.eccVolUnc, t.eccVolatileUncorrected);
     const aggInc = increase(prev?.eccAggUnc, t.eccAggregateUncorrected);
     const newDbe = Math.max(volInc ?? 0, aggInc ?? 0);
@@ -417,7 +417,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
     }
   }
   {
-    const key = `${g}/ecc_sbe_rate`;
+    const key = gpuKey(i, 'ecc_sbe_rate');
     const inc = increase(prev?.eccVolCorr, t.eccVolatileCorrected) ?? increase(prev?.eccAggCorr, t.eccAggregateCorrected);
     const judged = j.rate(
       key,
@@ -434,7 +434,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
 
   // Page retirement (pre-Ampere) and row remapping (Ampere+).
   {
-    const key = `${g}/retired_pages/pending`;
+    const key = gpuKey(i, 'retired_pages', 'pending');
     if (t.retiredPagesPending === true) {
       const metrics: Record<string, string> = {};
       if (t.retiredPagesSbe !== null) metrics.retired_pages_sbe = int(t.retiredPagesSbe);
@@ -446,7 +446,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   }
   {
     const rm = (k: 'pending' | 'failure', on: boolean | null, severity: Severity, action: RecommendedAction, text: string): void => {
-      const key = `${g}/remapped_rows/${k}`;
+      const key = gpuKey(i, 'remapped_rows', k);
       if (on === true) {
         const metrics: Record<string, string> = {};
         if (t.remappedRowsCorrected !== null) metrics.remapped_rows_corrected = int(t.remappedRowsCorrected);
@@ -462,7 +462,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
 
   // PCIe replays (rate) and link degradation.
   {
-    const key = `${g}/pcie/replay`;
+    const key = gpuKey(i, 'pcie', 'replay');
     const judged = j.rate(
       key,
       increase(prev?.pcieReplay, t.pcieReplayCounter),
@@ -476,7 +476,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
     }
   }
   {
-    const key = `${g}/pcie/link_width`;
+    const key = gpuKey(i, 'pcie', 'link_width');
     const cur = t.pcieLinkWidthCurrent;
     const max = t.pcieLinkWidthMax;
     if (cur !== null && max !== null && cur > 0 && cur < max) {
@@ -487,7 +487,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   }
   {
     // Generation drops at idle for power saving; only a busy GPU below its max generation is a fault.
-    const key = `${g}/pcie/link_gen`;
+    const key = gpuKey(i, 'pcie', 'link_gen');
     const cur = t.pcieLinkGenCurrent;
     const max = t.pcieLinkGenMax;
     const idleBit = reasons !== null && (reasons & CLOCK_REASON.GPU_IDLE) !== 0;
@@ -502,13 +502,13 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
   // NVLink: links down, error counters rising.
   if (t.nvlinks !== null) {
     for (const l of t.nvlinks) {
-      const key = `${g}/nvlink/${l.link}`;
+      const key = gpuKey(i, 'nvlink', l.link);
       if (!l.active) {
         j.apply(key, { bad: true, severity: 'critical', raise: () => rawEvent(i, u, 'nvlink', 'NVLINK', 'reset_gpu', `GPU ${i}: NVLink ${l.link} is down`, { link_id: int(l.link) }, 'NVML nvmlDeviceGetNvLinkState') });
       } else {
         j.apply(key, good(`GPU ${i}: NVLink ${l.link} is up`, { link_id: int(l.link) }));
       }
-      const ekey = `${key}/errors`;
+      const ekey = gpuKey(i, 'nvlink', l.link, 'errors');
       const parts = [l.replayErrors, l.recoveryErrors, l.crcFlitErrors, l.crcDataErrors].filter((v): v is number => v !== null);
       const sum = parts.length > 0 ? parts.reduce((a, b) => a + b, 0) : null;
       j.rate(
@@ -527,7 +527,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
     const sinceBootMs = s.takenAtMs - (c.bootTimeMs ?? j.state.firstSampleMs ?? s.takenAtMs);
     for (const f of judgeFabric(i, t.fabric, sinceBootMs, c.fabricBootGraceMs)) {
       j.apply(
-        `${g}/fabric/${f.name}`,
+        gpuKey(i, 'fabric', f.name),
         f.bad ? { bad: true, severity: f.severity, raise: () => rawEvent(i, u, 'nvlink', 'NVSWITCH', f.action, f.message, f.metrics, f.citation) } : good(f.message, f.metrics),
       );
     }
@@ -535,7 +535,7 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
 
   // Persistence mode.
   {
-    const key = `${g}/persistence_mode`;
+    const key = gpuKey(i, 'persistence_mode');
     if (t.persistenceMode === false) {
       j.apply(key, { bad: true, severity: 'warning', raise: () => rawEvent(i, u, 'driver_error', 'DRIVER', 'none', `GPU ${i}: persistence mode is off (driver state is torn down between clients)`, { persistence_mode: 'false' }, 'NVIDIA recommends persistence mode (nvidia-persistenced) on compute nodes') });
     } else {
@@ -593,8 +593,8 @@ export function judgeSnapshot(
       judgeDeviceError(j, s);
       continue;
     }
-    j.apply(`gpu${s.index}/xid/79`, good(`GPU ${s.index} answers again`));
-    j.apply(`gpu${s.index}/driver_error`, good(`GPU ${s.index} NVML calls succeed again`));
+    j.apply(xidKey(s.index, 79), good(`GPU ${s.index} answers again`));
+    j.apply(gpuKey(s.index, 'driver_error'), good(`GPU ${s.index} NVML calls succeed again`));
     const devPrev = state.devices[idx];
     judgeTelemetry(j, s, devPrev);
     state.devices[idx] = prevOf(s);
@@ -604,12 +604,12 @@ export function judgeSnapshot(
   for (const [idx, uuid] of Object.entries(state.known)) {
     const i = Number(idx);
     if (present.has(i)) continue;
-    j.apply(`gpu${i}/xid/79`, lostVerdict(i, uuid, `GPU ${i} (${uuid}) disappeared from the device list`, ''));
+    j.apply(xidKey(i, 79), lostVerdict(i, uuid, `GPU ${i} (${uuid}) disappeared from the device list`, ''));
   }
 
   // GPU count against the instance type.
   if (config.expectedGpuCount !== null) {
-    const key = 'node/gpu_count';
+    const key = nodeKey('gpu_count');
     const n = snapshot.length;
     const exp = config.expectedGpuCount;
     if (n < exp) {

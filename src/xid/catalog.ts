@@ -11,6 +11,7 @@
  * note cannot go stale. The decisions are documented in docs/events-and-store.md.
  */
 import type { EventSource, HealthEventInput, RecommendedAction, Severity } from '../events/types.js';
+import { xidKey } from '../events/fault-key.js';
 import { XID_FACTS, type XidFacts } from './nvidia-facts.js';
 import { nvlink5Verdict } from './nvlink5.js';
 
@@ -300,7 +301,7 @@ export function xidEventInput(args: {
     action,
     citation,
     source: args.source,
-    key: gpuIndex >= 0 ? `gpu${gpuIndex}/xid/${info.code}` : `node/xid/${info.code}`,
+    key: xidKey(gpuIndex, info.code),
     fault: isPersistentAction(action) ? 'raise' : 'none',
   };
 }

@@ -19,6 +19,7 @@
  * Pure and bounded: at most 512 characters are scanned.
  */
 import type { HealthEventInput, RecommendedAction, Severity } from '../events/types.js';
+import { sxidKey } from '../events/fault-key.js';
 import { normalizePciBusId } from '../sources/kmsg-parse.js';
 import { SXID_FACTS, type SxidFacts } from './sxid-facts.js';
 
@@ -110,7 +111,7 @@ export function sxidEventInput(line: SxidLine, timeMs: number): HealthEventInput
     action: v.action,
     citation: v.citation,
     source: 'kmsg',
-    key: `nvswitch${line.nvswitch}/sxid/${line.code}`,
+    key: sxidKey(line.nvswitch, line.code),
     fault: v.action === 'reboot' ? 'raise' : 'none',
   };
 }
