@@ -16,6 +16,7 @@ import type {
   WatchStats,
 } from '../nvml/types.js';
 import { prng } from '../util/prng.js';
+import { faultOutOfBounds } from './fault-spec.js';
 import type { FakeFault, InjectableBackend } from './types.js';
 
 export const DEFAULT_FAKE_GPU_COUNT = 8;
@@ -415,10 +416,12 @@ export class FakeBackend implements InjectableBackend {
 
   inject(fault: FakeFault): void {
     if (this.closed) throw new Error('fake backend: closed');
+    // Field bounds from the one fault schema (src/backends/fault-spec.ts); NVLink links are bounded by the model's profile below.
+    const outOfBounds = fault.kind === 'nvlink_down' ? null : faultOutOfBounds(fault);
+    if (outOfBounds) throw new Error(`inject ${fault.kind}: ${outOfBounds}`);
     switch (fault.kind) {
       case 'xid': {
         const d = this.dev(fault.gpu, 'xid');
-        if (!Number.isSafeInteger(fault.xid) || fault.xid < 0) throw new Error(`inject xid: bad xid ${String(fault.xid)}`);
         if (!d.lost) this.emit(d, 'xid', fault.xid);
         return;
       }
@@ -426,7 +429,6 @@ export class FakeBackend implements InjectableBackend {
         const d = this.dev(fault.gpu, 'ecc');
         const sbe = fault.sbe ?? 0;
         const dbe = fault.dbe ?? (fault.sbe === undefined ? 1 : 0);
-        if (!Number.isSafeInteger(sbe) || !Number.isSafeInteger(dbe) || sbe < 0 || dbe < 0) throw new Error('inject ecc: sbe/dbe must be whole numbers >= 0');
         d.eccVolCorr += sbe;
         d.eccAggCorr += sbe;
         d.eccVolUnc += dbe;
@@ -437,7 +439,6 @@ export class FakeBackend implements InjectableBackend {
       }
       case 'temperature': {
         const d = this.dev(fault.gpu, 'temperature');
-        if (!Number.isFinite(fault.celsius) || fault.celsius < -40 || fault.celsius > 200) throw new Error(`inject temperature: ${String(fault.celsius)} C out of range -40..200`);
         d.tempOverride = fault.celsius;
         return;
       }
@@ -458,19 +459,16 @@ export class FakeBackend implements InjectableBackend {
       }
       case 'power': {
         const d = this.dev(fault.gpu, 'power');
-        if (!Number.isFinite(fault.watts) || fault.watts < 0) throw new Error(`inject power: bad watts ${String(fault.watts)}`);
         d.powerOverride = fault.watts;
         return;
       }
       case 'pcie_replay': {
         const d = this.dev(fault.gpu, 'pcie_replay');
-        if (!Number.isSafeInteger(fault.count) || fault.count < 0) throw new Error(`inject pcie_replay: bad count ${String(fault.count)}`);
         d.pcieReplay += fault.count;
         return;
       }
       case 'clock_reasons': {
         const d = this.dev(fault.gpu, 'clock_reasons');
-        if (!Number.isSafeInteger(fault.mask) || fault.mask < 0) throw new Error(`inject clock_reasons: bad mask ${String(fault.mask)}`);
         d.clockReasons = fault.mask;
         return;
       }
@@ -478,10 +476,7 @@ export class FakeBackend implements InjectableBackend {
         const d = this.dev(fault.gpu, 'remapped_rows');
         if (fault.pending !== undefined) d.remapPending = fault.pending;
         if (fault.failure !== undefined) d.remapFailure = fault.failure;
-        if (fault.uncorrected !== undefined) {
-          if (!Number.isSafeInteger(fault.uncorrected) || fault.uncorrected < 0) throw new Error('inject remapped_rows: bad uncorrected');
-          d.remapUnc = fault.uncorrected;
-        }
+        if (fault.uncorrected !== undefined) d.remapUnc = fault.uncorrected;
         if (fault.pending === undefined && fault.failure === undefined && fault.uncorrected === undefined) d.remapPending = true;
         return;
       }
@@ -490,9 +485,7 @@ export class FakeBackend implements InjectableBackend {
         const next = { ...(d.fabric ?? healthyFabric()) };
         for (const k of ['state', 'status', 'healthMask', 'healthSummary'] as const) {
           const v = fault[k];
-          if (v === undefined) continue;
-          if (!Number.isSafeInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`inject fabric: bad ${k} ${String(v)}`);
-          next[k] = v;
+          if (v !== undefined) next[k] = v;
         }
         d.fabric = next;
         return;

@@ -12,6 +12,7 @@
 import { FILE_LIMITS, readBoundedTextSync, type BoundedFileError } from '../util/bounded-file.js';
 import { parseYamlStrict } from '../util/strict-yaml.js';
 import { parseDuration } from '../config/duration.js';
+import { checkField, checkFaultFields, FAULT_KINDS, FAULT_SPECS, FaultSpecError, GPU_FIELD, isFaultKind } from './fault-spec.js';
 import type { FakeFault, InjectableBackend } from './types.js';
 
 export const MAX_SCENARIO_BYTES = FILE_LIMITS.scenario;
@@ -30,33 +31,7 @@ export interface Scenario {
   events: ScenarioEvent[];
 }
 
-type FieldKind = 'int' | 'number' | 'bool' | 'string' | 'mask';
-
-/** Per fault: its fields (besides at/gpu/fault) and whether each is required. */
-const FAULT_FIELDS: Record<FakeFault['kind'], Record<string, { kind: FieldKind; required: boolean }>> = {
-  xid: { xid: { kind: 'int', required: true }, message: { kind: 'string', required: false } },
-  ecc: { sbe: { kind: 'int', required: false }, dbe: { kind: 'int', required: false } },
-  temperature: { celsius: { kind: 'number', required: true } },
-  gpu_lost: {},
-  nvlink_down: { link: { kind: 'int', required: true } },
-  power: { watts: { kind: 'number', required: true } },
-  pcie_replay: { count: { kind: 'int', required: true } },
-  clock_reasons: { mask: { kind: 'mask', required: true } },
-  remapped_rows: {
-    pending: { kind: 'bool', required: false },
-    failure: { kind: 'bool', required: false },
-    uncorrected: { kind: 'int', required: false },
-  },
-  fabric: {
-    state: { kind: 'int', required: false },
-    status: { kind: 'int', required: false },
-    healthMask: { kind: 'mask', required: false },
-    healthSummary: { kind: 'int', required: false },
-  },
-  recover: {},
-};
-
-export const FAULT_KINDS = Object.keys(FAULT_FIELDS) as Array<FakeFault['kind']>;
+export { FAULT_KINDS };
 
 /** What the target node has, so faults that cannot apply fail at load time. */
 export interface ScenarioLimits {
@@ -82,24 +57,13 @@ function parseAt(v: unknown, where: string): number {
   return ms;
 }
 
-function parseField(v: unknown, kind: FieldKind, where: string): number | boolean | string {
-  switch (kind) {
-    case 'int':
-      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
-      throw new ScenarioError(`${where}: expected a whole number >= 0, got ${JSON.stringify(v)}`);
-    case 'number':
-      if (typeof v === 'number' && Number.isFinite(v)) return v;
-      throw new ScenarioError(`${where}: expected a number, got ${JSON.stringify(v)}`);
-    case 'bool':
-      if (typeof v === 'boolean') return v;
-      throw new ScenarioError(`${where}: expected true or false, got ${JSON.stringify(v)}`);
-    case 'string':
-      if (typeof v === 'string' && v.length <= 1024) return v;
-      throw new ScenarioError(`${where}: expected a string (at most 1024 characters)`);
-    case 'mask':
-      if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
-      if (typeof v === 'string' && /^(0x[0-9a-f]+|\d+)$/i.test(v.trim())) return Number(v.trim());
-      throw new ScenarioError(`${where}: expected a bit mask (number or "0x48"), got ${JSON.stringify(v)}`);
+/** A field checked by the one fault schema (src/backends/fault-spec.ts), its problem prefixed with the entry. */
+function field<T>(where: string, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof FaultSpecError) throw new ScenarioError(err.field === null ? `${where}: ${err.message}` : `${where}.${err.field}: ${err.message}`);
+    throw err;
   }
 }
 
@@ -121,39 +85,31 @@ export function validateScenario(doc: unknown, label: string, opts: ScenarioLimi
     if (!isPlainObject(entry)) throw new ScenarioError(`${where}: expected a mapping like { at: "5s", gpu: 0, fault: "xid", xid: 79 }`);
     const kind = entry.fault;
     if (typeof kind !== 'string') throw new ScenarioError(`${where}.fault: missing (one of ${FAULT_KINDS.join(', ')})`);
-    const fields = FAULT_FIELDS[kind as FakeFault['kind']];
-    if (!Object.hasOwn(FAULT_FIELDS, kind) || !fields) throw new ScenarioError(`${where}.fault: unknown fault "${kind}"`);
+    if (!isFaultKind(kind)) throw new ScenarioError(`${where}.fault: unknown fault "${kind}"`);
+    const fields = FAULT_SPECS[kind].fields;
     if (!('at' in entry)) throw new ScenarioError(`${where}.at: missing`);
     const atMs = parseAt(entry.at, where);
-    const fault: Record<string, unknown> = { kind };
-    const gpuOptional = kind === 'recover';
+    let gpu: number | undefined;
     if (entry.gpu === undefined || entry.gpu === null) {
-      if (!gpuOptional) throw new ScenarioError(`${where}.gpu: missing`);
+      if (kind !== 'recover') throw new ScenarioError(`${where}.gpu: missing`);
     } else {
-      const gpu = parseField(entry.gpu, 'int', `${where}.gpu`) as number;
+      gpu = field(where, () => checkField(kind, 'gpu', GPU_FIELD, entry.gpu, 'file') as number);
       if (opts.gpuCount !== undefined && gpu >= opts.gpuCount) {
         throw new ScenarioError(`${where}.gpu: ${gpu} out of range (the node has ${opts.gpuCount} GPU${opts.gpuCount === 1 ? '' : 's'})`);
       }
-      fault.gpu = gpu;
     }
-    for (const [k, v] of Object.entries(entry)) {
-      if (k === 'at' || k === 'gpu' || k === 'fault') continue;
-      const spec = fields[k];
-      if (!spec) {
-        const allowed = Object.keys(fields);
-        throw new ScenarioError(`${where}.${k}: not a field of fault "${kind}"${allowed.length ? ` (expected ${allowed.join(', ')})` : ''}`);
-      }
-      fault[k] = parseField(v, spec.kind, `${where}.${k}`);
+    for (const k of Object.keys(entry)) {
+      if (k === 'at' || k === 'gpu' || k === 'fault' || Object.hasOwn(fields, k)) continue;
+      const allowed = Object.keys(fields);
+      throw new ScenarioError(`${where}.${k}: not a field of fault "${kind}"${allowed.length ? ` (expected ${allowed.join(', ')})` : ''}`);
     }
-    for (const [k, spec] of Object.entries(fields)) {
-      if (spec.required && fault[k] === undefined) throw new ScenarioError(`${where}.${k}: missing (required by fault "${kind}")`);
-    }
+    const fault = field(where, () => checkFaultFields(kind, gpu, entry, 'file')) as FakeFault & { link?: number };
     if (kind === 'nvlink_down' && opts.nvlinkCount !== undefined && (fault.link as number) >= opts.nvlinkCount) {
       throw new ScenarioError(
         opts.nvlinkCount === 0 ? `${where}.link: the GPUs have no NVLink` : `${where}.link: ${String(fault.link)} out of range (the GPUs have ${opts.nvlinkCount} links)`,
       );
     }
-    return { atMs, fault: fault as unknown as FakeFault };
+    return { atMs, fault };
   });
   const order = events.map((e, i) => ({ e, i }));
   order.sort((a, b) => a.e.atMs - b.e.atMs || a.i - b.i);

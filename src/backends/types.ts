@@ -30,20 +30,9 @@ export interface GpuBackend {
   close(): Promise<void>;
 }
 
-/** A fault the fake backend can inject (scenario files, /inject, `navarch-agent inject`). */
-export type FakeFault =
-  | { kind: 'xid'; gpu: number; xid: number; message?: string }
-  | { kind: 'ecc'; gpu: number; sbe?: number; dbe?: number }
-  | { kind: 'temperature'; gpu: number; celsius: number }
-  | { kind: 'gpu_lost'; gpu: number }
-  | { kind: 'nvlink_down'; gpu: number; link: number }
-  | { kind: 'power'; gpu: number; watts: number }
-  | { kind: 'pcie_replay'; gpu: number; count: number }
-  | { kind: 'clock_reasons'; gpu: number; mask: number }
-  | { kind: 'remapped_rows'; gpu: number; pending?: boolean; failure?: boolean; uncorrected?: number }
-  /** NVML fabric info fields (src/sources/fabric.ts); unset ones keep their value (healthy at first). */
-  | { kind: 'fabric'; gpu: number; state?: number; status?: number; healthMask?: number; healthSummary?: number }
-  | { kind: 'recover'; gpu?: number };
+/** A fault the fake backend can inject: its type, fields and bounds are in src/backends/fault-spec.ts. */
+export type { FakeFault } from './fault-spec.js';
+import type { FakeFault } from './fault-spec.js';
 
 export interface InjectableBackend extends GpuBackend {
   inject(fault: FakeFault): void;
