@@ -6,15 +6,20 @@
  * node/gpu_count, ...). Entering a condition emits fault 'raise' (again when its severity
  * changes); leaving it emits fault 'clear' with severity 'info'. Thermal clears below the warning
  * threshold minus a margin; every other condition clears after N consecutive good samples.
+ * The per-GPU rules are a table (src/sources/telemetry-rules.ts), run in order by one loop
+ * (judgeTelemetry); device errors, vanished GPUs and the node's GPU count are judged here.
  * Unsupported (null) fields are never faults. `TelemetrySampler` calls backend.snapshot() on an
  * interval, never overlapping samples.
  */
 import { gpuKey, nodeKey, xidKey } from '../events/fault-key.js';
 import type { HealthEventInput, HealthWatchSystem, NavarchEventType, RecommendedAction, Severity } from '../events/types.js';
 import type { GpuBackend } from '../backends/types.js';
-import type { DeviceSnapshot, NvmlErrorInfo, Telemetry } from '../nvml/types.js';
+import type { DeviceSnapshot, NvmlErrorInfo } from '../nvml/types.js';
 import { xidEventInput } from '../xid/catalog.js';
-import { DEFAULT_FABRIC_BOOT_GRACE_MS, judgeFabric } from './fabric.js';
+import { DEFAULT_FABRIC_BOOT_GRACE_MS } from './fabric.js';
+import { int, nvlinkErrorSum, TELEMETRY_RULES, type RuleContext } from './telemetry-rules.js';
+
+export { CLOCK_REASON, clockEventsNeeded, f6 } from './telemetry-rules.js';
 
 export interface TelemetryConfig {
   /** Sampling interval (ms). Default 10 000. */
@@ -95,33 +100,7 @@ export function telemetryConfig(partial: Partial<TelemetryConfig> = {}): Telemet
   return c;
 }
 
-/** Clock event reason bits judged here (nvmlClocksEventReason*). */
-export const CLOCK_REASON = {
-  GPU_IDLE: 0x1,
-  HW_SLOWDOWN: 0x8,
-  SW_THERMAL_SLOWDOWN: 0x20,
-  HW_THERMAL_SLOWDOWN: 0x40,
-  HW_POWER_BRAKE_SLOWDOWN: 0x80,
-} as const;
-
-/**
- * Clock slowdowns are rate-based: a warning while the reason was set in at least
- * clockEventRatePerMinute x window samples of the last clockEventWindowMs. A slowed GPU still
- * serves work (gpud: unhealthy at 0.6 events/min over 10 min; DCGM: WARN), so never critical.
- */
-const CLOCK_CONDITIONS: Array<{ bit: number; name: string; label: string; type: NavarchEventType; system: HealthWatchSystem }> = [
-  { bit: CLOCK_REASON.HW_SLOWDOWN, name: 'hw_slowdown', label: 'hardware slowdown', type: 'thermal', system: 'THERMAL' },
-  { bit: CLOCK_REASON.HW_THERMAL_SLOWDOWN, name: 'hw_thermal_slowdown', label: 'hardware thermal slowdown', type: 'thermal', system: 'THERMAL' },
-  { bit: CLOCK_REASON.HW_POWER_BRAKE_SLOWDOWN, name: 'hw_power_brake', label: 'hardware power-brake slowdown', type: 'power', system: 'POWER' },
-  { bit: CLOCK_REASON.SW_THERMAL_SLOWDOWN, name: 'sw_thermal_slowdown', label: 'software thermal slowdown', type: 'thermal', system: 'THERMAL' },
-];
-
-/** Samples needed in the window: ceil(rate x window minutes), at least 1. */
-export function clockEventsNeeded(c: Pick<TelemetryConfig, 'clockEventRatePerMinute' | 'clockEventWindowMs'>): number {
-  return Math.max(1, Math.ceil(c.clockEventRatePerMinute * (c.clockEventWindowMs / 60_000) - 1e-9));
-}
-
-interface CondState {
+export interface CondState {
   severity: Severity;
   good: number;
   /** Raise template, reused for the clear (type/system/gpu/uuid). */
@@ -131,7 +110,7 @@ interface CondState {
   gpuUuid: string;
 }
 
-interface DevPrev {
+export interface DevPrev {
   uuid: string;
   takenAtMs: number;
   eccVolCorr: number | null;
@@ -161,15 +140,6 @@ export interface JudgeState {
 
 export function emptyJudgeState(): JudgeState {
   return { conditions: {}, devices: {}, known: {}, clockEvents: {} };
-}
-
-/** Navarch float style (Go %f): six decimals. */
-export function f6(n: number): string {
-  return n.toFixed(6);
-}
-
-function int(n: number): string {
-  return String(Math.trunc(n));
 }
 
 type RaisedEvent = Omit<HealthEventInput, 'fault' | 'severity' | 'timeMs' | 'source' | 'key'> & { timeMs?: number };
@@ -230,17 +200,6 @@ class Judge {
     }
   }
 
-  /**
-   * A counter-rate rule: a warning while the counter grew by `inc` at `threshold` per minute or
-   * faster over `elapsedMs`, `cleared()` otherwise. False (nothing judged) without a previous sample.
-   */
-  rate(key: string, inc: number | null, elapsedMs: number | undefined, threshold: number, raise: (perMin: number) => RaisedEvent, cleared: () => Verdict): boolean {
-    if (inc === null || elapsedMs === undefined) return false;
-    const perMin = perMinute(inc, elapsedMs);
-    this.apply(key, inc > 0 && perMin >= threshold ? { bad: true, severity: 'warning', raise: () => raise(perMin) } : cleared());
-    return true;
-  }
-
   active(key: string): CondState | undefined {
     return this.state.conditions[key];
   }
@@ -264,16 +223,6 @@ function rawEvent(
   citation: string,
 ) {
   return { type, system, gpuIndex, gpuUuid, action, message, metrics, citation };
-}
-
-function perMinute(delta: number, elapsedMs: number): number {
-  return (delta * 60_000) / Math.max(elapsedMs, 1000);
-}
-
-/** Positive increase of a counter since the previous sample; null when unknown or reset. */
-function increase(prev: number | null | undefined, cur: number | null): number | null {
-  if (prev === null || prev === undefined || cur === null) return null;
-  return cur >= prev ? cur - prev : null;
 }
 
 function lostVerdict(i: number, uuid: string, message: string, nvmlError: string): Verdict {
@@ -315,231 +264,27 @@ function judgeDeviceError(j: Judge, s: Extract<DeviceSnapshot, { ok: false }>): 
   });
 }
 
+/** One GPU's sample through the rule table (src/sources/telemetry-rules.ts); the Judge keeps the hysteresis. */
 function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev: DevPrev | undefined): void {
-  const c = j.config;
-  const t: Telemetry = s.telemetry;
   const i = s.index;
-  const u = s.uuid;
-  const temp = t.temperatureC;
-  /** Since the previous sample, for the counter-rate rules; undefined on the first sample. */
-  const elapsedMs = prev ? s.takenAtMs - prev.takenAtMs : undefined;
-
-  // Thermal, with hysteresis on both thresholds.
-  {
-    const key = gpuKey(i, 'thermal');
-    const act = j.active(key);
-    let level: Severity | null = null;
-    if (temp !== null) {
-      if (temp >= c.temperatureCriticalC || (act?.severity === 'critical' && temp >= c.temperatureCriticalC - c.temperatureClearMarginC)) level = 'critical';
-      else if (temp >= c.temperatureWarningC || (act && temp >= c.temperatureWarningC - c.temperatureClearMarginC)) level = 'warning';
-    }
-    if (level) {
-      const sev = level;
-      const threshold = sev === 'critical' ? c.temperatureCriticalC : c.temperatureWarningC;
-      j.apply(key, {
-        bad: true,
-        severity: sev,
-        raise: () =>
-          rawEvent(i, u, 'thermal', 'THERMAL', 'none', `GPU ${i} temperature ${int(temp as number)} C (${sev} threshold ${threshold} C)`, { temperature: int(temp as number), threshold_c: int(threshold) }, `navarch-agent thresholds: warning ${c.temperatureWarningC} C, critical ${c.temperatureCriticalC} C (Navarch policy: degraded >= 85, unhealthy >= 95)`),
-      });
-    } else {
+  const x: RuleContext = {
+    c: j.config,
+    s,
+    t: s.telemetry,
+    i,
+    prev,
+    elapsedMs: prev ? s.takenAtMs - prev.takenAtMs : undefined,
+    state: j.state,
+    active: (path) => j.active(gpuKey(i, path)),
+  };
+  for (const rule of TELEMETRY_RULES) {
+    for (const { path, result: r } of rule.judge(x)) {
       j.apply(
-        key,
-        temp === null
-          ? good(`GPU ${i} temperature no longer reported`)
-          : good(`GPU ${i} temperature back to ${int(temp)} C`, { temperature: int(temp) }, true),
+        gpuKey(i, ...path),
+        r.bad
+          ? { bad: true, severity: r.severity ?? rule.severity, raise: () => rawEvent(i, s.uuid, r.type ?? rule.type, r.system ?? rule.system, r.action ?? rule.action, r.message, r.metrics, r.citation ?? rule.citation(j.config)) }
+          : good(r.message, r.metrics, r.immediate),
       );
-    }
-  }
-
-  // Clock event reasons, rate-based over a window.
-  const reasons = t.clockEventReasons;
-  const needed = clockEventsNeeded(c);
-  const windowMin = c.clockEventWindowMs / 60_000;
-  for (const cc of CLOCK_CONDITIONS) {
-    const key = gpuKey(i, 'clock', cc.name);
-    const set = reasons !== null && (reasons & cc.bit) !== 0;
-    const times = (j.state.clockEvents[key] ?? []).filter((at) => at > s.takenAtMs - c.clockEventWindowMs && at <= s.takenAtMs);
-    if (set) times.push(s.takenAtMs);
-    while (times.length > needed) times.shift();
-    if (times.length > 0) j.state.clockEvents[key] = times;
-    else delete j.state.clockEvents[key];
-    if (set && times.length >= needed) {
-      const perMin = times.length / windowMin;
-      const metrics: Record<string, string> = { clock_event_reasons: int(reasons), clock_events_in_window: int(times.length), clock_events_per_minute: f6(perMin), window_seconds: int(c.clockEventWindowMs / 1000) };
-      if (temp !== null) metrics.temperature = int(temp);
-      if (t.powerUsageW !== null) metrics.power_watts = f6(t.powerUsageW);
-      j.apply(key, {
-        bad: true,
-        severity: 'warning',
-        raise: () =>
-          rawEvent(i, u, cc.type, cc.system, 'none', `GPU ${i} clocks reduced: ${cc.label} in ${times.length} samples of the last ${windowMin} min (reasons 0x${(reasons as number).toString(16)})`, metrics, `NVML clock event reason 0x${cc.bit.toString(16)}; at >= ${c.clockEventRatePerMinute} events/min over ${windowMin} min (gpud hw-slowdown: unhealthy at 0.6/min over 10 min; DCGM: WARN); a slowed GPU still serves work`),
-      });
-    } else {
-      j.apply(key, good(`GPU ${i} ${cc.label} below ${c.clockEventRatePerMinute} events/min`));
-    }
-  }
-
-  // Power above the limit.
-  {
-    const key = gpuKey(i, 'power');
-    const p = t.powerUsageW;
-    const lim = t.powerLimitW;
-    if (p !== null && lim !== null && lim > 0 && p > lim * (1 + c.powerOverLimitPercent / 100)) {
-      j.apply(key, {
-        bad: true,
-        severity: 'warning',
-        raise: () => rawEvent(i, u, 'power', 'POWER', 'none', `GPU ${i} draws ${p.toFixed(1)} W, above its ${lim.toFixed(0)} W limit`, { power_watts: f6(p), power_limit_watts: f6(lim) }, `navarch-agent threshold: power above limit + ${c.powerOverLimitPercent}%`),
-      });
-    } else {
-      j.apply(key, good(`GPU ${i} power back within its limit`, p !== null ? { power_watts: f6(p) } : undefined));
-    }
-  }
-
-  // ECC: uncorrected errors since the last reset, or a rising aggregate count.
-  {
-    const key = gpuKey(i, 'ecc_dbe');
-    const volInc = increase(prev?.eccVolUnc, t.eccVolatileUncorrected);
-    const aggInc = increase(prev?.eccAggUnc, t.eccAggregateUncorrected);
-    const newDbe = Math.max(volInc ?? 0, aggInc ?? 0);
-    const pendingVol = (t.eccVolatileUncorrected ?? 0) > 0;
-    if (newDbe > 0 || pendingVol) {
-      const count = t.eccVolatileUncorrected !== null && t.eccVolatileUncorrected > 0 ? t.eccVolatileUncorrected : newDbe;
-      const metrics: Record<string, string> = { ecc_dbe_count: int(count) };
-      if (t.eccAggregateUncorrected !== null) metrics.ecc_dbe_aggregate = int(t.eccAggregateUncorrected);
-      j.apply(key, {
-        bad: true,
-        severity: 'critical',
-        raise: () => rawEvent(i, u, 'ecc_dbe', 'MEM', 'reset_gpu', `GPU ${i}: ${int(count)} uncorrectable ECC error${count === 1 ? '' : 's'}`, metrics, 'NVML ECC counters (uncorrected); NVIDIA XID 48 workflow: reset the GPU'),
-      });
-    } else {
-      j.apply(key, good(`GPU ${i}: no uncorrectable ECC errors since the last GPU reset`, { ecc_dbe_count: '0' }));
-    }
-  }
-  {
-    const key = gpuKey(i, 'ecc_sbe_rate');
-    const inc = increase(prev?.eccVolCorr, t.eccVolatileCorrected) ?? increase(prev?.eccAggCorr, t.eccAggregateCorrected);
-    const judged = j.rate(
-      key,
-      inc,
-      elapsedMs,
-      c.eccSbeRatePerMinute,
-      (rate) => rawEvent(i, u, 'ecc_sbe', 'MEM', 'none', `GPU ${i}: corrected ECC errors rising fast (${rate.toFixed(0)}/min)`, { ecc_sbe_count: int(inc as number), ecc_sbe_per_minute: f6(rate) }, `navarch-agent threshold: ${c.eccSbeRatePerMinute} corrected ECC errors per minute`),
-      () => good(`GPU ${i}: corrected ECC error rate back to normal`),
-    );
-    if (!judged && t.eccVolatileCorrected === null && t.eccAggregateCorrected === null) {
-      j.apply(key, good(`GPU ${i}: ECC counters no longer reported`));
-    }
-  }
-
-  // Page retirement (pre-Ampere) and row remapping (Ampere+).
-  {
-    const key = gpuKey(i, 'retired_pages', 'pending');
-    if (t.retiredPagesPending === true) {
-      const metrics: Record<string, string> = {};
-      if (t.retiredPagesSbe !== null) metrics.retired_pages_sbe = int(t.retiredPagesSbe);
-      if (t.retiredPagesDbe !== null) metrics.retired_pages_dbe = int(t.retiredPagesDbe);
-      j.apply(key, { bad: true, severity: 'warning', raise: () => rawEvent(i, u, 'memory', 'MEM', 'reboot', `GPU ${i}: retired pages pending (a reboot activates the retirement)`, metrics, 'NVML nvmlDeviceGetRetiredPagesPendingStatus') });
-    } else {
-      j.apply(key, good(`GPU ${i}: no retired pages pending`));
-    }
-  }
-  {
-    const rm = (k: 'pending' | 'failure', on: boolean | null, severity: Severity, action: RecommendedAction, text: string): void => {
-      const key = gpuKey(i, 'remapped_rows', k);
-      if (on === true) {
-        const metrics: Record<string, string> = {};
-        if (t.remappedRowsCorrected !== null) metrics.remapped_rows_corrected = int(t.remappedRowsCorrected);
-        if (t.remappedRowsUncorrected !== null) metrics.remapped_rows_uncorrected = int(t.remappedRowsUncorrected);
-        j.apply(key, { bad: true, severity, raise: () => rawEvent(i, u, 'memory', 'MEM', action, `GPU ${i}: ${text}`, metrics, 'NVML nvmlDeviceGetRemappedRows') });
-      } else {
-        j.apply(key, good(`GPU ${i}: row remapping ${k} cleared`));
-      }
-    };
-    rm('pending', t.remappedRowsPending, 'warning', 'reset_gpu', 'row remapping pending (a GPU reset activates it)');
-    rm('failure', t.remappedRowsFailure, 'critical', 'replace', 'row remapping failed (no spare rows left)');
-  }
-
-  // PCIe replays (rate) and link degradation.
-  {
-    const key = gpuKey(i, 'pcie', 'replay');
-    const judged = j.rate(
-      key,
-      increase(prev?.pcieReplay, t.pcieReplayCounter),
-      elapsedMs,
-      c.pcieReplayRatePerMinute,
-      (rate) => rawEvent(i, u, 'pcie', 'PCIE', 'none', `GPU ${i}: PCIe replays at ${rate.toFixed(0)}/min`, { pcie_replay_count: int(t.pcieReplayCounter as number), pcie_replays_per_minute: f6(rate) }, `navarch-agent threshold: ${c.pcieReplayRatePerMinute} PCIe replays per minute`),
-      () => good(`GPU ${i}: PCIe replay rate back to normal`),
-    );
-    if (!judged && t.pcieReplayCounter === null) {
-      j.apply(key, good(`GPU ${i}: PCIe replay counter no longer reported`));
-    }
-  }
-  {
-    const key = gpuKey(i, 'pcie', 'link_width');
-    const cur = t.pcieLinkWidthCurrent;
-    const max = t.pcieLinkWidthMax;
-    if (cur !== null && max !== null && cur > 0 && cur < max) {
-      j.apply(key, { bad: true, severity: 'warning', raise: () => rawEvent(i, u, 'pcie', 'PCIE', 'reboot', `GPU ${i}: PCIe link x${cur}, below its x${max} maximum`, { pcie_link_width: int(cur), pcie_link_width_max: int(max) }, 'NVML PCIe link width (current below max)') });
-    } else {
-      j.apply(key, good(`GPU ${i}: PCIe link width back to its maximum`));
-    }
-  }
-  {
-    // Generation drops at idle for power saving; only a busy GPU below its max generation is a fault.
-    const key = gpuKey(i, 'pcie', 'link_gen');
-    const cur = t.pcieLinkGenCurrent;
-    const max = t.pcieLinkGenMax;
-    const idleBit = reasons !== null && (reasons & CLOCK_REASON.GPU_IDLE) !== 0;
-    const busy = !idleBit && ((t.gpuUtilPercent !== null && t.gpuUtilPercent > 0) || (t.performanceState !== null && t.performanceState <= 2));
-    if (cur !== null && max !== null && cur > 0 && cur < max && busy) {
-      j.apply(key, { bad: true, severity: 'warning', raise: () => rawEvent(i, u, 'pcie', 'PCIE', 'reboot', `GPU ${i}: PCIe gen${cur} while busy, below its gen${max} maximum`, { pcie_link_gen: int(cur), pcie_link_gen_max: int(max) }, 'NVML PCIe link generation (current below max while not idle)') });
-    } else {
-      j.apply(key, good(`GPU ${i}: PCIe link generation back to its maximum (or GPU idle)`));
-    }
-  }
-
-  // NVLink: links down, error counters rising.
-  if (t.nvlinks !== null) {
-    for (const l of t.nvlinks) {
-      const key = gpuKey(i, 'nvlink', l.link);
-      if (!l.active) {
-        j.apply(key, { bad: true, severity: 'critical', raise: () => rawEvent(i, u, 'nvlink', 'NVLINK', 'reset_gpu', `GPU ${i}: NVLink ${l.link} is down`, { link_id: int(l.link) }, 'NVML nvmlDeviceGetNvLinkState') });
-      } else {
-        j.apply(key, good(`GPU ${i}: NVLink ${l.link} is up`, { link_id: int(l.link) }));
-      }
-      const ekey = gpuKey(i, 'nvlink', l.link, 'errors');
-      const parts = [l.replayErrors, l.recoveryErrors, l.crcFlitErrors, l.crcDataErrors].filter((v): v is number => v !== null);
-      const sum = parts.length > 0 ? parts.reduce((a, b) => a + b, 0) : null;
-      j.rate(
-        ekey,
-        increase(prev?.nvlinkErrors[String(l.link)], sum),
-        elapsedMs,
-        c.nvlinkErrorRatePerMinute,
-        (rate) => rawEvent(i, u, 'nvlink', 'NVLINK', 'none', `GPU ${i}: NVLink ${l.link} errors rising (${rate.toFixed(0)}/min)`, { link_id: int(l.link), nvlink_errors: int(sum as number), nvlink_errors_per_minute: f6(rate) }, `navarch-agent threshold: ${c.nvlinkErrorRatePerMinute} NVLink errors per minute per link`),
-        () => good(`GPU ${i}: NVLink ${l.link} error rate back to normal`, { link_id: int(l.link) }),
-      );
-    }
-  }
-
-  // Fabric health (NVSwitch systems): fabric.ts decides, the judge keeps the hysteresis.
-  {
-    const sinceBootMs = s.takenAtMs - (c.bootTimeMs ?? j.state.firstSampleMs ?? s.takenAtMs);
-    for (const f of judgeFabric(i, t.fabric, sinceBootMs, c.fabricBootGraceMs)) {
-      j.apply(
-        gpuKey(i, 'fabric', f.name),
-        f.bad ? { bad: true, severity: f.severity, raise: () => rawEvent(i, u, 'nvlink', 'NVSWITCH', f.action, f.message, f.metrics, f.citation) } : good(f.message, f.metrics),
-      );
-    }
-  }
-
-  // Persistence mode.
-  {
-    const key = gpuKey(i, 'persistence_mode');
-    if (t.persistenceMode === false) {
-      j.apply(key, { bad: true, severity: 'warning', raise: () => rawEvent(i, u, 'driver_error', 'DRIVER', 'none', `GPU ${i}: persistence mode is off (driver state is torn down between clients)`, { persistence_mode: 'false' }, 'NVIDIA recommends persistence mode (nvidia-persistenced) on compute nodes') });
-    } else {
-      j.apply(key, good(`GPU ${i}: persistence mode on`));
     }
   }
 }
@@ -548,8 +293,8 @@ function prevOf(s: Extract<DeviceSnapshot, { ok: true }>): DevPrev {
   const t = s.telemetry;
   const nvlinkErrors: Record<string, number> = {};
   for (const l of t.nvlinks ?? []) {
-    const parts = [l.replayErrors, l.recoveryErrors, l.crcFlitErrors, l.crcDataErrors].filter((v): v is number => v !== null);
-    if (parts.length > 0) nvlinkErrors[String(l.link)] = parts.reduce((a, b) => a + b, 0);
+    const sum = nvlinkErrorSum(l);
+    if (sum !== null) nvlinkErrors[String(l.link)] = sum;
   }
   return {
     uuid: s.uuid,
