@@ -65,7 +65,7 @@ export class Control {
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`no reply to ${req.op} within ${timeoutMs} ms`)), timeoutMs);
       this.waiters.push({
-        resolve: (r) => { clearTimeout(t); r.ok ? resolve(r) : reject(new Error(`fake-nvml ${req.op}: ${r.error}`)); },
+        resolve: (r) => { clearTimeout(t); if (r.ok) resolve(r); else reject(new Error(`fake-nvml ${req.op}: ${r.error}`)); },
         reject: (e) => { clearTimeout(t); reject(e); },
       });
       this.sock.write(`${JSON.stringify(req)}\n`);

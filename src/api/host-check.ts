@@ -42,7 +42,7 @@ export function hostCheck(listenHost: string, interfaces: () => Set<string> = lo
     const h = hostOf(host);
     if (h === null || !allowed(h)) return `Host "${host.slice(0, 100)}" is not this agent (use a loopback name or the listen address)`;
     if (origin !== undefined) {
-      let o: string | null = null;
+      let o: string | null;
       try {
         const u = new URL(origin);
         o = u.protocol === 'http:' || u.protocol === 'https:' ? u.hostname.replace(/^\[|\]$/g, '').toLowerCase() : null;

@@ -326,8 +326,8 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
 
   // GPU backend: flag > NAVARCH_GPU_BACKEND > NAVARCH_FAKE_GPU=true > file > default.
   const gbSpec = OPTION_BY_KEY.get('gpuBackend') as OptionSpec;
-  let gpuBackend = 'auto';
-  let gpuBackendSource = 'default';
+  let gpuBackend: string;
+  let gpuBackendSource: string;
   const gbFlagOrEnv = flags.get('gpu-backend') !== undefined || (env.NAVARCH_GPU_BACKEND ?? '') !== '';
   if (!gbFlagOrEnv && env.NAVARCH_FAKE_GPU === 'true') {
     gpuBackend = 'fake';

@@ -13,6 +13,9 @@ export const DEFAULT_CLEAR_REASON = 'operator';
 export const MAX_CLEAR_REASON = 200;
 export const MAX_FAULT_KEY = 256;
 export const MAX_GPU_INDEX = 1023;
+// C0 control characters and DEL: a reason is one line of text, a key has none.
+// eslint-disable-next-line no-control-regex -- these characters are what it rejects
+const CONTROL_CHAR = /[\u0000-\u001f\u007f]/;
 
 export class ClearRequestError extends Error {
   override name = 'ClearRequestError';
@@ -62,14 +65,14 @@ export function parseClearRequest(body: unknown): { selector: ClearSelector; rea
   if (given.length !== 1) throw new ClearRequestError('give exactly one of "key", "gpu" or "all": true');
   let reason = DEFAULT_CLEAR_REASON;
   if (o.reason !== undefined && o.reason !== null) {
-    if (typeof o.reason !== 'string' || o.reason.trim() === '' || o.reason.length > MAX_CLEAR_REASON || /[\u0000-\u001f\u007f]/.test(o.reason)) {
+    if (typeof o.reason !== 'string' || o.reason.trim() === '' || o.reason.length > MAX_CLEAR_REASON || CONTROL_CHAR.test(o.reason)) {
       throw new ClearRequestError(`"reason" must be a non-empty string of at most ${MAX_CLEAR_REASON} characters, one line`);
     }
     reason = o.reason.trim();
   }
   if (given[0] === 'key') {
     const k = o.key;
-    if (typeof k !== 'string' || k === '' || k.length > MAX_FAULT_KEY || /[\s\u0000-\u001f\u007f]/.test(k)) {
+    if (typeof k !== 'string' || k === '' || k.length > MAX_FAULT_KEY || /\s/.test(k) || CONTROL_CHAR.test(k)) {
       throw new ClearRequestError(`"key" must be a fault key like "gpu3/xid/79" (at most ${MAX_FAULT_KEY} characters, no spaces)`);
     }
     return { selector: { key: k }, reason };

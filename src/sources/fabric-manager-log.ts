@@ -110,12 +110,12 @@ export class LogTail {
       this.flushPartial(lines);
       await this.close();
       this.s.rotations++;
-      if (await this.reopen(false)) budget -= await this.readInto(lines, budget);
+      if (await this.reopen(false)) await this.readInto(lines, budget);
     } else if (st.size < this.offset) {
       this.s.truncations++;
       this.offset = 0;
       this.partial = '';
-      budget -= await this.readInto(lines, budget);
+      await this.readInto(lines, budget);
     }
     return lines;
   }

@@ -42,7 +42,7 @@ export class KmsgCursor {
 
   load(): CursorStart {
     if (!this.file) return { skipUpTo: null, firstRun: true };
-    let c: Partial<CursorJson> | null = null;
+    let c: Partial<CursorJson> | null;
     try {
       c = JSON.parse(fs.readFileSync(this.file, 'utf8')) as Partial<CursorJson>;
     } catch (e) {

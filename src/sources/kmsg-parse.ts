@@ -99,7 +99,7 @@ export function parseKmsgRecord(input: string | Uint8Array): KmsgRecord | null {
     const flags = fields[3] ?? '';
     if (prio === null || seq === null || usec === null) return null;
     if (prio > 0xffffffn || usec > BigInt(Number.MAX_SAFE_INTEGER)) return null;
-    if (flags.length > 8 || /[^A-Za-z+\-]/.test(flags)) return null;
+    if (flags.length > 8 || /[^A-Za-z+-]/.test(flags)) return null;
 
     const body = text.slice(semi + 1);
     const nl = body.indexOf('\n');

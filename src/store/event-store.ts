@@ -29,7 +29,7 @@ import type { AppendResult, EventStore } from './types.js';
 import { EventStoreError, errCode } from './errors.js';
 import { nodeStoreFs, type StoreFs } from './fs-adapter.js';
 import { Journal, LOG_NAME, RESERVE_NAME, TMP_NAME, readLog } from './journal.js';
-import { DEFAULT_CROSS_SOURCE_WINDOW_MS, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EventLedger } from './ledger.js';
+import { EventLedger } from './ledger.js';
 import { LOCK_NAME, StoreLock, type LockKind, type TryFlock } from './lock.js';
 import { moveAsideUnless } from './misplaced.js';
 import { readBootId } from '../host/boot-id.js';

@@ -219,7 +219,7 @@ export class Notifier {
     let sent = 0;
     const tick = (): void => {
       if (opts.healthy !== undefined) {
-        let ok = false;
+        let ok: boolean;
         try {
           ok = opts.healthy();
         } catch {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BackendSelectionError, selectBackend } from '../../src/backends/select.js';
 import { detectGpuHost } from '../../src/host/detect.js';
-import { defaultDevices, ensureFakeNvmlBuilt, FAKE_NVML_LIB, FakeNvml } from '../helpers/fake-nvml.js';
+import { defaultDevices, ensureFakeNvmlBuilt, FakeNvml } from '../helpers/fake-nvml.js';
 
 const roots: string[] = [];
 afterAll(() => {

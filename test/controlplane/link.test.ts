@@ -301,7 +301,7 @@ describe('health delivery', () => {
 
   const OUTAGE_MS = Number(process.env.CP_OUTAGE_MS ?? 4000);
   it(`control plane down for ${OUTAGE_MS} ms while events keep coming: all delivered, none lost, per-GPU order kept`, async () => {
-    let cp = await devCp();
+    const cp = await devCp();
     const port = cp.port;
     const { link, store } = makeLink(cp.url, { retry: { baseMs: 50, capMs: 500, configErrorMs: 60_000 } });
     track(link).start();

@@ -6,7 +6,6 @@ import { FAKE_NVML_LIB, type FakeNvml } from '../helpers/fake-nvml.js';
 
 const PROBE = fileURLToPath(new URL('./probe.py', import.meta.url));
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Reply = Record<string, any>;
 
 export class Probe {
