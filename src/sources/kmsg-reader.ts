@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { loadAddon, type NativeKmsgReader, type NativeKmsgReaderCtor } from '../nvml/binding.js';
 import { exponentialMs } from '../util/backoff.js';
+import { Sleeper } from '../util/sleeper.js';
 import { MAX_RECORD_CHARS } from './kmsg-parse.js';
 
 export type KmsgReaderKind = 'native' | 'records' | 'stream';
@@ -93,26 +94,6 @@ export function openKmsgReader(file: string, o: KmsgReaderOptions): KmsgRecordRe
   } catch (e) {
     fs.closeSync(fd);
     throw e;
-  }
-}
-
-/** A sleep that `wake()` ends early (several may wait at once). */
-class Sleeper {
-  private readonly waiting = new Set<() => void>();
-  sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiting.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      timer.unref?.();
-      this.waiting.add(done);
-    });
-  }
-  wakeAll(): void {
-    for (const w of [...this.waiting]) w();
   }
 }
 
@@ -201,8 +182,20 @@ abstract class JsReader implements KmsgRecordReader {
 
   abstract read(max: number): Promise<KmsgChunk>;
 
-  /** One read(); EAGAIN and EOF give 0, EPIPE -1 (counted); other errors throw. */
-  protected async readOnce(impl: (fd: number, buf: Buffer) => Promise<number>): Promise<number> {
+  /**
+   * One read(): bytes read; 0 for EAGAIN or EOF; -1 for EPIPE (counted, logged). Null after any
+   * other error (counted, logged, and a backoff slept) or once closed: the chunk ends there.
+   */
+  protected async next(impl: (fd: number, buf: Buffer) => Promise<number>): Promise<number | null> {
+    try {
+      return await this.readOnce(impl);
+    } catch (e) {
+      if (!this.closed) await this.failed(e);
+      return null;
+    }
+  }
+
+  private async readOnce(impl: (fd: number, buf: Buffer) => Promise<number>): Promise<number> {
     for (;;) {
       try {
         const n = await impl(this.fd, this.buf);
@@ -214,6 +207,7 @@ abstract class JsReader implements KmsgRecordReader {
         if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return 0;
         if (code === 'EPIPE') {
           this.c.overruns++;
+          this.o.logger?.warn({ overruns: this.c.overruns }, 'kmsg source: overrun (EPIPE): records were lost; continuing from the oldest one');
           return -1;
         }
         if (code === 'EINVAL' && this.buf.length < 1024 * 1024) {
@@ -281,18 +275,9 @@ class DeviceReader extends JsReader {
     const records: Uint8Array[] = [];
     const impl = this.o.readImpl ?? readSyncNonBlocking;
     while (records.length < max && !this.closed) {
-      let n: number;
-      try {
-        n = await this.readOnce(impl);
-      } catch (e) {
-        if (this.closed) break;
-        await this.failed(e);
-        return { records, idle: false };
-      }
-      if (n < 0) {
-        this.o.logger?.warn({ overruns: this.c.overruns }, 'kmsg source: overrun (EPIPE): records were lost; continuing from the oldest one');
-        continue;
-      }
+      const n = await this.next(impl);
+      if (n === null) return { records, idle: false };
+      if (n < 0) continue;
       if (n === 0) return { records, idle: true };
       records.push(Buffer.from(this.buf.subarray(0, n)));
     }
@@ -313,14 +298,8 @@ class StreamReader extends JsReader {
     while (records.length < max && !this.closed) {
       this.split(records, max, false);
       if (records.length >= max) return { records, idle: false };
-      let n: number;
-      try {
-        n = await this.readOnce(impl);
-      } catch (e) {
-        if (this.closed) break;
-        await this.failed(e);
-        return { records, idle: false };
-      }
+      const n = await this.next(impl);
+      if (n === null) return { records, idle: false };
       if (n < 0) continue;
       if (n === 0) {
         this.split(records, Infinity, true); // at idle the last record is complete

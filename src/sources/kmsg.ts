@@ -26,6 +26,7 @@ import type { HealthEventInput } from '../events/types.js';
 import { readBootId } from '../host/boot-id.js';
 import { bootTimeMs } from '../host/boot-time.js';
 import { exponentialMs, jittered } from '../util/backoff.js';
+import { Sleeper } from '../util/sleeper.js';
 import { KmsgBatch } from './kmsg-batch.js';
 import { KmsgClassifier, type GpuResolver } from './kmsg-classify.js';
 import { KmsgCursor } from './kmsg-cursor.js';
@@ -108,7 +109,8 @@ export class KmsgSource {
   private kind: KmsgReaderKind | null = null;
   private loopDone: Promise<void> | null = null;
   private stopping = false;
-  private readonly sleepers = new Set<() => void>();
+  /** Retry backoffs that stop() ends early. */
+  private readonly sleeper = new Sleeper();
   /** Records with seq <= skipUpTo (same boot as the cursor) are skipped. */
   private skipUpTo: bigint | null = null;
   private firstRun = true;
@@ -180,7 +182,7 @@ export class KmsgSource {
   async stop(): Promise<void> {
     this.stopping = true;
     this.reader?.wake();
-    for (const wake of [...this.sleepers]) wake();
+    this.sleeper.wakeAll();
     if (this.loopDone) await this.loopDone;
     this.loopDone = null;
     this.reader?.close();
@@ -367,20 +369,6 @@ export class KmsgSource {
     if (await this.cursor.save(seq, force)) this.cursorDirty = false;
   }
 
-  /** A sleep that stop() ends early. */
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        this.sleepers.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      timer.unref?.();
-      this.sleepers.add(wake);
-    });
-  }
-
   /**
    * Hand one event to the callback. A rejection (e.g. the store cannot write) is retried a few
    * times with backoff and jitter (about 200 ms, 400 ms, 800 ms), then logged and dropped so the
@@ -398,7 +386,7 @@ export class KmsgSource {
           this.log?.error({ err: (e as Error).message, key: ev.key, attempts: i }, 'kmsg source: event callback failed; the event is not stored in this run');
           return false;
         }
-        await this.sleep(jittered(exponentialMs(i, 100, 30_000), Math.random, 0.5));
+        await this.sleeper.sleep(jittered(exponentialMs(i, 100, 30_000), Math.random, 0.5));
       }
     }
   }
