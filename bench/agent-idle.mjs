@@ -93,7 +93,23 @@ async function startAgentVariant(name, backendArgs, extraEnv) {
   temps.push(state);
   const proc = spawn(
     process.execPath,
-    [mainJs, 'run', '--listen', `127.0.0.1:${port}`, '--state-dir', state, '--server', cp.url, '--node-id', `bench-${name}`, '--kmsg-path', 'none', '--log-level', 'warn', ...backendArgs],
+    [
+      mainJs,
+      'run',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--state-dir',
+      state,
+      '--server',
+      cp.url,
+      '--node-id',
+      `bench-${name}`,
+      '--kmsg-path',
+      'none',
+      '--log-level',
+      'warn',
+      ...backendArgs,
+    ],
     { env: { PATH: process.env.PATH, NAVARCH_LOG_FORMAT: 'json', ...extraEnv }, stdio: ['ignore', 'ignore', 'inherit'] },
   );
   children.push(proc);
@@ -146,7 +162,9 @@ else {
   console.log(`agent idle over ${seconds}s (8 GPUs, dev control plane, default intervals), ${process.version}`);
   console.log(`${'variant'.padEnd(26)}${'CPU %'.padStart(8)}${'CPU s'.padStart(8)}${'RSS MiB'.padStart(10)}${'max'.padStart(8)}`);
   for (const r of results) {
-    console.log(`${r.variant.padEnd(26)}${r.cpuPercent.toFixed(2).padStart(8)}${r.cpuSeconds.toFixed(2).padStart(8)}${r.rssMiBEnd.toFixed(1).padStart(10)}${r.rssMiBMax.toFixed(1).padStart(8)}`);
+    console.log(
+      `${r.variant.padEnd(26)}${r.cpuPercent.toFixed(2).padStart(8)}${r.cpuSeconds.toFixed(2).padStart(8)}${r.rssMiBEnd.toFixed(1).padStart(10)}${r.rssMiBMax.toFixed(1).padStart(8)}`,
+    );
   }
 }
 for (const v of variants) v.proc.kill('SIGTERM');

@@ -23,7 +23,9 @@ import { parseArgs } from 'node:util';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const mainJs = join(root, 'dist/cli/main.js');
 const bundleJs = join(root, 'dist/cli/navarch-agent.mjs');
-const { values: a } = parseArgs({ options: { runs: { type: 'string', default: '15' }, backend: { type: 'string', default: 'fake' }, json: { type: 'boolean', default: false } } });
+const { values: a } = parseArgs({
+  options: { runs: { type: 'string', default: '15' }, backend: { type: 'string', default: 'fake' }, json: { type: 'boolean', default: false } },
+});
 const runs = Number(a.runs);
 if (!Number.isInteger(runs) || runs < 1 || runs > 500) {
   console.error(`agent-start: --runs must be 1..500, got ${a.runs}`);
@@ -77,13 +79,30 @@ async function agentRun(i, entry) {
   const env = { PATH: process.env.PATH, NAVARCH_LOG_FORMAT: 'json', NAVARCH_GPU_COUNT: '8' };
   if (a.backend === 'nvml') {
     const cfg = join(state, 'fake-nvml.json');
-    writeFileSync(cfg, "{}\n");
+    writeFileSync(cfg, '{}\n');
     Object.assign(env, { NAVARCH_NVML_LIBRARY: fakeLib, NAVARCH_FAKE_NVML_CONFIG: cfg });
   }
   const t0 = process.hrtime.bigint();
   const p = spawn(
     process.execPath,
-    [entry, 'run', '--listen', '127.0.0.1:0', '--state-dir', join(state, 's'), '--server', cp.url, '--node-id', nodeId, '--kmsg-path', 'none', '--log-level', 'warn', '--gpu-backend', a.backend],
+    [
+      entry,
+      'run',
+      '--listen',
+      '127.0.0.1:0',
+      '--state-dir',
+      join(state, 's'),
+      '--server',
+      cp.url,
+      '--node-id',
+      nodeId,
+      '--kmsg-path',
+      'none',
+      '--log-level',
+      'warn',
+      '--gpu-backend',
+      a.backend,
+    ],
     { env, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let err = '';

@@ -29,12 +29,20 @@ process.on('message', async (m) => {
       // measured path nor in the answer's way.
       let queue = [];
       cp.onEvent((ev) => {
-        if (queue.length === 0) setImmediate(() => {
-          const q = queue;
-          queue = [];
-          for (const m of q) send(m);
+        if (queue.length === 0)
+          setImmediate(() => {
+            const q = queue;
+            queue = [];
+            for (const m of q) send(m);
+          });
+        queue.push({
+          op: 'ev',
+          seq: ev.metrics.bench_seq ?? null,
+          key: ev.metrics.fault_key ?? null,
+          ns: String(ev.receivedAtNs),
+          reasserted: ev.metrics.reasserted === 'true',
+          node: ev.nodeId,
         });
-        queue.push({ op: 'ev', seq: ev.metrics.bench_seq ?? null, key: ev.metrics.fault_key ?? null, ns: String(ev.receivedAtNs), reasserted: ev.metrics.reasserted === 'true', node: ev.nodeId });
       });
       send({ op: 'started', url: cp.url, port: cp.port });
     } else if (m.op === 'stop') {
@@ -42,7 +50,12 @@ process.on('message', async (m) => {
       cp = null;
       send({ op: 'stopped' });
     } else if (m.op === 'calls') {
-      send({ op: 'calls', calls: cp?.calls() ?? {}, connections: cp?.connections?.() ?? null, nodes: cp?.nodes().map((n) => ({ nodeId: n.nodeId, gpus: n.gpus.length })) ?? [] });
+      send({
+        op: 'calls',
+        calls: cp?.calls() ?? {},
+        connections: cp?.connections?.() ?? null,
+        nodes: cp?.nodes().map((n) => ({ nodeId: n.nodeId, gpus: n.gpus.length })) ?? [],
+      });
     } else if (m.op === 'exit') {
       await cp?.close();
       process.exit(0);

@@ -96,7 +96,10 @@ async function childAsk(msg, op) {
 async function startChild(port) {
   if (!child) {
     const { fork } = await import('node:child_process');
-    child = fork(new URL('./controlplane-devcp-child.mjs', import.meta.url), [], { execArgv: process.env.BENCH_CP_EXECARGV ? process.env.BENCH_CP_EXECARGV.split(' ') : [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child = fork(new URL('./controlplane-devcp-child.mjs', import.meta.url), [], {
+      execArgv: process.env.BENCH_CP_EXECARGV ? process.env.BENCH_CP_EXECARGV.split(' ') : [],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     await new Promise((resolve, reject) => {
       child.once('error', reject);
       child.once('exit', (code) => reject(new Error(`control-plane child exited (${code})`)));
@@ -130,8 +133,16 @@ const startCp = (port) => (a.cp === 'process' ? startChild(port) : startInline(p
 let cp = await startCp(0);
 const port = cp.port;
 const inv = {
-  nodeId: 'bench-node', provider: 'bench', region: 'r', zone: 'z', instanceType: 't', hostname: 'bench',
-  internalIp: '', externalIp: '', kernelVersion: '', gpus: [{ index: 0, uuid: 'GPU-0', name: 'fake', pciBusId: '00000000:41:00.0', memoryTotalBytes: 1, driverVersion: '', cudaVersion: '' }],
+  nodeId: 'bench-node',
+  provider: 'bench',
+  region: 'r',
+  zone: 'z',
+  instanceType: 't',
+  hostname: 'bench',
+  internalIp: '',
+  externalIp: '',
+  kernelVersion: '',
+  gpus: [{ index: 0, uuid: 'GPU-0', name: 'fake', pciBusId: '00000000:41:00.0', memoryTotalBytes: 1, driverVersion: '', cudaVersion: '' }],
 };
 // Stage timestamps (hrtime ns) per seq: t0 before append, durable at onAppend, send when the
 // link calls ReportHealth, recv at the control plane's handler, ack when the answer is decoded.
@@ -153,7 +164,8 @@ client.rpc.reportHealth = async (req, o) => {
   return res;
 };
 let failedRpcs = 0;
-const link = new AgentLink({ logger: process.env.BENCH_LOG ? (await import("pino")).default({ level: "debug" }, process.stderr) : undefined,
+const link = new AgentLink({
+  logger: process.env.BENCH_LOG ? (await import('pino')).default({ level: 'debug' }, process.stderr) : undefined,
   onRpc: (i) => {
     if (!i.ok) failedRpcs++;
   },
@@ -190,9 +202,19 @@ onRecv.push((seq, ns) => {
 const T0 = new Map(); // seq -> t0, kept for the stage breakdown
 
 const input = (seq) => ({
-  type: 'xid', system: 'DRIVER', gpuIndex: seq % 8, gpuUuid: `GPU-${seq % 8}`, metrics: { xid_code: '13', bench_seq: String(seq) },
-  message: 'bench', timeMs: Date.now(), severity: 'warning', action: 'none', citation: 'bench', source: 'fake',
-  key: `bench/${seq}`, fault: 'none',
+  type: 'xid',
+  system: 'DRIVER',
+  gpuIndex: seq % 8,
+  gpuUuid: `GPU-${seq % 8}`,
+  metrics: { xid_code: '13', bench_seq: String(seq) },
+  message: 'bench',
+  timeMs: Date.now(),
+  severity: 'warning',
+  action: 'none',
+  citation: 'bench',
+  source: 'fake',
+  key: `bench/${seq}`,
+  fault: 'none',
 });
 
 const pct = (xs, p) => {
@@ -247,9 +269,15 @@ if (outageMs > 0) {
   }
   const f = (xs) => `${pct(xs, 50).toFixed(0)}/${pct(xs, 99).toFixed(0)}/${Math.max(...xs).toFixed(0)}`;
   result = {
-    bench: 'controlplane-outage', outages, outageMs: `${Math.round(outageMs / 2)}..${outageMs}`, appended: appended.size, delivered: received, lost: appended.size - received,
+    bench: 'controlplane-outage',
+    outages,
+    outageMs: `${Math.round(outageMs / 2)}..${outageMs}`,
+    appended: appended.size,
+    delivered: received,
+    lost: appended.size - received,
     // ms from the control plane listening again: p50/p99/max over the outages.
-    backToFirstMs: f(firstMs), backToAllMs: f(drainMs),
+    backToFirstMs: f(firstMs),
+    backToAllMs: f(drainMs),
     // Failed RPCs (all methods) per minute of outage: the load one agent puts on a down control plane.
     failedRpcsPerMinDown: +((attemptsWhileDown / downMsTotal) * 60_000).toFixed(1),
     pendingAfter: store.pendingCount(),
@@ -291,8 +319,14 @@ const stage = (from, to) => {
 if (!result) {
   const { calls, connections } = await cp.calls();
   result = {
-    bench: 'controlplane-latency', mode: a.mode, http: a.http, fsync: a.fsync !== 'false', events: N,
-    p50Ms: +pct(lat, 50).toFixed(3), p99Ms: +pct(lat, 99).toFixed(3), maxMs: +Math.max(...lat).toFixed(3),
+    bench: 'controlplane-latency',
+    mode: a.mode,
+    http: a.http,
+    fsync: a.fsync !== 'false',
+    events: N,
+    p50Ms: +pct(lat, 50).toFixed(3),
+    p99Ms: +pct(lat, 99).toFixed(3),
+    maxMs: +Math.max(...lat).toFixed(3),
     cp: a.cp,
     reports: calls.ReportHealth ?? 0,
     // TCP connections the control plane accepted (keep-alive: 1).
@@ -320,4 +354,9 @@ if (child) {
 await store.close();
 rmSync(dir, { recursive: true, force: true });
 if (a.json) console.log(JSON.stringify(result));
-else console.log(Object.entries(result).map(([k, v]) => `${k}=${v}`).join(' '));
+else
+  console.log(
+    Object.entries(result)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' '),
+  );

@@ -28,7 +28,11 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const MAIN = join(root, 'dist', 'cli', 'main.js');
 const LIB = join(root, 'build', 'fake-nvml', 'libnvidia-ml.so.1');
 const ADDON = join(root, 'build', 'Release', 'navarch_nvml.node');
-for (const [p, how] of [[MAIN, 'npm run build'], [LIB, 'npm run build:fake'], [ADDON, 'npm run build:addon']]) {
+for (const [p, how] of [
+  [MAIN, 'npm run build'],
+  [LIB, 'npm run build:fake'],
+  [ADDON, 'npm run build:addon'],
+]) {
   if (!existsSync(p)) {
     console.error(`controlplane-xid: ${p} is missing; run "${how}" first`);
     process.exit(2);
@@ -37,7 +41,12 @@ for (const [p, how] of [[MAIN, 'npm run build'], [LIB, 'npm run build:fake'], [A
 const { startDevControlPlane } = await import(new URL('../dist/devcp/dev-server.js', import.meta.url).href);
 
 const { values: a } = parseArgs({
-  options: { events: { type: 'string', default: '1000' }, 'gap-ms': { type: 'string', default: '5' }, 'no-floor': { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
+  options: {
+    events: { type: 'string', default: '1000' },
+    'gap-ms': { type: 'string', default: '5' },
+    'no-floor': { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+  },
 });
 const N = Number(a.events);
 const gap = Number(a['gap-ms']);
@@ -58,9 +67,28 @@ const port = await new Promise((resolve) => {
 const cp = await startDevControlPlane({ heartbeatIntervalSeconds: 30, healthCheckIntervalSeconds: 3600 });
 const agent = spawn(
   process.execPath,
-  [MAIN, 'run', '--gpu-backend', 'nvml', '--server', cp.url, '--node-id', 'bench-xid', '--kmsg-path', 'none',
-    '--state-dir', join(dir, 'state'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
-  { env: { PATH: process.env.PATH, NAVARCH_NVML_LIBRARY: LIB, NAVARCH_FAKE_NVML_CONFIG: cfg, NAVARCH_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'inherit'] },
+  [
+    MAIN,
+    'run',
+    '--gpu-backend',
+    'nvml',
+    '--server',
+    cp.url,
+    '--node-id',
+    'bench-xid',
+    '--kmsg-path',
+    'none',
+    '--state-dir',
+    join(dir, 'state'),
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--log-level',
+    'warn',
+  ],
+  {
+    env: { PATH: process.env.PATH, NAVARCH_NVML_LIBRARY: LIB, NAVARCH_FAKE_NVML_CONFIG: cfg, NAVARCH_LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  },
 );
 const probe = a['no-floor'] ? null : await openFloorProbe({ dir });
 const cleanup = async () => {
@@ -132,8 +160,14 @@ for (let i = 0; i < N; i++) {
 const ok = lat.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
 const pct = (p) => ok[Math.min(ok.length - 1, Math.floor((p / 100) * ok.length))];
 const result = {
-  bench: 'controlplane-xid', events: N, delivered: ok.length, missing: N - ok.length,
-  p50Ms: +pct(50).toFixed(3), p99Ms: +pct(99).toFixed(3), maxMs: +ok[ok.length - 1].toFixed(3), loadavg1: +os.loadavg()[0].toFixed(2),
+  bench: 'controlplane-xid',
+  events: N,
+  delivered: ok.length,
+  missing: N - ok.length,
+  p50Ms: +pct(50).toFixed(3),
+  p99Ms: +pct(99).toFixed(3),
+  maxMs: +ok[ok.length - 1].toFixed(3),
+  loadavg1: +os.loadavg()[0].toFixed(2),
 };
 const floor = probe?.result();
 if (floor) {
@@ -144,7 +178,11 @@ await cleanup();
 if (a.json) console.log(JSON.stringify(result));
 else {
   const { floor: f, ratio, ...flat } = result;
-  console.log(Object.entries(flat).map(([k, v]) => `${k}=${v}`).join(' '));
+  console.log(
+    Object.entries(flat)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' '),
+  );
   if (f) {
     console.log(formatFloor(f));
     console.log(`agent/floor: p50 ${ratio.p50}x, p99 ${ratio.p99}x (goal: <= 1.5x each)`);

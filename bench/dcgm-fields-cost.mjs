@@ -12,8 +12,11 @@ import { pathToFileURL } from 'node:url';
 import { FAKE_NVML_LIB, REPO_ROOT, summary } from './nvml-fake-control.mjs';
 
 const NEW_ENTRY_POINTS = [
-  'nvmlDeviceGetTotalEnergyConsumption', 'nvmlDeviceGetEncoderUtilization', 'nvmlDeviceGetDecoderUtilization',
-  'nvmlDeviceGetPcieThroughput', 'nvmlDeviceGetFieldValues',
+  'nvmlDeviceGetTotalEnergyConsumption',
+  'nvmlDeviceGetEncoderUtilization',
+  'nvmlDeviceGetDecoderUtilization',
+  'nvmlDeviceGetPcieThroughput',
+  'nvmlDeviceGetFieldValues',
 ];
 
 function parseArgs(argv) {
@@ -67,7 +70,9 @@ async function main() {
   }
   const b = summary(times.baseline);
   const w = summary(times.withFields);
-  console.log(`# ${o.devices} devices, ${o.rounds} interleaved rounds x ${o.samples} snapshots each, node ${process.version}, load ${loadavg()[0].toFixed(2)}, ${new Date().toISOString()}`);
+  console.log(
+    `# ${o.devices} devices, ${o.rounds} interleaved rounds x ${o.samples} snapshots each, node ${process.version}, load ${loadavg()[0].toFixed(2)}, ${new Date().toISOString()}`,
+  );
   console.log(`baseline (5 entry points hidden): mean ${b.mean.toFixed(1)} µs, p50 ${b.p50.toFixed(1)} µs, p99 ${b.p99.toFixed(1)} µs`);
   console.log(`with the dcgm fields:             mean ${w.mean.toFixed(1)} µs, p50 ${w.p50.toFixed(1)} µs, p99 ${w.p99.toFixed(1)} µs`);
   console.log(`ratio with/baseline: mean ${(w.mean / b.mean).toFixed(2)}, p50 ${(w.p50 / b.p50).toFixed(2)}`);

@@ -30,7 +30,9 @@ import { parseArgs } from 'node:util';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const MAIN = join(root, 'dist', 'cli', 'main.js');
-const DEVCP = ['../dist/devcp/dev-server.js', '../dist/controlplane/dev-server.js'].map((p) => new URL(p, import.meta.url)).find((u) => existsSync(fileURLToPath(u)));
+const DEVCP = ['../dist/devcp/dev-server.js', '../dist/controlplane/dev-server.js']
+  .map((p) => new URL(p, import.meta.url))
+  .find((u) => existsSync(fileURLToPath(u)));
 if (!existsSync(MAIN) || !DEVCP) {
   console.error('kmsg-burst: dist/ is missing; run "npm run build" first');
   process.exit(2);
@@ -42,7 +44,9 @@ try {
   process.exit(2);
 }
 const { startDevControlPlane } = await import(DEVCP.href);
-const { values: a } = parseArgs({ options: { lines: { type: 'string', default: '5000' }, reader: { type: 'string', default: 'auto' }, json: { type: 'boolean', default: false } } });
+const { values: a } = parseArgs({
+  options: { lines: { type: 'string', default: '5000' }, reader: { type: 'string', default: 'auto' }, json: { type: 'boolean', default: false } },
+});
 const N = Number(a.lines);
 if (!Number.isInteger(N) || N < 10 || N > 100_000) {
   console.error(`kmsg-burst: --lines must be 10..100000, got ${a.lines}`);
@@ -65,8 +69,26 @@ const cp = await startDevControlPlane({ heartbeatIntervalSeconds: 30, healthChec
 const node = 'kmsg-burst';
 const agent = spawn(
   process.execPath,
-  [MAIN, 'run', '--gpu-backend', 'fake', '--server', cp.url, '--node-id', node, '--kmsg-path', '/dev/kmsg', '--kmsg-reader', a.reader,
-    '--state-dir', join(dir, 'state'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
+  [
+    MAIN,
+    'run',
+    '--gpu-backend',
+    'fake',
+    '--server',
+    cp.url,
+    '--node-id',
+    node,
+    '--kmsg-path',
+    '/dev/kmsg',
+    '--kmsg-reader',
+    a.reader,
+    '--state-dir',
+    join(dir, 'state'),
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--log-level',
+    'warn',
+  ],
   { env: { PATH: process.env.PATH, NAVARCH_GPU_COUNT: '4', NAVARCH_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'inherit'] },
 );
 let reader = -1;
@@ -86,8 +108,12 @@ const until = async (what, cond, ms = 60_000) => {
       /* the agent is still starting */
     }
     if (Date.now() > end) {
-      const seen = typeof plain === 'undefined' ? '' : ` (plain reader: ${JSON.stringify(plain)}; delivered XID 13 x${delivered('13')}, XID 79 x${delivered('79')})`;
-      const k = await status().then((x) => JSON.stringify(x.kmsg), () => 'no status');
+      const seen =
+        typeof plain === 'undefined' ? '' : ` (plain reader: ${JSON.stringify(plain)}; delivered XID 13 x${delivered('13')}, XID 79 x${delivered('79')})`;
+      const k = await status().then(
+        (x) => JSON.stringify(x.kmsg),
+        () => 'no status',
+      );
       await cleanup();
       console.error(`kmsg-burst: timed out waiting for ${what}${seen}; agent kmsg ${k}`);
       process.exit(1);
@@ -102,7 +128,7 @@ const pci = (await status()).devices[2].pciBusIdShort;
 // The plain reader: drain what the buffer holds now, then count what the burst adds.
 reader = openSync('/dev/kmsg', constants.O_RDONLY | constants.O_NONBLOCK);
 const buf = Buffer.alloc(8192);
-const plain = { '13': 0, '79': 0, overruns: 0 };
+const plain = { 13: 0, 79: 0, overruns: 0 };
 const drain = (count) => {
   for (;;) {
     let n;
@@ -142,7 +168,7 @@ await until('the agent caught up with the buffer', async () => {
   if (!settled) await new Promise((r) => setTimeout(r, 500));
   return settled;
 });
-const base = { '13': delivered('13'), '79': delivered('79'), events: cp.events(node).length };
+const base = { 13: delivered('13'), 79: delivered('79'), events: cp.events(node).length };
 const added = (code) => delivered(code) - base[code];
 const t0 = performance.now();
 let fd = -1;
@@ -151,9 +177,10 @@ for (let i = 1; i <= N; i++) {
     if (fd >= 0) closeSync(fd);
     fd = openSync('/dev/kmsg', 'w');
   }
-  const msg = i === Math.ceil(N / 2)
-    ? `<4>NVRM: Xid (PCI:${pci}): 79, pid=${i}, name=kmsg-burst, GPU has fallen off the bus.\n`
-    : `<4>NVRM: Xid (PCI:${pci}): 13, pid=${i}, name=kmsg-burst, Graphics SM Warp Exception\n`;
+  const msg =
+    i === Math.ceil(N / 2)
+      ? `<4>NVRM: Xid (PCI:${pci}): 79, pid=${i}, name=kmsg-burst, GPU has fallen off the bus.\n`
+      : `<4>NVRM: Xid (PCI:${pci}): 13, pid=${i}, name=kmsg-burst, Graphics SM Warp Exception\n`;
   writeSync(fd, msg);
   if (i % 100 === 0) {
     drain(true);
@@ -174,7 +201,10 @@ await until('every kept record at the control plane', () => added('13') + added(
 const allMs = performance.now() - t0;
 await until('acknowledged', async () => (await status()).events.pending === 0);
 const st = await status();
-const events = cp.events(node).slice(base.events).filter((e) => e.eventType === 'xid' && e.gpuIndex === 2 && e.metrics.reasserted !== 'true');
+const events = cp
+  .events(node)
+  .slice(base.events)
+  .filter((e) => e.eventType === 'xid' && e.gpuIndex === 2 && e.metrics.reasserted !== 'true');
 const result = {
   machine: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${os.release()}, node ${process.version}`,
   date: new Date().toISOString(),
@@ -200,7 +230,9 @@ else {
   console.log(`kmsg-burst on ${result.machine}, ${result.date}`);
   console.log(`  wrote ${N} records to /dev/kmsg in ${result.writeMs} ms`);
   console.log(`  plain reader: XID 13 x${plain['13']}, XID 79 x${plain['79']}, overruns ${plain.overruns}`);
-  console.log(`  agent -> control plane: XID 13 x${result.agent.xid13}, XID 79 x${result.agent.xid79} in ${result.agent.healthEvents} HealthEvents; overruns ${result.agent.overruns}, lost ${result.agent.lostRecords}`);
+  console.log(
+    `  agent -> control plane: XID 13 x${result.agent.xid13}, XID 79 x${result.agent.xid79} in ${result.agent.healthEvents} HealthEvents; overruns ${result.agent.overruns}, lost ${result.agent.lostRecords}`,
+  );
   console.log(`  XID 79 at the control plane after ${result.xid79AtControlPlaneMs} ms; every record after ${result.allAtControlPlaneMs} ms`);
   console.log(`  ${result.whole ? 'WHOLE: the control plane counts equal the plain reader' : 'NOT WHOLE'}`);
 }

@@ -23,8 +23,10 @@ const { KmsgClassifier } = await import(new URL('sources/kmsg-classify.js', dist
 const GPU = { index: 0, uuid: 'GPU-5ca1ab1e-0000-4e56-8a4d-000000100000' };
 
 const MIX = {
-  xid119: "4,1227,437812449932,-;NVRM: Xid (PCI:0000:00:16): 119, pid=36055, name=dcgm-exporter, Timeout after 6s of waiting for RPC response from GPU0 GSP! Expected function 10 (FREE) (0x5c000001 0x0).\n",
-  nvlink5: '4,1228,437812449933,-;NVRM: Xid (PCI:0009:01:00): 149, NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)\n',
+  xid119:
+    '4,1227,437812449932,-;NVRM: Xid (PCI:0000:00:16): 119, pid=36055, name=dcgm-exporter, Timeout after 6s of waiting for RPC response from GPU0 GSP! Expected function 10 (FREE) (0x5c000001 0x0).\n',
+  nvlink5:
+    '4,1228,437812449933,-;NVRM: Xid (PCI:0009:01:00): 149, NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)\n',
   xid142: '4,1229,437812449934,-;NVRM: Xid (PCI:0000:9b:00): 142, pid=1, name=x, NVENC3 Error\n',
   sxid: '4,1230,437812449935,-;nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 20034, Fatal, Link 48 LTSSM Fault Up\n',
   other: '6,1231,437812449936,-;usb 1-1: new high-speed USB device number 2 using xhci_hcd\n',

@@ -25,7 +25,10 @@ const file = path.join(dir, 'kmsg');
 const mid = Math.floor(count / 2);
 const out = [];
 for (let i = 1; i <= count; i++) {
-  const msg = i === mid ? 'NVRM: Xid (PCI:0000:9b:00): 79, pid=1, name=a, GPU has fallen off the bus.' : 'NVRM: Xid (PCI:0000:9b:00): 13, pid=1, name=a, Graphics SM Warp Exception';
+  const msg =
+    i === mid
+      ? 'NVRM: Xid (PCI:0000:9b:00): 79, pid=1, name=a, GPU has fallen off the bus.'
+      : 'NVRM: Xid (PCI:0000:9b:00): 13, pid=1, name=a, Graphics SM Warp Exception';
   out.push(formatKmsgRecord({ level: 4, seq: i, usecSinceBoot: i * 10, message: msg }));
 }
 fs.writeFileSync(file, out.join(''));
@@ -75,6 +78,8 @@ const rate = count / ingestS;
 const baseRate = lines / baseS;
 console.log(`kmsg ingest, ${count} XID records from a file into the durable store (${os.cpus().length} cpus, node ${process.version})`);
 console.log(`  plain reader baseline: ${lines} lines in ${(baseS * 1000).toFixed(1)} ms = ${Math.round(baseRate)} lines/s`);
-console.log(`  KmsgSource + store:    ${count} records in ${(ingestS * 1000).toFixed(1)} ms = ${Math.round(rate)} lines/s (ratio to baseline ${(rate / baseRate).toFixed(3)})`);
+console.log(
+  `  KmsgSource + store:    ${count} records in ${(ingestS * 1000).toFixed(1)} ms = ${Math.round(rate)} lines/s (ratio to baseline ${(rate / baseRate).toFixed(3)})`,
+);
 console.log(`  store appends: ${appends}, cursor writes: ${st.cursorWrites}, sum of XID counts: ${sum} (exact: ${sum === count}), XID 79 present: ${has79}`);
 if (sum !== count || !has79) process.exit(1);

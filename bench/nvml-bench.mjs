@@ -37,7 +37,9 @@ function parseArgs(argv) {
     else if (a === '--real') o.real = true;
     else if (a === '--json') o.json = val();
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/nvml-bench.mjs [--real] [--only latency,snapshot,storm] [--events N] [--samples N] [--smi-samples N] [--storm N] [--devices N] [--json FILE]');
+      console.log(
+        'usage: node bench/nvml-bench.mjs [--real] [--only latency,snapshot,storm] [--events N] [--samples N] [--smi-samples N] [--storm N] [--devices N] [--json FILE]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -59,7 +61,9 @@ function machine() {
   try {
     const l = execFileSync('lscpu', { encoding: 'utf8' });
     model = /Model name:\s*(.+)/.exec(l)?.[1]?.trim() ?? model;
-  } catch { /* lscpu missing */ }
+  } catch {
+    /* lscpu missing */
+  }
   return { cpu: model, cores: cpus().length, node: process.version, date: new Date().toISOString(), loadavg1m: loadavg()[0] };
 }
 
@@ -71,16 +75,23 @@ function eventsOf(x) {
 async function benchLatency(facade, opts, ctl) {
   const nvml = await facade.openNvml({ libraryPath: FAKE_NVML_LIB });
   let pending = null;
-  const watcher = nvml.watch((x) => {
-    const now = process.hrtime.bigint();
-    for (const ev of eventsOf(x)) if (pending && ev.type === 'xid') pending(ev, now);
-  }, { waitTimeoutMs: 500, ref: true });
-  const enqToCb = [], enqToWait = [], sendToCb = [];
+  const watcher = nvml.watch(
+    (x) => {
+      const now = process.hrtime.bigint();
+      for (const ev of eventsOf(x)) if (pending && ev.type === 'xid') pending(ev, now);
+    },
+    { waitTimeoutMs: 500, ref: true },
+  );
+  const enqToCb = [],
+    enqToWait = [],
+    sendToCb = [];
   let timeouts = 0;
   try {
     // the watcher registers asynchronously: wait until an event makes it through
     for (let tries = 0; ; tries++) {
-      const got = new Promise((r) => { pending = () => r(true); });
+      const got = new Promise((r) => {
+        pending = () => r(true);
+      });
       await ctl.request({ op: 'xid', device: 0, xid: 1 });
       if (await Promise.race([got, new Promise((r) => setTimeout(() => r(false), 200))])) break;
       if (tries > 100) throw new Error('no event reached JS within 20 s');
@@ -89,14 +100,26 @@ async function benchLatency(facade, opts, ctl) {
     for (let i = 0; i < warm + opts.events; i++) {
       const code = 2 + (i % 250);
       let resolveEv;
-      const got = new Promise((r) => { resolveEv = r; });
-      pending = (ev, at) => { if (Number(ev.data) === code) resolveEv({ ev, at }); };
+      const got = new Promise((r) => {
+        resolveEv = r;
+      });
+      pending = (ev, at) => {
+        if (Number(ev.data) === code) resolveEv({ ev, at });
+      };
       const sent = process.hrtime.bigint();
       const reply = await ctl.request({ op: 'xid', device: 0, xid: code });
       let timer;
-      const r = await Promise.race([got, new Promise((res) => { timer = setTimeout(() => res(null), 5000); })]);
+      const r = await Promise.race([
+        got,
+        new Promise((res) => {
+          timer = setTimeout(() => res(null), 5000);
+        }),
+      ]);
       clearTimeout(timer);
-      if (!r) { timeouts++; continue; }
+      if (!r) {
+        timeouts++;
+        continue;
+      }
       if (i < warm) continue;
       const enq = BigInt(reply.enqueuedNs);
       enqToCb.push(us(r.at - enq));
@@ -118,12 +141,33 @@ async function benchLatency(facade, opts, ctl) {
 }
 
 const SMI_FIELDS = [
-  'index', 'uuid', 'name', 'temperature.gpu', 'power.draw', 'enforced.power.limit', 'utilization.gpu',
-  'utilization.memory', 'memory.used', 'memory.total', 'clocks.sm', 'clocks.mem', 'pstate', 'fan.speed',
-  'persistence_mode', 'ecc.mode.current', 'ecc.mode.pending', 'ecc.errors.corrected.volatile.total',
-  'ecc.errors.uncorrected.volatile.total', 'ecc.errors.corrected.aggregate.total',
-  'ecc.errors.uncorrected.aggregate.total', 'retired_pages.pending', 'pcie.link.gen.current',
-  'pcie.link.gen.max', 'pcie.link.width.current', 'pcie.link.width.max', 'clocks_throttle_reasons.active',
+  'index',
+  'uuid',
+  'name',
+  'temperature.gpu',
+  'power.draw',
+  'enforced.power.limit',
+  'utilization.gpu',
+  'utilization.memory',
+  'memory.used',
+  'memory.total',
+  'clocks.sm',
+  'clocks.mem',
+  'pstate',
+  'fan.speed',
+  'persistence_mode',
+  'ecc.mode.current',
+  'ecc.mode.pending',
+  'ecc.errors.corrected.volatile.total',
+  'ecc.errors.uncorrected.volatile.total',
+  'ecc.errors.corrected.aggregate.total',
+  'ecc.errors.uncorrected.aggregate.total',
+  'retired_pages.pending',
+  'pcie.link.gen.current',
+  'pcie.link.gen.max',
+  'pcie.link.width.current',
+  'pcie.link.width.max',
+  'clocks_throttle_reasons.active',
 ];
 const SMI_MIN_FIELDS = ['index', 'uuid', 'name', 'temperature.gpu', 'power.draw', 'utilization.gpu', 'memory.used', 'memory.total', 'clocks.sm', 'pstate'];
 
@@ -134,7 +178,8 @@ function smiOnce(fields) {
 async function benchSnapshot(facade, opts, libraryPath) {
   const nvml = await facade.openNvml(libraryPath ? { libraryPath } : {});
   const times = [];
-  let devices = 0, errors = 0;
+  let devices = 0,
+    errors = 0;
   try {
     const warm = Math.min(200, Math.floor(opts.samples / 10));
     for (let i = 0; i < warm + opts.samples; i++) {
@@ -152,7 +197,10 @@ async function benchSnapshot(facade, opts, libraryPath) {
   if (opts.real) {
     let fields = SMI_FIELDS;
     let first = smiOnce(fields);
-    if (first.status !== 0) { fields = SMI_MIN_FIELDS; first = smiOnce(fields); }
+    if (first.status !== 0) {
+      fields = SMI_MIN_FIELDS;
+      first = smiOnce(fields);
+    }
     if (first.status !== 0) {
       res.nvidiaSmi = { error: `nvidia-smi failed: ${(first.stderr || first.stdout || String(first.error)).trim().split('\n')[0]}` };
     } else {
@@ -173,17 +221,25 @@ async function benchSnapshot(facade, opts, libraryPath) {
 
 async function benchStorm(facade, opts, ctl, variant) {
   const nvml = await facade.openNvml({ libraryPath: FAKE_NVML_LIB });
-  let delivered = 0, callbacks = 0, firstAt = 0n, lastAt = 0n;
+  let delivered = 0,
+    callbacks = 0,
+    firstAt = 0n,
+    lastAt = 0n;
   const rssBefore = process.memoryUsage().rss;
   let rssPeakSampled = rssBefore;
-  const sampler = setInterval(() => { rssPeakSampled = Math.max(rssPeakSampled, process.memoryUsage().rss); }, 20);
-  const watcher = nvml.watch((x) => {
-    const now = process.hrtime.bigint();
-    if (!firstAt) firstAt = now;
-    lastAt = now;
-    callbacks++;
-    for (const ev of eventsOf(x)) delivered += ev.count ?? 1;
-  }, { waitTimeoutMs: 200, ref: true });
+  const sampler = setInterval(() => {
+    rssPeakSampled = Math.max(rssPeakSampled, process.memoryUsage().rss);
+  }, 20);
+  const watcher = nvml.watch(
+    (x) => {
+      const now = process.hrtime.bigint();
+      if (!firstAt) firstAt = now;
+      lastAt = now;
+      callbacks++;
+      for (const ev of eventsOf(x)) delivered += ev.count ?? 1;
+    },
+    { waitTimeoutMs: 200, ref: true },
+  );
   let reply;
   try {
     // make sure the watcher is registered before the storm
@@ -194,18 +250,33 @@ async function benchStorm(facade, opts, ctl, variant) {
     }
     // let the warm-up event(s) settle, then take the baselines
     await new Promise((r) => setTimeout(r, 300));
-    delivered = 0; callbacks = 0; firstAt = 0n;
+    delivered = 0;
+    callbacks = 0;
+    firstAt = 0n;
     const w0 = watcher.stats();
     const before = await ctl.request({ op: 'stats' });
     const start = process.hrtime.bigint();
-    reply = await ctl.request({ op: 'storm', device: 0, xid: 13, count: opts.storm, distinct: variant.distinct, ...(variant.perSecond ? { perSecond: variant.perSecond } : {}) });
+    reply = await ctl.request({
+      op: 'storm',
+      device: 0,
+      xid: 13,
+      count: opts.storm,
+      distinct: variant.distinct,
+      ...(variant.perSecond ? { perSecond: variant.perSecond } : {}),
+    });
     // wait until the fake's queue is empty and nothing new arrives for 500 ms
-    let last = -1, stableSince = Date.now();
+    let last = -1,
+      stableSince = Date.now();
     for (;;) {
       const s = await ctl.request({ op: 'stats' });
       const w = watcher.stats();
       const seen = delivered + (w.dropped ?? 0);
-      if (s.queued === 0 && seen === last) { if (Date.now() - stableSince > 500) break; } else { last = seen; stableSince = Date.now(); }
+      if (s.queued === 0 && seen === last) {
+        if (Date.now() - stableSince > 500) break;
+      } else {
+        last = seen;
+        stableSince = Date.now();
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
     const after = await ctl.request({ op: 'stats' });
@@ -240,15 +311,22 @@ async function main() {
   const want = (k) => !opts.only || opts.only.has(k);
   const facade = await loadFacade();
   const out = { machine: machine(), mode: opts.real ? 'real NVML' : 'fake libnvidia-ml', results: {} };
-  console.log(`# ${out.mode} — ${out.machine.cpu}, ${out.machine.cores} cores, node ${out.machine.node}, ${out.machine.date}, load ${out.machine.loadavg1m.toFixed(2)}`);
+  console.log(
+    `# ${out.mode} — ${out.machine.cpu}, ${out.machine.cores} cores, node ${out.machine.node}, ${out.machine.date}, load ${out.machine.loadavg1m.toFixed(2)}`,
+  );
 
   if (opts.real) {
     if (want('snapshot')) {
       const r = await benchSnapshot(facade, opts, process.env.NAVARCH_NVML_LIBRARY);
       out.results.snapshot = r;
-      console.log(`snapshot (${r.devices} devices, ${r.snapshotUs.n} samples): mean ${fmt(r.snapshotUs.mean)} µs, p50 ${fmt(r.snapshotUs.p50)} µs, p99 ${fmt(r.snapshotUs.p99)} µs, per-device errors ${r.perDeviceErrors}`);
+      console.log(
+        `snapshot (${r.devices} devices, ${r.snapshotUs.n} samples): mean ${fmt(r.snapshotUs.mean)} µs, p50 ${fmt(r.snapshotUs.p50)} µs, p99 ${fmt(r.snapshotUs.p99)} µs, per-device errors ${r.perDeviceErrors}`,
+      );
       if (r.nvidiaSmi?.error) console.log(`nvidia-smi: ${r.nvidiaSmi.error}`);
-      else if (r.nvidiaSmi) console.log(`nvidia-smi --query-gpu (${r.nvidiaSmi.fields} fields, spawned per sample, ${r.nvidiaSmi.spawnPerSampleUs.n} samples): mean ${fmt(r.nvidiaSmi.spawnPerSampleUs.mean / 1000, 2)} ms, p50 ${fmt(r.nvidiaSmi.spawnPerSampleUs.p50 / 1000, 2)} ms — addon is ${fmt(r.nvidiaSmi.speedupMean, 0)}x faster (mean), ${fmt(r.nvidiaSmi.speedupP50, 0)}x (p50)`);
+      else if (r.nvidiaSmi)
+        console.log(
+          `nvidia-smi --query-gpu (${r.nvidiaSmi.fields} fields, spawned per sample, ${r.nvidiaSmi.spawnPerSampleUs.n} samples): mean ${fmt(r.nvidiaSmi.spawnPerSampleUs.mean / 1000, 2)} ms, p50 ${fmt(r.nvidiaSmi.spawnPerSampleUs.p50 / 1000, 2)} ms — addon is ${fmt(r.nvidiaSmi.speedupMean, 0)}x faster (mean), ${fmt(r.nvidiaSmi.speedupP50, 0)}x (p50)`,
+        );
     }
   } else {
     if (!existsSync(FAKE_NVML_LIB)) throw new Error(`${FAKE_NVML_LIB} is missing: run \`npm run build:fake\``);
@@ -261,13 +339,19 @@ async function main() {
         const r = await benchLatency(facade, opts, ctl);
         out.results.latency = r;
         const l = r.enqueueToCallbackUs;
-        console.log(`latency, injected XID -> JS callback (${r.events} events, one at a time): p50 ${fmt(l.p50)} µs, p99 ${fmt(l.p99)} µs, max ${fmt(l.max)} µs (missed ${r.lostOrLate})`);
-        console.log(`  of which enqueue -> nvmlEventSetWait_v2 return: p50 ${fmt(r.enqueueToWaitReturnUs.p50)} µs, p99 ${fmt(r.enqueueToWaitReturnUs.p99)} µs; socket send -> callback p50 ${fmt(r.socketSendToCallbackUs.p50)} µs, p99 ${fmt(r.socketSendToCallbackUs.p99)} µs`);
+        console.log(
+          `latency, injected XID -> JS callback (${r.events} events, one at a time): p50 ${fmt(l.p50)} µs, p99 ${fmt(l.p99)} µs, max ${fmt(l.max)} µs (missed ${r.lostOrLate})`,
+        );
+        console.log(
+          `  of which enqueue -> nvmlEventSetWait_v2 return: p50 ${fmt(r.enqueueToWaitReturnUs.p50)} µs, p99 ${fmt(r.enqueueToWaitReturnUs.p99)} µs; socket send -> callback p50 ${fmt(r.socketSendToCallbackUs.p50)} µs, p99 ${fmt(r.socketSendToCallbackUs.p99)} µs`,
+        );
       }
       if (want('snapshot')) {
         const r = await benchSnapshot(facade, opts, FAKE_NVML_LIB);
         out.results.snapshot = r;
-        console.log(`snapshot (${r.devices} devices, ${r.snapshotUs.n} samples): mean ${fmt(r.snapshotUs.mean)} µs, p50 ${fmt(r.snapshotUs.p50)} µs, p99 ${fmt(r.snapshotUs.p99)} µs, per-device errors ${r.perDeviceErrors}`);
+        console.log(
+          `snapshot (${r.devices} devices, ${r.snapshotUs.n} samples): mean ${fmt(r.snapshotUs.mean)} µs, p50 ${fmt(r.snapshotUs.p50)} µs, p99 ${fmt(r.snapshotUs.p99)} µs, per-device errors ${r.perDeviceErrors}`,
+        );
       }
       if (want('storm')) {
         out.results.storm = [];
@@ -278,7 +362,9 @@ async function main() {
         ]) {
           const r = await benchStorm(facade, opts, ctl, variant);
           out.results.storm.push(r);
-          console.log(`storm [${r.variant}] ${r.injected} injected in ${fmt(r.injectSeconds, 3)} s: fake queue-full drops ${r.fakeDroppedQueueFull}; addon delivered ${r.addonDelivered}, merged ${r.addonMerged}, dropped ${r.addonDropped}; JS counted ${r.jsEventsCounted} in ${r.callbacks} callbacks, ${fmt(r.deliveredPerSecond, 0)} events/s; RSS ${fmt(r.rssBeforeMiB)} -> peak ${fmt(r.rssPeakSampledMiB)} MiB (maxrss ${fmt(r.maxRssMiB)} MiB)`);
+          console.log(
+            `storm [${r.variant}] ${r.injected} injected in ${fmt(r.injectSeconds, 3)} s: fake queue-full drops ${r.fakeDroppedQueueFull}; addon delivered ${r.addonDelivered}, merged ${r.addonMerged}, dropped ${r.addonDropped}; JS counted ${r.jsEventsCounted} in ${r.callbacks} callbacks, ${fmt(r.deliveredPerSecond, 0)} events/s; RSS ${fmt(r.rssBeforeMiB)} -> peak ${fmt(r.rssPeakSampledMiB)} MiB (maxrss ${fmt(r.maxRssMiB)} MiB)`,
+          );
         }
       }
     } finally {

@@ -39,7 +39,9 @@ export class Control {
         if (w) w.resolve(JSON.parse(line));
       }
     });
-    const failAll = (e) => { for (const w of this.waiters.splice(0)) w.reject(e); };
+    const failAll = (e) => {
+      for (const w of this.waiters.splice(0)) w.reject(e);
+    };
     sock.on('error', failAll);
     sock.on('close', () => failAll(new Error('control socket closed')));
   }
@@ -65,8 +67,15 @@ export class Control {
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`no reply to ${req.op} within ${timeoutMs} ms`)), timeoutMs);
       this.waiters.push({
-        resolve: (r) => { clearTimeout(t); if (r.ok) resolve(r); else reject(new Error(`fake-nvml ${req.op}: ${r.error}`)); },
-        reject: (e) => { clearTimeout(t); reject(e); },
+        resolve: (r) => {
+          clearTimeout(t);
+          if (r.ok) resolve(r);
+          else reject(new Error(`fake-nvml ${req.op}: ${r.error}`));
+        },
+        reject: (e) => {
+          clearTimeout(t);
+          reject(e);
+        },
       });
       this.sock.write(`${JSON.stringify(req)}\n`);
     });

@@ -41,9 +41,21 @@ function fault(i) {
   };
 }
 const newEvent = {
-  id: '0mx7hnema-9999-c19fdcaf', timeMs: now, type: 'xid', system: 'DRIVER', gpuIndex: 3, gpuUuid: 'GPU-00000003-aaaa-bbbb-cccc-000000000003',
-  metrics: { xid_code: '79' }, message: 'XID 79 on GPU 3: GPU has fallen off the bus', severity: 'critical', action: 'reboot', citation: 'bench',
-  source: 'nvml', key: 'gpu3/xid/79', fault: 'raise', count: 1,
+  id: '0mx7hnema-9999-c19fdcaf',
+  timeMs: now,
+  type: 'xid',
+  system: 'DRIVER',
+  gpuIndex: 3,
+  gpuUuid: 'GPU-00000003-aaaa-bbbb-cccc-000000000003',
+  metrics: { xid_code: '79' },
+  message: 'XID 79 on GPU 3: GPU has fallen off the bus',
+  severity: 'critical',
+  action: 'reboot',
+  citation: 'bench',
+  source: 'nvml',
+  key: 'gpu3/xid/79',
+  fault: 'raise',
+  count: 1,
 };
 
 const size = (results, events) =>
@@ -58,12 +70,23 @@ for (const n of counts) {
   const p = wholeState('policy', faults, now, { skipKeys: new Set([newEvent.key]) });
   const agent = size(a.results, ev);
   const policy = size(p.results, [...p.faults.map(faultToProto), ...ev]);
-  rows.push({ activeFaults: n + 1, eventOnly: base, agent, agentExtra: agent - base, policy, policyExtra: policy - base, policyResent: p.faults.length, policyOmitted: p.omitted });
+  rows.push({
+    activeFaults: n + 1,
+    eventOnly: base,
+    agent,
+    agentExtra: agent - base,
+    policy,
+    policyExtra: policy - base,
+    policyResent: p.faults.length,
+    policyOmitted: p.omitted,
+  });
 }
 if (values.json) console.log(JSON.stringify(rows));
 else {
   console.log('active faults | event only (B) | agent (B) | +agent | x | policy (B) | +policy | x | re-sent / omitted');
   for (const r of rows) {
-    console.log(`${r.activeFaults} | ${r.eventOnly} | ${r.agent} | +${r.agentExtra} | ${(r.agent / r.eventOnly).toFixed(2)} | ${r.policy} | +${r.policyExtra} | ${(r.policy / r.eventOnly).toFixed(2)} | ${r.policyResent} / ${r.policyOmitted}`);
+    console.log(
+      `${r.activeFaults} | ${r.eventOnly} | ${r.agent} | +${r.agentExtra} | ${(r.agent / r.eventOnly).toFixed(2)} | ${r.policy} | +${r.policyExtra} | ${(r.policy / r.eventOnly).toFixed(2)} | ${r.policyResent} / ${r.policyOmitted}`,
+    );
   }
 }

@@ -44,9 +44,19 @@ try {
 const base = fs.mkdtempSync(path.join(values.dir, 'store-bench-'));
 let n = 0;
 const ev = (i, key = `gpu${i % 8}/k${i}`, severity = 'warning') => ({
-  type: 'xid', system: 'DRIVER', gpuIndex: i % 8, gpuUuid: `GPU-${i % 8}`, metrics: { xid_code: '13', i: String(i) },
-  message: 'XID 13 (Graphics Engine Exception): Graphics SM Warp Exception on (GPC 7, TPC 7, SM 0)', timeMs: Date.now(),
-  severity, action: 'restart_app', citation: 'bench', source: 'nvml', key, fault: 'none',
+  type: 'xid',
+  system: 'DRIVER',
+  gpuIndex: i % 8,
+  gpuUuid: `GPU-${i % 8}`,
+  metrics: { xid_code: '13', i: String(i) },
+  message: 'XID 13 (Graphics Engine Exception): Graphics SM Warp Exception on (GPC 7, TPC 7, SM 0)',
+  timeMs: Date.now(),
+  severity,
+  action: 'restart_app',
+  citation: 'bench',
+  source: 'nvml',
+  key,
+  fault: 'none',
 });
 const pct = (arr, p) => arr[Math.min(arr.length - 1, Math.floor(p * arr.length))];
 const results = {};
@@ -73,7 +83,10 @@ try {
     await s.close();
   }
   // 2. concurrent with fsync (group commit) and 3. without fsync
-  for (const [name, fsync] of [['concurrentFsync', true], ['concurrentNoFsync', false]]) {
+  for (const [name, fsync] of [
+    ['concurrentFsync', true],
+    ['concurrentNoFsync', false],
+  ]) {
     const s = await fresh({ fsync });
     const t0 = performance.now();
     let next = 0;
@@ -98,7 +111,12 @@ try {
     const dt = (performance.now() - t0) / 1000;
     const p = s.pending();
     if (p.length !== 1 || p[0].count !== STORM) throw new Error(`storm: expected 1 event with count ${STORM}, got ${p.length} / ${p[0]?.count}`);
-    results.stormFsync = { appends: STORM, perSec: Math.round(STORM / dt), commits: s.stats().commits, heapMiB: +(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1) };
+    results.stormFsync = {
+      appends: STORM,
+      perSec: Math.round(STORM / dt),
+      commits: s.stats().commits,
+      heapMiB: +(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1),
+    };
     await s.close();
   }
   // 5. reopen with N pending events
@@ -116,7 +134,8 @@ try {
   }
   // 6. parsing
   {
-    const rec = '4,1227,437812449932,-;NVRM: Xid (PCI:0000:00:16): 119, pid=36055, name=dcgm-exporter, Timeout after 6s of waiting for RPC response from GPU0 GSP! Expected function 10 (FREE) (0x5c000001 0x0).\n';
+    const rec =
+      '4,1227,437812449932,-;NVRM: Xid (PCI:0000:00:16): 119, pid=36055, name=dcgm-exporter, Timeout after 6s of waiting for RPC response from GPU0 GSP! Expected function 10 (FREE) (0x5c000001 0x0).\n';
     const buf = Buffer.from(rec);
     const count = 200_000;
     const t0 = performance.now();

@@ -59,7 +59,10 @@ const snap = await backend.snapshot();
 let state = tel.emptyJudgeState();
 let t0 = 1e12;
 results.judge_healthy = await measure(() => {
-  const r = tel.judgeSnapshot(state, snap.map((s) => ({ ...s, takenAtMs: (t0 += 10_000) })));
+  const r = tel.judgeSnapshot(
+    state,
+    snap.map((s) => ({ ...s, takenAtMs: (t0 += 10_000) })),
+  );
   state = r.state;
 });
 
@@ -69,7 +72,10 @@ if (fab) {
   const withFabric = snap.map((s) => (s.ok ? { ...s, telemetry: { ...s.telemetry, fabric: fabricInfo } } : s));
   state = tel.emptyJudgeState();
   results.judge_healthy_fabric = await measure(() => {
-    const r = tel.judgeSnapshot(state, withFabric.map((s) => ({ ...s, takenAtMs: (t0 += 10_000) })));
+    const r = tel.judgeSnapshot(
+      state,
+      withFabric.map((s) => ({ ...s, takenAtMs: (t0 += 10_000) })),
+    );
     state = r.state;
   });
   results.fabric_rule_only = await measure(() => {
@@ -88,14 +94,27 @@ const good = snap;
 state = tel.emptyJudgeState();
 let events = 0;
 results.judge_churn = await measure((i) => {
-  const r = tel.judgeSnapshot(state, (i % 4 === 0 ? bad : good).map((s) => ({ ...s, takenAtMs: (t0 += 10_000) })), tel.telemetryConfig({ clearAfterGoodSamples: 1 }));
+  const r = tel.judgeSnapshot(
+    state,
+    (i % 4 === 0 ? bad : good).map((s) => ({ ...s, takenAtMs: (t0 += 10_000) })),
+    tel.telemetryConfig({ clearAfterGoodSamples: 1 }),
+  );
   state = r.state;
   events += r.events.length;
 });
 
 const batch = Array.from({ length: 64 }, (_, i) => ({
-  type: 'xid', eventTypeMask: 8, data: [13, 31, 48, 79][i % 4], deviceIndex: i % gpus, uuid: `GPU-${i}`, pciBusId: '00000000:18:00.0',
-  gpuInstanceId: null, computeInstanceId: null, monotonicNs: 0n, wallTimeMs: Date.now(), count: 1,
+  type: 'xid',
+  eventTypeMask: 8,
+  data: [13, 31, 48, 79][i % 4],
+  deviceIndex: i % gpus,
+  uuid: `GPU-${i}`,
+  pciBusId: '00000000:18:00.0',
+  gpuInstanceId: null,
+  computeInstanceId: null,
+  monotonicNs: 0n,
+  wallTimeMs: Date.now(),
+  count: 1,
 }));
 results.classify_64_xids = await measure(() => ev.nvmlEventsToInputs(batch));
 
@@ -106,7 +125,9 @@ else {
   for (const [k, v] of Object.entries(results)) console.log(`  ${k.padEnd(20)} p50 ${v.p50_us} us  p99 ${v.p99_us} us  max ${v.max_us} us`);
   if (results.fabric_rule_only) {
     const r = (a, b) => (a / b).toFixed(2);
-    console.log(`  ratios (p50): judge_healthy_fabric / judge_healthy ${r(results.judge_healthy_fabric.p50_us, results.judge_healthy.p50_us)}, fabric_rule_only / judge_healthy ${r(results.fabric_rule_only.p50_us, results.judge_healthy.p50_us)}`);
+    console.log(
+      `  ratios (p50): judge_healthy_fabric / judge_healthy ${r(results.judge_healthy_fabric.p50_us, results.judge_healthy.p50_us)}, fabric_rule_only / judge_healthy ${r(results.fabric_rule_only.p50_us, results.judge_healthy.p50_us)}`,
+    );
   }
 }
 await backend.close();

@@ -111,8 +111,28 @@ async function runMode(mode) {
   const api = `http://127.0.0.1:${port}`;
   const agent = spawn(
     process.execPath,
-    [MAIN, 'run', '--gpu-backend', 'fake', '--server', cp.url, '--node-id', node, '--kmsg-path', 'none', '--telemetry-interval', '250ms',
-      '--state-dir', join(dir, `state-${mode}`), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', '--verdict', mode],
+    [
+      MAIN,
+      'run',
+      '--gpu-backend',
+      'fake',
+      '--server',
+      cp.url,
+      '--node-id',
+      node,
+      '--kmsg-path',
+      'none',
+      '--telemetry-interval',
+      '250ms',
+      '--state-dir',
+      join(dir, `state-${mode}`),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--log-level',
+      'warn',
+      '--verdict',
+      mode,
+    ],
     { env: { PATH: process.env.PATH, NAVARCH_GPU_COUNT: '4', NAVARCH_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'inherit'] },
   );
   const close = async () => {
@@ -180,10 +200,19 @@ async function runMode(mode) {
       const ok = lat.filter((x) => Number.isFinite(x));
       out[name] = unexpressed
         ? { trials: 0, note: 'no UNHEALTHY or DEGRADED verdict in 3 s (the default policy judges it HEALTHY)' }
-        : { trials: ok.length, missing: lat.length - ok.length, p50Ms: +pct(ok, 50).toFixed(2), p99Ms: +pct(ok, 99).toFixed(2), maxMs: +Math.max(...ok).toFixed(2), verdicts };
+        : {
+            trials: ok.length,
+            missing: lat.length - ok.length,
+            p50Ms: +pct(ok, 50).toFixed(2),
+            p99Ms: +pct(ok, 99).toFixed(2),
+            maxMs: +Math.max(...ok).toFixed(2),
+            verdicts,
+          };
       if (!a.json) {
         const o = out[name];
-        console.error(`${mode.padEnd(6)} ${name.padEnd(38)} ${o.trials ? `n=${o.trials} p50=${o.p50Ms} p99=${o.p99Ms} max=${o.maxMs} ms ${JSON.stringify(o.verdicts)}` : o.note}`);
+        console.error(
+          `${mode.padEnd(6)} ${name.padEnd(38)} ${o.trials ? `n=${o.trials} p50=${o.p50Ms} p99=${o.p99Ms} max=${o.maxMs} ms ${JSON.stringify(o.verdicts)}` : o.note}`,
+        );
       }
     }
   } finally {
@@ -192,7 +221,15 @@ async function runMode(mode) {
   return out;
 }
 
-const result = { bench: 'verdict-latency', n: N, cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '?', node: process.version, date: new Date().toISOString(), modes: {} };
+const result = {
+  bench: 'verdict-latency',
+  n: N,
+  cpus: os.cpus().length,
+  cpu: os.cpus()[0]?.model ?? '?',
+  node: process.version,
+  date: new Date().toISOString(),
+  modes: {},
+};
 const load0 = os.loadavg()[0];
 try {
   for (const m of modes) result.modes[m] = await runMode(m);
@@ -207,14 +244,23 @@ try {
 if (a.json) console.log(JSON.stringify(result));
 else {
   console.log(`verdict-latency ${result.date} ${result.cpu} x${result.cpus} ${result.node} load ${result.loadavg1.start} -> ${result.loadavg1.end}`);
-  console.log(`floor: fdatasync p50=${result.floor.disk.p50Ms} p99=${result.floor.disk.p99Ms} ms, POST p50=${result.floor.http.p50Ms} p99=${result.floor.http.p99Ms} ms, floor p50=${result.floor.floor.p50Ms} p99=${result.floor.floor.p99Ms} ms`);
+  console.log(
+    `floor: fdatasync p50=${result.floor.disk.p50Ms} p99=${result.floor.disk.p99Ms} ms, POST p50=${result.floor.http.p50Ms} p99=${result.floor.http.p99Ms} ms, floor p50=${result.floor.floor.p50Ms} p99=${result.floor.floor.p99Ms} ms`,
+  );
   console.log('| Fault class | mode | n | p50 ms | p99 ms | max ms | p50 / p99 vs floor | verdicts |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const name of names) {
     for (const m of modes) {
       const o = result.modes[m][name];
       if (!o.trials) console.log(`| ${name} | ${m} | 0 | - | - | - | - | ${o.note} |`);
-      else console.log(`| ${name} | ${m} | ${o.trials}${o.missing ? ` (+${o.missing} missing)` : ''} | ${o.p50Ms} | ${o.p99Ms} | ${o.maxMs} | ${o.vsFloor.p50}x / ${o.vsFloor.p99}x | ${Object.entries(o.verdicts).map(([k, v]) => `${k} ${v}`).join(', ')} |`);
+      else
+        console.log(
+          `| ${name} | ${m} | ${o.trials}${o.missing ? ` (+${o.missing} missing)` : ''} | ${o.p50Ms} | ${o.p99Ms} | ${o.maxMs} | ${o.vsFloor.p50}x / ${o.vsFloor.p99}x | ${Object.entries(
+            o.verdicts,
+          )
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')} |`,
+        );
     }
   }
 }

@@ -57,6 +57,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace
 }  // namespace navarch
 
-static Napi::Object InitNavarchNvml(Napi::Env env, Napi::Object exports) { return navarch::Init(env, exports); }
+static Napi::Object InitNavarchNvml(Napi::Env env, Napi::Object exports) {
+  return navarch::Init(env, exports);
+}
 
 NODE_API_MODULE(navarch_nvml, InitNavarchNvml)

@@ -9,8 +9,8 @@ std::shared_ptr<Bridge> Bridge::Create(Napi::Env env, const char* name, bool ref
   auto* owner = new std::shared_ptr<Bridge>(bridge);
   napi_value resourceName;
   NAPI_THROW_IF_FAILED(env, napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resourceName), nullptr);
-  napi_status st = napi_create_threadsafe_function(env, nullptr, nullptr, resourceName, 0, 1, owner, Finalize,
-                                                   owner, CallJs, &bridge->tsfn_);
+  napi_status st = napi_create_threadsafe_function(env, nullptr, nullptr, resourceName, 0, 1, owner, Finalize, owner,
+                                                   CallJs, &bridge->tsfn_);
   if (st != napi_ok) {
     delete owner;
     NAPI_THROW_IF_FAILED(env, st, nullptr);

@@ -42,9 +42,9 @@ class Bridge {
   bool finalized_ = false;  // Node freed the TSFN: never touch tsfn_ again
   napi_threadsafe_function tsfn_ = nullptr;
   napi_env env_ = nullptr;
-  int holds_ = 0;           // JS thread only
-  bool userRef_ = false;    // JS thread only
-  bool refd_ = false;       // JS thread only
+  int holds_ = 0;         // JS thread only
+  bool userRef_ = false;  // JS thread only
+  bool refd_ = false;     // JS thread only
 };
 
 }  // namespace navarch

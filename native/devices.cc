@@ -47,7 +47,9 @@ OptNum UInt(int st, unsigned v) {
   return st == abi::kSuccess ? OptNum(static_cast<double>(v)) : std::nullopt;
 }
 
-std::string Trimmed(const char* buf, size_t cap) { return std::string(buf, strnlen(buf, cap)); }
+std::string Trimmed(const char* buf, size_t cap) {
+  return std::string(buf, strnlen(buf, cap));
+}
 
 std::string ShortBusId(const abi::nvmlPciInfo_t& pci) {
   char buf[48];
@@ -144,8 +146,8 @@ struct Fabric {
 };
 
 struct Telemetry {
-  OptNum temperatureC, powerUsageW, powerLimitW, gpuUtil, memUtil, memUsed, memTotal, smClock, memClock,
-      clockReasons, pstate, fan;
+  OptNum temperatureC, powerUsageW, powerLimitW, gpuUtil, memUtil, memUsed, memTotal, smClock, memClock, clockReasons,
+      pstate, fan;
   OptBool persistence, eccCurrent, eccPending;
   OptNum eccVolCorr, eccVolUnc, eccAggCorr, eccAggUnc, retiredSbe, retiredDbe;
   OptBool retiredPending;
@@ -481,7 +483,8 @@ std::unique_ptr<Payload> QueryDeviceInfo(Lane& lane) {
   try {
     nvmlDevice_t h = Identify(lane, &p->id);
     char name[abi::kNameBufferSize] = {0};
-    if (NV_CALL(lane, DeviceGetName, h, name, abi::kNameBufferSize) == abi::kSuccess) p->name = Trimmed(name, sizeof name);
+    if (NV_CALL(lane, DeviceGetName, h, name, abi::kNameBufferSize) == abi::kSuccess)
+      p->name = Trimmed(name, sizeof name);
     char serial[abi::kSerialBufferSize] = {0};
     if (NV_CALL(lane, DeviceGetSerial, h, serial, abi::kSerialBufferSize) == abi::kSuccess)
       p->serial = Trimmed(serial, sizeof serial);

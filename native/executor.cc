@@ -61,7 +61,9 @@ void Batch::SettleLocked(std::unique_lock<std::mutex>& lock) {
 
 DeadlineTimer::DeadlineTimer() : thread_([this] { Run(); }) {}
 
-DeadlineTimer::~DeadlineTimer() { Stop(false); }
+DeadlineTimer::~DeadlineTimer() {
+  Stop(false);
+}
 
 void DeadlineTimer::Add(const std::shared_ptr<Batch>& batch) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -146,7 +148,9 @@ bool Lane::Suspect(SteadyClock::time_point now) {
   return busy_ && now > busyDeadline_;
 }
 
-std::string Lane::CurrentFn() { return currentFn_.load(std::memory_order_relaxed); }
+std::string Lane::CurrentFn() {
+  return currentFn_.load(std::memory_order_relaxed);
+}
 
 void Lane::Stop() {
   std::lock_guard<std::mutex> lock(mu_);

@@ -141,7 +141,7 @@ class Lane : public std::enable_shared_from_this<Lane> {
   SteadyClock::time_point busyDeadline_{};
   std::atomic<const char*> currentFn_{""};
   abi::nvmlDevice_t handle_ = nullptr;  // lane thread only
-  DeviceIdentity identity_;              // under mu_
+  DeviceIdentity identity_;             // under mu_
 };
 
 }  // namespace navarch

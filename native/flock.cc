@@ -28,7 +28,10 @@ Napi::Value JS_TryFlock(const Napi::CallbackInfo& info) {
   int err = errno;
   if (err == EWOULDBLOCK) return Napi::Boolean::New(env, false);
   Napi::Error e = Napi::Error::New(env, std::string("flock failed: ") + std::strerror(err));
-  e.Set("code", Napi::String::New(env, err == EBADF ? "EBADF" : err == ENOLCK ? "ENOLCK" : err == EINVAL ? "EINVAL" : "E" + std::to_string(err)));
+  e.Set("code", Napi::String::New(env, err == EBADF    ? "EBADF"
+                                       : err == ENOLCK ? "ENOLCK"
+                                       : err == EINVAL ? "EINVAL"
+                                                       : "E" + std::to_string(err)));
   e.Set("errno", Napi::Number::New(env, err));
   throw e;
 }

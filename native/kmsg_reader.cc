@@ -35,9 +35,13 @@ std::string ErrnoCode(int err) {
 KmsgReaderCore::KmsgReaderCore(int fd, KmsgReaderLimits limits, std::shared_ptr<Bridge> bridge)
     : fd_(fd), limits_(limits), bridge_(std::move(bridge)) {}
 
-KmsgReaderCore::~KmsgReaderCore() { Shutdown(); }
+KmsgReaderCore::~KmsgReaderCore() {
+  Shutdown();
+}
 
-void SetKmsgReaderSelf(const std::shared_ptr<KmsgReaderCore>& core) { core->self_ = core; }
+void SetKmsgReaderSelf(const std::shared_ptr<KmsgReaderCore>& core) {
+  core->self_ = core;
+}
 
 bool KmsgReaderCore::Start() {
   wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -189,7 +193,8 @@ class KmsgReader : public Napi::ObjectWrap<KmsgReader> {
   explicit KmsgReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<KmsgReader>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction()) {
-      throw Napi::TypeError::New(env, "new KmsgReader(fd: number, onReadable: () => void, limits?: {maxRecords, maxBytes})");
+      throw Napi::TypeError::New(env,
+                                 "new KmsgReader(fd: number, onReadable: () => void, limits?: {maxRecords, maxBytes})");
     }
     double raw = info[0].As<Napi::Number>().DoubleValue();
     if (!(raw >= 0 && raw <= 1 << 30) || raw != static_cast<double>(static_cast<int>(raw))) {
@@ -238,7 +243,8 @@ class KmsgReader : public Napi::ObjectWrap<KmsgReader> {
     if (v.IsUndefined()) return dflt;
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
     if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi))) {
-      throw Napi::RangeError::New(env, std::string("KmsgReader: ") + name + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+      throw Napi::RangeError::New(env, std::string("KmsgReader: ") + name + " must be between " + std::to_string(lo) +
+                                           " and " + std::to_string(hi));
     }
     return static_cast<size_t>(d);
   }
@@ -277,7 +283,8 @@ class KmsgReader : public Napi::ObjectWrap<KmsgReader> {
     size_t max = 256;
     if (info.Length() >= 1 && !info[0].IsUndefined()) {
       double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 1 && d <= 1 << 20)) throw Napi::RangeError::New(env, "KmsgReader.take(max): max must be between 1 and 1048576");
+      if (!(d >= 1 && d <= 1 << 20))
+        throw Napi::RangeError::New(env, "KmsgReader.take(max): max must be between 1 and 1048576");
       max = static_cast<size_t>(d);
     }
     bool idle = false;
@@ -323,6 +330,8 @@ class KmsgReader : public Napi::ObjectWrap<KmsgReader> {
 
 }  // namespace
 
-void InitKmsgReader(Napi::Env env, Napi::Object exports) { exports.Set("KmsgReader", KmsgReader::Define(env)); }
+void InitKmsgReader(Napi::Env env, Napi::Object exports) {
+  exports.Set("KmsgReader", KmsgReader::Define(env));
+}
 
 }  // namespace navarch

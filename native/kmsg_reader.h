@@ -27,12 +27,12 @@
 namespace navarch {
 
 struct KmsgReaderLimits {
-  size_t maxRecords = 65536;          // records held for JS before new ones are dropped (counted)
+  size_t maxRecords = 65536;            // records held for JS before new ones are dropped (counted)
   size_t maxBytes = 32u * 1024 * 1024;  // bytes held for JS, likewise
 };
 
 struct KmsgReaderCounters {
-  uint64_t records = 0;     // records read from the descriptor
+  uint64_t records = 0;  // records read from the descriptor
   uint64_t bytes = 0;
   uint64_t overruns = 0;    // EPIPE: the kernel overwrote records this reader had not read
   uint64_t dropped = 0;     // records read but dropped because JS let the queue fill up

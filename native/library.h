@@ -53,7 +53,7 @@ struct NvmlApi {
   abi::PFN_nvmlDeviceGetNvLinkState DeviceGetNvLinkState = nullptr;
   abi::PFN_nvmlDeviceGetNvLinkErrorCounter DeviceGetNvLinkErrorCounter = nullptr;
   abi::PFN_nvmlDeviceGetGpuFabricInfoV DeviceGetGpuFabricInfoV = nullptr;  // >= 550, Hopper+
-  abi::PFN_nvmlDeviceGetULL DeviceGetTotalEnergyConsumption = nullptr;  // mJ, Volta+
+  abi::PFN_nvmlDeviceGetULL DeviceGetTotalEnergyConsumption = nullptr;     // mJ, Volta+
   abi::PFN_nvmlDeviceGetUtilSampled DeviceGetEncoderUtilization = nullptr;
   abi::PFN_nvmlDeviceGetUtilSampled DeviceGetDecoderUtilization = nullptr;
   abi::PFN_nvmlDeviceGetPcieThroughput DeviceGetPcieThroughput = nullptr;  // KB/s over 20 ms

@@ -30,11 +30,11 @@ constexpr nvmlReturn_t kErrLibRmVersionMismatch = 18;
 constexpr nvmlReturn_t kErrUnknown = 999;
 
 // ---- buffer sizes ---------------------------------------------------------------------------
-constexpr unsigned kUuidBufferSize = 96;        // NVML_DEVICE_UUID_V2_BUFFER_SIZE
-constexpr unsigned kNameBufferSize = 96;        // NVML_DEVICE_NAME_V2_BUFFER_SIZE
-constexpr unsigned kSerialBufferSize = 32;      // NVML_DEVICE_SERIAL_BUFFER_SIZE is 30
-constexpr unsigned kVersionBufferSize = 80;     // NVML_SYSTEM_*_VERSION_BUFFER_SIZE
-constexpr unsigned kNvLinkMaxLinks = 36;        // 18 before driver 590; extra links answer INVALID_ARGUMENT
+constexpr unsigned kUuidBufferSize = 96;     // NVML_DEVICE_UUID_V2_BUFFER_SIZE
+constexpr unsigned kNameBufferSize = 96;     // NVML_DEVICE_NAME_V2_BUFFER_SIZE
+constexpr unsigned kSerialBufferSize = 32;   // NVML_DEVICE_SERIAL_BUFFER_SIZE is 30
+constexpr unsigned kVersionBufferSize = 80;  // NVML_SYSTEM_*_VERSION_BUFFER_SIZE
+constexpr unsigned kNvLinkMaxLinks = 36;     // 18 before driver 590; extra links answer INVALID_ARGUMENT
 
 // ---- enums ------------------------------------------------------------------------------------
 constexpr unsigned kTemperatureGpu = 0;
@@ -157,11 +157,11 @@ static_assert(offsetof(nvmlFieldValue_t, nvmlReturn) == 28, "nvmlFieldValue_t.nv
 static_assert(offsetof(nvmlFieldValue_t, value) == 32, "nvmlFieldValue_t.value");
 // Field ids below 251 have kept their numbers across driver branches (nvml-abi.md §3.7); these
 // three match in the NVML headers of CUDA 11.x and 12.x.
-constexpr unsigned int kFieldMemoryTemp = 82;         // NVML_FI_DEV_MEMORY_TEMP, C
-constexpr unsigned int kFieldNvLinkDataTx = 138;      // NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, KiB
-constexpr unsigned int kFieldNvLinkDataRx = 139;      // NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, KiB
+constexpr unsigned int kFieldMemoryTemp = 82;              // NVML_FI_DEV_MEMORY_TEMP, C
+constexpr unsigned int kFieldNvLinkDataTx = 138;           // NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, KiB
+constexpr unsigned int kFieldNvLinkDataRx = 139;           // NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, KiB
 constexpr unsigned int kFieldScopeAllLinks = 0xFFFFFFFFu;  // scopeId UINT_MAX: summed over links
-constexpr unsigned kPcieUtilTxBytes = 0;              // nvmlPcieUtilCounter_t
+constexpr unsigned kPcieUtilTxBytes = 0;                   // nvmlPcieUtilCounter_t
 constexpr unsigned kPcieUtilRxBytes = 1;
 
 // ---- entry points (enum parameters are passed as unsigned int, identical on SysV) -------------
@@ -181,15 +181,13 @@ using PFN_nvmlDeviceGetTemperature = nvmlReturn_t (*)(nvmlDevice_t, unsigned int
 using PFN_nvmlDeviceGetUtilizationRates = nvmlReturn_t (*)(nvmlDevice_t, nvmlUtilization_t*);
 using PFN_nvmlDeviceGetClockInfo = nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int*);
 using PFN_nvmlDeviceGetEccMode = nvmlReturn_t (*)(nvmlDevice_t, unsigned int*, unsigned int*);
-using PFN_nvmlDeviceGetTotalEccErrors =
-    nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int, unsigned long long*);
-using PFN_nvmlDeviceGetRetiredPages =
-    nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int*, unsigned long long*);
-using PFN_nvmlDeviceGetRemappedRows =
-    nvmlReturn_t (*)(nvmlDevice_t, unsigned int*, unsigned int*, unsigned int*, unsigned int*);
+using PFN_nvmlDeviceGetTotalEccErrors = nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int, unsigned long long*);
+using PFN_nvmlDeviceGetRetiredPages = nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int*, unsigned long long*);
+using PFN_nvmlDeviceGetRemappedRows = nvmlReturn_t (*)(nvmlDevice_t, unsigned int*, unsigned int*, unsigned int*,
+                                                       unsigned int*);
 using PFN_nvmlDeviceGetNvLinkState = nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int*);
-using PFN_nvmlDeviceGetNvLinkErrorCounter =
-    nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int, unsigned long long*);
+using PFN_nvmlDeviceGetNvLinkErrorCounter = nvmlReturn_t (*)(nvmlDevice_t, unsigned int, unsigned int,
+                                                             unsigned long long*);
 using PFN_nvmlDeviceGetGpuFabricInfoV = nvmlReturn_t (*)(nvmlDevice_t, nvmlGpuFabricInfoV_t*);
 using PFN_nvmlDeviceGetFieldValues = nvmlReturn_t (*)(nvmlDevice_t, int, nvmlFieldValue_t*);
 using PFN_nvmlDeviceGetUtilSampled = nvmlReturn_t (*)(nvmlDevice_t, unsigned int*, unsigned int*);

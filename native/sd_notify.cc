@@ -106,8 +106,7 @@ int SdNotifySend(const std::string& address, const std::string& state) {
   if (fd.get() < 0) return -errno;
   ssize_t n;
   do {
-    n = sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL,
-               reinterpret_cast<const sockaddr*>(&sa), len);
+    n = sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&sa), len);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return -errno;
   if (static_cast<size_t>(n) != state.size()) return -EMSGSIZE;

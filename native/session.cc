@@ -16,18 +16,23 @@ constexpr unsigned kMaxTimeoutMs = 600000;
 
 unsigned TimeoutArg(const Napi::CallbackInfo& info, size_t i, unsigned fallback, const char* what) {
   if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return fallback;
-  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number of milliseconds");
+  if (!info[i].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number of milliseconds");
   double v = info[i].As<Napi::Number>().DoubleValue();
   if (!(v >= 1 && v <= kMaxTimeoutMs)) {
-    throw Napi::RangeError::New(info.Env(), std::string(what) + " must be between 1 and 600000 ms, got " +
-                                                info[i].ToString().Utf8Value());
+    throw Napi::RangeError::New(
+        info.Env(), std::string(what) + " must be between 1 and 600000 ms, got " + info[i].ToString().Utf8Value());
   }
   return static_cast<unsigned>(v);
 }
 
-SteadyClock::time_point DeadlineIn(unsigned ms) { return SteadyClock::now() + std::chrono::milliseconds(ms); }
+SteadyClock::time_point DeadlineIn(unsigned ms) {
+  return SteadyClock::now() + std::chrono::milliseconds(ms);
+}
 
-Failure Closed(const char* fn) { return Failure::Own("NVML_CLOSED", fn, "the NVML session is closed"); }
+Failure Closed(const char* fn) {
+  return Failure::Own("NVML_CLOSED", fn, "the NVML session is closed");
+}
 
 Failure TimeoutFailure(const std::shared_ptr<Lane>& lane, int index, unsigned ms) {
   std::string fn = lane ? lane->CurrentFn() : "";
@@ -204,7 +209,9 @@ class Watch : public Napi::ObjectWrap<Watch> {
   bool finished_ = false;
 };
 
-void DeliverWatchBatch(Napi::Env env, WatchCore& core) { Watch::Deliver(env, core); }
+void DeliverWatchBatch(Napi::Env env, WatchCore& core) {
+  Watch::Deliver(env, core);
+}
 
 // ========================================================================================== Session
 
@@ -246,13 +253,13 @@ void SessionCore::Teardown(bool joinWatches) {
 class Session : public Napi::ObjectWrap<Session> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "NativeSession",
-                       {InstanceMethod<&Session::Open>("open"), InstanceMethod<&Session::DeviceCount>("deviceCount"),
-                        InstanceMethod<&Session::System>("system"), InstanceMethod<&Session::Devices>("devices"),
-                        InstanceMethod<&Session::Snapshot>("snapshot"),
-                        InstanceMethod<&Session::SuspectDevices>("suspectDevices"),
-                        InstanceMethod<&Session::WatchJs>("watch"), InstanceMethod<&Session::Close>("close"),
-                        InstanceAccessor<&Session::LibraryPath>("libraryPath")});
+    return DefineClass(
+        env, "NativeSession",
+        {InstanceMethod<&Session::Open>("open"), InstanceMethod<&Session::DeviceCount>("deviceCount"),
+         InstanceMethod<&Session::System>("system"), InstanceMethod<&Session::Devices>("devices"),
+         InstanceMethod<&Session::Snapshot>("snapshot"), InstanceMethod<&Session::SuspectDevices>("suspectDevices"),
+         InstanceMethod<&Session::WatchJs>("watch"), InstanceMethod<&Session::Close>("close"),
+         InstanceAccessor<&Session::LibraryPath>("libraryPath")});
   }
 
   explicit Session(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Session>(info) {
@@ -262,8 +269,9 @@ class Session : public Napi::ObjectWrap<Session> {
     core_->timer = std::make_unique<DeadlineTimer>();
     auto* data = env.GetInstanceData<AddonData>();
     auto& list = data->sessions;
-    list.erase(std::remove_if(list.begin(), list.end(), [](const std::weak_ptr<SessionCore>& w) { return w.expired(); }),
-               list.end());
+    list.erase(
+        std::remove_if(list.begin(), list.end(), [](const std::weak_ptr<SessionCore>& w) { return w.expired(); }),
+        list.end());
     list.push_back(core_);
   }
 
@@ -283,8 +291,8 @@ class Session : public Napi::ObjectWrap<Session> {
       self->Unref();
       finish(e, r);
     };
-    auto batch = std::make_shared<Batch>(slots, DeadlineIn(timeoutMs), core_->bridge, std::move(pinned),
-                                         std::move(onTimeout));
+    auto batch =
+        std::make_shared<Batch>(slots, DeadlineIn(timeoutMs), core_->bridge, std::move(pinned), std::move(onTimeout));
     core_->bridge->Hold();  // released by the finish task
     core_->timer->Add(batch);
     return batch;
@@ -298,12 +306,14 @@ class Session : public Napi::ObjectWrap<Session> {
   // open(libraryPath: string, callTimeoutMs: number): Promise<number /* device count */>
   Napi::Value Open(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "open(libraryPath: string, callTimeoutMs?: number)");
+    if (info.Length() < 1 || !info[0].IsString())
+      throw Napi::TypeError::New(env, "open(libraryPath: string, callTimeoutMs?: number)");
     std::string path = info[0].As<Napi::String>().Utf8Value();
     unsigned timeoutMs = TimeoutArg(info, 1, 5000, "callTimeoutMs");
     {
       std::lock_guard<std::mutex> lock(core_->mu);
-      if (core_->state != SessionCore::State::Idle) return Rejected(env, Failure::Own("NVML_CLOSED", "open", "session already opened"));
+      if (core_->state != SessionCore::State::Idle)
+        return Rejected(env, Failure::Own("NVML_CLOSED", "open", "session already opened"));
       core_->state = SessionCore::State::Opening;
       core_->callTimeoutMs = timeoutMs;
     }
@@ -322,8 +332,9 @@ class Session : public Napi::ObjectWrap<Session> {
           }
         },
         [timeoutMs](size_t) -> std::unique_ptr<Payload> {
-          return std::make_unique<FailurePayload>(Failure::Own(
-              "NVML_CALL_TIMEOUT", "nvmlInit_v2", "opening NVML did not finish within " + std::to_string(timeoutMs) + " ms"));
+          return std::make_unique<FailurePayload>(
+              Failure::Own("NVML_CALL_TIMEOUT", "nvmlInit_v2",
+                           "opening NVML did not finish within " + std::to_string(timeoutMs) + " ms"));
         });
     std::thread([core, batch, path] {
       Failure failure;
@@ -409,7 +420,9 @@ class Session : public Napi::ObjectWrap<Session> {
           if (!batch->Settled()) batch->Fill(0, query(l));
         },
         batch->deadline(), &why);
-    if (!ok) batch->Fill(0, std::make_unique<FailurePayload>(Failure::Own("NVML_CALL_TIMEOUT", lane->CurrentFn(), "NVML: " + why)));
+    if (!ok)
+      batch->Fill(
+          0, std::make_unique<FailurePayload>(Failure::Own("NVML_CALL_TIMEOUT", lane->CurrentFn(), "NVML: " + why)));
     return deferred.Promise();
   }
 
@@ -446,7 +459,8 @@ class Session : public Napi::ObjectWrap<Session> {
           deferred.Resolve(arr);
         },
         [lanes, timeoutMs, onTimeout](size_t i) {
-          return onTimeout(static_cast<int>(i), lanes[i]->Identity(), TimeoutFailure(lanes[i], static_cast<int>(i), timeoutMs));
+          return onTimeout(static_cast<int>(i), lanes[i]->Identity(),
+                           TimeoutFailure(lanes[i], static_cast<int>(i), timeoutMs));
         });
     for (size_t i = 0; i < lanes.size(); ++i) {
       std::string why;
@@ -501,12 +515,14 @@ class Session : public Napi::ObjectWrap<Session> {
     opts.waitTimeoutMs = TimeoutArg(info, 2, 500, "waitTimeoutMs");
     if (info.Length() > 3 && info[3].IsNumber()) {
       double cap = info[3].As<Napi::Number>().DoubleValue();
-      if (!(cap >= 1 && cap <= 1048576)) throw Napi::RangeError::New(env, "queueCapacity must be between 1 and 1048576");
+      if (!(cap >= 1 && cap <= 1048576))
+        throw Napi::RangeError::New(env, "queueCapacity must be between 1 and 1048576");
       opts.queueCapacity = static_cast<size_t>(cap);
     }
     opts.ref = info.Length() > 4 && info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
     opts.wantedMask = DefaultWantedMask();
-    if (info.Length() > 5 && info[5].IsNumber()) opts.wantedMask = static_cast<uint64_t>(info[5].As<Napi::Number>().Int64Value());
+    if (info.Length() > 5 && info[5].IsNumber())
+      opts.wantedMask = static_cast<uint64_t>(info[5].As<Napi::Number>().Int64Value());
     std::shared_ptr<Library> lib;
     unsigned count;
     {
@@ -524,7 +540,8 @@ class Session : public Napi::ObjectWrap<Session> {
     {
       std::lock_guard<std::mutex> lock(core_->mu);
       auto& ws = core_->watches;
-      ws.erase(std::remove_if(ws.begin(), ws.end(), [](const std::shared_ptr<WatchCore>& c) { return !c->bridge()->IsOpen(); }),
+      ws.erase(std::remove_if(ws.begin(), ws.end(),
+                              [](const std::shared_ptr<WatchCore>& c) { return !c->bridge()->IsOpen(); }),
                ws.end());
       ws.push_back(wcore);
     }

@@ -19,7 +19,9 @@ if (!input) {
   process.exit(2);
 }
 
-const [header, ...lines] = readFileSync(input, 'utf8').split('\n').filter((l) => l.length > 0);
+const [header, ...lines] = readFileSync(input, 'utf8')
+  .split('\n')
+  .filter((l) => l.length > 0);
 const cols = header.split('\t');
 const col = (name) => {
   const i = cols.indexOf(name);

@@ -62,7 +62,9 @@ for (const arch of Object.keys(MACHINE)) {
     writeFileSync(log, `${r.stdout ?? ''}${r.stderr ?? ''}`);
     if (r.status !== 0 || !existsSync(dest)) {
       const why = (r.stderr ?? '').trim().split('\n').at(-1) || (r.error ? r.error.message : `exit ${r.status}`);
-      fail(`${rel} is missing and scripts/prebuild.sh could not build it: ${why} (log ${relative(root, log)}; or set NAVARCH_PREBUILDS_DIR to a directory with linux-${arch}/${FILE})`);
+      fail(
+        `${rel} is missing and scripts/prebuild.sh could not build it: ${why} (log ${relative(root, log)}; or set NAVARCH_PREBUILDS_DIR to a directory with linux-${arch}/${FILE})`,
+      );
     }
   }
   const bad = elfProblem(dest, arch);

@@ -61,7 +61,8 @@ function bound(v: unknown, depth: number): unknown {
     if (v.stack) out.stack = truncateText(v.stack, MAX_TEXT * 4);
     return out;
   }
-  if (Array.isArray(v)) return v.length > 100 ? [...v.slice(0, 100).map((x) => bound(x, depth - 1)), `... (${v.length} items)`] : v.map((x) => bound(x, depth - 1));
+  if (Array.isArray(v))
+    return v.length > 100 ? [...v.slice(0, 100).map((x) => bound(x, depth - 1)), `... (${v.length} items)`] : v.map((x) => bound(x, depth - 1));
   const out: Record<string, unknown> = {};
   for (const [k, x] of Object.entries(v)) out[k] = bound(x, depth - 1);
   return out;

@@ -41,8 +41,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   if (opts.destination) {
     return pino({ level, base, hooks, timestamp: pino.stdTimeFunctions.isoTime }, opts.destination);
   }
-  const pretty =
-    opts.pretty ?? (process.stdout.isTTY === true && process.env.NAVARCH_LOG_FORMAT !== 'json');
+  const pretty = opts.pretty ?? (process.stdout.isTTY === true && process.env.NAVARCH_LOG_FORMAT !== 'json');
   if (pretty) {
     // pino-pretty in-process (no worker thread): synchronous, so nothing is lost at exit.
     const dest = prettyStream();
@@ -57,7 +56,6 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
 function prettyStream(): DestinationStream {
   return prettyFactory({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service', sync: true });
 }
-
 
 /** Flush buffered log lines synchronously (safe in exit paths). */
 export function flushLogs(): void {

@@ -19,8 +19,10 @@ _Static_assert(sizeof(nvmlUtilization_t) == 8, "util");
 _Static_assert(sizeof(nvmlTemperature_t) == 12, "temp");
 _Static_assert(sizeof(nvmlEventData_t) == 32 && offsetof(nvmlEventData_t, gpuInstanceId) == 24, "ev");
 
-typedef struct { unsigned int version, domain, bus, device, pciDeviceId, pciSubSystemId,
-                 baseClass, subClass; char busId[32]; } nvmlPciInfoExt_t;
+typedef struct {
+    unsigned int version, domain, bus, device, pciDeviceId, pciSubSystemId, baseClass, subClass;
+    char busId[32];
+} nvmlPciInfoExt_t;
 _Static_assert(sizeof(nvmlPciInfoExt_t) == 64 && offsetof(nvmlPciInfoExt_t, busId) == 32, "pciext");
 
 #define VER_MEMORY_V2 0x02000028u
@@ -54,7 +56,10 @@ static void deadline_after(struct timespec *ts, long long ms) {
     clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += (time_t)(ms / 1000);
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
 }
 
 static int ts_passed(const struct timespec *dl) {
@@ -86,19 +91,30 @@ static void apply_hang(fake_device *d, const char *fn) {
     struct timespec dl;
     deadline_after(&dl, d->hang_ms);
     g_hung++;
-    while (g_init_count > 0 && d->hang_gen == gen && !ts_passed(&dl))
-        pthread_cond_timedwait(&g_hang_cv, &g_mu, &dl);
+    while (g_init_count > 0 && d->hang_gen == gen && !ts_passed(&dl)) pthread_cond_timedwait(&g_hang_cv, &g_mu, &dl);
     g_hung--;
 }
 
 /* Locks g_mu and validates a device call; on failure g_mu is released again. */
 static nvmlReturn_t enter_dev(nvmlDevice_t d, const char *fn) {
     pthread_mutex_lock(&g_mu);
-    if (g_init_count == 0) { pthread_mutex_unlock(&g_mu); return NVML_ERROR_UNINITIALIZED; }
-    if (!valid_device(d)) { pthread_mutex_unlock(&g_mu); return NVML_ERROR_INVALID_ARGUMENT; }
+    if (g_init_count == 0) {
+        pthread_mutex_unlock(&g_mu);
+        return NVML_ERROR_UNINITIALIZED;
+    }
+    if (!valid_device(d)) {
+        pthread_mutex_unlock(&g_mu);
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
     apply_hang(d, fn);
-    if (g_init_count == 0) { pthread_mutex_unlock(&g_mu); return NVML_ERROR_UNINITIALIZED; }
-    if (d->lost) { pthread_mutex_unlock(&g_mu); return NVML_ERROR_GPU_IS_LOST; }
+    if (g_init_count == 0) {
+        pthread_mutex_unlock(&g_mu);
+        return NVML_ERROR_UNINITIALIZED;
+    }
+    if (d->lost) {
+        pthread_mutex_unlock(&g_mu);
+        return NVML_ERROR_GPU_IS_LOST;
+    }
     return NVML_SUCCESS;
 }
 
@@ -108,10 +124,20 @@ static nvmlReturn_t leave(nvmlReturn_t rc) {
 }
 
 #define FN_NAME (__func__ + 5) /* strip "impl_" */
-#define ENTER(d) do { nvmlReturn_t e_ = enter_dev((d), FN_NAME); if (e_ != NVML_SUCCESS) return e_; } while (0)
+#define ENTER(d)                                   \
+    do {                                           \
+        nvmlReturn_t e_ = enter_dev((d), FN_NAME); \
+        if (e_ != NVML_SUCCESS) return e_;         \
+    } while (0)
 #define UNSUP(d, idx) (((d)->unsupported >> (idx)) & 1ULL)
-#define REQUIRE(p) do { if (!(p)) return leave(NVML_ERROR_INVALID_ARGUMENT); } while (0)
-#define SUPPORTED(d, idx) do { if (UNSUP(d, idx)) return leave(NVML_ERROR_NOT_SUPPORTED); } while (0)
+#define REQUIRE(p)                                           \
+    do {                                                     \
+        if (!(p)) return leave(NVML_ERROR_INVALID_ARGUMENT); \
+    } while (0)
+#define SUPPORTED(d, idx)                                          \
+    do {                                                           \
+        if (UNSUP(d, idx)) return leave(NVML_ERROR_NOT_SUPPORTED); \
+    } while (0)
 
 static nvmlReturn_t copy_str(char *dst, unsigned len, const char *src) {
     if (!dst) return NVML_ERROR_INVALID_ARGUMENT;
@@ -147,7 +173,7 @@ static nvmlReturn_t impl_nvmlInitWithFlags(unsigned int flags) {
     g_waits = g_recorded = g_dropped = g_last_enqueue_ns = 0;
     pthread_mutex_unlock(&g_mu);
     if (hang > 0) {
-        struct timespec ts = { (time_t)(hang / 1000), (long)(hang % 1000) * 1000000L };
+        struct timespec ts = {(time_t)(hang / 1000), (long)(hang % 1000) * 1000000L};
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     }
     if (rc == NVML_SUCCESS && ndev == 0 && !(flags & 1u)) rc = NVML_ERROR_GPU_NOT_FOUND;
@@ -206,39 +232,39 @@ static nvmlReturn_t impl_nvmlShutdown(void) {
 
 static const char *impl_nvmlErrorString(nvmlReturn_t r) {
     switch (r) {
-    case 0: return "Success";
-    case 1: return "Uninitialized";
-    case 2: return "Invalid Argument";
-    case 3: return "Not Supported";
-    case 4: return "Insufficient Permissions";
-    case 5: return "Already Initialized";
-    case 6: return "Not Found";
-    case 7: return "Insufficient Size";
-    case 8: return "Insufficient External Power";
-    case 9: return "Driver Not Loaded";
-    case 10: return "Timeout";
-    case 11: return "Interrupt Request Issue";
-    case 12: return "NVML Shared Library Not Found";
-    case 13: return "Function Not Found";
-    case 14: return "Corrupted infoROM";
-    case 15: return "GPU is lost";
-    case 16: return "GPU requires reset";
-    case 17: return "GPU access blocked by the operating system";
-    case 18: return "Driver/library version mismatch";
-    case 19: return "In use by another client";
-    case 20: return "Insufficient Memory";
-    case 21: return "No data";
-    case 22: return "vGPU ECC not supported";
-    case 23: return "Insufficient resources";
-    case 24: return "Frequency not supported";
-    case 25: return "Argument version mismatch";
-    case 26: return "Deprecated";
-    case 27: return "Not ready";
-    case 28: return "GPU not found";
-    case 29: return "Invalid state";
-    case 30: return "Reset type not supported";
-    case 999: return "Unknown Error";
-    default: return "Unknown NVML status";
+        case 0: return "Success";
+        case 1: return "Uninitialized";
+        case 2: return "Invalid Argument";
+        case 3: return "Not Supported";
+        case 4: return "Insufficient Permissions";
+        case 5: return "Already Initialized";
+        case 6: return "Not Found";
+        case 7: return "Insufficient Size";
+        case 8: return "Insufficient External Power";
+        case 9: return "Driver Not Loaded";
+        case 10: return "Timeout";
+        case 11: return "Interrupt Request Issue";
+        case 12: return "NVML Shared Library Not Found";
+        case 13: return "Function Not Found";
+        case 14: return "Corrupted infoROM";
+        case 15: return "GPU is lost";
+        case 16: return "GPU requires reset";
+        case 17: return "GPU access blocked by the operating system";
+        case 18: return "Driver/library version mismatch";
+        case 19: return "In use by another client";
+        case 20: return "Insufficient Memory";
+        case 21: return "No data";
+        case 22: return "vGPU ECC not supported";
+        case 23: return "Insufficient resources";
+        case 24: return "Frequency not supported";
+        case 25: return "Argument version mismatch";
+        case 26: return "Deprecated";
+        case 27: return "Not ready";
+        case 28: return "GPU not found";
+        case 29: return "Invalid state";
+        case 30: return "Reset type not supported";
+        case 999: return "Unknown Error";
+        default: return "Unknown NVML status";
     }
 }
 
@@ -301,8 +327,7 @@ static nvmlReturn_t impl_nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_
     if (g_init_count == 0) return leave(NVML_ERROR_UNINITIALIZED);
     REQUIRE(uuid && device);
     for (unsigned i = 0; i < g_ndev; i++)
-        if (strcmp(g_dev[i].uuid, uuid) == 0)
-            return leave(handout(&g_dev[i], device, "nvmlDeviceGetHandleByUUID"));
+        if (strcmp(g_dev[i].uuid, uuid) == 0) return leave(handout(&g_dev[i], device, "nvmlDeviceGetHandleByUUID"));
     return leave(NVML_ERROR_NOT_FOUND);
 }
 
@@ -313,10 +338,16 @@ static int parse_bus_id(const char *s, unsigned *dom, unsigned *bus, unsigned *d
     int colons = 0;
     for (const char *p = s; *p; p++) colons += *p == ':';
     if (colons == 2 && sscanf(s, "%x:%x:%x.%x%c", &a, &b, &c, &f, &tail) == 4) {
-        *dom = a; *bus = b; *dev = c; return 0;
+        *dom = a;
+        *bus = b;
+        *dev = c;
+        return 0;
     }
     if (colons == 1 && sscanf(s, "%x:%x.%x%c", &b, &c, &f, &tail) == 3) {
-        *dom = 0; *bus = b; *dev = c; return 0;
+        *dom = 0;
+        *bus = b;
+        *dev = c;
+        return 0;
     }
     return -1;
 }
@@ -460,14 +491,14 @@ static nvmlReturn_t impl_nvmlDeviceGetTemperatureV(nvmlDevice_t d, nvmlTemperatu
     return leave(NVML_SUCCESS);
 }
 
-#define UINT_GETTER(fn, idx, group)                                          \
-    static nvmlReturn_t impl_##fn(nvmlDevice_t d, unsigned int *out) {       \
-        ENTER(d);                                                             \
-        REQUIRE(out);                                                         \
-        SUPPORTED(d, group);                                                  \
-        SUPPORTED(d, idx);                                                    \
-        *out = (unsigned)d->vals[idx];                                        \
-        return leave(NVML_SUCCESS);                                           \
+#define UINT_GETTER(fn, idx, group)                                    \
+    static nvmlReturn_t impl_##fn(nvmlDevice_t d, unsigned int *out) { \
+        ENTER(d);                                                      \
+        REQUIRE(out);                                                  \
+        SUPPORTED(d, group);                                           \
+        SUPPORTED(d, idx);                                             \
+        *out = (unsigned)d->vals[idx];                                 \
+        return leave(NVML_SUCCESS);                                    \
     }
 
 UINT_GETTER(nvmlDeviceGetPowerUsage, F_powerUsageMw, F_powerUsageMw)
@@ -535,8 +566,8 @@ static int ecc_field(unsigned errorType, unsigned counterType) {
     return counterType == 0 ? F_eccVolatileUncorrected : F_eccAggregateUncorrected;
 }
 
-static nvmlReturn_t impl_nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, unsigned int errorType,
-                                                     unsigned int counterType, unsigned long long *count) {
+static nvmlReturn_t impl_nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, unsigned int errorType, unsigned int counterType,
+                                                     unsigned long long *count) {
     ENTER(d);
     REQUIRE(count && errorType < 2 && counterType < 2);
     SUPPORTED(d, U_ecc);
@@ -565,7 +596,10 @@ static nvmlReturn_t retired_pages(nvmlDevice_t d, unsigned int cause, unsigned i
     int f = cause == 0 ? F_retiredPagesSbe : F_retiredPagesDbe;
     SUPPORTED(d, f);
     unsigned n = (unsigned)d->vals[f];
-    if (*pageCount < n) { *pageCount = n; return leave(NVML_ERROR_INSUFFICIENT_SIZE); }
+    if (*pageCount < n) {
+        *pageCount = n;
+        return leave(NVML_ERROR_INSUFFICIENT_SIZE);
+    }
     if (n > 0) REQUIRE(addresses);
     for (unsigned k = 0; k < n; k++) {
         addresses[k] = 0x100000ULL * (k + 1) + ((unsigned long long)cause << 40) + ((unsigned long long)d->index << 32);
@@ -606,8 +640,7 @@ static nvmlReturn_t impl_nvmlDeviceGetRemappedRows(nvmlDevice_t d, unsigned int 
 /* ---------------------------------------------------------------- 3.5 NVLink */
 
 static nvmlReturn_t nvlink_check(fake_device *d, unsigned link) {
-    if (UNSUP(d, U_nvlink) || UNSUP(d, F_nvlinkCount) || d->vals[F_nvlinkCount] == 0)
-        return NVML_ERROR_NOT_SUPPORTED;
+    if (UNSUP(d, U_nvlink) || UNSUP(d, F_nvlinkCount) || d->vals[F_nvlinkCount] == 0) return NVML_ERROR_NOT_SUPPORTED;
     if (link >= d->vals[F_nvlinkCount]) return NVML_ERROR_INVALID_ARGUMENT;
     return NVML_SUCCESS;
 }
@@ -629,7 +662,10 @@ static nvmlReturn_t impl_nvmlDeviceGetNvLinkErrorCounter(nvmlDevice_t d, unsigne
     nvmlReturn_t rc = nvlink_check(d, link);
     if (rc != NVML_SUCCESS) return leave(rc);
     static const int map[4] = {F_nvlinkReplay, F_nvlinkRecovery, F_nvlinkCrcFlit, F_nvlinkCrcData};
-    if (counter == 4) { *value = 0; return leave(NVML_SUCCESS); } /* ECC data: not modelled */
+    if (counter == 4) {
+        *value = 0;
+        return leave(NVML_SUCCESS);
+    } /* ECC data: not modelled */
     SUPPORTED(d, map[counter]);
     *value = d->vals[map[counter]];
     return leave(NVML_SUCCESS);
@@ -650,7 +686,11 @@ static nvmlReturn_t impl_nvmlEventSetCreate(nvmlEventSet_t *set) {
     REQUIRE(set);
     fake_set *s = calloc(1, sizeof *s);
     nvmlEventData_t *ring = calloc(FAKE_QUEUE_CAP, sizeof *ring);
-    if (!s || !ring) { free(s); free(ring); return leave(NVML_ERROR_UNKNOWN); }
+    if (!s || !ring) {
+        free(s);
+        free(ring);
+        return leave(NVML_ERROR_UNKNOWN);
+    }
     s->magic = FAKE_SET_MAGIC;
     s->ring = ring;
     init_cond(&s->cv);
@@ -685,8 +725,14 @@ static nvmlReturn_t event_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsign
     nvmlReturn_t rc;
     set->waiters++;
     for (;;) {
-        if (g_init_count == 0) { rc = NVML_ERROR_UNINITIALIZED; break; }
-        if (set->freed) { rc = NVML_ERROR_INVALID_ARGUMENT; break; }
+        if (g_init_count == 0) {
+            rc = NVML_ERROR_UNINITIALIZED;
+            break;
+        }
+        if (set->freed) {
+            rc = NVML_ERROR_INVALID_ARGUMENT;
+            break;
+        }
         if (set->count > 0) {
             const nvmlEventData_t *e = &set->ring[set->head];
             data->device = e->device;
@@ -701,8 +747,14 @@ static nvmlReturn_t event_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsign
             rc = NVML_SUCCESS;
             break;
         }
-        if (set_has_lost_device(set)) { rc = NVML_ERROR_GPU_IS_LOST; break; }
-        if (ts_passed(&dl)) { rc = NVML_ERROR_TIMEOUT; break; }
+        if (set_has_lost_device(set)) {
+            rc = NVML_ERROR_GPU_IS_LOST;
+            break;
+        }
+        if (ts_passed(&dl)) {
+            rc = NVML_ERROR_TIMEOUT;
+            break;
+        }
         pthread_cond_timedwait(&set->cv, &g_mu, &dl);
     }
     set->waiters--;
@@ -723,7 +775,10 @@ static nvmlReturn_t impl_nvmlEventSetFree(nvmlEventSet_t set) {
     if (g_init_count == 0) return leave(NVML_ERROR_UNINITIALIZED);
     REQUIRE(valid_set(set));
     for (fake_set **pp = &g_sets; *pp; pp = &(*pp)->next)
-        if (*pp == set) { *pp = set->next; break; }
+        if (*pp == set) {
+            *pp = set->next;
+            break;
+        }
     set->freed = 1;
     pthread_cond_broadcast(&set->cv);
     if (set->waiters == 0) destroy_set(set);
@@ -839,7 +894,11 @@ typedef struct {
     long long timestamp, latencyUsec;
     unsigned int valueType;
     nvmlReturn_t nvmlReturn;
-    union { double dVal; unsigned int uiVal; unsigned long long ullVal; } value;
+    union {
+        double dVal;
+        unsigned int uiVal;
+        unsigned long long ullVal;
+    } value;
 } nvmlFieldValue_t;
 _Static_assert(sizeof(nvmlFieldValue_t) == 40, "nvmlFieldValue_t size");
 _Static_assert(offsetof(nvmlFieldValue_t, value) == 32, "nvmlFieldValue_t.value offset");
@@ -880,6 +939,8 @@ static nvmlReturn_t impl_nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvm
 
 /* ---------------------------------------------------------------- exports (IFUNC) */
 
+// An X-macro list, kept as written (clang-format would pack the entries into long lines).
+// clang-format off
 #define FAKE_ENTRY_POINTS(X)                                                                   \
     X(nvmlInit_v2) X(nvmlInit) X(nvmlInitWithFlags) X(nvmlShutdown) X(nvmlErrorString)         \
     X(nvmlSystemGetDriverVersion) X(nvmlSystemGetNVMLVersion) X(nvmlSystemGetCudaDriverVersion) \
@@ -903,13 +964,11 @@ static nvmlReturn_t impl_nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvm
     X(nvmlEventSetWait_v2) X(nvmlEventSetWait) X(nvmlEventSetFree) X(nvmlDeviceGetGpuFabricInfoV) \
     X(nvmlDeviceGetTotalEnergyConsumption) X(nvmlDeviceGetEncoderUtilization)                  \
     X(nvmlDeviceGetDecoderUtilization) X(nvmlDeviceGetPcieThroughput) X(nvmlDeviceGetFieldValues)
+// clang-format on
 
-#define FAKE_EXPORT(name)                                                                      \
-    static __typeof__(&impl_##name) resolve_##name(void) {                                     \
-        return fake_symbol_missing(#name) ? NULL : impl_##name;                                \
-    }                                                                                          \
-    __attribute__((visibility("default"))) __typeof__(impl_##name) name                        \
-        __attribute__((ifunc("resolve_" #name)));
+#define FAKE_EXPORT(name)                                                                                            \
+    static __typeof__(&impl_##name) resolve_##name(void) { return fake_symbol_missing(#name) ? NULL : impl_##name; } \
+    __attribute__((visibility("default"))) __typeof__(impl_##name) name __attribute__((ifunc("resolve_" #name)));
 FAKE_ENTRY_POINTS(FAKE_EXPORT)
 
 #define FAKE_NAME(name) #name,

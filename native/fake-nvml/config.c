@@ -25,15 +25,27 @@ static const unsigned long long field_defaults[F_COUNT] = {
 #undef FAKE_DEF_F
 };
 static const char *const unsup_names[U_COUNT - F_COUNT] = {
-    "serial", "minorNumber", "nvlink", "ecc", "retiredPages", "remappedRows", "pcie",
-    "name", "uuid", "pciInfo", "nvlinkDown",
+    "serial", "minorNumber", "nvlink", "ecc",     "retiredPages", "remappedRows",
+    "pcie",   "name",        "uuid",   "pciInfo", "nvlinkDown",
 };
 
-static const struct { const char *name; unsigned long long bit; } event_names[] = {
-    {"ecc_sbe", 0x1}, {"ecc_dbe", 0x2}, {"pstate", 0x4}, {"xid", 0x8}, {"clock", 0x10},
-    {"power_source", 0x80}, {"mig_config", 0x100}, {"ecc_storm", 0x200},
-    {"dram_retirement_event", 0x400}, {"dram_retirement_failure", 0x800},
-    {"non_fatal_poison", 0x1000}, {"fatal_poison", 0x2000}, {"gpu_unavailable", 0x4000},
+static const struct {
+    const char *name;
+    unsigned long long bit;
+} event_names[] = {
+    {"ecc_sbe", 0x1},
+    {"ecc_dbe", 0x2},
+    {"pstate", 0x4},
+    {"xid", 0x8},
+    {"clock", 0x10},
+    {"power_source", 0x80},
+    {"mig_config", 0x100},
+    {"ecc_storm", 0x200},
+    {"dram_retirement_event", 0x400},
+    {"dram_retirement_failure", 0x800},
+    {"non_fatal_poison", 0x1000},
+    {"fatal_poison", 0x2000},
+    {"gpu_unavailable", 0x4000},
     {"gpu_recovery_action", 0x8000},
 };
 
@@ -100,13 +112,24 @@ static void default_system(fake_system *s) {
 
 static char *read_config_file(const char *path, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) { snprintf(err, errlen, "cannot open %s: %m", path); return NULL; }
+    if (!f) {
+        snprintf(err, errlen, "cannot open %s: %m", path);
+        return NULL;
+    }
     char *buf = malloc(CONFIG_MAX_BYTES + 1);
-    if (!buf) { fclose(f); snprintf(err, errlen, "out of memory"); return NULL; }
+    if (!buf) {
+        fclose(f);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     size_t n = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
     int bad = ferror(f);
     fclose(f);
-    if (bad) { free(buf); snprintf(err, errlen, "cannot read %s", path); return NULL; }
+    if (bad) {
+        free(buf);
+        snprintf(err, errlen, "cannot read %s", path);
+        return NULL;
+    }
     if (n > CONFIG_MAX_BYTES) {
         free(buf);
         snprintf(err, errlen, "%s is larger than %u bytes", path, CONFIG_MAX_BYTES);
@@ -127,7 +150,10 @@ static jv *load_tree(char *err, size_t errlen, const char **path_out) {
     char perr[200];
     jv *root = jv_parse(text, len, perr, sizeof perr);
     free(text);
-    if (!root) { snprintf(err, errlen, "%s: %s", path, perr); return NULL; }
+    if (!root) {
+        snprintf(err, errlen, "%s: %s", path, perr);
+        return NULL;
+    }
     if (root->kind != JV_OBJ) {
         snprintf(err, errlen, "%s: top level must be an object", path);
         jv_free(root);
@@ -152,7 +178,11 @@ int fake_symbol_missing(const char *name) {
 
 /* ---- strict parsing helpers ---- */
 
-typedef struct { char *err; size_t errlen; int failed; } ctx;
+typedef struct {
+    char *err;
+    size_t errlen;
+    int failed;
+} ctx;
 
 static void cfail(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void cfail(ctx *c, const char *fmt, ...) {
@@ -169,15 +199,20 @@ static int check_keys(ctx *c, const jv *obj, const char *where, const char *cons
         int ok = 0;
         for (const char *const *a = allowed; *a; a++)
             if (strcmp(obj->keys[i], *a) == 0) ok = 1;
-        if (!ok) { cfail(c, "%s: unknown key \"%s\"", where, obj->keys[i]); return -1; }
+        if (!ok) {
+            cfail(c, "%s: unknown key \"%s\"", where, obj->keys[i]);
+            return -1;
+        }
     }
     return 0;
 }
 
 /* Unsigned integer (booleans count as 0/1). */
-static int get_uint(ctx *c, const jv *v, const char *where, unsigned long long max,
-                    unsigned long long *out) {
-    if (v->kind == JV_BOOL) { *out = (unsigned long long)v->boolean; return 0; }
+static int get_uint(ctx *c, const jv *v, const char *where, unsigned long long max, unsigned long long *out) {
+    if (v->kind == JV_BOOL) {
+        *out = (unsigned long long)v->boolean;
+        return 0;
+    }
     long long x;
     if (jv_int(v, &x) != 0 || x < 0 || (unsigned long long)x > max) {
         cfail(c, "%s: expected an integer in 0..%llu", where, max);
@@ -188,16 +223,28 @@ static int get_uint(ctx *c, const jv *v, const char *where, unsigned long long m
 }
 
 static int get_str(ctx *c, const jv *v, const char *where, char *dst, size_t cap) {
-    if (v->kind != JV_STR) { cfail(c, "%s: expected a string, got %s", where, jv_kind_name(v->kind)); return -1; }
-    if (v->len + 1 > cap) { cfail(c, "%s: longer than %zu bytes", where, cap - 1); return -1; }
-    if (strlen(v->str) != v->len) { cfail(c, "%s: contains NUL", where); return -1; }
+    if (v->kind != JV_STR) {
+        cfail(c, "%s: expected a string, got %s", where, jv_kind_name(v->kind));
+        return -1;
+    }
+    if (v->len + 1 > cap) {
+        cfail(c, "%s: longer than %zu bytes", where, cap - 1);
+        return -1;
+    }
+    if (strlen(v->str) != v->len) {
+        cfail(c, "%s: contains NUL", where);
+        return -1;
+    }
     memcpy(dst, v->str, v->len + 1);
     return 0;
 }
 
 int fake_parse_nvlink_down(const jv *v, unsigned long long *mask, char *err, size_t errlen);
 int fake_parse_nvlink_down(const jv *v, unsigned long long *mask, char *err, size_t errlen) {
-    if (v->kind != JV_ARR) { snprintf(err, errlen, "nvlinkDown: expected an array of link numbers"); return -1; }
+    if (v->kind != JV_ARR) {
+        snprintf(err, errlen, "nvlinkDown: expected an array of link numbers");
+        return -1;
+    }
     unsigned long long m = 0;
     for (size_t i = 0; i < v->len; i++) {
         long long l;
@@ -214,35 +261,60 @@ int fake_parse_nvlink_down(const jv *v, unsigned long long *mask, char *err, siz
 int fake_field_max(int idx, unsigned long long *max);
 int fake_field_max(int idx, unsigned long long *max) {
     switch (idx) {
-    case F_memoryTotal: case F_memoryUsed: case F_memoryReserved: case F_clockEventReasons:
-    case F_eccVolatileCorrected: case F_eccVolatileUncorrected: case F_eccAggregateCorrected:
-    case F_eccAggregateUncorrected: case F_nvlinkReplay: case F_nvlinkRecovery:
-    case F_nvlinkCrcFlit: case F_nvlinkCrcData: case F_totalEnergyMj: case F_nvlinkDataTxKiB:
-    case F_nvlinkDataRxKiB:
-        *max = (1ULL << 53); break; /* exact in a JS number */
-    case F_persistenceMode: case F_eccCurrent: case F_eccPending: case F_retiredPagesPending:
-    case F_remappedPending: case F_remappedFailure:
-        *max = 1; break;
-    case F_pstate: *max = 32; break;
-    case F_nvlinkCount: *max = FAKE_MAX_NVLINKS; break;
-    case F_retiredPagesSbe: case F_retiredPagesDbe: *max = 4096; break;
-    default: *max = 0xFFFFFFFFULL; break;
+        case F_memoryTotal:
+        case F_memoryUsed:
+        case F_memoryReserved:
+        case F_clockEventReasons:
+        case F_eccVolatileCorrected:
+        case F_eccVolatileUncorrected:
+        case F_eccAggregateCorrected:
+        case F_eccAggregateUncorrected:
+        case F_nvlinkReplay:
+        case F_nvlinkRecovery:
+        case F_nvlinkCrcFlit:
+        case F_nvlinkCrcData:
+        case F_totalEnergyMj:
+        case F_nvlinkDataTxKiB:
+        case F_nvlinkDataRxKiB: *max = (1ULL << 53); break; /* exact in a JS number */
+        case F_persistenceMode:
+        case F_eccCurrent:
+        case F_eccPending:
+        case F_retiredPagesPending:
+        case F_remappedPending:
+        case F_remappedFailure: *max = 1; break;
+        case F_pstate: *max = 32; break;
+        case F_nvlinkCount: *max = FAKE_MAX_NVLINKS; break;
+        case F_retiredPagesSbe:
+        case F_retiredPagesDbe: *max = 4096; break;
+        default: *max = 0xFFFFFFFFULL; break;
     }
     return 0;
 }
 
 static void parse_device(ctx *c, const jv *o, fake_device *d, unsigned i) {
     char where[160];
-    static const char *const keys[] = {"name", "uuid", "serial", "pci", "minorNumber",
-        "supportedEvents", "telemetry", "unsupported", "lost", "hang", NULL};
+    static const char *const keys[] = {"name",      "uuid",        "serial", "pci",  "minorNumber", "supportedEvents",
+                                       "telemetry", "unsupported", "lost",   "hang", NULL};
     snprintf(where, sizeof where, "devices[%u]", i);
-    if (o->kind != JV_OBJ) { cfail(c, "%s: expected an object", where); return; }
+    if (o->kind != JV_OBJ) {
+        cfail(c, "%s: expected an object", where);
+        return;
+    }
     if (check_keys(c, o, where, keys) != 0) return;
     const jv *v;
     unsigned long long u;
-    if ((v = jv_get(o, "name"))) { snprintf(where, sizeof where, "devices[%u].name", i); get_str(c, v, where, d->name, 96); }
-    if ((v = jv_get(o, "uuid"))) { snprintf(where, sizeof where, "devices[%u].uuid", i); get_str(c, v, where, d->uuid, 80); }
-    if ((v = jv_get(o, "serial"))) { snprintf(where, sizeof where, "devices[%u].serial", i); get_str(c, v, where, d->serial, 30); }
+    if ((v = jv_get(o, "name"))) {
+        snprintf(where, sizeof where, "devices[%u].name", i);
+        get_str(c, v, where, d->name, 96);
+    }
+    if ((v = jv_get(o, "uuid"))) {
+        snprintf(where, sizeof where, "devices[%u].uuid", i);
+        get_str(c, v, where, d->uuid, 80);
+    }
+    if ((v = jv_get(o, "serial"))) {
+        snprintf(where, sizeof where, "devices[%u].serial", i);
+        get_str(c, v, where, d->serial, 30);
+    }
     if ((v = jv_get(o, "minorNumber"))) {
         snprintf(where, sizeof where, "devices[%u].minorNumber", i);
         if (get_uint(c, v, where, 0xFFFFFFFFULL, &u) == 0) d->minor = (unsigned)u;
@@ -250,12 +322,20 @@ static void parse_device(ctx *c, const jv *o, fake_device *d, unsigned i) {
     if ((v = jv_get(o, "pci"))) {
         static const char *const pk[] = {"domain", "bus", "device", "pciDeviceId", "pciSubSystemId", NULL};
         snprintf(where, sizeof where, "devices[%u].pci", i);
-        if (v->kind != JV_OBJ) { cfail(c, "%s: expected an object", where); return; }
+        if (v->kind != JV_OBJ) {
+            cfail(c, "%s: expected an object", where);
+            return;
+        }
         if (check_keys(c, v, where, pk) != 0) return;
-        struct { const char *k; unsigned *dst; unsigned long long max; } m[] = {
-            {"domain", &d->domain, 0xFFFFFFFFULL}, {"bus", &d->bus, 0xFF}, {"device", &d->dev, 31},
-            {"pciDeviceId", &d->pciDeviceId, 0xFFFFFFFFULL},
-            {"pciSubSystemId", &d->pciSubSystemId, 0xFFFFFFFFULL}};
+        struct {
+            const char *k;
+            unsigned *dst;
+            unsigned long long max;
+        } m[] = {{"domain", &d->domain, 0xFFFFFFFFULL},
+                 {"bus", &d->bus, 0xFF},
+                 {"device", &d->dev, 31},
+                 {"pciDeviceId", &d->pciDeviceId, 0xFFFFFFFFULL},
+                 {"pciSubSystemId", &d->pciSubSystemId, 0xFFFFFFFFULL}};
         for (size_t k = 0; k < sizeof m / sizeof m[0]; k++) {
             const jv *x = jv_get(v, m[k].k);
             char w2[200];
@@ -265,18 +345,27 @@ static void parse_device(ctx *c, const jv *o, fake_device *d, unsigned i) {
     }
     if ((v = jv_get(o, "supportedEvents"))) {
         snprintf(where, sizeof where, "devices[%u].supportedEvents", i);
-        if (v->kind != JV_ARR) { cfail(c, "%s: expected an array of event names", where); return; }
+        if (v->kind != JV_ARR) {
+            cfail(c, "%s: expected an array of event names", where);
+            return;
+        }
         d->supported_events = 0;
         for (size_t k = 0; k < v->len; k++) {
             const jv *x = v->items[k];
             unsigned long long bit = x->kind == JV_STR ? fake_event_bit(x->str) : 0;
-            if (!bit) { cfail(c, "%s[%zu]: unknown event type", where, k); return; }
+            if (!bit) {
+                cfail(c, "%s[%zu]: unknown event type", where, k);
+                return;
+            }
             d->supported_events |= bit;
         }
     }
     if ((v = jv_get(o, "telemetry"))) {
         snprintf(where, sizeof where, "devices[%u].telemetry", i);
-        if (v->kind != JV_OBJ) { cfail(c, "%s: expected an object", where); return; }
+        if (v->kind != JV_OBJ) {
+            cfail(c, "%s: expected an object", where);
+            return;
+        }
         for (size_t k = 0; k < v->len; k++) {
             char w2[200];
             snprintf(w2, sizeof w2, "devices[%u].telemetry.%s", i, v->keys[k]);
@@ -287,7 +376,10 @@ static void parse_device(ctx *c, const jv *o, fake_device *d, unsigned i) {
                 continue;
             }
             int f = fake_field_index(v->keys[k]);
-            if (f < 0) { cfail(c, "%s: unknown telemetry key", w2); return; }
+            if (f < 0) {
+                cfail(c, "%s: unknown telemetry key", w2);
+                return;
+            }
             unsigned long long max;
             fake_field_max(f, &max);
             if (get_uint(c, v->items[k], w2, max, &u) == 0) d->vals[f] = u;
@@ -295,7 +387,10 @@ static void parse_device(ctx *c, const jv *o, fake_device *d, unsigned i) {
     }
     if ((v = jv_get(o, "unsupported"))) {
         snprintf(where, sizeof where, "devices[%u].unsupported", i);
-        if (v->kind != JV_ARR) { cfail(c, "%s: expected an array of names", where); return; }
+        if (v->kind != JV_ARR) {
+            cfail(c, "%s: expected an array of names", where);
+            return;
+        }
         for (size_t k = 0; k < v->len; k++) {
             const jv *x = v->items[k];
             int idx = x->kind == JV_STR ? fake_unsup_index(x->str) : -1;
@@ -309,16 +404,25 @@ static void parse_device(ctx *c, const jv *o, fake_device *d, unsigned i) {
     }
     if ((v = jv_get(o, "lost"))) {
         snprintf(where, sizeof where, "devices[%u].lost", i);
-        if (v->kind != JV_BOOL) { cfail(c, "%s: expected a boolean", where); return; }
+        if (v->kind != JV_BOOL) {
+            cfail(c, "%s: expected a boolean", where);
+            return;
+        }
         d->lost = v->boolean;
     }
     if ((v = jv_get(o, "hang"))) {
         static const char *const hk[] = {"function", "ms", NULL};
         snprintf(where, sizeof where, "devices[%u].hang", i);
-        if (v->kind != JV_OBJ) { cfail(c, "%s: expected an object", where); return; }
+        if (v->kind != JV_OBJ) {
+            cfail(c, "%s: expected an object", where);
+            return;
+        }
         if (check_keys(c, v, where, hk) != 0) return;
         const jv *fn = jv_get(v, "function"), *ms = jv_get(v, "ms");
-        if (!fn || !ms) { cfail(c, "%s: needs \"function\" and \"ms\"", where); return; }
+        if (!fn || !ms) {
+            cfail(c, "%s: needs \"function\" and \"ms\"", where);
+            return;
+        }
         if (get_str(c, fn, where, d->hang_fn, sizeof d->hang_fn) != 0) return;
         if (get_uint(c, ms, where, 86400000ULL, &u) == 0) d->hang_ms = (long long)u;
     }
@@ -335,11 +439,15 @@ int fake_load_config(char *err, size_t errlen) {
     char lerr[300];
     lerr[0] = '\0';
     jv *root = load_tree(lerr, sizeof lerr, &path);
-    if (!root && path && *path) { snprintf(err, errlen, "%s", lerr); return -1; }
+    if (!root && path && *path) {
+        snprintf(err, errlen, "%s", lerr);
+        return -1;
+    }
     ctx c = {err, errlen, 0};
     if (root) {
         static const char *const keys[] = {"driverVersion", "nvmlVersion", "cudaDriverVersion",
-            "initError", "initHangMs", "missingSymbols", "controlSocket", "devices", NULL};
+                                           "initError",     "initHangMs",  "missingSymbols",
+                                           "controlSocket", "devices",     NULL};
         const jv *v;
         unsigned long long u;
         check_keys(&c, root, "top level", keys);
@@ -350,11 +458,9 @@ int fake_load_config(char *err, size_t errlen) {
         if (!c.failed && (v = jv_get(root, "cudaDriverVersion")) &&
             get_uint(&c, v, "cudaDriverVersion", 0x7FFFFFFF, &u) == 0)
             sys.cuda_driver_version = (int)u;
-        if (!c.failed && (v = jv_get(root, "initError")) &&
-            get_uint(&c, v, "initError", 0x7FFFFFFF, &u) == 0)
+        if (!c.failed && (v = jv_get(root, "initError")) && get_uint(&c, v, "initError", 0x7FFFFFFF, &u) == 0)
             sys.init_error = (int)u;
-        if (!c.failed && (v = jv_get(root, "initHangMs")) &&
-            get_uint(&c, v, "initHangMs", 86400000ULL, &u) == 0)
+        if (!c.failed && (v = jv_get(root, "initHangMs")) && get_uint(&c, v, "initHangMs", 86400000ULL, &u) == 0)
             sys.init_hang_ms = (long long)u;
         if (!c.failed && (v = jv_get(root, "controlSocket")))
             get_str(&c, v, "controlSocket (max 107 bytes)", sys.control_socket, sizeof sys.control_socket);
@@ -381,8 +487,7 @@ int fake_load_config(char *err, size_t errlen) {
             for (unsigned j = i + 1; !c.failed && j < ndev; j++) {
                 if (strcmp(devs[i].uuid, devs[j].uuid) == 0)
                     cfail(&c, "devices[%u] and devices[%u] have the same uuid", i, j);
-                else if (devs[i].domain == devs[j].domain && devs[i].bus == devs[j].bus &&
-                         devs[i].dev == devs[j].dev)
+                else if (devs[i].domain == devs[j].domain && devs[i].bus == devs[j].bus && devs[i].dev == devs[j].dev)
                     cfail(&c, "devices[%u] and devices[%u] have the same PCI bus id", i, j);
             }
         jv_free(root);

@@ -30,7 +30,11 @@ extern const char *const fake_exported_names[];
 int fake_parse_nvlink_down(const jv *v, unsigned long long *mask, char *err, size_t errlen);
 int fake_field_max(int idx, unsigned long long *max);
 
-typedef struct { int fd; size_t len; char *buf; } client;
+typedef struct {
+    int fd;
+    size_t len;
+    char *buf;
+} client;
 
 static pthread_t g_thread;
 static int g_running;
@@ -44,8 +48,10 @@ static void json_escape(char *out, size_t cap, const char *s) {
     size_t o = 0;
     for (; *s && o + 7 < cap; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') { out[o++] = '\\'; out[o++] = (char)c; }
-        else if (c < 0x20) o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
         else out[o++] = (char)c;
     }
     out[o] = '\0';
@@ -64,11 +70,14 @@ static void reply_err(char *out, const char *fmt, ...) {
 
 /* ---------------------------------------------------------------- request helpers */
 
-static int want_int(const jv *req, const char *key, long long lo, long long hi, long long *out,
-                    char *reply, int required, long long dflt) {
+static int want_int(const jv *req, const char *key, long long lo, long long hi, long long *out, char *reply,
+                    int required, long long dflt) {
     const jv *v = jv_get(req, key);
     if (!v) {
-        if (!required) { *out = dflt; return 0; }
+        if (!required) {
+            *out = dflt;
+            return 0;
+        }
         reply_err(reply, "missing \"%s\"", key);
         return -1;
     }
@@ -93,13 +102,16 @@ static int want_device(const jv *req, long long *dev, char *reply) {
 
 static const char *want_str(const jv *req, const char *key, char *reply) {
     const jv *v = jv_get(req, key);
-    if (!v || v->kind != JV_STR) { reply_err(reply, "\"%s\" must be a string", key); return NULL; }
+    if (!v || v->kind != JV_STR) {
+        reply_err(reply, "\"%s\" must be a string", key);
+        return NULL;
+    }
     return v->str;
 }
 
 static void reply_enqueue(char *reply, unsigned rec, unsigned drop) {
-    snprintf(reply, REPLY_CAP, "{\"ok\":true,\"recorded\":%u,\"dropped\":%u,\"enqueuedNs\":%llu}",
-             rec, drop, g_last_enqueue_ns);
+    snprintf(reply, REPLY_CAP, "{\"ok\":true,\"recorded\":%u,\"dropped\":%u,\"enqueuedNs\":%llu}", rec, drop,
+             g_last_enqueue_ns);
 }
 
 /* ---------------------------------------------------------------- ops */
@@ -122,12 +134,15 @@ static void op_storm(const jv *req, char *reply) {
             unsigned long long due = start + (unsigned long long)((double)done * 1e9 / (double)rate);
             unsigned long long now = fake_now_ns();
             if (due > now) {
-                struct timespec ts = { (time_t)((due - now) / 1000000000ULL), (long)((due - now) % 1000000000ULL) };
+                struct timespec ts = {(time_t)((due - now) / 1000000000ULL), (long)((due - now) % 1000000000ULL)};
                 nanosleep(&ts, NULL);
             }
         }
         pthread_mutex_lock(&g_mu);
-        if ((unsigned long long)dev >= g_ndev) { pthread_mutex_unlock(&g_mu); break; }
+        if ((unsigned long long)dev >= g_ndev) {
+            pthread_mutex_unlock(&g_mu);
+            break;
+        }
         for (long long k = 0; k < batch && done < count; k++, done++) {
             unsigned d = 0;
             rec += fake_enqueue((unsigned)dev, 0x8, (unsigned long long)(xid + done % distinct), &d);
@@ -137,8 +152,8 @@ static void op_storm(const jv *req, char *reply) {
     }
     unsigned long long end = fake_now_ns();
     snprintf(reply, REPLY_CAP,
-             "{\"ok\":true,\"recorded\":%llu,\"dropped\":%llu,\"startNs\":%llu,\"endNs\":%llu,\"elapsedNs\":%llu}",
-             rec, drop, start, end, end - start);
+             "{\"ok\":true,\"recorded\":%llu,\"dropped\":%llu,\"startNs\":%llu,\"endNs\":%llu,\"elapsedNs\":%llu}", rec,
+             drop, start, end, end - start);
 }
 
 static int known_function(const char *fn) {
@@ -152,24 +167,41 @@ static int known_function(const char *fn) {
 static void handle(const char *line, size_t len, char *reply) {
     char perr[200];
     jv *req = jv_parse(line, len, perr, sizeof perr);
-    if (!req) { reply_err(reply, "%s", perr); return; }
-    if (req->kind != JV_OBJ) { reply_err(reply, "request must be a JSON object"); jv_free(req); return; }
+    if (!req) {
+        reply_err(reply, "%s", perr);
+        return;
+    }
+    if (req->kind != JV_OBJ) {
+        reply_err(reply, "request must be a JSON object");
+        jv_free(req);
+        return;
+    }
     const char *op = want_str(req, "op", reply);
-    if (!op) { jv_free(req); return; }
+    if (!op) {
+        jv_free(req);
+        return;
+    }
     long long dev = 0, x = 0;
 
-    if (strcmp(op, "storm") == 0) { op_storm(req, reply); jv_free(req); return; }
+    if (strcmp(op, "storm") == 0) {
+        op_storm(req, reply);
+        jv_free(req);
+        return;
+    }
 
     pthread_mutex_lock(&g_mu);
     if (strcmp(op, "stats") == 0) {
         unsigned long long queued = 0, sets = 0;
-        for (fake_set *s = g_sets; s; s = s->next) { queued += s->count; sets++; }
+        for (fake_set *s = g_sets; s; s = s->next) {
+            queued += s->count;
+            sets++;
+        }
         snprintf(reply, REPLY_CAP,
                  "{\"ok\":true,\"queued\":%llu,\"waits\":%llu,\"recorded\":%llu,\"dropped\":%llu,"
                  "\"eventSets\":%llu,\"initCount\":%d,\"devices\":%u,\"hung\":%u,\"lastEnqueueNs\":%llu,"
                  "\"nowNs\":%llu}",
-                 queued, g_waits, g_recorded, g_dropped, sets, g_init_count, g_ndev, g_hung,
-                 g_last_enqueue_ns, fake_now_ns());
+                 queued, g_waits, g_recorded, g_dropped, sets, g_init_count, g_ndev, g_hung, g_last_enqueue_ns,
+                 fake_now_ns());
     } else if (strcmp(op, "xid") == 0) {
         if (!want_device(req, &dev, reply) && !want_int(req, "xid", 0, 0xFFFFFFFFLL, &x, reply, 1, 0)) {
             unsigned drop = 0, rec = fake_enqueue((unsigned)dev, 0x8, (unsigned long long)x, &drop);
@@ -230,7 +262,10 @@ static void handle(const char *line, size_t len, char *reply) {
                 char e[160];
                 unsigned long long m;
                 if (fake_parse_nvlink_down(v, &m, e, sizeof e) != 0) reply_err(reply, "%s", e);
-                else { g_dev[dev].nvlink_down = m; snprintf(reply, REPLY_CAP, "{\"ok\":true}"); }
+                else {
+                    g_dev[dev].nvlink_down = m;
+                    snprintf(reply, REPLY_CAP, "{\"ok\":true}");
+                }
             } else if (f < 0) reply_err(reply, "unknown field \"%s\"", field);
             else {
                 unsigned long long max;
@@ -240,7 +275,10 @@ static void handle(const char *line, size_t len, char *reply) {
                 else if (jv_int(v, &val) != 0) val = -1;
                 if (val < 0 || (unsigned long long)val > max)
                     reply_err(reply, "\"value\" for %s must be an integer in 0..%llu", field, max);
-                else { g_dev[dev].vals[f] = (unsigned long long)val; snprintf(reply, REPLY_CAP, "{\"ok\":true}"); }
+                else {
+                    g_dev[dev].vals[f] = (unsigned long long)val;
+                    snprintf(reply, REPLY_CAP, "{\"ok\":true}");
+                }
             }
         }
     } else if (strcmp(op, "unsupported") == 0) {
@@ -320,23 +358,42 @@ static int serve_client(client *c) {
 static void *listener(void *arg) {
     (void)arg;
     client clients[MAX_CLIENTS];
-    for (int i = 0; i < MAX_CLIENTS; i++) { clients[i].fd = -1; clients[i].buf = NULL; clients[i].len = 0; }
+    for (int i = 0; i < MAX_CLIENTS; i++) {
+        clients[i].fd = -1;
+        clients[i].buf = NULL;
+        clients[i].len = 0;
+    }
     for (;;) {
         struct pollfd pf[MAX_CLIENTS + 2];
         int map[MAX_CLIENTS + 2];
         nfds_t n = 0;
-        pf[n].fd = g_wake[0]; pf[n].events = POLLIN; map[n++] = -1;
-        pf[n].fd = g_listen_fd; pf[n].events = POLLIN; map[n++] = -2;
+        pf[n].fd = g_wake[0];
+        pf[n].events = POLLIN;
+        map[n++] = -1;
+        pf[n].fd = g_listen_fd;
+        pf[n].events = POLLIN;
+        map[n++] = -2;
         for (int i = 0; i < MAX_CLIENTS; i++)
-            if (clients[i].fd >= 0) { pf[n].fd = clients[i].fd; pf[n].events = POLLIN; map[n++] = i; }
+            if (clients[i].fd >= 0) {
+                pf[n].fd = clients[i].fd;
+                pf[n].events = POLLIN;
+                map[n++] = i;
+            }
         int pr = poll(pf, n, -1);
-        if (pr < 0) { if (errno == EINTR) continue; break; }
+        if (pr < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
         if (pf[0].revents) break; /* stop requested */
         if (pf[1].revents & POLLIN) {
             int fd = accept4(g_listen_fd, NULL, NULL, SOCK_CLOEXEC);
             if (fd >= 0) {
                 int slot = -1;
-                for (int i = 0; i < MAX_CLIENTS; i++) if (clients[i].fd < 0) { slot = i; break; }
+                for (int i = 0; i < MAX_CLIENTS; i++)
+                    if (clients[i].fd < 0) {
+                        slot = i;
+                        break;
+                    }
                 if (slot < 0) {
                     send_line(fd, "{\"ok\":false,\"error\":\"too many control connections\"}");
                     close(fd);
@@ -350,7 +407,8 @@ static void *listener(void *arg) {
         for (nfds_t k = 2; k < n; k++)
             if (pf[k].revents && serve_client(&clients[map[k]]) != 0) drop_client(&clients[map[k]]);
     }
-    for (int i = 0; i < MAX_CLIENTS; i++) if (clients[i].fd >= 0) drop_client(&clients[i]);
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        if (clients[i].fd >= 0) drop_client(&clients[i]);
     return NULL;
 }
 
@@ -365,20 +423,27 @@ int fake_control_start(const char *path, char *err, size_t errlen) {
     memcpy(addr.sun_path, path, strlen(path) + 1);
     struct stat st;
     if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) { snprintf(err, errlen, "%s exists and is not a socket", path); return -1; }
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "%s exists and is not a socket", path);
+            return -1;
+        }
         /* A live listener there belongs to another process using the same config: leave it alone
          * (injections keep going to that process) instead of stealing its path. */
         int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (probe >= 0 && connect(probe, (struct sockaddr *)&addr, sizeof addr) == 0) {
             close(probe);
-            fprintf(stderr, "fake-nvml: control socket %s is served by another process; this one does not listen\n", path);
+            fprintf(stderr, "fake-nvml: control socket %s is served by another process; this one does not listen\n",
+                    path);
             return 0;
         }
         if (probe >= 0) close(probe);
         unlink(path); /* stale socket of an earlier session */
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) { snprintf(err, errlen, "socket: %s", strerror(errno)); return -1; }
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 16) != 0) {
         snprintf(err, errlen, "bind/listen %s: %s", path, strerror(errno));
         close(fd);
@@ -400,7 +465,9 @@ int fake_control_start(const char *path, char *err, size_t errlen) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errlen, "pthread_create: %s", strerror(rc));
-        close(fd); close(g_wake[0]); close(g_wake[1]);
+        close(fd);
+        close(g_wake[0]);
+        close(g_wake[1]);
         g_listen_fd = g_wake[0] = g_wake[1] = -1;
         unlink(path);
         return -1;
@@ -419,8 +486,14 @@ static void control_stop(long wait_ms) {
         clock_gettime(CLOCK_REALTIME, &dl);
         dl.tv_sec += wait_ms / 1000;
         dl.tv_nsec += (wait_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
-        if (pthread_timedjoin_np(g_thread, NULL, &dl) != 0) { unlink(g_path); return; }
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+        if (pthread_timedjoin_np(g_thread, NULL, &dl) != 0) {
+            unlink(g_path);
+            return;
+        }
     } else {
         pthread_join(g_thread, NULL);
     }

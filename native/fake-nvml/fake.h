@@ -10,20 +10,44 @@ typedef int nvmlReturn_t;
 typedef struct nvmlDevice_st *nvmlDevice_t;
 typedef struct nvmlEventSet_st *nvmlEventSet_t;
 
-typedef struct { char busIdLegacy[16]; unsigned int domain, bus, device,
-                 pciDeviceId, pciSubSystemId; char busId[32]; } nvmlPciInfo_t;
-typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
-typedef struct { unsigned int version; unsigned long long total, reserved, free, used; } nvmlMemory_v2_t;
-typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
-typedef struct { unsigned int version; unsigned int sensorType; int temperature; } nvmlTemperature_t;
-typedef struct { nvmlDevice_t device; unsigned long long eventType, eventData;
-                 unsigned int gpuInstanceId, computeInstanceId; } nvmlEventData_t;
+typedef struct {
+    char busIdLegacy[16];
+    unsigned int domain, bus, device, pciDeviceId, pciSubSystemId;
+    char busId[32];
+} nvmlPciInfo_t;
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+typedef struct {
+    unsigned int version;
+    unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+typedef struct {
+    unsigned int gpu, memory;
+} nvmlUtilization_t;
+typedef struct {
+    unsigned int version;
+    unsigned int sensorType;
+    int temperature;
+} nvmlTemperature_t;
+typedef struct {
+    nvmlDevice_t device;
+    unsigned long long eventType, eventData;
+    unsigned int gpuInstanceId, computeInstanceId;
+} nvmlEventData_t;
 
 enum {
-    NVML_SUCCESS = 0, NVML_ERROR_UNINITIALIZED = 1, NVML_ERROR_INVALID_ARGUMENT = 2,
-    NVML_ERROR_NOT_SUPPORTED = 3, NVML_ERROR_NO_PERMISSION = 4, NVML_ERROR_NOT_FOUND = 6,
-    NVML_ERROR_INSUFFICIENT_SIZE = 7, NVML_ERROR_DRIVER_NOT_LOADED = 9, NVML_ERROR_TIMEOUT = 10,
-    NVML_ERROR_GPU_IS_LOST = 15, NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
+    NVML_SUCCESS = 0,
+    NVML_ERROR_UNINITIALIZED = 1,
+    NVML_ERROR_INVALID_ARGUMENT = 2,
+    NVML_ERROR_NOT_SUPPORTED = 3,
+    NVML_ERROR_NO_PERMISSION = 4,
+    NVML_ERROR_NOT_FOUND = 6,
+    NVML_ERROR_INSUFFICIENT_SIZE = 7,
+    NVML_ERROR_DRIVER_NOT_LOADED = 9,
+    NVML_ERROR_TIMEOUT = 10,
+    NVML_ERROR_GPU_IS_LOST = 15,
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
     NVML_ERROR_UNKNOWN = 999
 };
 
@@ -34,6 +58,8 @@ enum {
 #define FAKE_SET_MAGIC 0x4e564553u    /* "NVES" */
 
 /* Telemetry fields: config key, default value. Order defines the index. */
+// An X-macro list, kept as written (clang-format would pack the entries into long lines).
+// clang-format off
 #define FAKE_FIELDS(X)                                                                       \
     X(temperatureC, 33ULL) X(powerUsageMw, 72000ULL) X(powerLimitMw, 700000ULL)              \
     X(gpuUtil, 0ULL) X(memUtil, 0ULL) X(memoryTotal, 85520809984ULL)                         \
@@ -51,15 +77,25 @@ enum {
     X(fabricHealthMask, 0ULL) X(fabricHealthSummary, 1ULL) X(memoryTempC, 40ULL)           \
     X(totalEnergyMj, 0ULL) X(encoderUtil, 0ULL) X(decoderUtil, 0ULL) X(pcieTxKBps, 0ULL)    \
     X(pcieRxKBps, 0ULL) X(nvlinkDataTxKiB, 0ULL) X(nvlinkDataRxKiB, 0ULL)
+// clang-format on
 
 enum {
 #define FAKE_ENUM_F(name, def) F_##name,
     FAKE_FIELDS(FAKE_ENUM_F)
 #undef FAKE_ENUM_F
-    F_COUNT,
+        F_COUNT,
     /* getter groups that can be marked unsupported but are not numeric fields */
-    U_serial = F_COUNT, U_minorNumber, U_nvlink, U_ecc, U_retiredPages, U_remappedRows, U_pcie,
-    U_name, U_uuid, U_pciInfo, U_nvlinkDown,
+    U_serial = F_COUNT,
+    U_minorNumber,
+    U_nvlink,
+    U_ecc,
+    U_retiredPages,
+    U_remappedRows,
+    U_pcie,
+    U_name,
+    U_uuid,
+    U_pciInfo,
+    U_nvlinkDown,
     U_COUNT
 };
 _Static_assert(U_COUNT <= 64, "unsupported mask fits in 64 bits");
@@ -78,7 +114,7 @@ typedef struct nvmlDevice_st {
     unsigned long long unsupported; /* bit per F_ / U_ index */
     int lost;
     int lost_unattributed; /* only event waits on a set holding it say GPU_IS_LOST; device calls answer */
-    char hang_fn[96]; /* "" = none, "*" = every device call */
+    char hang_fn[96];      /* "" = none, "*" = every device call */
     long long hang_ms;
     unsigned hang_gen; /* bumped by recover to release blocked calls */
 } fake_device;
@@ -116,17 +152,16 @@ extern fake_set *g_sets;
 extern unsigned long long g_waits, g_recorded, g_dropped, g_last_enqueue_ns;
 
 /* config.c */
-int fake_load_config(char *err, size_t errlen); /* fills g_sys/g_dev (caller holds g_mu) */
-int fake_symbol_missing(const char *name);       /* for the IFUNC resolvers */
-int fake_field_index(const char *name);          /* F_ index or -1 */
-int fake_unsup_index(const char *name);          /* F_/U_ index or -1 */
+int fake_load_config(char *err, size_t errlen);      /* fills g_sys/g_dev (caller holds g_mu) */
+int fake_symbol_missing(const char *name);           /* for the IFUNC resolvers */
+int fake_field_index(const char *name);              /* F_ index or -1 */
+int fake_unsup_index(const char *name);              /* F_/U_ index or -1 */
 unsigned long long fake_event_bit(const char *name); /* 0 when unknown */
 const char *fake_field_name(int idx);
-unsigned long long fake_now_ns(void);            /* CLOCK_MONOTONIC */
+unsigned long long fake_now_ns(void); /* CLOCK_MONOTONIC */
 
 /* events (api.c); caller holds g_mu. Returns sets recorded into; *dropped counts overflow. */
-unsigned fake_enqueue(unsigned dev, unsigned long long type, unsigned long long data,
-                      unsigned *dropped);
+unsigned fake_enqueue(unsigned dev, unsigned long long type, unsigned long long data, unsigned *dropped);
 void fake_wake_all(void);
 
 /* control.c */

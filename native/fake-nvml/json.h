@@ -12,12 +12,12 @@ typedef struct jv {
     jv_kind kind;
     int boolean;
     double num;
-    long long inum;     /* valid when is_int */
+    long long inum; /* valid when is_int */
     int is_int;
-    char *str;          /* JV_STR */
-    size_t len;         /* JV_STR: bytes; JV_ARR/JV_OBJ: element count */
-    char **keys;        /* JV_OBJ */
-    struct jv **items;  /* JV_ARR / JV_OBJ values */
+    char *str;         /* JV_STR */
+    size_t len;        /* JV_STR: bytes; JV_ARR/JV_OBJ: element count */
+    char **keys;       /* JV_OBJ */
+    struct jv **items; /* JV_ARR / JV_OBJ values */
 } jv;
 
 /* Parses `text` (length `n`). On failure returns NULL and writes a one-line message to err. */

@@ -49,23 +49,39 @@ static void *getters(void *arg) {
     (void)arg;
     unsigned n = 0;
     while (!stopping()) {
-        if (p_count(&n) != 0) { fail("count"); break; }
+        if (p_count(&n) != 0) {
+            fail("count");
+            break;
+        }
         for (unsigned i = 0; i < n; i++) {
             void *h;
             unsigned v;
             int rc = p_handle(i, &h);
             if (rc == 15) continue; /* lost */
-            if (rc != 0) { fail("handle"); return NULL; }
+            if (rc != 0) {
+                fail("handle");
+                return NULL;
+            }
             rc = p_power(h, &v);
-            if (rc != 0 && rc != 15) { fail("power"); return NULL; }
+            if (rc != 0 && rc != 15) {
+                fail("power");
+                return NULL;
+            }
             rc = p_temp(h, 0, &v);
-            if (rc != 0 && rc != 15) { fail("temperature"); return NULL; }
+            if (rc != 0 && rc != 15) {
+                fail("temperature");
+                return NULL;
+            }
         }
     }
     return NULL;
 }
 
-typedef struct { void *set; unsigned long long events; int lost_seen; } waiter_arg;
+typedef struct {
+    void *set;
+    unsigned long long events;
+    int lost_seen;
+} waiter_arg;
 
 static void *waiter(void *arg) {
     waiter_arg *w = arg;
@@ -73,8 +89,13 @@ static void *waiter(void *arg) {
     while (!stopping()) {
         int rc = p_wait(w->set, data, 50);
         if (rc == 0) w->events++;
-        else if (rc == 15) { w->lost_seen = 1; usleep(1000); }
-        else if (rc != 10) { fail("wait"); break; }
+        else if (rc == 15) {
+            w->lost_seen = 1;
+            usleep(1000);
+        } else if (rc != 10) {
+            fail("wait");
+            break;
+        }
     }
     return NULL;
 }
@@ -85,9 +106,15 @@ static int request(const char *line, char *reply, size_t cap) {
     memset(&a, 0, sizeof a);
     a.sun_family = AF_UNIX;
     snprintf(a.sun_path, sizeof a.sun_path, "%s", g_sock);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { if (fd >= 0) close(fd); return -1; }
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
     size_t len = strlen(line);
-    if (write(fd, line, len) != (ssize_t)len) { close(fd); return -1; }
+    if (write(fd, line, len) != (ssize_t)len) {
+        close(fd);
+        return -1;
+    }
     size_t got = 0;
     while (got + 1 < cap) {
         ssize_t r = read(fd, reply + got, cap - 1 - got);
@@ -116,12 +143,19 @@ static void *injector(void *arg) {
     };
     for (unsigned k = 0; !stopping(); k++) {
         const char *r = reqs[k % (sizeof reqs / sizeof reqs[0])];
-        if (request(r, reply, sizeof reply) != 0) { fail(reply[0] ? reply : "control request"); break; }
+        if (request(r, reply, sizeof reply) != 0) {
+            fail(reply[0] ? reply : "control request");
+            break;
+        }
     }
     return NULL;
 }
 
-typedef struct { void *dev; void *set; int rc; } blocked_arg;
+typedef struct {
+    void *dev;
+    void *set;
+    int rc;
+} blocked_arg;
 
 /* One call that blocks: a hung getter (dev) or a 60 s wait (set). */
 static void *blocked(void *arg) {
@@ -132,13 +166,26 @@ static void *blocked(void *arg) {
     return NULL;
 }
 
-#define LOAD(var, type, name) do { var = (type)dlsym(lib, name); if (!var) { fprintf(stderr, "stress: no %s\n", name); return 2; } } while (0)
+#define LOAD(var, type, name)                         \
+    do {                                              \
+        var = (type)dlsym(lib, name);                 \
+        if (!var) {                                   \
+            fprintf(stderr, "stress: no %s\n", name); \
+            return 2;                                 \
+        }                                             \
+    } while (0)
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: stress LIB SOCKET (config in NAVARCH_FAKE_NVML_CONFIG)\n"); return 2; }
+    if (argc != 3) {
+        fprintf(stderr, "usage: stress LIB SOCKET (config in NAVARCH_FAKE_NVML_CONFIG)\n");
+        return 2;
+    }
     g_sock = argv[2];
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-    if (!lib) { fprintf(stderr, "stress: %s\n", dlerror()); return 2; }
+    if (!lib) {
+        fprintf(stderr, "stress: %s\n", dlerror());
+        return 2;
+    }
     LOAD(p_init, fn_void, "nvmlInit_v2");
     LOAD(p_shutdown, fn_void, "nvmlShutdown");
     LOAD(p_count, fn_count, "nvmlDeviceGetCount_v2");
@@ -152,9 +199,15 @@ int main(int argc, char **argv) {
 
     unsigned long long total = 0;
     for (int round = 0; round < 3; round++) {
-        if (p_init() != 0) { fail("init"); break; }
+        if (p_init() != 0) {
+            fail("init");
+            break;
+        }
         void *set;
-        if (p_set_create(&set) != 0) { fail("set create"); break; }
+        if (p_set_create(&set) != 0) {
+            fail("set create");
+            break;
+        }
         for (unsigned i = 0; i < 4; i++) {
             void *h;
             if (p_handle(i, &h) != 0 || p_register(h, 0x8 | 0x2, set) != 0) fail("register");
@@ -179,7 +232,8 @@ int main(int argc, char **argv) {
         }
         /* last round: a hung call and a blocked 60 s wait in flight while the last shutdown happens */
         char reply[256];
-        if (request("{\"op\":\"hang\",\"device\":0,\"function\":\"nvmlDeviceGetPowerUsage\",\"ms\":60000}\n", reply, sizeof reply) != 0)
+        if (request("{\"op\":\"hang\",\"device\":0,\"function\":\"nvmlDeviceGetPowerUsage\",\"ms\":60000}\n", reply,
+                    sizeof reply) != 0)
             fail("hang request");
         void *set2, *h0;
         if (p_set_create(&set2) != 0 || p_handle(0, &h0) != 0 || p_register(h0, 0x8, set2) != 0) fail("set 2");

@@ -7,8 +7,18 @@ import { pathToFileURL } from 'node:url';
 
 export const SYSTEM_FIELDS = ['driverVersion', 'nvmlVersion', 'cudaDriverVersion'];
 export const DEVICE_FIELDS = [
-  'uuid', 'name', 'serial', 'pciBusId', 'minorNumber', 'memoryTotalBytes', 'powerLimitW',
-  'pcieLinkGenMax', 'pcieLinkWidthMax', 'eccModeCurrent', 'eccModePending', 'persistenceMode',
+  'uuid',
+  'name',
+  'serial',
+  'pciBusId',
+  'minorNumber',
+  'memoryTotalBytes',
+  'powerLimitW',
+  'pcieLinkGenMax',
+  'pcieLinkWidthMax',
+  'eccModeCurrent',
+  'eccModePending',
+  'persistenceMode',
 ];
 
 function show(v) {
@@ -24,16 +34,20 @@ function same(a, b) {
 /** Returns the list of differences (strings); empty when the dumps agree on every field. */
 export function compareDumps(left, right) {
   const diffs = [];
-  const ln = left.source ?? 'left', rn = right.source ?? 'right';
+  const ln = left.source ?? 'left',
+    rn = right.source ?? 'right';
   for (const f of SYSTEM_FIELDS) {
-    const a = left.system?.[f], b = right.system?.[f];
+    const a = left.system?.[f],
+      b = right.system?.[f];
     if (a === undefined || b === undefined || !same(a, b)) diffs.push(`system.${f}: ${ln}=${show(a)} ${rn}=${show(b)}`);
   }
-  const ld = left.devices ?? [], rd = right.devices ?? [];
+  const ld = left.devices ?? [],
+    rd = right.devices ?? [];
   if (ld.length !== rd.length) diffs.push(`device count: ${ln}=${ld.length} ${rn}=${rd.length}`);
   for (let i = 0; i < Math.min(ld.length, rd.length); i++) {
     for (const f of DEVICE_FIELDS) {
-      const a = ld[i][f], b = rd[i][f];
+      const a = ld[i][f],
+        b = rd[i][f];
       if (a === undefined || b === undefined || !same(a, b)) diffs.push(`device ${i} ${f}: ${ln}=${show(a)} ${rn}=${show(b)}`);
     }
   }
@@ -73,7 +87,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const diffs = compareDumps(left, right);
   const n = Math.min(left.devices.length, right.devices.length);
   if (diffs.length === 0) {
-    console.log(`compare: ${left.source} and ${right.source} agree on ${SYSTEM_FIELDS.length} system fields and ${DEVICE_FIELDS.length} fields of ${n} device(s)`);
+    console.log(
+      `compare: ${left.source} and ${right.source} agree on ${SYSTEM_FIELDS.length} system fields and ${DEVICE_FIELDS.length} fields of ${n} device(s)`,
+    );
     process.exit(0);
   }
   for (const d of diffs) console.log(`DIFF ${d}`);

@@ -39,10 +39,22 @@ async function main() {
       nvswitch,
       nvswitchDevices: nvswitch.deviceNodes,
       fabricManager: service ?? 'no check (no NVSwitch)',
-      fabricManagerVerdict: service ? judgeFabricManager(null, { nowMs: Date.now(), sinceBootMs, service, errors: [] }).events.map((e) => ({ key: e.key, severity: e.severity, message: e.message })) : [],
+      fabricManagerVerdict: service
+        ? judgeFabricManager(null, { nowMs: Date.now(), sinceBootMs, service, errors: [] }).events.map((e) => ({
+            key: e.key,
+            severity: e.severity,
+            message: e.message,
+          }))
+        : [],
       gpus: snaps.map((s) => {
         const fabric = s.ok ? (s.telemetry.fabric ?? null) : null;
-        return { index: s.index, uuid: s.uuid, fabric, verdict: s.ok ? bad(judgeFabric(s.index, fabric, sinceBootMs, DEFAULT_FABRIC_BOOT_GRACE_MS)) : [], ...(s.ok ? {} : { error: s.error }) };
+        return {
+          index: s.index,
+          uuid: s.uuid,
+          fabric,
+          verdict: s.ok ? bad(judgeFabric(s.index, fabric, sinceBootMs, DEFAULT_FABRIC_BOOT_GRACE_MS)) : [],
+          ...(s.ok ? {} : { error: s.error }),
+        };
       }),
     };
     const text = `${JSON.stringify(out, null, 2)}\n`;

@@ -425,11 +425,21 @@ export class Agent implements AgentView {
     // A new event is logged at info; coalesced repeats (storms) only at debug, so a storm
     // cannot flood the journal.
     this.log[r.coalesced ? 'debug' : 'info'](
-      { component: 'events', id: ev.id, key: ev.key, type: ev.type, gpu: ev.gpuIndex, severity: ev.severity, action: ev.action, count: ev.count, source: ev.source, coalesced: r.coalesced },
+      {
+        component: 'events',
+        id: ev.id,
+        key: ev.key,
+        type: ev.type,
+        gpu: ev.gpuIndex,
+        severity: ev.severity,
+        action: ev.action,
+        count: ev.count,
+        source: ev.source,
+        coalesced: r.coalesced,
+      },
       ev.message,
     );
   }
-
 
   /**
    * navarch_agent_xid_total counts occurrences as the sources report them (an NVML event merged
@@ -512,9 +522,7 @@ export class Agent implements AgentView {
     out.push({
       name: 'gpu',
       status: lost.length ? 'unhealthy' : failing.length ? 'degraded' : 'healthy',
-      message: failing.length
-        ? failing.map((d) => `GPU ${d.index}: ${(d.error ?? d.sampleError)?.code}`).join(', ')
-        : `${n} GPU(s) answering`,
+      message: failing.length ? failing.map((d) => `GPU ${d.index}: ${(d.error ?? d.sampleError)?.code}`).join(', ') : `${n} GPU(s) answering`,
     });
     if (this.volatileReason !== null) out.push({ name: 'durability', status: 'degraded', message: this.volatileReason });
     return out;
@@ -529,14 +537,16 @@ export class Agent implements AgentView {
 
   status(): AgentStatus {
     const b = this.backend;
-    const cp: ControlPlaneStatus = this.link ? linkState(this.link.status()) : {
-      server: this.cfg.server,
-      state: 'connecting',
-      registered: false,
-      nodeStatus: null,
-      lastError: null,
-      lastContactMs: null,
-    };
+    const cp: ControlPlaneStatus = this.link
+      ? linkState(this.link.status())
+      : {
+          server: this.cfg.server,
+          state: 'connecting',
+          registered: false,
+          nodeStatus: null,
+          lastError: null,
+          lastContactMs: null,
+        };
     const kmsg: KmsgStatus = this.kmsg?.status() ?? { enabled: this.cfg.kmsgPath !== null, path: this.cfg.kmsgPath, state: 'starting' };
     return {
       agent: {

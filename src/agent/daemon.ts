@@ -28,12 +28,14 @@ export async function runDaemon(cfg: AgentConfig, opts: DaemonOptions): Promise<
 
   // A bug must not leave a half-working daemon: log it, flush, exit 1 (systemd restarts the
   // agent; stored events survive on disk).
-  const crash = (kind: string) => (err: unknown): void => {
-    log.fatal({ err }, `${kind}: exiting`);
-    flushLogs();
-    process.stderr.write(`navarch-agent: ${kind}: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  };
+  const crash =
+    (kind: string) =>
+    (err: unknown): void => {
+      log.fatal({ err }, `${kind}: exiting`);
+      flushLogs();
+      process.stderr.write(`navarch-agent: ${kind}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    };
   process.on('uncaughtException', crash('uncaught exception'));
   process.on('unhandledRejection', crash('unhandled promise rejection'));
 

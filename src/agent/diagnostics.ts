@@ -216,7 +216,11 @@ function extraFindings(i: number, t: Telemetry): Finding[] {
     out.push({ key: gpuKey(i, 'ecc_mode'), status: 'degraded', message: `GPU ${i}: ECC is disabled` });
   }
   if (t.eccModeCurrent !== null && t.eccModePending !== null && t.eccModeCurrent !== t.eccModePending) {
-    out.push({ key: gpuKey(i, 'ecc_mode_pending'), status: 'degraded', message: `GPU ${i}: ECC mode change pending (${t.eccModePending ? 'enable' : 'disable'}) until the next reset` });
+    out.push({
+      key: gpuKey(i, 'ecc_mode_pending'),
+      status: 'degraded',
+      message: `GPU ${i}: ECC mode change pending (${t.eccModePending ? 'enable' : 'disable'}) until the next reset`,
+    });
   }
   return out;
 }
@@ -310,7 +314,10 @@ export async function runDiagnostics(opts: DiagnosticsOptions, params: Record<st
       const lost = current.filter((d) => d.error?.code === 'NVML_ERROR_GPU_IS_LOST');
       const errored = current.filter((d) => d.error !== null && d.error.code !== 'NVML_ERROR_GPU_IS_LOST');
       details.count = String(current.length);
-      details.lost = lost.length + vanished.length > 0 ? [...vanished.map((d) => `gpu${d.index} (${d.uuid}) missing`), ...lost.map((d) => `gpu${d.index}`)].join(', ') : 'none';
+      details.lost =
+        lost.length + vanished.length > 0
+          ? [...vanished.map((d) => `gpu${d.index} (${d.uuid}) missing`), ...lost.map((d) => `gpu${d.index}`)].join(', ')
+          : 'none';
       details.errored = errored.length > 0 ? errored.map((d) => `gpu${d.index}: ${d.error?.code}`).join(', ') : 'none';
       if (b.kind === 'none') {
         findings.push({ key: 'none', status: 'unhealthy', message: `no GPUs usable: ${opts.driverError ?? b.reason}` });
@@ -377,12 +384,14 @@ export async function runDiagnostics(opts: DiagnosticsOptions, params: Record<st
         results.push({ name: `gpu${i}`, status: 'unknown', message: clip(`GPU ${i}: no snapshot: ${why}`), details });
         continue;
       }
-      const findings: Finding[] = events
-        .filter((e) => e.gpuIndex === i)
-        .map((e) => ({ key: e.key ?? '', status: sevStatus(e.severity), message: e.message }));
+      const findings: Finding[] = events.filter((e) => e.gpuIndex === i).map((e) => ({ key: e.key ?? '', status: sevStatus(e.severity), message: e.message }));
       if (!s) {
         if (findings.length === 0) {
-          findings.push({ key: gpuKey(i, 'missing'), status: sel.gpus !== null && !info.has(i) ? 'unknown' : 'unhealthy', message: `GPU ${i} is not in the snapshot` });
+          findings.push({
+            key: gpuKey(i, 'missing'),
+            status: sel.gpus !== null && !info.has(i) ? 'unknown' : 'unhealthy',
+            message: `GPU ${i} is not in the snapshot`,
+          });
         }
       } else if (!s.ok) {
         details.nvml_error = s.error.code;
@@ -414,7 +423,12 @@ export async function runDiagnostics(opts: DiagnosticsOptions, params: Record<st
       results.push({
         name: 'active_faults',
         status: critical.length > 0 ? 'unhealthy' : 'degraded',
-        message: clip(`${worst.length} active ${critical.length > 0 ? 'critical' : 'warning'} fault(s): ${worst.slice(0, 8).map((f) => f.key).join(', ')}${worst.length > 8 ? ', ...' : ''}`),
+        message: clip(
+          `${worst.length} active ${critical.length > 0 ? 'critical' : 'warning'} fault(s): ${worst
+            .slice(0, 8)
+            .map((f) => f.key)
+            .join(', ')}${worst.length > 8 ? ', ...' : ''}`,
+        ),
         details,
       });
     }

@@ -85,7 +85,13 @@ export class FaultHistory {
       this.escalated++;
       if (r.changed) {
         this.log.warn(
-          { key: input.key, gpu: input.gpuIndex, rebootsSinceFirst: r.escalation.rebootsSinceFirst, bootsSeen: r.escalation.bootsSeen, from: r.escalation.from },
+          {
+            key: input.key,
+            gpu: input.gpuIndex,
+            rebootsSinceFirst: r.escalation.rebootsSinceFirst,
+            bootsSeen: r.escalation.bootsSeen,
+            from: r.escalation.from,
+          },
           `${input.key} came back after ${r.escalation.rebootsSinceFirst} reboots: escalated to replace`,
         );
       }
@@ -107,7 +113,14 @@ export class FaultHistory {
           : this.writeFailing
             ? 'the history cannot be written (see the log): escalation may miss reboots'
             : null;
-    return { file: this.file, bootId: this.history.bootId ?? UNKNOWN_BOOT_ID, boots: this.history.bootsSeen(), faults: this.history.size(), escalated: this.escalated, problem };
+    return {
+      file: this.file,
+      bootId: this.history.bootId ?? UNKNOWN_BOOT_ID,
+      boots: this.history.bootsSeen(),
+      faults: this.history.size(),
+      escalated: this.escalated,
+      problem,
+    };
   }
 
   /** Write what only moved last-seen times, and wait for the last write (at stop). */

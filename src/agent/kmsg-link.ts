@@ -71,7 +71,17 @@ export class KmsgLink {
       path: this.o.path,
       state: this.state,
       ...(st
-        ? { linesRead: st.records, xidsMatched: st.xids, unresolvedPci: this.unresolved, overruns: st.overruns, lostRecords: st.missedRecords, lastSeq: st.lastSeq, mode: st.mode, reader: st.reader, queueDropped: st.queueDropped }
+        ? {
+            linesRead: st.records,
+            xidsMatched: st.xids,
+            unresolvedPci: this.unresolved,
+            overruns: st.overruns,
+            lostRecords: st.missedRecords,
+            lastSeq: st.lastSeq,
+            mode: st.mode,
+            reader: st.reader,
+            queueDropped: st.queueDropped,
+          }
         : {}),
     };
   }

@@ -35,8 +35,7 @@ function localAddresses(): Set<string> {
 export function hostCheck(listenHost: string, interfaces: () => Set<string> = localAddresses): HostCheck {
   const listen = listenHost.replace(/^\[|\]$/g, '').toLowerCase();
   const wildcard = listen === '0.0.0.0' || listen === '::' || listen === '';
-  const allowed = (h: string): boolean =>
-    isLoopbackHost(h) || h === listen || (wildcard && isIP(h) !== 0 && interfaces().has(h));
+  const allowed = (h: string): boolean => isLoopbackHost(h) || h === listen || (wildcard && isIP(h) !== 0 && interfaces().has(h));
   return (host, origin) => {
     if (host === undefined || host === '') return 'a Host header is required';
     const h = hostOf(host);

@@ -65,10 +65,7 @@ const DCGM: DcgmDef[] = [
   {
     name: 'DCGM_FI_DEV_FB_FREE',
     help: 'Framebuffer memory free (in MiB).',
-    value: (t) =>
-      t.memoryUsedBytes === null || t.memoryTotalBytes === null
-        ? null
-        : Math.round((t.memoryTotalBytes - t.memoryUsedBytes) / MIB),
+    value: (t) => (t.memoryUsedBytes === null || t.memoryTotalBytes === null ? null : Math.round((t.memoryTotalBytes - t.memoryUsedBytes) / MIB)),
   },
   { name: 'DCGM_FI_DEV_SM_CLOCK', help: 'SM clock frequency (in MHz).', value: (t) => t.smClockMhz },
   { name: 'DCGM_FI_DEV_MEM_CLOCK', help: 'Memory clock frequency (in MHz).', value: (t) => t.memClockMhz },
@@ -100,8 +97,18 @@ const DCGM: DcgmDef[] = [
   { name: 'DCGM_FI_DEV_RETIRED_SBE', help: 'Total number of retired pages due to single-bit errors.', value: (t) => t.retiredPagesSbe, counter: true },
   { name: 'DCGM_FI_DEV_RETIRED_DBE', help: 'Total number of retired pages due to double-bit errors.', value: (t) => t.retiredPagesDbe, counter: true },
   { name: 'DCGM_FI_DEV_RETIRED_PENDING', help: 'Page retirement pending (1 = yes).', value: (t) => b(t.retiredPagesPending) },
-  { name: 'DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS', help: 'Number of remapped rows for correctable errors.', value: (t) => t.remappedRowsCorrected, counter: true },
-  { name: 'DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS', help: 'Number of remapped rows for uncorrectable errors.', value: (t) => t.remappedRowsUncorrected, counter: true },
+  {
+    name: 'DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS',
+    help: 'Number of remapped rows for correctable errors.',
+    value: (t) => t.remappedRowsCorrected,
+    counter: true,
+  },
+  {
+    name: 'DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS',
+    help: 'Number of remapped rows for uncorrectable errors.',
+    value: (t) => t.remappedRowsUncorrected,
+    counter: true,
+  },
   { name: 'DCGM_FI_DEV_ROW_REMAP_PENDING', help: 'Row remapping pending (1 = yes).', value: (t) => b(t.remappedRowsPending) },
   { name: 'DCGM_FI_DEV_ROW_REMAP_FAILURE', help: 'Row remapping failed (1 = yes).', value: (t) => b(t.remappedRowsFailure) },
   {
@@ -345,10 +352,7 @@ export class AgentMetrics {
       collect() {
         this.reset();
         const s = cur();
-        this.set(
-          { version: opts.version, node_version: process.version, backend: s.backend.kind, driver_version: s.system?.driverVersion ?? '' },
-          1,
-        );
+        this.set({ version: opts.version, node_version: process.version, backend: s.backend.kind, driver_version: s.system?.driverVersion ?? '' }, 1);
       },
     });
 

@@ -66,23 +66,83 @@ function profileFor(name: string): ModelProfile {
   const n = name.toUpperCase();
   if (/H100|H200|H800|GH200/.test(n)) {
     const mem = /H200/.test(n) ? 143771 : 81559; // MiB as NVML reports them
-    return { memoryTotalBytes: mem * 1024 * 1024, powerLimitW: 700, idlePowerW: 70, maxSmClockMhz: 1980, memClockMhz: /H200/.test(n) ? 3201 : 2619, pcieGen: 5, nvlinks: 18, hasFan: false, remappedRows: true };
+    return {
+      memoryTotalBytes: mem * 1024 * 1024,
+      powerLimitW: 700,
+      idlePowerW: 70,
+      maxSmClockMhz: 1980,
+      memClockMhz: /H200/.test(n) ? 3201 : 2619,
+      pcieGen: 5,
+      nvlinks: 18,
+      hasFan: false,
+      remappedRows: true,
+    };
   }
   if (/B200|B100|GB200/.test(n)) {
-    return { memoryTotalBytes: 183359 * 1024 * 1024, powerLimitW: 1000, idlePowerW: 140, maxSmClockMhz: 1965, memClockMhz: 3996, pcieGen: 5, nvlinks: 18, hasFan: false, remappedRows: true };
+    return {
+      memoryTotalBytes: 183359 * 1024 * 1024,
+      powerLimitW: 1000,
+      idlePowerW: 140,
+      maxSmClockMhz: 1965,
+      memClockMhz: 3996,
+      pcieGen: 5,
+      nvlinks: 18,
+      hasFan: false,
+      remappedRows: true,
+    };
   }
   if (/A100/.test(n)) {
     const mem = /80GB/.test(n) ? 81920 : 40960;
-    return { memoryTotalBytes: mem * 1024 * 1024, powerLimitW: 400, idlePowerW: 55, maxSmClockMhz: 1410, memClockMhz: 1593, pcieGen: 4, nvlinks: 12, hasFan: false, remappedRows: true };
+    return {
+      memoryTotalBytes: mem * 1024 * 1024,
+      powerLimitW: 400,
+      idlePowerW: 55,
+      maxSmClockMhz: 1410,
+      memClockMhz: 1593,
+      pcieGen: 4,
+      nvlinks: 12,
+      hasFan: false,
+      remappedRows: true,
+    };
   }
   if (/V100/.test(n)) {
-    return { memoryTotalBytes: 16 * GIB, powerLimitW: 300, idlePowerW: 40, maxSmClockMhz: 1530, memClockMhz: 877, pcieGen: 3, nvlinks: 6, hasFan: false, remappedRows: false };
+    return {
+      memoryTotalBytes: 16 * GIB,
+      powerLimitW: 300,
+      idlePowerW: 40,
+      maxSmClockMhz: 1530,
+      memClockMhz: 877,
+      pcieGen: 3,
+      nvlinks: 6,
+      hasFan: false,
+      remappedRows: false,
+    };
   }
   if (/A10G|L4|L40|T4/.test(n)) {
     const power = /L40/.test(n) ? 350 : /A10G/.test(n) ? 300 : /T4/.test(n) ? 70 : 72;
-    return { memoryTotalBytes: (/L40/.test(n) ? 48 : /T4/.test(n) ? 15 : 23) * GIB, powerLimitW: power, idlePowerW: Math.round(power * 0.15), maxSmClockMhz: 1710, memClockMhz: 6251, pcieGen: /T4/.test(n) ? 3 : 4, nvlinks: 0, hasFan: false, remappedRows: !/T4/.test(n) };
+    return {
+      memoryTotalBytes: (/L40/.test(n) ? 48 : /T4/.test(n) ? 15 : 23) * GIB,
+      powerLimitW: power,
+      idlePowerW: Math.round(power * 0.15),
+      maxSmClockMhz: 1710,
+      memClockMhz: 6251,
+      pcieGen: /T4/.test(n) ? 3 : 4,
+      nvlinks: 0,
+      hasFan: false,
+      remappedRows: !/T4/.test(n),
+    };
   }
-  return { memoryTotalBytes: 24 * GIB, powerLimitW: 300, idlePowerW: 30, maxSmClockMhz: 1800, memClockMhz: 5000, pcieGen: 4, nvlinks: 0, hasFan: true, remappedRows: true };
+  return {
+    memoryTotalBytes: 24 * GIB,
+    powerLimitW: 300,
+    idlePowerW: 30,
+    maxSmClockMhz: 1800,
+    memClockMhz: 5000,
+    pcieGen: 4,
+    nvlinks: 0,
+    hasFan: true,
+    remappedRows: true,
+  };
 }
 
 function hex(n: number, width: number): string {
@@ -174,7 +234,15 @@ export class FakeBackend implements InjectableBackend {
   private readonly devs: DeviceState[] = [];
   private opened = false;
   private closed = false;
-  private watcher: { cb: (events: NvmlEvent[]) => void; pending: NvmlEvent[]; scheduled: boolean; index: Map<string, NvmlEvent>; delivered: number; merged: number; dropped: number } | null = null;
+  private watcher: {
+    cb: (events: NvmlEvent[]) => void;
+    pending: NvmlEvent[];
+    scheduled: boolean;
+    index: Map<string, NvmlEvent>;
+    delivered: number;
+    merged: number;
+    dropped: number;
+  } | null = null;
   private readonly timers = new Set<TimerHandle>();
 
   constructor(opts: FakeBackendOptions = {}) {

@@ -54,7 +54,10 @@ export const FAULT_SPECS: Readonly<Record<FaultKind, { fields: Record<string, Fi
   pcie_replay: { fields: { count: req('int', 0, 1e12) } },
   clock_reasons: { fields: { mask: req('mask', 0, Number.MAX_SAFE_INTEGER) } },
   remapped_rows: { fields: { pending: opt('bool'), failure: opt('bool'), uncorrected: opt('int', 0, 1e9) }, needsOne: true },
-  fabric: { fields: { state: opt('int', 0, 255), status: opt('int', 0, U32), healthMask: opt('mask', 0, U32), healthSummary: opt('int', 0, 255) }, needsOne: true },
+  fabric: {
+    fields: { state: opt('int', 0, 255), status: opt('int', 0, U32), healthMask: opt('mask', 0, U32), healthSummary: opt('int', 0, 255) },
+    needsOne: true,
+  },
   recover: { fields: {} },
 };
 
@@ -102,7 +105,10 @@ export function checkField(kind: FaultKind, field: string, spec: FieldSpec, v: u
         else if (style === 'file' && spec.type === 'mask' && /^(0x[0-9a-f]+|\d+)$/i.test(t)) n = Number(t);
       }
       if (typeof n !== 'number' || !Number.isInteger(n) || (style === 'file' && (!Number.isSafeInteger(n) || n < 0))) {
-        return bad(`must be an integer, got ${JSON.stringify(v)}`, spec.type === 'mask' ? `expected a bit mask (number or "0x48"), got ${JSON.stringify(v)}` : `expected a whole number >= 0, got ${JSON.stringify(v)}`);
+        return bad(
+          `must be an integer, got ${JSON.stringify(v)}`,
+          spec.type === 'mask' ? `expected a bit mask (number or "0x48"), got ${JSON.stringify(v)}` : `expected a whole number >= 0, got ${JSON.stringify(v)}`,
+        );
       }
       if (spec.min !== undefined && n < spec.min) return bad(`must be >= ${spec.min}, got ${n}`, `${n} out of range ${range(spec)}`);
       if (spec.max !== undefined && n > spec.max) return bad(`must be <= ${spec.max}, got ${n}`, `${n} out of range ${range(spec)}`);
@@ -111,7 +117,8 @@ export function checkField(kind: FaultKind, field: string, spec: FieldSpec, v: u
     case 'number': {
       const n = style === 'request' && typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
       if (typeof n !== 'number' || !Number.isFinite(n)) return bad(`must be a number, got ${JSON.stringify(v)}`, `expected a number, got ${JSON.stringify(v)}`);
-      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) return bad(`must be between ${spec.min} and ${spec.max}, got ${n}`, `${n} out of range ${range(spec)}`);
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max))
+        return bad(`must be between ${spec.min} and ${spec.max}, got ${n}`, `${n} out of range ${range(spec)}`);
       return n;
     }
     case 'bool':

@@ -13,10 +13,7 @@ interface NvmlSession {
   devices(): Promise<DeviceInfo[]>;
   snapshot(opts?: { timeoutMs?: number }): Promise<DeviceSnapshot[]>;
   suspectDevices(): number[];
-  watch(
-    cb: (events: NvmlEvent[]) => void,
-    opts?: WatchOptions,
-  ): { stop(): Promise<void>; stats(): WatchStats; ref(): void; unref(): void };
+  watch(cb: (events: NvmlEvent[]) => void, opts?: WatchOptions): { stop(): Promise<void>; stats(): WatchStats; ref(): void; unref(): void };
   close(): Promise<void>;
 }
 

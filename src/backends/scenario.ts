@@ -106,7 +106,9 @@ export function validateScenario(doc: unknown, label: string, opts: ScenarioLimi
     const fault = field(where, () => checkFaultFields(kind, gpu, entry, 'file')) as FakeFault & { link?: number };
     if (kind === 'nvlink_down' && opts.nvlinkCount !== undefined && (fault.link as number) >= opts.nvlinkCount) {
       throw new ScenarioError(
-        opts.nvlinkCount === 0 ? `${where}.link: the GPUs have no NVLink` : `${where}.link: ${String(fault.link)} out of range (the GPUs have ${opts.nvlinkCount} links)`,
+        opts.nvlinkCount === 0
+          ? `${where}.link: the GPUs have no NVLink`
+          : `${where}.link: ${String(fault.link)} out of range (the GPUs have ${opts.nvlinkCount} links)`,
       );
     }
     return { atMs, fault };

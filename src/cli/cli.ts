@@ -216,7 +216,17 @@ async function cmdDevices(args: ParsedArgs, io: CliIo): Promise<number> {
   const verdict = judgeHealth({ driverError: backend.driverError, devices, activeFaults: faults });
   if (json) {
     const devs = devices.map((d) => ({ ...d, driverVersion: versions.driverVersion, cudaVersion: versions.cudaDriverVersion }));
-    const doc = { source: source.live ? 'agent' : 'local', live: source.live, from: source.live ? api : 'local snapshot', health: verdict.health, reasons: verdict.reasons, backend, system: versions, devices: devs, activeFaults: faults };
+    const doc = {
+      source: source.live ? 'agent' : 'local',
+      live: source.live,
+      from: source.live ? api : 'local snapshot',
+      health: verdict.health,
+      reasons: verdict.reasons,
+      backend,
+      system: versions,
+      devices: devs,
+      activeFaults: faults,
+    };
     io.stdout(`${JSON.stringify(doc, null, 2)}\n`);
     return exitCodeFor(verdict.health);
   }
@@ -293,7 +303,23 @@ async function cmdInject(args: ParsedArgs, io: CliIo): Promise<number> {
   const kind = args.positionals[0] as string;
   const body: Record<string, unknown> = { kind };
   const keyOf: Record<string, string> = { 'health-mask': 'healthMask', 'health-summary': 'healthSummary' };
-  for (const k of ['gpu', 'xid', 'sbe', 'dbe', 'celsius', 'watts', 'link', 'count', 'mask', 'uncorrected', 'message', 'state', 'status', 'health-mask', 'health-summary']) {
+  for (const k of [
+    'gpu',
+    'xid',
+    'sbe',
+    'dbe',
+    'celsius',
+    'watts',
+    'link',
+    'count',
+    'mask',
+    'uncorrected',
+    'message',
+    'state',
+    'status',
+    'health-mask',
+    'health-summary',
+  ]) {
     const v = strFlag(args, k);
     if (v !== undefined) body[keyOf[k] ?? k] = k === 'message' ? v : Number.isNaN(Number(v)) || v.trim() === '' ? v : Number(v);
   }

@@ -17,7 +17,8 @@ const HELP_FLAG: FlagDef = { name: 'help', type: 'bool', help: 'show this help' 
 export const COMMANDS: CommandDef[] = [
   {
     name: 'run',
-    summary: 'Run the agent daemon: watch the GPUs and the kernel log, store health events durably, report them to the Navarch control plane, serve the local API.',
+    summary:
+      'Run the agent daemon: watch the GPUs and the kernel log, store health events durably, report them to the Navarch control plane, serve the local API.',
     usage: 'navarch-agent run [flags]',
     flags: [...RUN_FLAGS, HELP_FLAG],
     positionals: [0, 0],
@@ -39,7 +40,8 @@ export const COMMANDS: CommandDef[] = [
   },
   {
     name: 'devices',
-    summary: 'List the GPUs with inventory and live health (from a running agent if its API answers, else a local snapshot; it says which). Exit 0 healthy, 1 degraded, unhealthy or a driver error.',
+    summary:
+      'List the GPUs with inventory and live health (from a running agent if its API answers, else a local snapshot; it says which). Exit 0 healthy, 1 degraded, unhealthy or a driver error.',
     usage: 'navarch-agent devices [--api <url>] [--json] [run flags]',
     flags: [...RUN_FLAGS, JSON_FLAG, API_FLAG, HELP_FLAG],
     positionals: [0, 0],
@@ -47,14 +49,15 @@ export const COMMANDS: CommandDef[] = [
   {
     name: 'faults',
     summary:
-      "List active faults (from a running agent's API, else from the state directory; it says which). Exit 0 when none is warning or critical, else 1; 1 also when no agent answers and the state directory does not exist. \"faults clear <key> | --gpu N | --all\" ends them (see: navarch-agent help faults clear).",
+      'List active faults (from a running agent\'s API, else from the state directory; it says which). Exit 0 when none is warning or critical, else 1; 1 also when no agent answers and the state directory does not exist. "faults clear <key> | --gpu N | --all" ends them (see: navarch-agent help faults clear).',
     usage: 'navarch-agent faults [--api <url>] [--json] [run flags]  |  navarch-agent faults clear <key> | --gpu N | --all',
     flags: [...RUN_FLAGS, JSON_FLAG, API_FLAG, HELP_FLAG],
     positionals: [0, 0],
   },
   {
     name: 'doctor',
-    summary: 'Check the host (driver, persistence mode, /dev/kmsg, nvidia-fabricmanager on NVSwitch hosts, state directory, local API port, control plane reachable and authorised, clock) and print what to fix; no side effects. Exit 1 if a check fails.',
+    summary:
+      'Check the host (driver, persistence mode, /dev/kmsg, nvidia-fabricmanager on NVSwitch hosts, state directory, local API port, control plane reachable and authorised, clock) and print what to fix; no side effects. Exit 1 if a check fails.',
     usage: 'navarch-agent doctor [--json] [run flags]',
     flags: [...RUN_FLAGS, JSON_FLAG, HELP_FLAG],
     positionals: [0, 0],

@@ -97,7 +97,10 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       const line = n
         ? `node ${n.nodeId}: status ${n.status.toUpperCase()}, health ${n.healthStatus.toUpperCase()}, ${n.gpus.length} GPUs, heartbeats ${n.heartbeats}, reports ${n.reports}; agent: ${s.activeFaults.length} active fault(s), ${s.events.pending} pending`
         : 'node not registered yet';
-      if (opts.json) io.stdout(`${JSON.stringify({ kind: 'view', stateDir, node: n ?? null, activeFaults: s.activeFaults }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+      if (opts.json)
+        io.stdout(
+          `${JSON.stringify({ kind: 'view', stateDir, node: n ?? null, activeFaults: s.activeFaults }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`,
+        );
       else if (line !== lastLine) say(`[t+${Math.round((Date.now() - started) / 1000)}s] ${line}`);
       lastLine = line;
     }, 1000);
@@ -122,7 +125,11 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     if (opts.json) io.stdout(`${JSON.stringify(summary)}\n`);
     else {
       say(`summary (${why}, t+${summary.seconds}s):`);
-      say(n ? `  control plane: node ${n.nodeId} ${n.status.toUpperCase()}, health ${n.healthStatus.toUpperCase()}, ${n.heartbeats} heartbeats, ${n.reports} reports` : '  control plane: node never registered');
+      say(
+        n
+          ? `  control plane: node ${n.nodeId} ${n.status.toUpperCase()}, health ${n.healthStatus.toUpperCase()}, ${n.heartbeats} heartbeats, ${n.reports} reports`
+          : '  control plane: node never registered',
+      );
       say(`  events received: ${received.size ? [...received].map(([k, v]) => `${k} x${v}`).join(', ') : 'none'}`);
       say(`  agent: ${summary.activeFaults.length ? `active faults ${summary.activeFaults.join(', ')}` : 'no active faults'}`);
       say(`  removing the state dir ${stateDir}`);

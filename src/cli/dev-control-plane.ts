@@ -34,9 +34,7 @@ export async function runDevControlPlane(opts: DevControlPlaneCliOptions): Promi
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    opts.io.stderr(
-      `navarch-agent: control-plane: cannot listen on ${opts.host}:${opts.port}: ${e.code === 'EADDRINUSE' ? 'address in use' : e.message}\n`,
-    );
+    opts.io.stderr(`navarch-agent: control-plane: cannot listen on ${opts.host}:${opts.port}: ${e.code === 'EADDRINUSE' ? 'address in use' : e.message}\n`);
     return 1;
   }
   opts.io.stdout(`dev control plane listening on ${cp.url}${opts.token ? ' (bearer token required)' : ''}\n`);

@@ -34,7 +34,7 @@ export function nvmlFix(code: string | undefined): string {
       return 'the native addon did not load (the driver may be fine): reinstall so its install hook runs (npm 11 skips install scripts of global installs that allowScripts does not allow: docs/deploy.md), use the release tarball (it carries the prebuild), or run "npm rebuild -g navarch-agent" with a C++ compiler; NAVARCH_NVML_ADDON=/abs/path/to/addon.node loads a given build';
     case 'NVML_LIBRARY_NOT_FOUND':
     case 'NVML_SYMBOL_NOT_FOUND':
-      return 'libnvidia-ml.so.1 was not found or is too old: install the NVIDIA driver (nvidia-smi must work), or set NAVARCH_NVML_LIBRARY to the library\'s path';
+      return "libnvidia-ml.so.1 was not found or is too old: install the NVIDIA driver (nvidia-smi must work), or set NAVARCH_NVML_LIBRARY to the library's path";
     case 'NVML_ERROR_NO_PERMISSION':
       return 'no access to the GPUs: run the agent as root or give its user access to /dev/nvidia*';
     case 'NVML_ERROR_DRIVER_NOT_LOADED':
@@ -143,7 +143,11 @@ async function checkKmsg(cfg: AgentConfig, out: CheckResult[]): Promise<void> {
  * On a host with NVSwitches, nvidia-fabricmanager must be active (CUDA cannot use the GPUs
  * otherwise) and its log readable by the agent; no NVSwitch: skipped.
  */
-export async function checkFabricManager(cfg: Pick<AgentConfig, 'sysRoot' | 'fabricManagerLog'>, out: CheckResult[], isActive: (unit: string) => Promise<ServiceState> = (u) => systemctlIsActive(u)): Promise<void> {
+export async function checkFabricManager(
+  cfg: Pick<AgentConfig, 'sysRoot' | 'fabricManagerLog'>,
+  out: CheckResult[],
+  isActive: (unit: string) => Promise<ServiceState> = (u) => systemctlIsActive(u),
+): Promise<void> {
   const sw = await detectNvSwitches(cfg.sysRoot ?? '/');
   if (!sw.present) {
     out.push({ name: 'fabric manager', state: 'skip', detail: 'no NVSwitch on this host' });
@@ -151,7 +155,13 @@ export async function checkFabricManager(cfg: Pick<AgentConfig, 'sysRoot' | 'fab
   }
   const svc = await isActive(FABRIC_MANAGER_UNIT);
   if (svc.state === 'active') out.push({ name: 'fabric manager', state: 'ok', detail: `${FABRIC_MANAGER_UNIT} active (${sw.summary})` });
-  else if (svc.state === 'unknown') out.push({ name: 'fabric manager', state: 'warn', detail: `${sw.summary}; ${FABRIC_MANAGER_UNIT} state unknown: ${svc.detail}`, fix: `check "systemctl status ${FABRIC_MANAGER_UNIT}" by hand` });
+  else if (svc.state === 'unknown')
+    out.push({
+      name: 'fabric manager',
+      state: 'warn',
+      detail: `${sw.summary}; ${FABRIC_MANAGER_UNIT} state unknown: ${svc.detail}`,
+      fix: `check "systemctl status ${FABRIC_MANAGER_UNIT}" by hand`,
+    });
   else {
     out.push({
       name: 'fabric manager',
@@ -167,7 +177,12 @@ export async function checkFabricManager(cfg: Pick<AgentConfig, 'sysRoot' | 'fab
     out.push({ name: 'fabric manager log', state: 'ok', detail: `${cfg.fabricManagerLog} readable` });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    out.push({ name: 'fabric manager log', state: 'warn', detail: `${cfg.fabricManagerLog}: ${code ?? (err as Error).message}`, fix: 'point --fabric-manager-log at the log file named by LOG_FILE_NAME in fabricmanager.cfg, or "none"' });
+    out.push({
+      name: 'fabric manager log',
+      state: 'warn',
+      detail: `${cfg.fabricManagerLog}: ${code ?? (err as Error).message}`,
+      fix: 'point --fabric-manager-log at the log file named by LOG_FILE_NAME in fabricmanager.cfg, or "none"',
+    });
   }
 }
 
@@ -178,7 +193,11 @@ async function checkStateDir(cfg: AgentConfig, env: NodeJS.ProcessEnv, out: Chec
   for (const dir of stateDirCandidates(cfg.stateDir, env)) {
     const r = await inspectStateDir(dir);
     if (r.ok) {
-      out.push({ name: 'state directory', state: problems.length ? 'warn' : 'ok', detail: problems.length ? `${r.detail} (instead of ${problems.join('; ')})` : r.detail });
+      out.push({
+        name: 'state directory',
+        state: problems.length ? 'warn' : 'ok',
+        detail: problems.length ? `${r.detail} (instead of ${problems.join('; ')})` : r.detail,
+      });
       return;
     }
     problems.push(r.detail);
@@ -214,7 +233,12 @@ async function checkControlPlane(cfg: AgentConfig, out: CheckResult[]): Promise<
   const insecure = insecureTransportWarning(client.url, cfg.authToken !== null);
   out.push(
     insecure
-      ? { name: 'transport', state: 'warn', detail: insecure, fix: 'put a TLS proxy in front of the control plane and use https:// (--require-tls refuses plain http://)' }
+      ? {
+          name: 'transport',
+          state: 'warn',
+          detail: insecure,
+          fix: 'put a TLS proxy in front of the control plane and use https:// (--require-tls refuses plain http://)',
+        }
       : { name: 'transport', state: 'ok', detail: client.url.protocol === 'https:' ? 'TLS' : 'plain http:// to loopback' },
   );
   let dateHeader: string | null = null;
@@ -243,7 +267,7 @@ async function checkControlPlane(cfg: AgentConfig, out: CheckResult[]): Promise<
         state: 'fail',
         detail: `${cfg.server}: token rejected (HTTP 401)`,
         fix: cfg.authToken
-          ? 'the token does not match the control plane\'s NAVARCH_AUTH_TOKEN: fix --auth-token-file'
+          ? "the token does not match the control plane's NAVARCH_AUTH_TOKEN: fix --auth-token-file"
           : 'the control plane requires a token: set --auth-token-file or NAVARCH_AUTH_TOKEN',
       });
     } else if (ce.code === Code.Unavailable || ce.code === Code.DeadlineExceeded || ce.code === Code.Unknown) {

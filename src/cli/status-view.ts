@@ -124,7 +124,17 @@ export function deviceRows(devices: DeviceStatus[], faults: ActiveFault[]): stri
     const err = d.error ?? d.sampleError;
     const health = err ? `error: ${err.code}` : worst ? `${worst}: ${mine.map(faultLabel).join(', ')}` : 'ok';
     const t = err ? null : d.telemetry; // no reading next to an error (a lost GPU has none)
-    return [String(d.index), d.name, d.uuid, d.pciBusId, gib(d.memoryTotalBytes), fmt(t?.temperatureC, 'C'), fmt(t?.powerUsageW, 'W'), fmt(t?.gpuUtilPercent, '%'), health];
+    return [
+      String(d.index),
+      d.name,
+      d.uuid,
+      d.pciBusId,
+      gib(d.memoryTotalBytes),
+      fmt(t?.temperatureC, 'C'),
+      fmt(t?.powerUsageW, 'W'),
+      fmt(t?.gpuUtilPercent, '%'),
+      health,
+    ];
   });
 }
 
@@ -132,7 +142,16 @@ export const DEVICE_HEADERS = ['GPU', 'NAME', 'UUID', 'PCI', 'MEMORY', 'TEMP', '
 
 /** The active faults as a table; KEY is what `navarch-agent faults clear <key>` takes. */
 export function faultsTable(faults: ActiveFault[], now: number): string {
-  const rows = faults.map((f) => [f.gpuIndex < 0 ? 'node' : String(f.gpuIndex), f.key, f.type, f.severity, f.action, String(f.count), ago(f.sinceMs, now), f.message]);
+  const rows = faults.map((f) => [
+    f.gpuIndex < 0 ? 'node' : String(f.gpuIndex),
+    f.key,
+    f.type,
+    f.severity,
+    f.action,
+    String(f.count),
+    ago(f.sinceMs, now),
+    f.message,
+  ]);
   return table(['GPU', 'KEY', 'TYPE', 'SEVERITY', 'ACTION', 'COUNT', 'SINCE', 'MESSAGE'], rows);
 }
 
@@ -183,7 +202,10 @@ export function renderStatus(v: StatusView): string {
   if (v.api && v.api.state !== 'listening') rows.push(['local API', apiLine(v.api)]);
   const fh = v.faultHistory;
   if (fh && (fh.problem !== null || fh.escalated > 0)) {
-    rows.push(['reboot escalation', fh.problem ?? `${fh.escalated} XID fault(s) escalated to replace: back after ${REBOOT_THRESHOLD} reboots (${fh.boots} boots in the history)`]);
+    rows.push([
+      'reboot escalation',
+      fh.problem ?? `${fh.escalated} XID fault(s) escalated to replace: back after ${REBOOT_THRESHOLD} reboots (${fh.boots} boots in the history)`,
+    ]);
   }
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;
   const out = rows.map(([k, val]) => `${`${k}:`.padEnd(w)}${val}`);

@@ -23,7 +23,12 @@ export async function existingStateDir(cfg: AgentConfig, env: NodeJS.ProcessEnv)
   return null;
 }
 
-export async function gatherStatus(cfg: AgentConfig, api: string, env: NodeJS.ProcessEnv, opts: { now?: () => number; signal?: AbortSignal } = {}): Promise<StatusView> {
+export async function gatherStatus(
+  cfg: AgentConfig,
+  api: string,
+  env: NodeJS.ProcessEnv,
+  opts: { now?: () => number; signal?: AbortSignal } = {},
+): Promise<StatusView> {
   const now = opts.now ?? Date.now;
   const probe = await probeApi(api, undefined, opts.signal);
   if (probe.kind === 'agent') {

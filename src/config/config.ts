@@ -483,13 +483,7 @@ export function resolveConfig(input: ResolveInput): AgentConfig {
   };
 }
 
-function candidateAt(
-  spec: OptionSpec,
-  input: ResolveInput,
-  file: Record<string, unknown> | null,
-  fileLabel: string,
-  level: Source['kind'],
-): Candidate | null {
+function candidateAt(spec: OptionSpec, input: ResolveInput, file: Record<string, unknown> | null, fileLabel: string, level: Source['kind']): Candidate | null {
   if (level === 'flag') {
     const f = input.flags.get(spec.flag);
     return f === undefined ? null : { value: f, source: { kind: 'flag', label: spec.flag } };

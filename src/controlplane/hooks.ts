@@ -29,13 +29,7 @@ function hookEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return env;
 }
 
-export function runHook(
-  path: string,
-  args: string[],
-  env: Record<string, string>,
-  timeoutMs: number,
-  clock: Clock = systemClock,
-): Promise<HookResult> {
+export function runHook(path: string, args: string[], env: Record<string, string>, timeoutMs: number, clock: Clock = systemClock): Promise<HookResult> {
   const started = clock.now();
   return new Promise((resolve) => {
     let output = '';
@@ -68,9 +62,7 @@ export function runHook(
       child.kill('SIGTERM');
       killTimer = clock.setTimer(() => child.kill('SIGKILL'), 2000);
     }, timeoutMs);
-    child.on('error', (e: NodeJS.ErrnoException) =>
-      finish({ ok: false, exitCode: null, signal: null, error: `${e.code ?? ''} ${e.message}`.trim() }),
-    );
+    child.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, exitCode: null, signal: null, error: `${e.code ?? ''} ${e.message}`.trim() }));
     child.on('close', (code, signal) => finish({ ok: code === 0 && !timedOut, exitCode: code, signal }));
     // 'close' waits for stdout/stderr to close too; a background process the hook left behind keeps
     // them open, which would make the deadline meaningless. Once the hook itself has exited, give the

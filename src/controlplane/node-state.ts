@@ -44,7 +44,10 @@ export function agentVerdict(faults: readonly ActiveFault[], nowMs: number, cap 
   if (judged.length > cap) details.omitted = String(judged.length - cap);
   if (judged.length === 0) return { name: AGENT_VERDICT_CHECK, status: 'healthy', message: 'no active critical or warning faults', details, timeMs: nowMs };
   const worst = critical > 0 ? judged.slice(0, critical) : judged;
-  const keys = worst.slice(0, 8).map((f) => f.key).join(', ');
+  const keys = worst
+    .slice(0, 8)
+    .map((f) => f.key)
+    .join(', ');
   return {
     name: AGENT_VERDICT_CHECK,
     status: critical > 0 ? 'unhealthy' : 'degraded',

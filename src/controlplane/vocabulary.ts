@@ -80,7 +80,8 @@ export function navarchForm(ev: VocabularyInput): NavarchForm {
     };
   }
   if (ev.type === 'xid') return { type: ev.type, system: ev.system, metrics: {} };
-  if (ev.severity === 'info') return ev.type === 'unknown' && ev.system === 'UNKNOWN' ? { type: 'unknown', system: 'UNKNOWN', metrics: {} } : moved(ev, 'unknown', 'UNKNOWN');
+  if (ev.severity === 'info')
+    return ev.type === 'unknown' && ev.system === 'UNKNOWN' ? { type: 'unknown', system: 'UNKNOWN', metrics: {} } : moved(ev, 'unknown', 'UNKNOWN');
   if (ev.type === 'memory' && ev.severity === 'critical') return moved(ev, 'ecc_dbe', 'MEM');
   if (ev.type === 'driver_error' && (ev.severity === 'critical' || ev.severity === 'warning')) {
     const x = driverErrorXid(ev);

@@ -179,15 +179,18 @@ function toProtoEvent(f: WireFields, extras: Record<string, string | undefined>)
 
 export function eventToProto(ev: AgentEvent): PbHealthEvent {
   const form = navarchForm(ev);
-  return toProtoEvent({ ...ev, type: form.type, system: form.system }, {
-    ...form.metrics,
-    count: String(ev.count ?? 1),
-    event_id: ev.id,
-    severity: ev.severity,
-    action: ev.action,
-    source: ev.source,
-    fault_key: ev.key,
-  });
+  return toProtoEvent(
+    { ...ev, type: form.type, system: form.system },
+    {
+      ...form.metrics,
+      count: String(ev.count ?? 1),
+      event_id: ev.id,
+      severity: ev.severity,
+      action: ev.action,
+      source: ev.source,
+      fault_key: ev.key,
+    },
+  );
 }
 
 /** An active fault re-asserted after (re-)registration, as a proto HealthEvent. */

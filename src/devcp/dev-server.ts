@@ -292,7 +292,14 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
     if (!out) return;
     const rows = [...nodes.values()].map((n) => {
       const hb = n.lastHeartbeatMs ? `${Math.round((Date.now() - n.lastHeartbeatMs) / 1000)}s ago` : '-';
-      return [n.nodeId, STATUS_NAME[n.status] ?? '?', HEALTH_NAME[n.healthStatus] ?? '?', String(n.gpus.length), hb, String(history.get(n.nodeId)?.length ?? 0)];
+      return [
+        n.nodeId,
+        STATUS_NAME[n.status] ?? '?',
+        HEALTH_NAME[n.healthStatus] ?? '?',
+        String(n.gpus.length),
+        hb,
+        String(history.get(n.nodeId)?.length ?? 0),
+      ];
     });
     const head = ['NODE', 'STATUS', 'HEALTH', 'GPUS', 'HEARTBEAT', 'EVENTS'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -362,12 +369,7 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
       readyAt: timestampFromMs(n.registeredAtMs),
     });
 
-  const issue = (
-    nodeId: string,
-    type: NodeCommandType,
-    parameters: Record<string, string>,
-    queue: boolean | undefined,
-  ): IssuedCommand => {
+  const issue = (nodeId: string, type: NodeCommandType, parameters: Record<string, string>, queue: boolean | undefined): IssuedCommand => {
     if (nodeId === '') throw new ConnectError('node_id is required', Code.InvalidArgument);
     if (type === NodeCommandType.UNKNOWN || (NodeCommandType[type] === undefined && !queue)) {
       throw new ConnectError('command_type is required', Code.InvalidArgument);
@@ -446,7 +448,14 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
           let list = resultHistory.get(req.nodeId);
           if (!list) resultHistory.set(req.nodeId, (list = []));
           for (const r of req.results) {
-            list.push({ nodeId: req.nodeId, receivedAtMs, checkName: r.checkName, status: HEALTH_NAME[r.status] ?? 'unknown', message: r.message, details: { ...r.details } });
+            list.push({
+              nodeId: req.nodeId,
+              receivedAtMs,
+              checkName: r.checkName,
+              status: HEALTH_NAME[r.status] ?? 'unknown',
+              message: r.message,
+              details: { ...r.details },
+            });
           }
           if (list.length > maxEvents) list.splice(0, list.length - maxEvents);
         }
@@ -622,7 +631,14 @@ export async function startDevControlPlane(opts: DevControlPlaneOptions = {}): P
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       head = Buffer.concat([head, chunk]);
-      if (head.length < 4 && !head.toString('latin1').split('').some((c, i) => c !== 'PRI '[i])) return;
+      if (
+        head.length < 4 &&
+        !head
+          .toString('latin1')
+          .split('')
+          .some((c, i) => c !== 'PRI '[i])
+      )
+        return;
       socket.off('data', onData);
       socket.pause();
       socket.unshift(head);

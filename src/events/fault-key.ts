@@ -10,11 +10,7 @@
  * without the numeric parts.
  */
 
-export type FaultLocation =
-  | { kind: 'gpu'; index: number }
-  | { kind: 'nvswitch'; index: number }
-  | { kind: 'pci'; bus: string }
-  | { kind: 'node' };
+export type FaultLocation = { kind: 'gpu'; index: number } | { kind: 'nvswitch'; index: number } | { kind: 'pci'; bus: string } | { kind: 'node' };
 
 type Part = string | number;
 

@@ -19,8 +19,7 @@ import { classCovers, faultClassOf } from './fault-class.js';
 import type { HealthEventInput } from './types.js';
 
 export type OverrideOutcome =
-  | { suppressed: false; input: HealthEventInput; rule: FaultRule | null }
-  | { suppressed: true; input: HealthEventInput; rule: FaultRule };
+  { suppressed: false; input: HealthEventInput; rule: FaultRule | null } | { suppressed: true; input: HealthEventInput; rule: FaultRule };
 
 /** The rule for an event, or null: the XID code's, else the most specific class rule. */
 export function ruleFor(input: Pick<HealthEventInput, 'type' | 'key' | 'metrics'>, o: FaultOverrides): FaultRule | null {

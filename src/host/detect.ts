@@ -59,9 +59,7 @@ export async function detectGpuHost(opts: { sysRoot?: string; instanceType?: str
   const sysRoot = opts.sysRoot ?? '/';
   const nvidiaPciDevices = await findNvidiaPciDevices(sysRoot);
   const devEntries = await listDir(path.join(sysRoot, 'dev'));
-  const gpuDeviceNodes = devEntries
-    .filter((n) => /^nvidia\d+$/.test(n))
-    .sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)));
+  const gpuDeviceNodes = devEntries.filter((n) => /^nvidia\d+$/.test(n)).sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)));
   const controlNode = devEntries.includes('nvidiactl');
   const spec = instanceTypeGpus(opts.instanceType);
   const instanceType = spec && opts.instanceType ? { name: opts.instanceType.trim(), spec } : null;

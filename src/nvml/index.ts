@@ -10,16 +10,7 @@
  */
 import { loadAddon, type NativeSession, type NativeWatch } from './binding.js';
 import { NvmlError } from './errors.js';
-import type {
-  DeviceInfo,
-  DeviceSnapshot,
-  NvmlEvent,
-  NvmlEventType,
-  OpenOptions,
-  SystemInfo,
-  WatchOptions,
-  WatchStats,
-} from './types.js';
+import type { DeviceInfo, DeviceSnapshot, NvmlEvent, NvmlEventType, OpenOptions, SystemInfo, WatchOptions, WatchStats } from './types.js';
 
 export * from './types.js';
 export { NvmlError, isNvmlError } from './errors.js';

@@ -35,7 +35,9 @@ const KNOWN_STATES = new Set<string>(['active', 'inactive', 'failed', 'activatin
 /** Map `systemctl is-active` output to a state; anything else is unknown. */
 export function serviceStateFrom(stdout: string): ServiceState {
   const word = (stdout.split('\n')[0] ?? '').trim();
-  return KNOWN_STATES.has(word) ? { state: word as ServiceStateName, detail: word } : { state: 'unknown', detail: word === '' ? 'no answer' : word.slice(0, 80) };
+  return KNOWN_STATES.has(word)
+    ? { state: word as ServiceStateName, detail: word }
+    : { state: 'unknown', detail: word === '' ? 'no answer' : word.slice(0, 80) };
 }
 
 /**
@@ -84,7 +86,15 @@ export interface FabricManagerObservation {
   errors: readonly FabricManagerLogError[];
 }
 
-function event(key: string, severity: Severity, fault: 'raise' | 'clear', message: string, metrics: Record<string, string>, nowMs: number, extra: Partial<HealthEventInput> = {}): HealthEventInput {
+function event(
+  key: string,
+  severity: Severity,
+  fault: 'raise' | 'clear',
+  message: string,
+  metrics: Record<string, string>,
+  nowMs: number,
+  extra: Partial<HealthEventInput> = {},
+): HealthEventInput {
   return {
     type: 'nvlink',
     system: 'NVSWITCH',
@@ -125,10 +135,18 @@ export function judgeFabricManager(
   } else if (s !== 'unknown' && s !== 'reloading' && obs.sinceBootMs >= cfg.bootGraceMs) {
     if (!state.service) {
       events.push(
-        event(FABRIC_MANAGER_KEY, 'critical', 'raise', `${FABRIC_MANAGER_UNIT} is ${s} on a host with NVSwitches: CUDA cannot use the GPUs`, { ...metrics, uptime_seconds: String(Math.floor(obs.sinceBootMs / 1000)) }, obs.nowMs, {
-          action: 'reboot',
-          citation: 'NVIDIA Fabric Manager: on NVSwitch systems GPUs cannot run CUDA work while nvidia-fabricmanager is down (gpud fabric-manager component)',
-        }),
+        event(
+          FABRIC_MANAGER_KEY,
+          'critical',
+          'raise',
+          `${FABRIC_MANAGER_UNIT} is ${s} on a host with NVSwitches: CUDA cannot use the GPUs`,
+          { ...metrics, uptime_seconds: String(Math.floor(obs.sinceBootMs / 1000)) },
+          obs.nowMs,
+          {
+            action: 'reboot',
+            citation: 'NVIDIA Fabric Manager: on NVSwitch systems GPUs cannot run CUDA work while nvidia-fabricmanager is down (gpud fabric-manager component)',
+          },
+        ),
       );
       state.service = { good: 0 };
     } else {
@@ -146,14 +164,24 @@ export function judgeFabricManager(
       if (withSxid.nvswitchPci) m.nvswitch_pci = withSxid.nvswitchPci;
     }
     events.push(
-      event(FABRIC_MANAGER_LOG_KEY, 'warning', 'raise', `${FABRIC_MANAGER_UNIT} logged ${obs.errors.length} error line${obs.errors.length === 1 ? '' : 's'}: ${last.text.slice(0, 200)}`, m, obs.nowMs, {
-        count: obs.errors.length,
-        citation: 'nvidia-fabricmanager log: ERROR/FATAL lines (NVSwitch SXids are judged from the kernel log)',
-      }),
+      event(
+        FABRIC_MANAGER_LOG_KEY,
+        'warning',
+        'raise',
+        `${FABRIC_MANAGER_UNIT} logged ${obs.errors.length} error line${obs.errors.length === 1 ? '' : 's'}: ${last.text.slice(0, 200)}`,
+        m,
+        obs.nowMs,
+        {
+          count: obs.errors.length,
+          citation: 'nvidia-fabricmanager log: ERROR/FATAL lines (NVSwitch SXids are judged from the kernel log)',
+        },
+      ),
     );
     state.log = { lastErrorMs: obs.nowMs };
   } else if (state.log && obs.nowMs - state.log.lastErrorMs >= cfg.logQuietMs) {
-    events.push(event(FABRIC_MANAGER_LOG_KEY, 'info', 'clear', `${FABRIC_MANAGER_UNIT} logged no error for ${Math.round(cfg.logQuietMs / 1000)} s`, {}, obs.nowMs));
+    events.push(
+      event(FABRIC_MANAGER_LOG_KEY, 'info', 'clear', `${FABRIC_MANAGER_UNIT} logged no error for ${Math.round(cfg.logQuietMs / 1000)} s`, {}, obs.nowMs),
+    );
     state.log = null;
   }
   return { events, state };
@@ -249,7 +277,10 @@ export class FabricManagerMonitor {
 
   private async check(): Promise<HealthEventInput[]> {
     const unit = this.o.unit ?? FABRIC_MANAGER_UNIT;
-    const [service, lines] = await Promise.all([(this.o.isActive ?? ((u: string) => systemctlIsActive(u)))(unit), this.tail ? this.tail.poll() : Promise.resolve([])]);
+    const [service, lines] = await Promise.all([
+      (this.o.isActive ?? ((u: string) => systemctlIsActive(u)))(unit),
+      this.tail ? this.tail.poll() : Promise.resolve([]),
+    ]);
     const errors = lines.map(parseFabricManagerLine).filter((e): e is FabricManagerLogError => e !== null);
     const nowMs = this.now();
     const boot = this.o.bootTimeMs ?? this.startedAtMs;

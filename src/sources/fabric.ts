@@ -44,16 +44,53 @@ interface MaskField {
 
 /** The health-mask fields, read as `(mask >> shift) & width` (H13.3). */
 export const HEALTH_MASK_FIELDS: readonly MaskField[] = [
-  { name: 'degraded_bandwidth', label: 'NVLink bandwidth degraded', shift: 0, width: 0x3, values: { 1: 'degraded', 2: 'not_degraded' }, fault: { values: [1], severity: 'warning', action: 'none' } },
-  { name: 'route_recovery', label: 'fabric route recovery in progress', shift: 2, width: 0x3, values: { 1: 'in_progress', 2: 'not_in_progress' }, fault: { values: [1], severity: 'warning', action: 'none' } },
-  { name: 'route_unhealthy', label: 'fabric route unhealthy', shift: 4, width: 0x3, values: { 1: 'unhealthy', 2: 'healthy' }, fault: { values: [1], severity: 'critical', action: 'reboot' } },
-  { name: 'access_timeout_recovery', label: 'fabric access-timeout recovery in progress', shift: 6, width: 0x3, values: { 1: 'in_progress', 2: 'not_in_progress' }, fault: { values: [1], severity: 'warning', action: 'none' } },
+  {
+    name: 'degraded_bandwidth',
+    label: 'NVLink bandwidth degraded',
+    shift: 0,
+    width: 0x3,
+    values: { 1: 'degraded', 2: 'not_degraded' },
+    fault: { values: [1], severity: 'warning', action: 'none' },
+  },
+  {
+    name: 'route_recovery',
+    label: 'fabric route recovery in progress',
+    shift: 2,
+    width: 0x3,
+    values: { 1: 'in_progress', 2: 'not_in_progress' },
+    fault: { values: [1], severity: 'warning', action: 'none' },
+  },
+  {
+    name: 'route_unhealthy',
+    label: 'fabric route unhealthy',
+    shift: 4,
+    width: 0x3,
+    values: { 1: 'unhealthy', 2: 'healthy' },
+    fault: { values: [1], severity: 'critical', action: 'reboot' },
+  },
+  {
+    name: 'access_timeout_recovery',
+    label: 'fabric access-timeout recovery in progress',
+    shift: 6,
+    width: 0x3,
+    values: { 1: 'in_progress', 2: 'not_in_progress' },
+    fault: { values: [1], severity: 'warning', action: 'none' },
+  },
   {
     name: 'incorrect_configuration',
     label: 'fabric configuration incorrect',
     shift: 8,
     width: 0xf,
-    values: { 1: 'none', 2: 'incorrect_sysguid', 3: 'incorrect_chassis_serial', 4: 'no_partition', 5: 'insufficient_nvlinks', 6: 'incompatible_gpu_firmware', 7: 'invalid_location', 8: 'gpu_state_invalid' },
+    values: {
+      1: 'none',
+      2: 'incorrect_sysguid',
+      3: 'incorrect_chassis_serial',
+      4: 'no_partition',
+      5: 'insufficient_nvlinks',
+      6: 'incompatible_gpu_firmware',
+      7: 'invalid_location',
+      8: 'gpu_state_invalid',
+    },
     fault: { values: [2, 3, 4, 5, 6, 7, 8], severity: 'critical', action: 'replace' },
   },
   { name: 'partition_assigned', label: 'fabric partition assigned', shift: 12, width: 0x3, values: { 1: 'assigned', 2: 'not_assigned' } },
@@ -64,10 +101,27 @@ export const FABRIC_FINDINGS: readonly string[] = ['state', 'status', 'health', 
 
 /** nvmlReturn_t names (nvml-abi.md §2) for the probe status; other values read "unknown code N". */
 const NVML_RETURN: Record<number, string> = {
-  0: 'SUCCESS', 1: 'UNINITIALIZED', 2: 'INVALID_ARGUMENT', 3: 'NOT_SUPPORTED', 4: 'NO_PERMISSION', 6: 'NOT_FOUND',
-  9: 'DRIVER_NOT_LOADED', 10: 'TIMEOUT', 11: 'IRQ_ISSUE', 14: 'CORRUPTED_INFOROM', 15: 'GPU_IS_LOST', 16: 'RESET_REQUIRED',
-  17: 'OPERATING_SYSTEM', 18: 'LIB_RM_VERSION_MISMATCH', 19: 'IN_USE', 20: 'MEMORY', 21: 'NO_DATA', 23: 'INSUFFICIENT_RESOURCES',
-  27: 'NOT_READY', 29: 'INVALID_STATE', 999: 'UNKNOWN',
+  0: 'SUCCESS',
+  1: 'UNINITIALIZED',
+  2: 'INVALID_ARGUMENT',
+  3: 'NOT_SUPPORTED',
+  4: 'NO_PERMISSION',
+  6: 'NOT_FOUND',
+  9: 'DRIVER_NOT_LOADED',
+  10: 'TIMEOUT',
+  11: 'IRQ_ISSUE',
+  14: 'CORRUPTED_INFOROM',
+  15: 'GPU_IS_LOST',
+  16: 'RESET_REQUIRED',
+  17: 'OPERATING_SYSTEM',
+  18: 'LIB_RM_VERSION_MISMATCH',
+  19: 'IN_USE',
+  20: 'MEMORY',
+  21: 'NO_DATA',
+  23: 'INSUFFICIENT_RESOURCES',
+  27: 'NOT_READY',
+  29: 'INVALID_STATE',
+  999: 'UNKNOWN',
 };
 
 export function nvmlReturnName(code: number): string {
@@ -141,16 +195,40 @@ export function judgeFabric(gpuIndex: number, fi: GpuFabricInfo | null | undefin
 
   // status counts only once state is COMPLETED (nvml-abi.md §3.7).
   if (completed && fi.status !== 0) {
-    out.push({ name: 'status', bad: true, severity: 'critical', action: 'reboot', message: `${g}: fabric registration failed: ${nvmlReturnName(fi.status)}`, metrics: { ...metrics, fabric_status_name: nvmlReturnName(fi.status) }, citation: `${CITE}: status of a completed registration is not NVML_SUCCESS` });
+    out.push({
+      name: 'status',
+      bad: true,
+      severity: 'critical',
+      action: 'reboot',
+      message: `${g}: fabric registration failed: ${nvmlReturnName(fi.status)}`,
+      metrics: { ...metrics, fabric_status_name: nvmlReturnName(fi.status) },
+      citation: `${CITE}: status of a completed registration is not NVML_SUCCESS`,
+    });
   } else if (completed) {
     out.push({ name: 'status', bad: false, message: `${g}: fabric registration succeeded`, metrics });
   }
 
   const sum = fi.healthSummary;
   if (sum === HEALTH_SUMMARY.UNHEALTHY) {
-    out.push({ name: 'health', bad: true, severity: 'critical', action: 'reboot', message: `${g}: fabric health unhealthy`, metrics, citation: `${CITE}: healthSummary UNHEALTHY` });
+    out.push({
+      name: 'health',
+      bad: true,
+      severity: 'critical',
+      action: 'reboot',
+      message: `${g}: fabric health unhealthy`,
+      metrics,
+      citation: `${CITE}: healthSummary UNHEALTHY`,
+    });
   } else if (sum === HEALTH_SUMMARY.LIMITED_CAPACITY) {
-    out.push({ name: 'health', bad: true, severity: 'warning', action: 'none', message: `${g}: fabric health limited capacity`, metrics, citation: `${CITE}: healthSummary LIMITED_CAPACITY` });
+    out.push({
+      name: 'health',
+      bad: true,
+      severity: 'warning',
+      action: 'none',
+      message: `${g}: fabric health limited capacity`,
+      metrics,
+      citation: `${CITE}: healthSummary LIMITED_CAPACITY`,
+    });
   } else if (sum === HEALTH_SUMMARY.HEALTHY) {
     out.push({ name: 'health', bad: false, message: `${g}: fabric health back to healthy`, metrics });
   } else {
@@ -172,7 +250,12 @@ export function judgeFabric(gpuIndex: number, fi: GpuFabricInfo | null | undefin
         citation: `${CITE}: healthMask ${f.name} (shift ${f.shift}, width 0x${f.width.toString(16)}) = ${d.value}`,
       });
     } else {
-      out.push({ name: f.name, bad: false, message: `${g}: ${f.label.replace(/ (degraded|in progress|unhealthy|incorrect)$/, '')} ${d.value === 0 ? 'not reported' : 'back to normal'}`, metrics });
+      out.push({
+        name: f.name,
+        bad: false,
+        message: `${g}: ${f.label.replace(/ (degraded|in progress|unhealthy|incorrect)$/, '')} ${d.value === 0 ? 'not reported' : 'back to normal'}`,
+        metrics,
+      });
     }
   }
   return out;

@@ -61,7 +61,14 @@ export class KmsgClassifier {
     };
     if (line.kind === 'fallen_off_bus') {
       // No XID number on the line: reported as the XID 79 it is, plus the GPU-lost fault.
-      const x79 = xidEventInput({ code: 79, gpuIndex: gpu.index, gpuUuid: gpu.uuid, timeMs, source: 'kmsg', message: `GPU has fallen off the bus (kernel log, no XID number: ${line.form}-line form)` });
+      const x79 = xidEventInput({
+        code: 79,
+        gpuIndex: gpu.index,
+        gpuUuid: gpu.uuid,
+        timeMs,
+        source: 'kmsg',
+        message: `GPU has fallen off the bus (kernel log, no XID number: ${line.form}-line form)`,
+      });
       x79.metrics.xid_derived = 'fallen_off_bus';
       return [common(x79), common(driverEvent('gpu_lost', gpu, timeMs, line.pciShort, 'GPU has fallen off the bus', 'reboot'))];
     }

@@ -46,7 +46,8 @@ export class KmsgCursor {
     try {
       c = JSON.parse(fs.readFileSync(this.file, 'utf8')) as Partial<CursorJson>;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn({ err: (e as Error).message, path: this.file }, 'kmsg source: unreadable cursor ignored');
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.log?.warn({ err: (e as Error).message, path: this.file }, 'kmsg source: unreadable cursor ignored');
       return { skipUpTo: null, firstRun: true };
     }
     if (c && c.bootId === this.bootId && c.path === this.logPath && typeof c.lastSeq === 'string' && /^(-1|\d{1,20})$/.test(c.lastSeq)) {

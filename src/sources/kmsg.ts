@@ -306,7 +306,10 @@ export class KmsgSource {
       const gap = rec.seq - prev - 1n;
       const lost = Number(gap > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : gap);
       this.st.missedRecords += lost;
-      this.log?.warn({ from: (prev + 1n).toString(), to: (rec.seq - 1n).toString(), lost }, 'kmsg source: records lost from the ring buffer before they were read');
+      this.log?.warn(
+        { from: (prev + 1n).toString(), to: (rec.seq - 1n).toString(), lost },
+        'kmsg source: records lost from the ring buffer before they were read',
+      );
       events.push(this.classify.lostRecordsEvent(prev + 1n, rec.seq - 1n, lost, rec));
     }
     const historical = this.firstRun && !this.backlogRead;

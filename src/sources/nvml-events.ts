@@ -81,7 +81,16 @@ export function classifyNvmlEvent(ev: NvmlEvent, opts: NvmlEventOptions = {}): H
       return withCount(input, ev);
     }
     case 'ecc_sbe':
-      return mem('ecc_sbe', 'info', 'none', 'ecc_sbe', 'none', `${gpu}: corrected (single-bit) ECC error`, { ecc_sbe_count: String(n) }, `${CITE_EVENT} SingleBitEccError (0x1)`);
+      return mem(
+        'ecc_sbe',
+        'info',
+        'none',
+        'ecc_sbe',
+        'none',
+        `${gpu}: corrected (single-bit) ECC error`,
+        { ecc_sbe_count: String(n) },
+        `${CITE_EVENT} SingleBitEccError (0x1)`,
+      );
     case 'ecc_dbe':
       return mem(
         'ecc_dbe',
@@ -94,15 +103,60 @@ export function classifyNvmlEvent(ev: NvmlEvent, opts: NvmlEventOptions = {}): H
         `${CITE_EVENT} DoubleBitEccError (0x2); NVIDIA XID 48 workflow: reset the GPU`,
       );
     case 'ecc_storm':
-      return mem('ecc_sbe', 'warning', 'none', 'ecc_sbe_storm', 'none', `${gpu}: storm of corrected (single-bit) ECC errors`, { ecc_sbe_storm: String(n) }, `${CITE_EVENT} SingleBitEccErrorStorm (0x200); like XID 92 (IGNORE / CONTACT_SUPPORT)`);
+      return mem(
+        'ecc_sbe',
+        'warning',
+        'none',
+        'ecc_sbe_storm',
+        'none',
+        `${gpu}: storm of corrected (single-bit) ECC errors`,
+        { ecc_sbe_storm: String(n) },
+        `${CITE_EVENT} SingleBitEccErrorStorm (0x200); like XID 92 (IGNORE / CONTACT_SUPPORT)`,
+      );
     case 'dram_retirement_event':
-      return mem('memory', 'warning', 'reset_gpu', 'dram_retirement', 'none', `${gpu}: DRAM row/page marked for retirement (takes effect after a GPU reset)`, { dram_retirement_events: String(n) }, `${CITE_EVENT} DramRetirementEvent (0x400); like XID 63`);
+      return mem(
+        'memory',
+        'warning',
+        'reset_gpu',
+        'dram_retirement',
+        'none',
+        `${gpu}: DRAM row/page marked for retirement (takes effect after a GPU reset)`,
+        { dram_retirement_events: String(n) },
+        `${CITE_EVENT} DramRetirementEvent (0x400); like XID 63`,
+      );
     case 'dram_retirement_failure':
-      return mem('memory', 'critical', 'reset_gpu', 'dram_retirement_failure', 'raise', `${gpu}: DRAM retirement (row remapping) failed`, { dram_retirement_failures: String(n) }, `${CITE_EVENT} DramRetirementFailure (0x800); like XID 64 (RESET_GPU / CONTACT_SUPPORT)`);
+      return mem(
+        'memory',
+        'critical',
+        'reset_gpu',
+        'dram_retirement_failure',
+        'raise',
+        `${gpu}: DRAM retirement (row remapping) failed`,
+        { dram_retirement_failures: String(n) },
+        `${CITE_EVENT} DramRetirementFailure (0x800); like XID 64 (RESET_GPU / CONTACT_SUPPORT)`,
+      );
     case 'non_fatal_poison':
-      return mem('memory', 'warning', 'restart_app', 'poison', 'none', `${gpu}: contained (non-fatal) poison error`, { poison_errors: String(n) }, `${CITE_EVENT} NonFatalPoisonError (0x1000); like XID 94 (RESTART_APP)`);
+      return mem(
+        'memory',
+        'warning',
+        'restart_app',
+        'poison',
+        'none',
+        `${gpu}: contained (non-fatal) poison error`,
+        { poison_errors: String(n) },
+        `${CITE_EVENT} NonFatalPoisonError (0x1000); like XID 94 (RESTART_APP)`,
+      );
     case 'fatal_poison':
-      return mem('memory', 'critical', 'reset_gpu', 'fatal_poison', 'raise', `${gpu}: uncontained (fatal) poison error`, { poison_errors: String(n) }, `${CITE_EVENT} FatalPoisonError (0x2000); like XID 95 (RESET_GPU)`);
+      return mem(
+        'memory',
+        'critical',
+        'reset_gpu',
+        'fatal_poison',
+        'raise',
+        `${gpu}: uncontained (fatal) poison error`,
+        { poison_errors: String(n) },
+        `${CITE_EVENT} FatalPoisonError (0x2000); like XID 95 (RESET_GPU)`,
+      );
     case 'gpu_unavailable':
       return withCount(
         {

@@ -95,8 +95,18 @@ export interface TelemetryRule {
   judge(x: RuleContext): Outcome[];
 }
 
-const bad = (message: string, metrics: Record<string, string>, over: Omit<Finding, 'bad' | 'message' | 'metrics'> = {}): Finding => ({ bad: true, message, metrics, ...over });
-const good = (message: string, metrics?: Record<string, string>, immediate = false): Good => ({ bad: false, message, ...(metrics ? { metrics } : {}), ...(immediate ? { immediate } : {}) });
+const bad = (message: string, metrics: Record<string, string>, over: Omit<Finding, 'bad' | 'message' | 'metrics'> = {}): Finding => ({
+  bad: true,
+  message,
+  metrics,
+  ...over,
+});
+const good = (message: string, metrics?: Record<string, string>, immediate = false): Good => ({
+  bad: false,
+  message,
+  ...(metrics ? { metrics } : {}),
+  ...(immediate ? { immediate } : {}),
+});
 const at = (cls: string, result: Finding | Good): Outcome[] => [{ path: cls.split('/'), result }];
 
 /**
@@ -129,7 +139,8 @@ function clockRule(cc: (typeof CLOCK_CONDITIONS)[number]): TelemetryRule {
     system: cc.system,
     severity: 'warning',
     action: 'none',
-    citation: (c) => `NVML clock event reason 0x${cc.bit.toString(16)}; at >= ${c.clockEventRatePerMinute} events/min over ${c.clockEventWindowMs / 60_000} min (gpud hw-slowdown: unhealthy at 0.6/min over 10 min; DCGM: WARN); a slowed GPU still serves work`,
+    citation: (c) =>
+      `NVML clock event reason 0x${cc.bit.toString(16)}; at >= ${c.clockEventRatePerMinute} events/min over ${c.clockEventWindowMs / 60_000} min (gpud hw-slowdown: unhealthy at 0.6/min over 10 min; DCGM: WARN); a slowed GPU still serves work`,
     judge: ({ c, s, t, i, state }) => {
       const stateKey = gpuKey(i, 'clock', cc.name);
       const reasons = t.clockEventReasons;
@@ -143,10 +154,21 @@ function clockRule(cc: (typeof CLOCK_CONDITIONS)[number]): TelemetryRule {
       else delete state.clockEvents[stateKey];
       if (!(set && times.length >= needed)) return at(cls, good(`GPU ${i} ${cc.label} below ${c.clockEventRatePerMinute} events/min`));
       const perMin = times.length / windowMin;
-      const metrics: Record<string, string> = { clock_event_reasons: int(reasons), clock_events_in_window: int(times.length), clock_events_per_minute: f6(perMin), window_seconds: int(c.clockEventWindowMs / 1000) };
+      const metrics: Record<string, string> = {
+        clock_event_reasons: int(reasons),
+        clock_events_in_window: int(times.length),
+        clock_events_per_minute: f6(perMin),
+        window_seconds: int(c.clockEventWindowMs / 1000),
+      };
       if (t.temperatureC !== null) metrics.temperature = int(t.temperatureC);
       if (t.powerUsageW !== null) metrics.power_watts = f6(t.powerUsageW);
-      return at(cls, bad(`GPU ${i} clocks reduced: ${cc.label} in ${times.length} samples of the last ${windowMin} min (reasons 0x${(reasons as number).toString(16)})`, metrics));
+      return at(
+        cls,
+        bad(
+          `GPU ${i} clocks reduced: ${cc.label} in ${times.length} samples of the last ${windowMin} min (reasons 0x${(reasons as number).toString(16)})`,
+          metrics,
+        ),
+      );
     },
   };
 }
@@ -179,7 +201,8 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
     system: 'THERMAL',
     severity: 'warning',
     action: 'none',
-    citation: (c) => `navarch-agent thresholds: warning ${c.temperatureWarningC} C, critical ${c.temperatureCriticalC} C (Navarch policy: degraded >= 85, unhealthy >= 95)`,
+    citation: (c) =>
+      `navarch-agent thresholds: warning ${c.temperatureWarningC} C, critical ${c.temperatureCriticalC} C (Navarch policy: degraded >= 85, unhealthy >= 95)`,
     judge: ({ c, t, i, active }) => {
       const temp = t.temperatureC;
       if (temp === null) return at('thermal', good(`GPU ${i} temperature no longer reported`));
@@ -189,7 +212,14 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
       else if (temp >= c.temperatureWarningC || (act && temp >= c.temperatureWarningC - c.temperatureClearMarginC)) level = 'warning';
       if (!level) return at('thermal', good(`GPU ${i} temperature back to ${int(temp)} C`, { temperature: int(temp) }, true));
       const threshold = level === 'critical' ? c.temperatureCriticalC : c.temperatureWarningC;
-      return at('thermal', bad(`GPU ${i} temperature ${int(temp)} C (${level} threshold ${threshold} C)`, { temperature: int(temp), threshold_c: int(threshold) }, { severity: level }));
+      return at(
+        'thermal',
+        bad(
+          `GPU ${i} temperature ${int(temp)} C (${level} threshold ${threshold} C)`,
+          { temperature: int(temp), threshold_c: int(threshold) },
+          { severity: level },
+        ),
+      );
     },
   },
   ...CLOCK_CONDITIONS.map(clockRule),
@@ -221,7 +251,8 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
       const volInc = increase(prev?.eccVolUnc, t.eccVolatileUncorrected);
       const aggInc = increase(prev?.eccAggUnc, t.eccAggregateUncorrected);
       const newDbe = Math.max(volInc ?? 0, aggInc ?? 0);
-      if (!(newDbe > 0 || (t.eccVolatileUncorrected ?? 0) > 0)) return at('ecc_dbe', good(`GPU ${i}: no uncorrectable ECC errors since the last GPU reset`, { ecc_dbe_count: '0' }));
+      if (!(newDbe > 0 || (t.eccVolatileUncorrected ?? 0) > 0))
+        return at('ecc_dbe', good(`GPU ${i}: no uncorrectable ECC errors since the last GPU reset`, { ecc_dbe_count: '0' }));
       const count = t.eccVolatileUncorrected !== null && t.eccVolatileUncorrected > 0 ? t.eccVolatileUncorrected : newDbe;
       const metrics: Record<string, string> = { ecc_dbe_count: int(count) };
       if (t.eccAggregateUncorrected !== null) metrics.ecc_dbe_aggregate = int(t.eccAggregateUncorrected);
@@ -238,7 +269,14 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
     judge: (x) => {
       const { c, t, i, prev } = x;
       const inc = increase(prev?.eccVolCorr, t.eccVolatileCorrected) ?? increase(prev?.eccAggCorr, t.eccAggregateCorrected);
-      const r = rate(x, inc, c.eccSbeRatePerMinute, (perMin) => bad(`GPU ${i}: corrected ECC errors rising fast (${perMin.toFixed(0)}/min)`, { ecc_sbe_count: int(inc as number), ecc_sbe_per_minute: f6(perMin) }), good(`GPU ${i}: corrected ECC error rate back to normal`));
+      const r = rate(
+        x,
+        inc,
+        c.eccSbeRatePerMinute,
+        (perMin) =>
+          bad(`GPU ${i}: corrected ECC errors rising fast (${perMin.toFixed(0)}/min)`, { ecc_sbe_count: int(inc as number), ecc_sbe_per_minute: f6(perMin) }),
+        good(`GPU ${i}: corrected ECC error rate back to normal`),
+      );
       if (r) return at('ecc_sbe_rate', r);
       return t.eccVolatileCorrected === null && t.eccAggregateCorrected === null ? at('ecc_sbe_rate', good(`GPU ${i}: ECC counters no longer reported`)) : [];
     },
@@ -270,7 +308,17 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
     citation: (c) => `navarch-agent threshold: ${c.pcieReplayRatePerMinute} PCIe replays per minute`,
     judge: (x) => {
       const { c, t, i, prev } = x;
-      const r = rate(x, increase(prev?.pcieReplay, t.pcieReplayCounter), c.pcieReplayRatePerMinute, (perMin) => bad(`GPU ${i}: PCIe replays at ${perMin.toFixed(0)}/min`, { pcie_replay_count: int(t.pcieReplayCounter as number), pcie_replays_per_minute: f6(perMin) }), good(`GPU ${i}: PCIe replay rate back to normal`));
+      const r = rate(
+        x,
+        increase(prev?.pcieReplay, t.pcieReplayCounter),
+        c.pcieReplayRatePerMinute,
+        (perMin) =>
+          bad(`GPU ${i}: PCIe replays at ${perMin.toFixed(0)}/min`, {
+            pcie_replay_count: int(t.pcieReplayCounter as number),
+            pcie_replays_per_minute: f6(perMin),
+          }),
+        good(`GPU ${i}: PCIe replay rate back to normal`),
+      );
       if (r) return at('pcie/replay', r);
       return t.pcieReplayCounter === null ? at('pcie/replay', good(`GPU ${i}: PCIe replay counter no longer reported`)) : [];
     },
@@ -285,7 +333,11 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
     judge: ({ t, i }) => {
       const cur = t.pcieLinkWidthCurrent;
       const max = t.pcieLinkWidthMax;
-      if (cur !== null && max !== null && cur > 0 && cur < max) return at('pcie/link_width', bad(`GPU ${i}: PCIe link x${cur}, below its x${max} maximum`, { pcie_link_width: int(cur), pcie_link_width_max: int(max) }));
+      if (cur !== null && max !== null && cur > 0 && cur < max)
+        return at(
+          'pcie/link_width',
+          bad(`GPU ${i}: PCIe link x${cur}, below its x${max} maximum`, { pcie_link_width: int(cur), pcie_link_width_max: int(max) }),
+        );
       return at('pcie/link_width', good(`GPU ${i}: PCIe link width back to its maximum`));
     },
   },
@@ -303,7 +355,11 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
       const reasons = t.clockEventReasons;
       const idleBit = reasons !== null && (reasons & CLOCK_REASON.GPU_IDLE) !== 0;
       const busy = !idleBit && ((t.gpuUtilPercent !== null && t.gpuUtilPercent > 0) || (t.performanceState !== null && t.performanceState <= 2));
-      if (cur !== null && max !== null && cur > 0 && cur < max && busy) return at('pcie/link_gen', bad(`GPU ${i}: PCIe gen${cur} while busy, below its gen${max} maximum`, { pcie_link_gen: int(cur), pcie_link_gen_max: int(max) }));
+      if (cur !== null && max !== null && cur > 0 && cur < max && busy)
+        return at(
+          'pcie/link_gen',
+          bad(`GPU ${i}: PCIe gen${cur} while busy, below its gen${max} maximum`, { pcie_link_gen: int(cur), pcie_link_gen_max: int(max) }),
+        );
       return at('pcie/link_gen', good(`GPU ${i}: PCIe link generation back to its maximum (or GPU idle)`));
     },
   },
@@ -320,13 +376,21 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
       const out: Outcome[] = [];
       for (const l of t.nvlinks ?? []) {
         const link = { link_id: int(l.link) };
-        out.push({ path: ['nvlink', l.link], result: l.active ? good(`GPU ${i}: NVLink ${l.link} is up`, link) : bad(`GPU ${i}: NVLink ${l.link} is down`, link) });
+        out.push({
+          path: ['nvlink', l.link],
+          result: l.active ? good(`GPU ${i}: NVLink ${l.link} is up`, link) : bad(`GPU ${i}: NVLink ${l.link} is down`, link),
+        });
         const sum = nvlinkErrorSum(l);
         const r = rate(
           x,
           increase(prev?.nvlinkErrors[String(l.link)], sum),
           c.nvlinkErrorRatePerMinute,
-          (perMin) => bad(`GPU ${i}: NVLink ${l.link} errors rising (${perMin.toFixed(0)}/min)`, { ...link, nvlink_errors: int(sum as number), nvlink_errors_per_minute: f6(perMin) }, { severity: 'warning', action: 'none', citation: `navarch-agent threshold: ${c.nvlinkErrorRatePerMinute} NVLink errors per minute per link` }),
+          (perMin) =>
+            bad(
+              `GPU ${i}: NVLink ${l.link} errors rising (${perMin.toFixed(0)}/min)`,
+              { ...link, nvlink_errors: int(sum as number), nvlink_errors_per_minute: f6(perMin) },
+              { severity: 'warning', action: 'none', citation: `navarch-agent threshold: ${c.nvlinkErrorRatePerMinute} NVLink errors per minute per link` },
+            ),
           good(`GPU ${i}: NVLink ${l.link} error rate back to normal`, link),
         );
         if (r) out.push({ path: ['nvlink', l.link, 'errors'], result: r });
@@ -358,6 +422,8 @@ export const TELEMETRY_RULES: readonly TelemetryRule[] = [
     action: 'none',
     citation: () => 'NVIDIA recommends persistence mode (nvidia-persistenced) on compute nodes',
     judge: ({ t, i }) =>
-      t.persistenceMode === false ? at('persistence_mode', bad(`GPU ${i}: persistence mode is off (driver state is torn down between clients)`, { persistence_mode: 'false' })) : at('persistence_mode', good(`GPU ${i}: persistence mode on`)),
+      t.persistenceMode === false
+        ? at('persistence_mode', bad(`GPU ${i}: persistence mode is off (driver state is torn down between clients)`, { persistence_mode: 'false' }))
+        : at('persistence_mode', good(`GPU ${i}: persistence mode on`)),
   },
 ];

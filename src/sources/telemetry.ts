@@ -89,7 +89,8 @@ export function telemetryConfig(partial: Partial<TelemetryConfig> = {}): Telemet
   pos('powerOverLimitPercent', 0);
   pos('clockEventWindowMs', 1000);
   pos('fabricBootGraceMs', 0);
-  if (c.bootTimeMs !== null && (typeof c.bootTimeMs !== 'number' || !Number.isFinite(c.bootTimeMs))) throw new Error(`telemetry config: bootTimeMs must be a number or null, got ${String(c.bootTimeMs)}`);
+  if (c.bootTimeMs !== null && (typeof c.bootTimeMs !== 'number' || !Number.isFinite(c.bootTimeMs)))
+    throw new Error(`telemetry config: bootTimeMs must be a number or null, got ${String(c.bootTimeMs)}`);
   if (!Number.isFinite(c.clockEventRatePerMinute) || c.clockEventRatePerMinute <= 0) {
     throw new Error(`telemetry config: clockEventRatePerMinute must be a number > 0, got ${String(c.clockEventRatePerMinute)}`);
   }
@@ -232,7 +233,16 @@ function lostVerdict(i: number, uuid: string, message: string, nvmlError: string
     raise: () => {
       const x = xidEventInput({ code: 79, gpuIndex: i, gpuUuid: uuid, timeMs: Date.now(), source: 'telemetry', message });
       if (nvmlError) x.metrics.nvml_error = nvmlError;
-      return { type: x.type, system: x.system, gpuIndex: x.gpuIndex, gpuUuid: x.gpuUuid, action: x.action, message: x.message, metrics: x.metrics, citation: x.citation };
+      return {
+        type: x.type,
+        system: x.system,
+        gpuIndex: x.gpuIndex,
+        gpuUuid: x.gpuUuid,
+        action: x.action,
+        message: x.message,
+        metrics: x.metrics,
+        citation: x.citation,
+      };
     },
   };
 }
@@ -282,7 +292,21 @@ function judgeTelemetry(j: Judge, s: Extract<DeviceSnapshot, { ok: true }>, prev
       j.apply(
         gpuKey(i, ...path),
         r.bad
-          ? { bad: true, severity: r.severity ?? rule.severity, raise: () => rawEvent(i, s.uuid, r.type ?? rule.type, r.system ?? rule.system, r.action ?? rule.action, r.message, r.metrics, r.citation ?? rule.citation(j.config)) }
+          ? {
+              bad: true,
+              severity: r.severity ?? rule.severity,
+              raise: () =>
+                rawEvent(
+                  i,
+                  s.uuid,
+                  r.type ?? rule.type,
+                  r.system ?? rule.system,
+                  r.action ?? rule.action,
+                  r.message,
+                  r.metrics,
+                  r.citation ?? rule.citation(j.config),
+                ),
+            }
           : good(r.message, r.metrics, r.immediate),
       );
     }
@@ -361,7 +385,17 @@ export function judgeSnapshot(
       j.apply(key, {
         bad: true,
         severity: 'critical',
-        raise: () => rawEvent(-1, '', 'driver_error', 'DRIVER', 'reboot', `${n} of ${exp} GPUs visible`, { gpu_count: int(n), expected_gpu_count: int(exp) }, 'navarch-agent: GPU count below what the instance type provides'),
+        raise: () =>
+          rawEvent(
+            -1,
+            '',
+            'driver_error',
+            'DRIVER',
+            'reboot',
+            `${n} of ${exp} GPUs visible`,
+            { gpu_count: int(n), expected_gpu_count: int(exp) },
+            'navarch-agent: GPU count below what the instance type provides',
+          ),
       });
     } else {
       j.apply(key, good(`all ${exp} GPUs visible`, { gpu_count: int(n), expected_gpu_count: int(exp) }, true));

@@ -383,8 +383,7 @@ class FileEventStore implements DurableEventStore {
   }
 
   private markDiskFull(e: unknown): void {
-    if (!this.st.diskFull)
-      this.log?.error({ dir: this.dir, err: (e as Error).message }, 'event store: disk full (ENOSPC); shedding informational events');
+    if (!this.st.diskFull) this.log?.error({ dir: this.dir, err: (e as Error).message }, 'event store: disk full (ENOSPC); shedding informational events');
     this.st.diskFull = true;
     this.st.lastError = `ENOSPC: ${(e as Error).message}`;
   }

@@ -46,8 +46,15 @@ export function moveAsideUnless(p: string, want: Want, log: Logger | undefined, 
   try {
     fs.renameSync(p, to);
   } catch (e) {
-    throw new EventStoreError(`event store: ${p} is a ${kindOf(st)}, not a ${want === 'file' ? 'file' : 'directory'}, and cannot be moved aside: ${(e as Error).message}`, 'IO', { cause: e });
+    throw new EventStoreError(
+      `event store: ${p} is a ${kindOf(st)}, not a ${want === 'file' ? 'file' : 'directory'}, and cannot be moved aside: ${(e as Error).message}`,
+      'IO',
+      { cause: e },
+    );
   }
-  log?.warn({ path: p, found: kindOf(st), movedTo: to }, `event store: a ${kindOf(st)} was where a ${want === 'file' ? 'file' : 'directory'} belongs; moved aside`);
+  log?.warn(
+    { path: p, found: kindOf(st), movedTo: to },
+    `event store: a ${kindOf(st)} was where a ${want === 'file' ? 'file' : 'directory'} belongs; moved aside`,
+  );
   return to;
 }

@@ -107,8 +107,7 @@ export class Notifier {
     this.pid = opts.pid ?? process.pid;
     this.bindingOpt = opts.binding;
     this.systemdNotifyOpt = opts.systemdNotify;
-    this.onError =
-      opts.onError ?? ((err) => process.emitWarning(`sd_notify: ${err.message}`, { code: 'NAVARCH_SD_NOTIFY' }));
+    this.onError = opts.onError ?? ((err) => process.emitWarning(`sd_notify: ${err.message}`, { code: 'NAVARCH_SD_NOTIFY' }));
   }
 
   /** Reports an error unless it has the same code as the previous one. */

@@ -44,9 +44,7 @@ export interface XidInfo {
 }
 
 /** XIDs the Navarch control plane's default policy treats as fatal; every other XID is "degraded". */
-export const NAVARCH_FATAL_XIDS: readonly number[] = Object.freeze([
-  13, 31, 32, 43, 45, 48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 100, 119, 120,
-]);
+export const NAVARCH_FATAL_XIDS: readonly number[] = Object.freeze([13, 31, 32, 43, 45, 48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 100, 119, 120]);
 const FATAL_SET = new Set(NAVARCH_FATAL_XIDS);
 
 /** NVML's event data for an XID the driver could not name. Kept as 999, never rewritten. */
@@ -67,33 +65,73 @@ const d = (severity: Severity, action: RecommendedAction, why: string): XidDecis
  * resolutions that take the GPU (or the host) out of service are critical.
  */
 export const BY_RESOLUTION: Readonly<Record<string, XidDecision>> = Object.freeze({
-  RESTART_APP: d('warning', 'restart_app', "NVIDIA's resolution is to restart the application: the fault belongs to one application and the GPU keeps serving the others"),
+  RESTART_APP: d(
+    'warning',
+    'restart_app',
+    "NVIDIA's resolution is to restart the application: the fault belongs to one application and the GPU keeps serving the others",
+  ),
   RESET_GPU: d('critical', 'reset_gpu', "NVIDIA's resolution is a GPU reset: the GPU cannot serve work until it is reset"),
   RESTART_BM: d('critical', 'reboot', "NVIDIA's resolution is a full power cycle: the GPU is unreachable over PCIe"),
   RESTART_VM: d('critical', 'reboot', "NVIDIA's resolution is a restart of the VM: the GPU cannot serve work until then"),
   IGNORE: d('info', 'none', 'NVIDIA says the event needs no action (IGNORE)'),
-  CONTACT_SUPPORT: d('warning', 'none', 'NVIDIA has no automated fix (CONTACT_SUPPORT), and current drivers do not emit most of these codes ("Unused"): the agent reports a warning and raises no fault, so an unexplained code does not take a node out of service'),
-  CHECK_MECHANICALS: d('critical', 'replace', "NVIDIA's resolution is a hands-on check of the hardware (auxiliary power not connected): the GPU runs at reduced clocks and no reset or reboot cures that; on a cloud host the remedy is another host"),
+  CONTACT_SUPPORT: d(
+    'warning',
+    'none',
+    'NVIDIA has no automated fix (CONTACT_SUPPORT), and current drivers do not emit most of these codes ("Unused"): the agent reports a warning and raises no fault, so an unexplained code does not take a node out of service',
+  ),
+  CHECK_MECHANICALS: d(
+    'critical',
+    'replace',
+    "NVIDIA's resolution is a hands-on check of the hardware (auxiliary power not connected): the GPU runs at reduced clocks and no reset or reboot cures that; on a cloud host the remedy is another host",
+  ),
   UPDATE_SWFW: d('warning', 'none', "NVIDIA's resolution is a software or firmware update, which no automated action performs"),
   CHECK_UVM: d('warning', 'none', "NVIDIA's resolution is to check the UVM (unified memory) driver; the GPU itself keeps serving work"),
 });
 
-const NVLINK5 = d('warning', 'reset_gpu', "NVIDIA's NVLink5 workflow is a decision made from the line's fields: a decoded kernel-log line is rated by nvlink5.ts (Fatal: critical, reset_gpu; Nonfatal: warning, no fault); an NVML event or a line that does not decode gets the workflow's first disruptive step, a GPU reset, at warning");
+const NVLINK5 = d(
+  'warning',
+  'reset_gpu',
+  "NVIDIA's NVLink5 workflow is a decision made from the line's fields: a decoded kernel-log line is rated by nvlink5.ts (Fatal: critical, reset_gpu; Nonfatal: warning, no fault); an NVML event or a line that does not decode gets the workflow's first disruptive step, a GPU reset, at warning",
+);
 
 /** Codes the project classifies other than by BY_RESOLUTION, or where NVIDIA gives a workflow or nothing. */
 export const DECISIONS: Readonly<Record<number, XidDecision>> = Object.freeze({
-  38: d('critical', 'reset_gpu', 'NVIDIA says IGNORE, but a FECS firmware watchdog timeout leaves the graphics engine unusable; gpud, DCGM and the device plugin all flag it, so the agent recommends a GPU reset'),
+  38: d(
+    'critical',
+    'reset_gpu',
+    'NVIDIA says IGNORE, but a FECS firmware watchdog timeout leaves the graphics engine unusable; gpud, DCGM and the device plugin all flag it, so the agent recommends a GPU reset',
+  ),
   43: d('warning', 'restart_app', 'NVIDIA says IGNORE; the channel of the faulting application was reset, so the agent recommends restarting that application'),
-  44: d('warning', 'none', 'NVIDIA says IGNORE for a graphics-engine fault during a context switch; gpud rates it fatal, so the agent reports a warning, but raises no fault against NVIDIA\'s word'),
+  44: d(
+    'warning',
+    'none',
+    "NVIDIA says IGNORE for a graphics-engine fault during a context switch; gpud rates it fatal, so the agent reports a warning, but raises no fault against NVIDIA's word",
+  ),
   45: d('info', 'none', 'a consequence of another XID ("caused by previous Xid N"); the agent acts on that one'),
   48: d('critical', 'reset_gpu', "NVIDIA's workflow for a double-bit error starts with a GPU reset (page retirement or row remapping takes effect on reset)"),
-  63: d('warning', 'reset_gpu', 'NVIDIA says IGNORE, but the retired page or remapped row only takes effect after a GPU reset ("reset gpu to activate"), so the agent raises a pending-reset fault at warning: the GPU still serves work; on a GPU whose counters report row remapping it raises nothing, and the remapped-rows check judges (as gpud; src/xid/row-remap.ts)'),
-  64: d('critical', 'replace', 'a remapping failure means the GPU ran out of spare rows; a reset does not cure that, so the agent recommends replacement; on a GPU whose counters report row remapping it raises nothing, and the remapped-rows check judges (as gpud; src/xid/row-remap.ts)'),
+  63: d(
+    'warning',
+    'reset_gpu',
+    'NVIDIA says IGNORE, but the retired page or remapped row only takes effect after a GPU reset ("reset gpu to activate"), so the agent raises a pending-reset fault at warning: the GPU still serves work; on a GPU whose counters report row remapping it raises nothing, and the remapped-rows check judges (as gpud; src/xid/row-remap.ts)',
+  ),
+  64: d(
+    'critical',
+    'replace',
+    'a remapping failure means the GPU ran out of spare rows; a reset does not cure that, so the agent recommends replacement; on a GPU whose counters report row remapping it raises nothing, and the remapped-rows check judges (as gpud; src/xid/row-remap.ts)',
+  ),
   74: d('critical', 'reset_gpu', "NVIDIA's NVLink workflow starts with a GPU reset; until then the link, and the jobs that span it, are down"),
   92: d('warning', 'none', 'NVIDIA says IGNORE; the agent still reports a warning because a high corrected-error rate often comes before uncorrectable errors'),
-  94: d('warning', 'restart_app', "a contained error affects only the application that used the memory (NVIDIA: RESTART_APP); gpud's reboot for 94 never escalates (its reboot threshold for 94 is 1000)"),
+  94: d(
+    'warning',
+    'restart_app',
+    "a contained error affects only the application that used the memory (NVIDIA: RESTART_APP); gpud's reboot for 94 never escalates (its reboot threshold for 94 is 1000)",
+  ),
   121: d('warning', 'none', 'NVIDIA says IGNORE; the agent reports a warning (DCGM files it as an NVLINK warning) without an automated action'),
-  142: d('critical', 'reset_gpu', "NVIDIA's catalog names it an NVENC3 error (CONTACT_SUPPORT), but gpud's table and the EKS node monitor treat it as an unrecovered ECC error, and EKS calls it fatal; memory with an unrecovered error cannot be trusted, so the agent follows EKS and recommends a GPU reset"),
+  142: d(
+    'critical',
+    'reset_gpu',
+    "NVIDIA's catalog names it an NVENC3 error (CONTACT_SUPPORT), but gpud's table and the EKS node monitor treat it as an unrecovered ECC error, and EKS calls it fatal; memory with an unrecovered error cannot be trusted, so the agent follows EKS and recommends a GPU reset",
+  ),
   144: NVLINK5,
   145: NVLINK5,
   146: NVLINK5,
@@ -104,12 +142,28 @@ export const DECISIONS: Readonly<Record<number, XidDecision>> = Object.freeze({
   154: d('info', 'none', 'informational; when the kernel line names the new recovery action, xidEventInput uses it as the recommended action'),
   162: d('info', 'none', 'NVIDIA gives no resolution; power smoothing came back, which is informational'),
   163: d('warning', 'none', 'NVIDIA gives no resolution; with power smoothing off the GPU still serves work, with larger power swings'),
-  164: d('warning', 'none', 'NVIDIA gives no resolution; the power-smoothing circuitry is near the end of its life, which is worth planning for but breaks nothing yet'),
+  164: d(
+    'warning',
+    'none',
+    'NVIDIA gives no resolution; the power-smoothing circuitry is near the end of its life, which is worth planning for but breaks nothing yet',
+  ),
   165: d('warning', 'none', 'NVIDIA gives no resolution; the power-smoothing circuitry is exhausted, and the GPU keeps serving work without it'),
-  166: d('warning', 'none', 'NVIDIA gives no resolution; confidential-computing traffic was seen before the link was configured for it, which the operator should look at'),
-  167: d('warning', 'reset_gpu', 'NVIDIA gives no resolution; a fatal PCIe timeout usually needs a GPU reset, like XID 158 (RESET_GPU), so the agent raises a reset fault, at warning because neither NVIDIA, gpud nor EKS calls it fatal'),
+  166: d(
+    'warning',
+    'none',
+    'NVIDIA gives no resolution; confidential-computing traffic was seen before the link was configured for it, which the operator should look at',
+  ),
+  167: d(
+    'warning',
+    'reset_gpu',
+    'NVIDIA gives no resolution; a fatal PCIe timeout usually needs a GPU reset, like XID 158 (RESET_GPU), so the agent raises a reset fault, at warning because neither NVIDIA, gpud nor EKS calls it fatal',
+  ),
   168: d('warning', 'none', 'NVIDIA gives no resolution; errors in the write-protected region reduce the usable memory, but the GPU still serves work'),
-  169: d('warning', 'reset_gpu', 'NVIDIA gives no resolution; a halted SEC2 micro-controller needs a reset like a halted PMU (XID 62, RESET_GPU), so the agent raises a reset fault, at warning because neither NVIDIA, gpud nor EKS calls it fatal'),
+  169: d(
+    'warning',
+    'reset_gpu',
+    'NVIDIA gives no resolution; a halted SEC2 micro-controller needs a reset like a halted PMU (XID 62, RESET_GPU), so the agent raises a reset fault, at warning because neither NVIDIA, gpud nor EKS calls it fatal',
+  ),
   170: d('warning', 'none', 'NVIDIA gives no resolution; an interrupt in confidential-computing mode points at the application or its setup'),
   171: d('warning', 'none', 'NVIDIA gives no resolution; it adds details to an XID 48, and the agent acts on the 48'),
   172: d('warning', 'none', 'NVIDIA gives no resolution; it adds details to an XID 48, and the agent acts on the 48'),

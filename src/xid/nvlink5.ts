@@ -63,7 +63,10 @@ export function parseNvlink5(detail: string): Nvlink5Fields | null {
   const close = s.indexOf(')', open + 1);
   if (open < 0 || close < 0) return null;
   const head = s.slice(0, open).trim().split(/ +/);
-  const words = s.slice(open + 1, close).trim().split(/ +/);
+  const words = s
+    .slice(open + 1, close)
+    .trim()
+    .split(/ +/);
   // head: UNIT WORD XCn in LINK-keyword n
   if (head.length !== 6 || head[4] !== 'Link') return null;
   const [unit, word, xcTok, injTok, , linkTok] = head as [string, string, string, string, string, string];

@@ -26,7 +26,7 @@ export const REBOOT_THRESHOLD = 2;
 export const NEVER_ESCALATES: ReadonlyMap<number, string> = new Map([
   [
     94,
-    "a contained ECC error: the driver confined it to the application that used the memory (NVIDIA: RESTART_APP); a workload that keeps touching the page makes it recur across reboots without the GPU getting worse, and the memory signals that do mean a failing GPU (XID 48, 95, 140, row remapping) are judged on their own (gpud: reboot threshold 1000 for 94)",
+    'a contained ECC error: the driver confined it to the application that used the memory (NVIDIA: RESTART_APP); a workload that keeps touching the page makes it recur across reboots without the GPU getting worse, and the memory signals that do mean a failing GPU (XID 48, 95, 140, row remapping) are judged on their own (gpud: reboot threshold 1000 for 94)',
   ],
 ]);
 
@@ -112,7 +112,8 @@ export function parseHistory(text: string): FaultHistoryData {
     const seen: HistorySeen[] = [];
     for (const s of x.seen as unknown[]) {
       const y = s as HistorySeen;
-      if (typeof y !== 'object' || y === null || !isInt(y.n) || !isInt(y.first) || !isInt(y.last) || y.last < y.first) throw new HistoryFormatError('bad entry');
+      if (typeof y !== 'object' || y === null || !isInt(y.n) || !isInt(y.first) || !isInt(y.last) || y.last < y.first)
+        throw new HistoryFormatError('bad entry');
       seen.push({ n: y.n, first: y.first, last: y.last });
     }
     entries.push({ id: x.id, key: x.key, xid: x.xid, seen });
@@ -187,7 +188,11 @@ export class RebootHistory {
   /** True when construction added this boot (the history should be written). */
   readonly newBoot: boolean;
 
-  constructor(data: FaultHistoryData, readonly bootId: string | null, nowMs: number) {
+  constructor(
+    data: FaultHistoryData,
+    readonly bootId: string | null,
+    nowMs: number,
+  ) {
     this.boots = data.boots.map((b) => ({ ...b }));
     for (const e of data.entries) this.entries.set(e.id, { ...e, seen: e.seen.map((s) => ({ ...s })) });
     if (bootId === null) {

@@ -73,13 +73,15 @@ export interface SxidVerdict {
 export function sxidVerdict(code: number, fatalWord: boolean): SxidVerdict {
   const f = BY_CODE.get(code);
   const word = fatalWord ? 'Fatal' : 'Non-fatal';
-  const gpud = f ? `gpud: ${f.gpudEventType}${f.gpudActions.length ? ` ${f.gpudActions.join('+')}` : ''}` : "gpud: not in its table (ignored)";
+  const gpud = f ? `gpud: ${f.gpudEventType}${f.gpudActions.length ? ` ${f.gpudActions.join('+')}` : ''}` : 'gpud: not in its table (ignored)';
   const critical = !f || f.alwaysFatal || f.potentialFatal ? fatalWord || (f?.alwaysFatal ?? false) : false;
   const severity: Severity = critical ? 'critical' : 'warning';
   const action: RecommendedAction = critical ? 'reboot' : 'none';
   const gpudFatal = f?.gpudEventType === 'Fatal';
-  const departs = f !== undefined && gpudFatal !== critical ? '; navarch-agent: departs from gpud (the agent follows the guide and the driver\'s word)' : '';
-  const guide = f ? `Fabric Manager guide: ${f.alwaysFatal ? 'always fatal' : f.potentialFatal ? 'potentially fatal' : 'non-fatal'}` : 'not in the Fabric Manager table';
+  const departs = f !== undefined && gpudFatal !== critical ? "; navarch-agent: departs from gpud (the agent follows the guide and the driver's word)" : '';
+  const guide = f
+    ? `Fabric Manager guide: ${f.alwaysFatal ? 'always fatal' : f.potentialFatal ? 'potentially fatal' : 'non-fatal'}`
+    : 'not in the Fabric Manager table';
   return {
     severity,
     action,

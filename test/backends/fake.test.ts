@@ -22,7 +22,6 @@ sharedBackendSuite('fake', async () => {
   };
 });
 
-
 describe('fake backend specifics', () => {
   it('reads NAVARCH_GPU_COUNT / NAVARCH_GPU_TYPE with clear errors', () => {
     expect(fakeOptionsFromEnv({})).toEqual({ count: 8, model: 'NVIDIA H100 80GB HBM3' });
@@ -54,7 +53,10 @@ describe('fake backend specifics', () => {
       if (prevTemp !== null) expect(Math.abs(t!.temperatureC! - prevTemp)).toBeLessThanOrEqual(6);
       prevTemp = t!.temperatureC;
       // A long healthy run never raises anything.
-      const r = judgeSnapshot(state, s.map((x) => ({ ...x, takenAtMs: 1e12 + i * 10_000 })));
+      const r = judgeSnapshot(
+        state,
+        s.map((x) => ({ ...x, takenAtMs: 1e12 + i * 10_000 })),
+      );
       expect(r.events).toEqual([]);
       state = r.state;
     }

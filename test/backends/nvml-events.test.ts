@@ -28,7 +28,16 @@ function ev(type: NvmlEventType, over: Partial<NvmlEvent> = {}): NvmlEvent {
 describe('classifyNvmlEvent', () => {
   it('xid: the catalog classification, the event time, source nvml', () => {
     const x = classifyNvmlEvent(ev('xid', { data: 48 }))!;
-    expect(x).toMatchObject({ type: 'xid', system: 'DRIVER', gpuIndex: 2, gpuUuid: 'GPU-2', timeMs: 1_700_000_000_123, source: 'nvml', key: 'gpu2/xid/48', metrics: { xid_code: '48' } });
+    expect(x).toMatchObject({
+      type: 'xid',
+      system: 'DRIVER',
+      gpuIndex: 2,
+      gpuUuid: 'GPU-2',
+      timeMs: 1_700_000_000_123,
+      source: 'nvml',
+      key: 'gpu2/xid/48',
+      metrics: { xid_code: '48' },
+    });
     expect(x.count).toBeUndefined();
     expect(classifyNvmlEvent(ev('xid', { data: 13 }), { source: 'fake' })).toMatchObject({ source: 'fake', key: 'gpu2/xid/13' });
   });
@@ -54,8 +63,22 @@ describe('classifyNvmlEvent', () => {
   });
 
   it('ECC events: Navarch memory events', () => {
-    expect(classifyNvmlEvent(ev('ecc_sbe'))).toMatchObject({ type: 'ecc_sbe', system: 'MEM', severity: 'info', fault: 'none', metrics: { ecc_sbe_count: '1' } });
-    expect(classifyNvmlEvent(ev('ecc_dbe'))).toMatchObject({ type: 'ecc_dbe', system: 'MEM', severity: 'critical', action: 'reset_gpu', fault: 'raise', key: 'gpu2/ecc_dbe', metrics: { ecc_dbe_count: '1' } });
+    expect(classifyNvmlEvent(ev('ecc_sbe'))).toMatchObject({
+      type: 'ecc_sbe',
+      system: 'MEM',
+      severity: 'info',
+      fault: 'none',
+      metrics: { ecc_sbe_count: '1' },
+    });
+    expect(classifyNvmlEvent(ev('ecc_dbe'))).toMatchObject({
+      type: 'ecc_dbe',
+      system: 'MEM',
+      severity: 'critical',
+      action: 'reset_gpu',
+      fault: 'raise',
+      key: 'gpu2/ecc_dbe',
+      metrics: { ecc_dbe_count: '1' },
+    });
   });
 
   it('newer event types are classified', () => {

@@ -115,7 +115,14 @@ describe.skipIf(reason !== null)('nvml backend: a hung NVML call', () => {
       expect(snap.filter((s) => s.ok)).toHaveLength(7);
       expect(quick.suspectDevices()).toContain(1);
       const { events } = judgeSnapshot(null, snap);
-      expect(events).toMatchObject([{ key: 'gpu1/driver_error', type: 'driver_error', severity: 'critical', metrics: { nvml_error: 'NVML_CALL_TIMEOUT', nvml_function: 'nvmlDeviceGetTemperature' } }]);
+      expect(events).toMatchObject([
+        {
+          key: 'gpu1/driver_error',
+          type: 'driver_error',
+          severity: 'critical',
+          metrics: { nvml_error: 'NVML_CALL_TIMEOUT', nvml_function: 'nvmlDeviceGetTemperature' },
+        },
+      ]);
       await fake.recover(1);
       const back = await waitFor('GPU 1 to answer again', async () => {
         const s = await quick.snapshot();

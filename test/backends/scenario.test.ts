@@ -75,7 +75,18 @@ describe('scenario files', () => {
   });
 
   it('parses JSON', async () => {
-    const s = await loadScenario(file('ok.json', JSON.stringify({ name: 'j', events: [{ at: 0, gpu: 0, fault: 'gpu_lost' }, { at: '1s', fault: 'recover' }] })));
+    const s = await loadScenario(
+      file(
+        'ok.json',
+        JSON.stringify({
+          name: 'j',
+          events: [
+            { at: 0, gpu: 0, fault: 'gpu_lost' },
+            { at: '1s', fault: 'recover' },
+          ],
+        }),
+      ),
+    );
     expect(s.events.map((e) => e.fault.kind)).toEqual(['gpu_lost', 'recover']);
     expect(s.events[1]?.fault).toEqual({ kind: 'recover' });
   });
@@ -122,7 +133,7 @@ describe('scenario files', () => {
     expect(run.injected()).toBe(1);
   });
 
-  it('on the real clock, an `at` past 24.8 days (one timer\'s limit) does not fire at once', async () => {
+  it("on the real clock, an `at` past 24.8 days (one timer's limit) does not fire at once", async () => {
     const backend = new FakeBackend({ count: 2 });
     await backend.open();
     const run = runScenario(backend, parseScenario('events: [{at: 2200000000, gpu: 0, fault: gpu_lost}]', 'late.yaml'));
@@ -160,10 +171,15 @@ describe('scenario files', () => {
     expect(run.injected()).toBe(1);
   });
 
-  it('selectBackend runs the scenario on real (unref\'d) timers', async () => {
+  it("selectBackend runs the scenario on real (unref'd) timers", async () => {
     const p = file('real.yaml', 'name: quick\nevents:\n  - { at: 10ms, gpu: 0, fault: gpu_lost }\n');
     const injected: string[] = [];
-    const r = await selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '2' }, scenarioFile: p, scenarioHooks: { onInject: (ev) => injected.push(ev.fault.kind) } });
+    const r = await selectBackend({
+      mode: 'fake',
+      env: { NAVARCH_GPU_COUNT: '2' },
+      scenarioFile: p,
+      scenarioHooks: { onInject: (ev) => injected.push(ev.fault.kind) },
+    });
     expect(r.scenario?.scenario.name).toBe('quick');
     await r.scenario?.run?.done;
     expect(injected).toEqual(['gpu_lost']);
@@ -173,19 +189,31 @@ describe('scenario files', () => {
   });
 
   const BAD: Array<[string, string, string]> = [
-    ['scenario.yaml', 'name: x\nevents:\n  - {at: 1s, gpu: 0, fault: xid, xid: 79}\n  - {at: 2s, gpu: 0, fault: recover}\n  - {at: 3s, gpu: 0, fault: xyd}\n', 'scenario.yaml: events[2].fault: unknown fault "xyd"'],
+    [
+      'scenario.yaml',
+      'name: x\nevents:\n  - {at: 1s, gpu: 0, fault: xid, xid: 79}\n  - {at: 2s, gpu: 0, fault: recover}\n  - {at: 3s, gpu: 0, fault: xyd}\n',
+      'scenario.yaml: events[2].fault: unknown fault "xyd"',
+    ],
     ['a.yaml', 'events:\n  - {gpu: 0, fault: xid, xid: 79}\n', 'a.yaml: events[0].at: missing'],
     ['b.yaml', 'events:\n  - {at: soon, gpu: 0, fault: xid, xid: 79}\n', 'b.yaml: events[0].at: expected milliseconds or a duration like "5s", got "soon"'],
     ['c.yaml', 'events:\n  - {at: 1s, fault: xid, xid: 79}\n', 'c.yaml: events[0].gpu: missing'],
     ['d.yaml', 'events:\n  - {at: 1s, gpu: 0, fault: xid}\n', 'd.yaml: events[0].xid: missing (required by fault "xid")'],
     ['e.yaml', 'events:\n  - {at: 1s, gpu: 0, fault: xid, xid: -4}\n', 'e.yaml: events[0].xid: expected a whole number >= 0, got -4'],
-    ['f.yaml', 'events:\n  - {at: 1s, gpu: 0, fault: xid, xid: 79, celsius: 3}\n', 'f.yaml: events[0].celsius: not a field of fault "xid" (expected xid, message)'],
+    [
+      'f.yaml',
+      'events:\n  - {at: 1s, gpu: 0, fault: xid, xid: 79, celsius: 3}\n',
+      'f.yaml: events[0].celsius: not a field of fault "xid" (expected xid, message)',
+    ],
     ['g.yaml', 'events:\n  - {at: 1s, gpu: 9, fault: gpu_lost}\n', 'g.yaml: events[0].gpu: 9 out of range (the node has 8 GPUs)'],
     ['h.yaml', 'name: x\nevent: []\n', 'h.yaml: unknown key "event" (expected name, description, events)'],
     ['i.yaml', 'events: {a: 1}\n', 'i.yaml: events: expected a list'],
     ['j.yaml', '- 1\n- 2\n', 'j.yaml: expected a mapping with "name" and "events"'],
     ['k.yaml', 'events:\n  - 5\n', 'k.yaml: events[0]: expected a mapping like { at: "5s", gpu: 0, fault: "xid", xid: 79 }'],
-    ['l.yaml', 'events:\n  - {at: 1s, gpu: 0, fault: remapped_rows, pending: yes-please}\n', 'l.yaml: events[0].pending: expected true or false, got "yes-please"'],
+    [
+      'l.yaml',
+      'events:\n  - {at: 1s, gpu: 0, fault: remapped_rows, pending: yes-please}\n',
+      'l.yaml: events[0].pending: expected true or false, got "yes-please"',
+    ],
     ['m.json', '{"events": [', 'm.json: not valid JSON: '],
     ['n.yaml', 'events: [\n', 'n.yaml: not valid YAML: '],
   ];
@@ -209,7 +237,9 @@ describe('scenario files', () => {
     const p = file('links.yaml', 'events:\n  - {at: 1s, gpu: 0, fault: nvlink_down, link: 3}\n');
     await expect(loadScenario(p, { gpuCount: 8, nvlinkCount: 0 })).rejects.toThrow(`${p}: events[0].link: the GPUs have no NVLink`);
     await expect(loadScenario(p, { nvlinkCount: 2 })).rejects.toThrow(`${p}: events[0].link: 3 out of range (the GPUs have 2 links)`);
-    await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_TYPE: 'NVIDIA L4' }, scenarioFile: p })).rejects.toThrow(`${p}: events[0].link: the GPUs have no NVLink`);
+    await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_TYPE: 'NVIDIA L4' }, scenarioFile: p })).rejects.toThrow(
+      `${p}: events[0].link: the GPUs have no NVLink`,
+    );
     expect((await loadScenario(p, { nvlinkCount: 18 })).events).toHaveLength(1);
   });
 

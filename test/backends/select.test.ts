@@ -133,11 +133,17 @@ describe('selectBackend with NVML failing', () => {
     await expect(selectBackend({ mode: 'nvml', env: failingEnv, sysRoot: tree({}) })).rejects.toBeInstanceOf(BackendSelectionError);
   });
   it('nvml mode with a scenario: a clear error', async () => {
-    await expect(selectBackend({ mode: 'nvml', env: failingEnv, scenarioFile: '/tmp/s.yaml' })).rejects.toThrow('/tmp/s.yaml: a scenario needs the fake backend, not nvml');
+    await expect(selectBackend({ mode: 'nvml', env: failingEnv, scenarioFile: '/tmp/s.yaml' })).rejects.toThrow(
+      '/tmp/s.yaml: a scenario needs the fake backend, not nvml',
+    );
   });
   it('fake mode with a bad NAVARCH_GPU_COUNT: one-line error', async () => {
-    await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '-3' } })).rejects.toThrow('NAVARCH_GPU_COUNT: expected a whole number 0..64, got "-3"');
-    await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: 'eight' } })).rejects.toThrow('NAVARCH_GPU_COUNT: expected a whole number 0..64, got "eight"');
+    await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '-3' } })).rejects.toThrow(
+      'NAVARCH_GPU_COUNT: expected a whole number 0..64, got "-3"',
+    );
+    await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: 'eight' } })).rejects.toThrow(
+      'NAVARCH_GPU_COUNT: expected a whole number 0..64, got "eight"',
+    );
     await expect(selectBackend({ mode: 'fake', env: { NAVARCH_GPU_COUNT: '1000' } })).rejects.toThrow('NAVARCH_GPU_COUNT: 1000 is more than 64');
   });
   it('a bad mode is rejected', async () => {
@@ -211,7 +217,12 @@ describe.skipIf(addonSkip !== null)('selectBackend over the real addon and the f
     const fake = FakeNvml.create({ devices: defaultDevices(2), initHangMs: 3000 });
     fake.applyToProcess();
     try {
-      const r = await selectBackend({ mode: 'auto', env: fake.env(), sysRoot: tree({ dev: ['nvidia0', 'nvidia1', 'nvidiactl'] }), nvml: { callTimeoutMs: 300 } });
+      const r = await selectBackend({
+        mode: 'auto',
+        env: fake.env(),
+        sysRoot: tree({ dev: ['nvidia0', 'nvidia1', 'nvidiactl'] }),
+        nvml: { callTimeoutMs: 300 },
+      });
       expect(r.backend.kind).toBe('none');
       expect(r.driverError?.message).toBe('NVML failed: NVML_CALL_TIMEOUT (nvmlInit_v2) on a host with 2 /dev/nvidiaN nodes');
     } finally {

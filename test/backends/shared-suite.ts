@@ -180,7 +180,15 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
       expect(typeof ev.monotonicNs).toBe('bigint');
       expect(Math.abs(ev.wallTimeMs - Date.now())).toBeLessThan(120_000);
       const [input] = nvmlEventsToInputs([ev]);
-      expect(input).toMatchObject({ type: 'xid', system: 'DRIVER', gpuIndex: 3, gpuUuid: dev.uuid, key: 'gpu3/xid/79', metrics: { xid_code: '79' }, severity: 'critical' });
+      expect(input).toMatchObject({
+        type: 'xid',
+        system: 'DRIVER',
+        gpuIndex: 3,
+        gpuUuid: dev.uuid,
+        key: 'gpu3/xid/79',
+        metrics: { xid_code: '79' },
+        severity: 'critical',
+      });
     });
 
     it('reports a lost GPU as a per-device snapshot error and a gpu_lost event, then recovers', async () => {
@@ -227,7 +235,10 @@ export function sharedBackendSuite(label: string, make: () => Promise<BackendHar
       let state: JudgeState | null = null;
       const events: HealthEventInput[] = [];
       for (let k = 0; k < 6; k++) {
-        const r = judgeSnapshot(state, snap.map((d) => ({ ...d, takenAtMs: d.takenAtMs + k * 10_000 })));
+        const r = judgeSnapshot(
+          state,
+          snap.map((d) => ({ ...d, takenAtMs: d.takenAtMs + k * 10_000 })),
+        );
         state = r.state;
         events.push(...r.events);
       }

@@ -13,12 +13,7 @@ import type { TLSSocket } from 'node:tls';
 import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  ControlPlaneConfigError,
-  createControlPlaneClient,
-  isLoopbackHost,
-  validateControlPlaneUrl,
-} from '../../src/controlplane/client.js';
+import { ControlPlaneConfigError, createControlPlaneClient, isLoopbackHost, validateControlPlaneUrl } from '../../src/controlplane/client.js';
 import { ControlPlaneService } from '../../src/gen/navarch/control_plane_pb.js';
 import { isConfigError, validateServerInterval } from '../../src/controlplane/agent-link.js';
 import { backoffMs, exponentialMs, jittered } from '../../src/util/backoff.js';
@@ -32,7 +27,9 @@ describe('URL and option validation', () => {
   });
 
   it('allows http:// to a non-loopback host (Navarch has no TLS) unless requireTls', () => {
-    expect(() => validateControlPlaneUrl('http://navarch-cp.internal:50051', true)).toThrow(/refusing plain http:\/\/ to non-loopback host navarch-cp\.internal/);
+    expect(() => validateControlPlaneUrl('http://navarch-cp.internal:50051', true)).toThrow(
+      /refusing plain http:\/\/ to non-loopback host navarch-cp\.internal/,
+    );
     expect(validateControlPlaneUrl('http://navarch-cp.internal:50051').host).toBe('navarch-cp.internal:50051');
     expect(validateControlPlaneUrl('http://127.0.0.1:50051').port).toBe('50051');
     expect(validateControlPlaneUrl('http://[::1]:1').hostname).toBe('[::1]');
@@ -45,10 +42,14 @@ describe('URL and option validation', () => {
     expect(() => createControlPlaneClient({ url: 'http://u:p@127.0.0.1:1' })).toThrow(/credentials/);
     expect(() => createControlPlaneClient({ url: 'http://127.0.0.1:1', token: 'a b' })).toThrow(/printable ASCII/);
     expect(() => createControlPlaneClient({ url: 'http://127.0.0.1:1', token: 'a\nb' })).toThrow(/line break/);
-    expect(() => createControlPlaneClient({ url: 'https://x.example', caFile: '/nonexistent/ca.pem' })).toThrow(/cannot read CA bundle \/nonexistent\/ca\.pem: ENOENT/);
+    expect(() => createControlPlaneClient({ url: 'https://x.example', caFile: '/nonexistent/ca.pem' })).toThrow(
+      /cannot read CA bundle \/nonexistent\/ca\.pem: ENOENT/,
+    );
     expect(() => createControlPlaneClient({ url: 'https://x.example', caFile: '/etc/hostname' })).toThrow(/not PEM/);
     expect(() => createControlPlaneClient({ url: 'http://127.0.0.1:1', ca: '-----BEGIN CERTIFICATE-----' })).toThrow(/need an https:\/\/ URL/);
-    expect(() => createControlPlaneClient({ url: 'https://x.example', cert: '-----BEGIN CERTIFICATE-----' })).toThrow(/both a client certificate and a client key/);
+    expect(() => createControlPlaneClient({ url: 'https://x.example', cert: '-----BEGIN CERTIFICATE-----' })).toThrow(
+      /both a client certificate and a client key/,
+    );
     expect(() => createControlPlaneClient({ url: 'http://127.0.0.1:1', timeoutMs: 0 })).toThrow(/timeoutMs/);
     expect(() => createControlPlaneClient({ url: 'http://127.0.0.1:1', httpVersion: '3' as never })).toThrow(/httpVersion/);
     // Every message is one line.
@@ -120,7 +121,11 @@ describe.skipIf(!haveOpenssl)('HTTPS with a custom CA and mTLS', () => {
       (req, res) => {
         const sock = req.socket as TLSSocket;
         const peer = sock.getPeerCertificate?.();
-        seen.push({ alpn: sock.alpnProtocol ?? false, clientCN: sock.authorized && peer?.subject ? String(peer.subject.CN) : null, auth: req.headers.authorization });
+        seen.push({
+          alpn: sock.alpnProtocol ?? false,
+          clientCN: sock.authorized && peer?.subject ? String(peer.subject.CN) : null,
+          auth: req.headers.authorization,
+        });
         (adapter as unknown as (a: unknown, b: unknown) => void)(req, res);
       },
     );

@@ -67,10 +67,15 @@ describe('protocols', () => {
     expect((await createClient(ControlPlaneService, grpc).registerNode({ nodeId: 'grpc' })).success).toBe(true);
     const grpcWeb = createGrpcWebTransport({ baseUrl: cp.url, httpVersion: '1.1' });
     expect((await createClient(ControlPlaneService, grpcWeb).registerNode({ nodeId: 'grpc-web' })).success).toBe(true);
-    expect(cp.nodes().map((n) => n.nodeId).sort()).toEqual(['grpc', 'grpc-web', 'h1', 'h2c']);
+    expect(
+      cp
+        .nodes()
+        .map((n) => n.nodeId)
+        .sort(),
+    ).toEqual(['grpc', 'grpc-web', 'h1', 'h2c']);
   });
 
-  it('answers Navarch\'s JSON smoke test and exposes /healthz', async () => {
+  it("answers Navarch's JSON smoke test and exposes /healthz", async () => {
     const cp = await devCp();
     const res = await fetch(`${cp.url}/navarch.ControlPlaneService/RegisterNode`, {
       method: 'POST',
@@ -160,7 +165,11 @@ describe('state rules', () => {
     const r = await c.reportHealth({ nodeId: 'n', events: [ev(HealthEventType.XID, HealthWatchSystem.DRIVER, { xid_code: '79' })] });
     expect(r.acknowledged).toBe(true);
     expect(r.nodeStatus).toBe(NodeStatus.UNHEALTHY);
-    expect(cp.node('n')!.lastResults.at(-1)).toMatchObject({ checkName: 'cel_policy', status: 'unhealthy', message: 'CEL policy: unhealthy (rule: fatal-xid)' });
+    expect(cp.node('n')!.lastResults.at(-1)).toMatchObject({
+      checkName: 'cel_policy',
+      status: 'unhealthy',
+      message: 'CEL policy: unhealthy (rule: fatal-xid)',
+    });
     // An empty report: health HEALTHY, status stays UNHEALTHY.
     const r2 = await c.reportHealth({ nodeId: 'n' });
     expect(r2.nodeStatus).toBe(NodeStatus.UNHEALTHY);

@@ -41,7 +41,10 @@ function docRows(): Row[] {
   const rows: Row[] = [];
   for (const l of lines.slice(first + 2)) {
     if (!l.startsWith('|')) break;
-    const c = l.split('|').slice(1, -1).map((x) => x.trim());
+    const c = l
+      .split('|')
+      .slice(1, -1)
+      .map((x) => x.trim());
     if (c.length !== 7) throw new Error(`docs/controlplane.md: a fault-class row with ${c.length} cells: ${l}`);
     const [cls, severity, sentAs, metrics, dflt, shippedCell, agent] = c as [string, string, string, string, string, string, string];
     rows.push({ cls, severity, sentAs, metrics, dflt, shipped: shippedCell, agent });
@@ -80,7 +83,10 @@ describe('fault classes in Navarch vocabulary (real CEL)', () => {
       const sys = systemCelName(pb.system).replace(/^DCGM_HEALTH_WATCH_/, '');
       expect(row.severity, `${cls}: severity`).toBe(input.severity);
       expect(row.sentAs, `${cls}: event_type, system`).toBe(`${eventTypeCelName(pb.eventType)}, ${sys}`);
-      for (const item of row.metrics.split(',').map((s) => s.trim()).filter(Boolean)) {
+      for (const item of row.metrics
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)) {
         const [k, v] = item.split('=') as [string, string | undefined];
         expect(pb.metrics[k], `${cls}: metric ${k}`).toBe(v ?? pb.metrics[k]);
         expect(pb.metrics[k], `${cls}: metric ${k} present`).toBeDefined();
@@ -131,7 +137,14 @@ describe('fault classes in Navarch vocabulary (real CEL)', () => {
 
   it('critical classes the default policy can judge UNHEALTHY do read UNHEALTHY (memory and lost-GPU driver errors)', () => {
     const unhealthy = new Set(classes.filter((c) => verdict(eventToProto(storedEvent(c.input))).status === 'UNHEALTHY').map((c) => c.cls));
-    for (const cls of ['row remapping failure', 'DRAM retirement failure (NVML event)', 'fatal poison (NVML event)', 'fewer GPUs than the instance type', 'kernel log: fallen off the bus', 'kernel log: GSP error (XID 119/120)']) {
+    for (const cls of [
+      'row remapping failure',
+      'DRAM retirement failure (NVML event)',
+      'fatal poison (NVML event)',
+      'fewer GPUs than the instance type',
+      'kernel log: fallen off the bus',
+      'kernel log: GSP error (XID 119/120)',
+    ]) {
       expect(unhealthy.has(cls), cls).toBe(true);
     }
   });

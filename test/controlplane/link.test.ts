@@ -107,7 +107,15 @@ describe('registration', () => {
     expect(st.lastSuccessMs).not.toBeNull();
     expect(st.heartbeatsSent).toBeGreaterThanOrEqual(1);
     expect(st.reportsSent).toBeGreaterThanOrEqual(1);
-    expect(st).toMatchObject({ nodeId: 'node-a', url: cp.url, registrations: 1, configError: null, lastError: null, nodeStatus: 'NODE_STATUS_ACTIVE', pending: 0 });
+    expect(st).toMatchObject({
+      nodeId: 'node-a',
+      url: cp.url,
+      registrations: 1,
+      configError: null,
+      lastError: null,
+      nodeStatus: 'NODE_STATUS_ACTIVE',
+      pending: 0,
+    });
   });
 
   it('an interval of 0 from the control plane falls back to the default (and absurd values are clamped)', async () => {
@@ -366,7 +374,12 @@ describe('health delivery', () => {
     const cp2 = await startDevControlPlane({ port, heartbeatIntervalSeconds: 1, healthCheckIntervalSeconds: 3600 });
     cleanups.push(() => cp2.close());
     await waitFor(() => store.pendingCount() === 0, 30_000, 'drained');
-    expect(cp2.events('node-a').filter((e) => e.metrics.seq !== undefined).map((e) => e.metrics.seq)).toEqual(['0', '1', '2', '3', '4']);
+    expect(
+      cp2
+        .events('node-a')
+        .filter((e) => e.metrics.seq !== undefined)
+        .map((e) => e.metrics.seq),
+    ).toEqual(['0', '1', '2', '3', '4']);
     expect(cp2.node('node-a')?.registrations).toBe(1);
   });
 

@@ -94,7 +94,13 @@ describe('outage recovery', () => {
       req.pipe(up);
     });
     await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
-    cleanups.push(() => new Promise<void>((r) => { proxy.closeAllConnections(); proxy.close(() => r()); }));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          proxy.closeAllConnections();
+          proxy.close(() => r());
+        }),
+    );
     const { link, store } = makeLink(`http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`, { retry: TEN_MINUTES, random: top });
     cleanups.push(() => link.stop({ deadlineMs: 2000 }));
     link.start();

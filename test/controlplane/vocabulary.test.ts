@@ -11,7 +11,14 @@ import { HealthEventType, HealthStatus, HealthWatchSystem as PbSystem } from '..
 const TYPES: NavarchEventType[] = ['unknown', 'xid', 'thermal', 'power', 'memory', 'nvlink', 'pcie', 'driver_error', 'ecc_sbe', 'ecc_dbe'];
 const SYSTEMS: HealthWatchSystem[] = ['UNKNOWN', 'PCIE', 'NVLINK', 'PMU', 'MCU', 'MEM', 'SM', 'INFOROM', 'THERMAL', 'POWER', 'DRIVER', 'NVSWITCH'];
 // Metrics a fault's own clear could carry that the default policy reads.
-const METRICS: Array<Record<string, string>> = [{}, { xid_code: '79' }, { ecc_dbe_count: '3' }, { ecc_dbe_count: '0' }, { temperature: '96' }, { ecc_sbe_count: '500' }];
+const METRICS: Array<Record<string, string>> = [
+  {},
+  { xid_code: '79' },
+  { ecc_dbe_count: '3' },
+  { ecc_dbe_count: '0' },
+  { temperature: '96' },
+  { ecc_sbe_count: '500' },
+];
 
 function agentEvent(type: NavarchEventType, system: HealthWatchSystem, fault: HealthEvent['fault'], metrics: Record<string, string>): HealthEvent {
   return {
@@ -53,7 +60,7 @@ describe('clears under Navarch default policy (real CEL)', () => {
     expect(n).toBe(720);
   });
 
-  it("raises keep their own event_type (an ECC DBE raise stays UNHEALTHY, an NVLink one DEGRADED)", () => {
+  it('raises keep their own event_type (an ECC DBE raise stays UNHEALTHY, an NVLink one DEGRADED)', () => {
     expect(evaluateEvent(eventToProto(agentEvent('ecc_dbe', 'MEM', 'raise', { ecc_dbe_count: '1' }))).status).toBe(HealthStatus.UNHEALTHY);
     expect(evaluateEvent(eventToProto(agentEvent('nvlink', 'NVLINK', 'raise', { link_id: '3' }))).status).toBe(HealthStatus.DEGRADED);
     expect(eventToProto(agentEvent('thermal', 'THERMAL', 'none', { temperature: '96' })).eventType).toBe(HealthEventType.THERMAL);

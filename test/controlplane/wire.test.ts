@@ -135,7 +135,11 @@ describe('wire format (captured bytes, independent decoders)', () => {
 
   it('RegisterNodeRequest, HeartbeatRequest and HealthEvent carry every field with the right numbers', async () => {
     const captured: Captured[] = [];
-    const register = { success: true, message: 'registration successful', config: { healthCheckIntervalSeconds: 3600, heartbeatIntervalSeconds: 1, enabledHealthChecks: ['boot'] } };
+    const register = {
+      success: true,
+      message: 'registration successful',
+      config: { healthCheckIntervalSeconds: 3600, heartbeatIntervalSeconds: 1, enabledHealthChecks: ['boot'] },
+    };
     server = controlPlane(acceptAll(register), (call, answer) => {
       captured.push(call);
       answer();
@@ -242,7 +246,9 @@ describe('wire format (captured bytes, independent decoders)', () => {
     const res0 = sub(withResults.find((f) => f.no === 2)!);
     expect(str(one(res0, 1))).toBe('boot');
     expect(Number(one(res0, 2).v)).toBe(1); // HEALTHY
-    const rdec = T('ReportHealthRequest').decode(captured.find((c) => c.method === 'ReportHealth' && walk(c.body).some((f) => f.no === 3))!.body) as unknown as {
+    const rdec = T('ReportHealthRequest').decode(
+      captured.find((c) => c.method === 'ReportHealth' && walk(c.body).some((f) => f.no === 3))!.body,
+    ) as unknown as {
       events: Array<{ gpuIndex: number; eventType: number; system: number; metrics: Record<string, string> }>;
     };
     expect(rdec.events.some((e) => e.eventType === 1 && e.system === 10 && e.metrics.xid_code === '79')).toBe(true);

@@ -42,8 +42,9 @@ describe('user-data.yaml', { timeout: 120_000 }, () => {
     expect(r.stdout).toBe('');
   });
 
-  it('render-user-data.sh refuses user-data over EC2\'s 16 KB limit (exit 2, one line, nothing printed)', () => {
-    const render = (pool: string) => run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'NAVARCH_SERVER=https://cp.example', `NAVARCH_POOL=${pool}`]);
+  it("render-user-data.sh refuses user-data over EC2's 16 KB limit (exit 2, one line, nothing printed)", () => {
+    const render = (pool: string) =>
+      run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'NAVARCH_SERVER=https://cp.example', `NAVARCH_POOL=${pool}`]);
     // The size without the pool value, then a pool that lands exactly on the limit and one byte over.
     const base = Buffer.byteLength(render('').stdout);
     const fits = render('p'.repeat(16384 - base));
@@ -80,8 +81,12 @@ describe('user-data.yaml', { timeout: 120_000 }, () => {
     expect(r.stdout).toMatch(/Valid cloud-config/);
     const dir = mkdtempSync(join(tmpdir(), 'navarch-ud-'));
     try {
-      const custom = run('bash', [join(repoRoot, 'deploy/ec2/render-user-data.sh'), 'NAVARCH_SERVER=http://navarch-cp.internal:50051',
-        'BOOTSTRAP_TARBALL_URL=https://artifacts.example/navarch-agent-0.1.0-linux-x64.tar.gz', 'BOOTSTRAP_TARBALL_SHA256=' + 'a'.repeat(64)]);
+      const custom = run('bash', [
+        join(repoRoot, 'deploy/ec2/render-user-data.sh'),
+        'NAVARCH_SERVER=http://navarch-cp.internal:50051',
+        'BOOTSTRAP_TARBALL_URL=https://artifacts.example/navarch-agent-0.1.0-linux-x64.tar.gz',
+        'BOOTSTRAP_TARBALL_SHA256=' + 'a'.repeat(64),
+      ]);
       expect(custom.status, custom.stderr).toBe(0);
       writeFileSync(join(dir, 'ud.yaml'), custom.stdout);
       r = run('cloud-init', ['schema', '--config-file', join(dir, 'ud.yaml')]);
@@ -158,15 +163,18 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
   it('installs from the offline tarball: agent.env from IMDS, token, unit, service enabled, marker', async () => {
     const { root, env, callLines } = scratch('tarball');
     const cfg = join(work, 'bootstrap.env');
-    writeFileSync(cfg, [
-      '# settings',
-      'NAVARCH_SERVER="http://navarch-cp.internal:50051"',
-      'NAVARCH_POOL=train-h100',
-      `BOOTSTRAP_TARBALL_URL=file://${tarball}`,
-      `BOOTSTRAP_TARBALL_SHA256=${tarballSha}`,
-      'NAVARCH_LOG_LEVEL=info',
-      '',
-    ].join('\n'));
+    writeFileSync(
+      cfg,
+      [
+        '# settings',
+        'NAVARCH_SERVER="http://navarch-cp.internal:50051"',
+        'NAVARCH_POOL=train-h100',
+        `BOOTSTRAP_TARBALL_URL=file://${tarball}`,
+        `BOOTSTRAP_TARBALL_SHA256=${tarballSha}`,
+        'NAVARCH_LOG_LEVEL=info',
+        '',
+      ].join('\n'),
+    );
     const r = await runAsync('bash', [bootstrap, '--root', root, '--config', cfg], {
       env: { ...env, NAVARCH_AUTH_TOKEN: 'tok-123', NAVARCH_ALLOW_INSECURE: 'true', NAVARCH_LOG_LEVEL: 'debug' },
     });
@@ -175,9 +183,7 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
 
     // IMDSv2: the token first, then every GET with it; no GET was ever refused.
     expect(imds.log[0]).toEqual({ method: 'PUT', path: '/latest/api/token', status: 200 });
-    expect(imds.log.filter((l) => l.method === 'GET').map((l) => [l.path, l.status])).toEqual(
-      Object.keys(IDENTITY).map((p) => [p, 200]),
-    );
+    expect(imds.log.filter((l) => l.method === 'GET').map((l) => [l.path, l.status])).toEqual(Object.keys(IDENTITY).map((p) => [p, 200]));
 
     expect(readlinkSync(join(root, 'opt/navarch-agent/current'))).toBe('navarch-agent-0.1.0');
     expect(statSync(join(root, 'opt/navarch-agent/current/bin/navarch-agent')).mode & 0o111).not.toBe(0);
@@ -192,7 +198,8 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
       'NAVARCH_POOL="train-h100"',
       'NAVARCH_ALLOW_INSECURE="true"',
       'NAVARCH_LOG_LEVEL="debug"', // the environment wins over the config file
-    ]) expect(envText).toContain(`${line}\n`);
+    ])
+      expect(envText).toContain(`${line}\n`);
     expect(envText).not.toMatch(/tok-123|AUTH_TOKEN|BOOTSTRAP_/);
     expect(readFileSync(join(root, 'etc/navarch-agent/auth-token'), 'utf8')).toBe('tok-123');
     expect(statSync(join(root, 'etc/navarch-agent/auth-token')).mode & 0o777).toBe(0o600);
@@ -241,7 +248,9 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     });
     expect(r.status).not.toBe(0);
     const host = process.arch === 'arm64' ? 'arm64' : 'x64';
-    expect(r.stderr.trim().split('\n').at(-1)).toBe(`navarch-bootstrap: error: the release's bundled Node.js (node/bin/node) does not run on this ${process.arch === 'arm64' ? 'aarch64' : 'x86_64'} host: use the linux-${host} release`);
+    expect(r.stderr.trim().split('\n').at(-1)).toBe(
+      `navarch-bootstrap: error: the release's bundled Node.js (node/bin/node) does not run on this ${process.arch === 'arm64' ? 'aarch64' : 'x86_64'} host: use the linux-${host} release`,
+    );
     expect(readdirSync(join(root, 'opt/navarch-agent'))).toEqual([]);
     expect(callLines()).toEqual([]);
   });
@@ -250,7 +259,9 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     const { root, env, callLines } = scratch('nosource');
     const r = await runAsync('bash', [bootstrap, '--root', root], { env: { ...env, NAVARCH_SERVER: 'https://cp.example' } });
     expect(r.status).not.toBe(0);
-    expect(r.stderr.trim()).toBe('navarch-bootstrap: error: BOOTSTRAP_TARBALL_URL is not set (the URL of the self-contained release, navarch-agent-<version>-linux-<arch>.tar.gz; or BOOTSTRAP_NPM_SPEC to install from an npm registry)');
+    expect(r.stderr.trim()).toBe(
+      'navarch-bootstrap: error: BOOTSTRAP_TARBALL_URL is not set (the URL of the self-contained release, navarch-agent-<version>-linux-<arch>.tar.gz; or BOOTSTRAP_NPM_SPEC to install from an npm registry)',
+    );
     expect(imds.log).toEqual([]);
     expect(callLines()).toEqual([]);
   });
@@ -280,9 +291,14 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     const nodeTar = join(work, 'node-v20.99.0-linux-x64.tar.gz');
     expect(run('tar', ['-czf', nodeTar, '-C', join(work, 'node-stage'), 'node-v20.99.0-linux-x64']).status).toBe(0);
     const r = await runAsync('bash', [bootstrap, '--root', root], {
-      env: { ...env, PATH: tools, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`,
+      env: {
+        ...env,
+        PATH: tools,
+        NAVARCH_SERVER: 'https://cp.example',
+        BOOTSTRAP_TARBALL_URL: `file://${tarball}`,
         BOOTSTRAP_NODE_TARBALL_URL: `file://${nodeTar}`,
-        BOOTSTRAP_NODE_TARBALL_SHA256: createHash('sha256').update(readFileSync(nodeTar)).digest('hex') },
+        BOOTSTRAP_NODE_TARBALL_SHA256: createHash('sha256').update(readFileSync(nodeTar)).digest('hex'),
+      },
     });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain(`installing Node.js from file://${nodeTar}`);
@@ -311,10 +327,18 @@ describe('bootstrap.sh against a loopback IMDSv2', { timeout: 300_000 }, () => {
     const port = (closed.address() as AddressInfo).port;
     await new Promise((res) => closed.close(res));
     const r = await runAsync('bash', [bootstrap, '--root', root], {
-      env: { ...env, NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, IMDS_ENDPOINT: `http://127.0.0.1:${port}`, IMDS_DEADLINE_S: '3' },
+      env: {
+        ...env,
+        NAVARCH_SERVER: 'https://cp.example',
+        BOOTSTRAP_TARBALL_URL: `file://${tarball}`,
+        IMDS_ENDPOINT: `http://127.0.0.1:${port}`,
+        IMDS_DEADLINE_S: '3',
+      },
     });
     expect(r.status).not.toBe(0);
-    expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^navarch-bootstrap: error: instance metadata \(IMDSv2 at http:\/\/127\.0\.0\.1:\d+\) unreachable: no answer for \/latest\/meta-data\/instance-id within 3s$/);
+    expect(r.stderr.trim().split('\n').at(-1)).toMatch(
+      /^navarch-bootstrap: error: instance metadata \(IMDSv2 at http:\/\/127\.0\.0\.1:\d+\) unreachable: no answer for \/latest\/meta-data\/instance-id within 3s$/,
+    );
     expect(existsSync(join(root, 'etc/systemd/system/navarch-agent.service'))).toBe(false);
     expect(existsSync(join(root, 'var/lib/navarch-bootstrap/done'))).toBe(false);
     expect(callLines()).toEqual([]);

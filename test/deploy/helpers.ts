@@ -184,4 +184,3 @@ export class FakeImds {
     return this.reply(req, res, 200, value);
   }
 }
-

@@ -59,7 +59,11 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     console.log(prebuildOut.trim());
     const cases = [
       { arch: 'x64', elf: /ELF 64-bit LSB shared object, x86-64/, objdump: 'objdump' },
-      { arch: 'arm64', elf: /ELF 64-bit LSB shared object, ARM aarch64/, objdump: have('aarch64-linux-gnu-objdump', ['--version']) ? 'aarch64-linux-gnu-objdump' : 'objdump' },
+      {
+        arch: 'arm64',
+        elf: /ELF 64-bit LSB shared object, ARM aarch64/,
+        objdump: have('aarch64-linux-gnu-objdump', ['--version']) ? 'aarch64-linux-gnu-objdump' : 'objdump',
+      },
     ];
     for (const c of cases) {
       expect(readdirSync(join(prebuilds, `linux-${c.arch}`))).toEqual(['node.napi.glibc.node']);
@@ -99,7 +103,9 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     const paths = (JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
     expect(paths).toEqual(expect.arrayContaining(['prebuilds/linux-x64/node.napi.glibc.node', 'prebuilds/linux-arm64/node.napi.glibc.node']));
     for (const arch of ['x64', 'arm64']) {
-      expect(readFileSync(join(pkg, `prebuilds/linux-${arch}/node.napi.glibc.node`))).toEqual(readFileSync(join(prebuilds, `linux-${arch}/node.napi.glibc.node`)));
+      expect(readFileSync(join(pkg, `prebuilds/linux-${arch}/node.napi.glibc.node`))).toEqual(
+        readFileSync(join(prebuilds, `linux-${arch}/node.napi.glibc.node`)),
+      );
     }
   });
 
@@ -109,11 +115,16 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     mkdirSync(join(only, 'linux-x64'), { recursive: true });
     cpSync(join(prebuilds, 'linux-x64/node.napi.glibc.node'), join(only, 'linux-x64/node.napi.glibc.node'));
     let pkg = packSource('prepack-missing');
-    let r = run('npm', ['pack', '--dry-run', '--json'], { cwd: pkg, env: { ...process.env, NAVARCH_PREBUILDS_DIR: only, CROSS_PREFIX_ARM64: 'no-such-cross-' } });
+    let r = run('npm', ['pack', '--dry-run', '--json'], {
+      cwd: pkg,
+      env: { ...process.env, NAVARCH_PREBUILDS_DIR: only, CROSS_PREFIX_ARM64: 'no-such-cross-' },
+    });
     expect(r.status).not.toBe(0);
     let errs = prepackErrors(r.stderr);
     expect(errs, r.stderr).toHaveLength(1);
-    expect(errs[0]).toMatch(/^prepack: prebuilds\/linux-arm64\/node\.napi\.glibc\.node is missing and scripts\/prebuild\.sh could not build it: .*no-such-cross-g\+\+ not found/);
+    expect(errs[0]).toMatch(
+      /^prepack: prebuilds\/linux-arm64\/node\.napi\.glibc\.node is missing and scripts\/prebuild\.sh could not build it: .*no-such-cross-g\+\+ not found/,
+    );
     expect(existsSync(join(pkg, 'prebuilds/linux-arm64'))).toBe(false);
 
     // An x86-64 binary where the arm64 one belongs.
@@ -126,7 +137,9 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     r = run('npm', ['pack', '--dry-run', '--json'], { cwd: pkg, env: { ...process.env, NAVARCH_PREBUILDS_DIR: wrong } });
     expect(r.status).not.toBe(0);
     errs = prepackErrors(r.stderr);
-    expect(errs, r.stderr).toEqual(['prepack: prebuilds/linux-arm64/node.napi.glibc.node: built for ELF machine 0x3e, not arm64 (rebuild it with scripts/prebuild.sh --arch arm64)']);
+    expect(errs, r.stderr).toEqual([
+      'prepack: prebuilds/linux-arm64/node.napi.glibc.node: built for ELF machine 0x3e, not arm64 (rebuild it with scripts/prebuild.sh --arch arm64)',
+    ]);
   });
 
   it('npm pack carries the prebuilds and the package installs on a host without a compiler', () => {
@@ -141,11 +154,19 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     expect(packed.status, packed.stderr).toBe(0);
     const info = (JSON.parse(packed.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>)[0]!;
     const paths = info.files.map((f) => f.path);
-    expect(paths).toEqual(expect.arrayContaining([
-      'prebuilds/linux-x64/node.napi.glibc.node', 'prebuilds/linux-arm64/node.napi.glibc.node',
-      'scripts/install-addon.mjs', 'binding.gyp', 'native/sd_notify.cc',
-      'systemd/navarch-agent.service', 'systemd/install.sh', 'deploy/ec2/bootstrap.sh', 'deploy/bin/navarch-agent',
-    ]));
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        'prebuilds/linux-x64/node.napi.glibc.node',
+        'prebuilds/linux-arm64/node.napi.glibc.node',
+        'scripts/install-addon.mjs',
+        'binding.gyp',
+        'native/sd_notify.cc',
+        'systemd/navarch-agent.service',
+        'systemd/install.sh',
+        'deploy/ec2/bootstrap.sh',
+        'deploy/bin/navarch-agent',
+      ]),
+    );
 
     // "Install" it: unpack as node_modules/navarch-agent with its dependency node-gyp-build, then
     // run the install hook with no compiler on PATH and a node-gyp that cannot run.
@@ -175,79 +196,108 @@ describe.skipIf(missing.length > 0)('packaging', { timeout: 600_000 }, () => {
     expect(r.stderr).toMatch(/building the NVML addon failed; only the fake GPU backend will work \(NAVARCH_REQUIRE_ADDON=1\)/);
   });
 
-  it.skipIf(!hasDist)('release.sh builds self-contained tarballs that run, and the EC2 bootstrap installs, on a host without Node.js', async () => {
-    const out = join(work, 'release');
-    const r = run('bash', [join(repoRoot, 'scripts/release.sh'), '--arch', 'x64', '--arch', 'arm64', '--skip-build', '--prebuilds', prebuilds, '--out', out], { timeoutMs: 900_000 });
-    expect(r.status, r.stderr).toBe(0);
-    const pinned = /^release (\S+)$/m.exec(readFileSync(join(repoRoot, 'scripts/node-runtimes.txt'), 'utf8'))![1]!;
-    expect(r.stderr).toContain(`smoke test passed (version ${version}, bundled Node.js v${pinned})`);
-    const top = `navarch-agent-${version}/`;
-    for (const [arch, elf, other] of [['x64', /ELF 64-bit LSB executable, x86-64/, 'arm64'], ['arm64', /ELF 64-bit LSB executable, ARM aarch64/, 'x64']] as const) {
-      const name = `navarch-agent-${version}-linux-${arch}.tar.gz`;
-      const tarball = join(out, name);
-      const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
-      expect(readFileSync(`${tarball}.sha256`, 'utf8')).toBe(`${sum}  ${name}\n`);
-      const list = run('tar', ['-tzf', tarball]).stdout.split('\n');
-      expect(list).toEqual(expect.arrayContaining([
-        `${top}bin/navarch-agent`, `${top}node/bin/node`, `${top}node/LICENSE`, `${top}dist/cli/main.js`, `${top}prebuilds/linux-${arch}/node.napi.glibc.node`,
-        `${top}node_modules/pino/package.json`, `${top}node_modules/node-gyp-build/package.json`,
-        `${top}systemd/install.sh`, `${top}deploy/ec2/bootstrap.sh`, `${top}deploy/navarch/navarch-default-policy.yaml`, `${top}package.json`,
-      ]));
-      expect(list.filter((p) => /node_modules\/(vitest|typescript|@bufbuild\/buf|fast-check|node-gyp)\//.test(p))).toEqual([]);
-      expect(list.filter((p) => p.includes(`prebuilds/linux-${other}`))).toEqual([]);
-      const unpacked = join(work, `unpacked-${arch}`);
-      mkdirSync(unpacked);
-      expect(run('tar', ['-xzf', tarball, '-C', unpacked, `${top}node/bin/node`]).status).toBe(0);
-      expect(run('file', ['-b', join(unpacked, top, 'node/bin/node')]).stdout).toMatch(elf);
-    }
+  it.skipIf(!hasDist)(
+    'release.sh builds self-contained tarballs that run, and the EC2 bootstrap installs, on a host without Node.js',
+    async () => {
+      const out = join(work, 'release');
+      const r = run(
+        'bash',
+        [join(repoRoot, 'scripts/release.sh'), '--arch', 'x64', '--arch', 'arm64', '--skip-build', '--prebuilds', prebuilds, '--out', out],
+        { timeoutMs: 900_000 },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const pinned = /^release (\S+)$/m.exec(readFileSync(join(repoRoot, 'scripts/node-runtimes.txt'), 'utf8'))![1]!;
+      expect(r.stderr).toContain(`smoke test passed (version ${version}, bundled Node.js v${pinned})`);
+      const top = `navarch-agent-${version}/`;
+      for (const [arch, elf, other] of [
+        ['x64', /ELF 64-bit LSB executable, x86-64/, 'arm64'],
+        ['arm64', /ELF 64-bit LSB executable, ARM aarch64/, 'x64'],
+      ] as const) {
+        const name = `navarch-agent-${version}-linux-${arch}.tar.gz`;
+        const tarball = join(out, name);
+        const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
+        expect(readFileSync(`${tarball}.sha256`, 'utf8')).toBe(`${sum}  ${name}\n`);
+        const list = run('tar', ['-tzf', tarball]).stdout.split('\n');
+        expect(list).toEqual(
+          expect.arrayContaining([
+            `${top}bin/navarch-agent`,
+            `${top}node/bin/node`,
+            `${top}node/LICENSE`,
+            `${top}dist/cli/main.js`,
+            `${top}prebuilds/linux-${arch}/node.napi.glibc.node`,
+            `${top}node_modules/pino/package.json`,
+            `${top}node_modules/node-gyp-build/package.json`,
+            `${top}systemd/install.sh`,
+            `${top}deploy/ec2/bootstrap.sh`,
+            `${top}deploy/navarch/navarch-default-policy.yaml`,
+            `${top}package.json`,
+          ]),
+        );
+        expect(list.filter((p) => /node_modules\/(vitest|typescript|@bufbuild\/buf|fast-check|node-gyp)\//.test(p))).toEqual([]);
+        expect(list.filter((p) => p.includes(`prebuilds/linux-${other}`))).toEqual([]);
+        const unpacked = join(work, `unpacked-${arch}`);
+        mkdirSync(unpacked);
+        expect(run('tar', ['-xzf', tarball, '-C', unpacked, `${top}node/bin/node`]).status).toBe(0);
+        expect(run('file', ['-b', join(unpacked, top, 'node/bin/node')]).stdout).toMatch(elf);
+      }
 
-    // Unpacked on a host whose PATH has no node: the launcher runs the bundled one.
-    const tarball = join(out, `navarch-agent-${version}-linux-x64.tar.gz`);
-    const host = join(work, 'host');
-    mkdirSync(host);
-    expect(run('tar', ['-xzf', tarball, '-C', host]).status).toBe(0);
-    const noNode = { PATH: pathWithoutNode(join(work, 'no-node-bin')), HOME: work, TMPDIR: work };
-    expect(run('sh', ['-c', 'command -v node'], { env: noNode }).status).not.toBe(0);
-    const agent = join(host, top, 'bin/navarch-agent');
-    let v = run(agent, ['--version'], { env: noNode });
-    expect(v.status, v.stderr).toBe(0);
-    expect(v.stdout.trim()).toBe(version);
-    // doctor: every check runs (the fake backend, no kernel log, a closed control-plane port).
-    const doctor = run(agent, ['doctor', '--gpu-backend', 'fake', '--kmsg-path', 'none', '--state-dir', join(work, 'doctor-state'), '--server', 'http://127.0.0.1:9'], { env: noNode });
-    expect(doctor.status, doctor.stdout + doctor.stderr).toBe(1);
-    expect(doctor.stdout).toMatch(/fake backend/);
-    expect(doctor.stdout).toMatch(/control plane: http:\/\/127\.0\.0\.1:9 unreachable/);
-    // A short run: the demo's control plane and agent over loopback HTTP, then its summary.
-    const demo = run(agent, ['demo', '--duration', '3s'], { env: noNode, timeoutMs: 60_000 });
-    expect(demo.status, demo.stdout + demo.stderr).toBe(0);
-    expect(demo.stdout).toMatch(/demo-node-1 ACTIVE/);
-
-    // The bootstrap installs the real tarball on that host; the installed launcher runs the agent.
-    const imds = new FakeImds();
-    await imds.start();
-    try {
-      const root = join(work, 'root');
-      mkdirSync(root);
-      const calls = join(work, 'calls.log');
-      const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
-      const b = await runAsync('bash', [join(repoRoot, 'deploy/ec2/bootstrap.sh'), '--root', root], {
-        env: {
-          ...noNode, IMDS_ENDPOINT: imds.url, IMDS_DEADLINE_S: '60',
-          NAVARCH_SERVER: 'https://cp.example', BOOTSTRAP_TARBALL_URL: `file://${tarball}`, BOOTSTRAP_TARBALL_SHA256: sum,
-          SYSTEMCTL: makeRecorder(join(work, 'systemctl'), calls, 'systemctl'),
-        },
-        timeoutMs: 300_000,
-      });
-      expect(b.status, b.stderr).toBe(0);
-      expect(b.stderr).toContain(`the release brings its own Node.js (v${pinned})`);
-      v = run(join(root, 'opt/navarch-agent/current/bin/navarch-agent'), ['--version'], { env: noNode });
+      // Unpacked on a host whose PATH has no node: the launcher runs the bundled one.
+      const tarball = join(out, `navarch-agent-${version}-linux-x64.tar.gz`);
+      const host = join(work, 'host');
+      mkdirSync(host);
+      expect(run('tar', ['-xzf', tarball, '-C', host]).status).toBe(0);
+      const noNode = { PATH: pathWithoutNode(join(work, 'no-node-bin')), HOME: work, TMPDIR: work };
+      expect(run('sh', ['-c', 'command -v node'], { env: noNode }).status).not.toBe(0);
+      const agent = join(host, top, 'bin/navarch-agent');
+      let v = run(agent, ['--version'], { env: noNode });
       expect(v.status, v.stderr).toBe(0);
       expect(v.stdout.trim()).toBe(version);
-      // A scratch root is not the running system: enabled by its WantedBy= link, systemctl never run.
-      expect(readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants/navarch-agent.service'))).toBe('/etc/systemd/system/navarch-agent.service');
-      expect(existsSync(calls)).toBe(false);
-    } finally {
-      await imds.stop();
-    }
-  }, 900_000);
+      // doctor: every check runs (the fake backend, no kernel log, a closed control-plane port).
+      const doctor = run(
+        agent,
+        ['doctor', '--gpu-backend', 'fake', '--kmsg-path', 'none', '--state-dir', join(work, 'doctor-state'), '--server', 'http://127.0.0.1:9'],
+        { env: noNode },
+      );
+      expect(doctor.status, doctor.stdout + doctor.stderr).toBe(1);
+      expect(doctor.stdout).toMatch(/fake backend/);
+      expect(doctor.stdout).toMatch(/control plane: http:\/\/127\.0\.0\.1:9 unreachable/);
+      // A short run: the demo's control plane and agent over loopback HTTP, then its summary.
+      const demo = run(agent, ['demo', '--duration', '3s'], { env: noNode, timeoutMs: 60_000 });
+      expect(demo.status, demo.stdout + demo.stderr).toBe(0);
+      expect(demo.stdout).toMatch(/demo-node-1 ACTIVE/);
+
+      // The bootstrap installs the real tarball on that host; the installed launcher runs the agent.
+      const imds = new FakeImds();
+      await imds.start();
+      try {
+        const root = join(work, 'root');
+        mkdirSync(root);
+        const calls = join(work, 'calls.log');
+        const sum = createHash('sha256').update(readFileSync(tarball)).digest('hex');
+        const b = await runAsync('bash', [join(repoRoot, 'deploy/ec2/bootstrap.sh'), '--root', root], {
+          env: {
+            ...noNode,
+            IMDS_ENDPOINT: imds.url,
+            IMDS_DEADLINE_S: '60',
+            NAVARCH_SERVER: 'https://cp.example',
+            BOOTSTRAP_TARBALL_URL: `file://${tarball}`,
+            BOOTSTRAP_TARBALL_SHA256: sum,
+            SYSTEMCTL: makeRecorder(join(work, 'systemctl'), calls, 'systemctl'),
+          },
+          timeoutMs: 300_000,
+        });
+        expect(b.status, b.stderr).toBe(0);
+        expect(b.stderr).toContain(`the release brings its own Node.js (v${pinned})`);
+        v = run(join(root, 'opt/navarch-agent/current/bin/navarch-agent'), ['--version'], { env: noNode });
+        expect(v.status, v.stderr).toBe(0);
+        expect(v.stdout.trim()).toBe(version);
+        // A scratch root is not the running system: enabled by its WantedBy= link, systemctl never run.
+        expect(readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants/navarch-agent.service'))).toBe('/etc/systemd/system/navarch-agent.service');
+        expect(existsSync(calls)).toBe(false);
+      } finally {
+        await imds.stop();
+      }
+    },
+    900_000,
+  );
 });

@@ -15,9 +15,7 @@ const KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'by', 'withou
 
 /** Grafana's variables replaced by values PromQL accepts (for a syntax check by promtool). */
 export function substituteGrafanaVariables(expr: string): string {
-  return expr
-    .replace(/\$__(rate_interval|interval|range)\b/g, '5m')
-    .replace(/\$\{?(\w+)\}?/g, '.*');
+  return expr.replace(/\$__(rate_interval|interval|range)\b/g, '5m').replace(/\$\{?(\w+)\}?/g, '.*');
 }
 
 /**

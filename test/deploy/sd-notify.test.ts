@@ -100,9 +100,7 @@ describe.skipIf(binding === null)('sd_notify over a real datagram socket', { tim
     expect(() => (b.sdNotify as unknown as (x: unknown) => boolean)(42)).toThrow(TypeError);
     expect(b.sdNotify('READY=1', '')).toBe(false);
     expect(() => b.sdNotify('READY=1', 'vsock:2:1234')).toThrow(/unsupported NOTIFY_SOCKET address/);
-    expect(() => b.sdNotify('READY=1', join(dir, 'nobody-listens'))).toThrow(
-      expect.objectContaining({ code: 'ENOENT' }),
-    );
+    expect(() => b.sdNotify('READY=1', join(dir, 'nobody-listens'))).toThrow(expect.objectContaining({ code: 'ENOENT' }));
     expect(() => b.sdNotify('READY=1', '/' + 'x'.repeat(200))).toThrow(/sd_notify/);
     expect(() => b.sdNotify('x'.repeat(70 * 1024), pathRx.address)).toThrow(/EMSGSIZE|too long/i);
   });
@@ -116,7 +114,7 @@ describe.skipIf(binding === null)('sd_notify over a real datagram socket', { tim
     expect(errors[0]!.message).toMatch(/gone\.sock/);
   });
 
-  it('pings WATCHDOG=1 at half of WATCHDOG_USEC from an unref\'d timer', async () => {
+  it("pings WATCHDOG=1 at half of WATCHDOG_USEC from an unref'd timer", async () => {
     const before = pathRx.messages.filter((m) => m.state === 'WATCHDOG=1').length;
     const n = new Notifier({
       env: { NOTIFY_SOCKET: pathRx.address, WATCHDOG_USEC: '100000', WATCHDOG_PID: String(process.pid) },
@@ -130,7 +128,7 @@ describe.skipIf(binding === null)('sd_notify over a real datagram socket', { tim
     expect(h!.sent).toBeGreaterThanOrEqual(3);
   });
 
-  it('does not start for another process\'s watchdog, and skips pings while unhealthy', async () => {
+  it("does not start for another process's watchdog, and skips pings while unhealthy", async () => {
     const other = new Notifier({
       env: { NOTIFY_SOCKET: pathRx.address, WATCHDOG_USEC: '100000', WATCHDOG_PID: String(process.pid + 1) },
     });

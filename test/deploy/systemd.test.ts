@@ -104,9 +104,23 @@ describe('install.sh / uninstall.sh in a scratch root treated as the running sys
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('creates the user, directories, env file, token and unit, then reloads, enables and starts', () => {
-    const r = run('bash', [installSh, '--root', root, '--live', '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
-      '--set', 'NAVARCH_SERVER=http://cp.internal:50051', '--set', 'NAVARCH_POOL=h100-a', '--token-stdin'],
-    { env, input: 's3cret-token\n' });
+    const r = run(
+      'bash',
+      [
+        installSh,
+        '--root',
+        root,
+        '--live',
+        '--bin',
+        '/opt/navarch-agent/current/bin/navarch-agent',
+        '--set',
+        'NAVARCH_SERVER=http://cp.internal:50051',
+        '--set',
+        'NAVARCH_POOL=h100-a',
+        '--token-stdin',
+      ],
+      { env, input: 's3cret-token\n' },
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(readFileSync(join(root, 'etc/passwd'), 'utf8')).toMatch(/^navarch-agent:x:\d+:\d+:.*:\/var\/lib\/navarch-agent:\/usr\/sbin\/nologin$/m);
     expect(mode(etc())).toBe('750');
@@ -130,8 +144,11 @@ describe('install.sh / uninstall.sh in a scratch root treated as the running sys
   it('is idempotent: a re-run keeps agent.env and the token and only starts (no restart)', () => {
     rmSync(log, { force: true });
     const before = readFileSync(join(root, 'etc/passwd'), 'utf8');
-    const r = run('bash', [installSh, '--root', root, '--live', '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
-      '--set', 'NAVARCH_SERVER=http://changed:1'], { env });
+    const r = run(
+      'bash',
+      [installSh, '--root', root, '--live', '--bin', '/opt/navarch-agent/current/bin/navarch-agent', '--set', 'NAVARCH_SERVER=http://changed:1'],
+      { env },
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('kept existing');
     expect(readFileSync(join(root, 'etc/passwd'), 'utf8')).toBe(before);
@@ -142,8 +159,22 @@ describe('install.sh / uninstall.sh in a scratch root treated as the running sys
 
   it('--replace-env rewrites the settings, a new token restarts, --no-start only enables', () => {
     rmSync(log, { force: true });
-    const r = run('bash', [installSh, '--root', root, '--live', '--bin', '/opt/navarch-agent/current/bin/navarch-agent',
-      '--replace-env', '--set', 'NAVARCH_SERVER=http://changed:1', '--no-start'], { env: { ...env, NAVARCH_AUTH_TOKEN: 'rotated' } });
+    const r = run(
+      'bash',
+      [
+        installSh,
+        '--root',
+        root,
+        '--live',
+        '--bin',
+        '/opt/navarch-agent/current/bin/navarch-agent',
+        '--replace-env',
+        '--set',
+        'NAVARCH_SERVER=http://changed:1',
+        '--no-start',
+      ],
+      { env: { ...env, NAVARCH_AUTH_TOKEN: 'rotated' } },
+    );
     expect(r.status, r.stderr).toBe(0);
     expect(readFileSync(join(etc(), 'agent.env'), 'utf8')).toContain('NAVARCH_SERVER="http://changed:1"');
     expect(readFileSync(join(etc(), 'agent.env'), 'utf8')).not.toContain('NAVARCH_POOL');

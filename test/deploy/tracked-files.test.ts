@@ -13,7 +13,12 @@ describe('tracked files', () => {
   });
 
   it('.gitignore keeps them out', () => {
-    for (const p of ['test/fake-nvml/pynvml_shim/__pycache__/pynvml.cpython-311.pyc', 'scripts/gpu-check/__pycache__/x.pyc', 'dist/cli/main.js', 'build/Release/x.node']) {
+    for (const p of [
+      'test/fake-nvml/pynvml_shim/__pycache__/pynvml.cpython-311.pyc',
+      'scripts/gpu-check/__pycache__/x.pyc',
+      'dist/cli/main.js',
+      'build/Release/x.node',
+    ]) {
       expect(run('git', ['check-ignore', '-q', '--no-index', p]).status, p).toBe(0);
     }
   });

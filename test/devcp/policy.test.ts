@@ -28,7 +28,12 @@ afterEach(async () => {
   await Promise.all(open.splice(0).map((cp) => cp.close()));
 });
 
-function ev(eventType: HealthEventType, system: HealthWatchSystem, metrics: Record<string, string>, extra: { gpuIndex?: number; gpuUuid?: string; message?: string; timestamp?: ReturnType<typeof timestampFromMs> } = {}): HealthEvent {
+function ev(
+  eventType: HealthEventType,
+  system: HealthWatchSystem,
+  metrics: Record<string, string>,
+  extra: { gpuIndex?: number; gpuUuid?: string; message?: string; timestamp?: ReturnType<typeof timestampFromMs> } = {},
+): HealthEvent {
   return create(HealthEventSchema, { eventType, system, metrics, gpuIndex: 0, ...extra });
 }
 
@@ -38,7 +43,10 @@ describe('policy files', () => {
       ['version: v1\n', /at least one rule/],
       ['rules: []\n', /at least one rule/],
       ['rules:\n  - condition: "true"\n    result: healthy\n', /rule 0: name is required/],
-      ['rules:\n  - name: a\n    condition: "true"\n    result: healthy\n  - name: a\n    condition: "true"\n    result: healthy\n', /"a": duplicate rule name/],
+      [
+        'rules:\n  - name: a\n    condition: "true"\n    result: healthy\n  - name: a\n    condition: "true"\n    result: healthy\n',
+        /"a": duplicate rule name/,
+      ],
       ['rules:\n  - name: a\n    result: healthy\n', /"a": condition is required/],
       ['rules:\n  - name: a\n    condition: "true"\n    result: broken\n', /invalid result "broken"/],
       ['rules:\n  - name: a\n    condition: "event.event_type =="\n    result: healthy\n', /compile rule "a"/],
@@ -75,7 +83,9 @@ rules:
     condition: "true"
     result: unhealthy
 `);
-    expect(evaluateEvent(ev(HealthEventType.THERMAL, HealthWatchSystem.THERMAL, { temperature: 'hot' }, { gpuIndex: 1, gpuUuid: 'GPU-x', message: 'hot GPU' }), p)).toEqual({
+    expect(
+      evaluateEvent(ev(HealthEventType.THERMAL, HealthWatchSystem.THERMAL, { temperature: 'hot' }, { gpuIndex: 1, gpuUuid: 'GPU-x', message: 'hot GPU' }), p),
+    ).toEqual({
       rule: 'gpu-one',
       status: HealthStatus.DEGRADED,
     });
@@ -84,13 +94,25 @@ rules:
 
   it('builds the event map Navarch builds: typed metrics, enum names, RFC 3339 timestamp', () => {
     const m = eventToCelMap(
-      ev(HealthEventType.ECC_DBE, HealthWatchSystem.MEM, { xid_code: '79', t: '95.5', ok: 'true', s: 'x' }, { gpuIndex: -1, timestamp: timestampFromMs(1_700_000_000_123) }),
+      ev(
+        HealthEventType.ECC_DBE,
+        HealthWatchSystem.MEM,
+        { xid_code: '79', t: '95.5', ok: 'true', s: 'x' },
+        { gpuIndex: -1, timestamp: timestampFromMs(1_700_000_000_123) },
+      ),
     );
     expect(m.get('event_type')).toBe('ecc_dbe');
     expect(m.get('system')).toBe('DCGM_HEALTH_WATCH_MEM');
     expect(m.get('gpu_index')).toBe(-1n);
     expect(m.get('timestamp')).toBe('2023-11-14T22:13:20Z');
-    expect(m.get('metrics')).toEqual(new Map<string, unknown>([['xid_code', 79n], ['t', 95.5], ['ok', true], ['s', 'x']]));
+    expect(m.get('metrics')).toEqual(
+      new Map<string, unknown>([
+        ['xid_code', 79n],
+        ['t', 95.5],
+        ['ok', true],
+        ['s', 'x'],
+      ]),
+    );
   });
 
   it('worst over the events; an all-healthy report names no rule (as Navarch)', () => {

@@ -19,11 +19,31 @@ const SYSTEMS: HealthWatchSystem[] = ['UNKNOWN', 'PCIE', 'NVLINK', 'PMU', 'MCU',
 const SEVERITIES: Severity[] = ['critical', 'warning', 'info'];
 const AGENT: Record<Severity, HealthStatus> = { critical: HealthStatus.UNHEALTHY, warning: HealthStatus.DEGRADED, info: HealthStatus.HEALTHY };
 
-function event(type: NavarchEventType, system: HealthWatchSystem, severity: Severity, fault: HealthEvent['fault'], metrics: Record<string, string> = {}): HealthEvent {
+function event(
+  type: NavarchEventType,
+  system: HealthWatchSystem,
+  severity: Severity,
+  fault: HealthEvent['fault'],
+  metrics: Record<string, string> = {},
+): HealthEvent {
   return {
-    id: 'e1', type, system, gpuIndex: 0, gpuUuid: 'GPU-0', metrics, message: 'm',
-    timeMs: 1_700_000_000_000, firstTimeMs: 1_700_000_000_000, lastTimeMs: 1_700_000_000_000,
-    severity, action: 'none', citation: '', source: 'fake', key: `gpu0/${type}`, fault, count: 1,
+    id: 'e1',
+    type,
+    system,
+    gpuIndex: 0,
+    gpuUuid: 'GPU-0',
+    metrics,
+    message: 'm',
+    timeMs: 1_700_000_000_000,
+    firstTimeMs: 1_700_000_000_000,
+    lastTimeMs: 1_700_000_000_000,
+    severity,
+    action: 'none',
+    citation: '',
+    source: 'fake',
+    key: `gpu0/${type}`,
+    fault,
+    count: 1,
   } as HealthEvent;
 }
 
@@ -46,12 +66,30 @@ describe('the shipped Navarch policy judges as the agent does (real CEL)', () =>
         for (const severity of SEVERITIES) {
           const metrics = { xid_code: '79', ecc_dbe_count: '1', temperature: '99', ecc_sbe_count: '500' };
           for (const fault of ['raise', 'none'] as const) {
-            expect(evaluateEvent(eventToProto(event(type, system, severity, fault, metrics)), policy).status, `${type}/${system}/${severity}/${fault}`).toBe(AGENT[severity]);
+            expect(evaluateEvent(eventToProto(event(type, system, severity, fault, metrics)), policy).status, `${type}/${system}/${severity}/${fault}`).toBe(
+              AGENT[severity],
+            );
           }
-          const active = { key: `gpu0/${type}`, type, system, severity, action: 'none', gpuIndex: 0, gpuUuid: 'GPU-0', metrics, message: 'm',
-            sinceMs: 1_700_000_000_000, lastSeenMs: 1_700_000_000_000, count: 1, lastEventId: 'e1' } as unknown as ActiveFault;
+          const active = {
+            key: `gpu0/${type}`,
+            type,
+            system,
+            severity,
+            action: 'none',
+            gpuIndex: 0,
+            gpuUuid: 'GPU-0',
+            metrics,
+            message: 'm',
+            sinceMs: 1_700_000_000_000,
+            lastSeenMs: 1_700_000_000_000,
+            count: 1,
+            lastEventId: 'e1',
+          } as unknown as ActiveFault;
           expect(evaluateEvent(faultToProto(active), policy).status, `active ${type}/${system}/${severity}`).toBe(AGENT[severity]);
-          expect(evaluateEvent(eventToProto(event(type, system, severity, 'clear', metrics)), policy), `clear ${type}/${system}`).toEqual({ status: HealthStatus.HEALTHY, rule: 'agent-clear' });
+          expect(evaluateEvent(eventToProto(event(type, system, severity, 'clear', metrics)), policy), `clear ${type}/${system}`).toEqual({
+            status: HealthStatus.HEALTHY,
+            rule: 'agent-clear',
+          });
         }
       }
     }

@@ -42,9 +42,7 @@ describe.skipIf(!DIST_BUILT)('agent on the fake backend', () => {
   it('injects an XID over POST /inject and shows it everywhere', async () => {
     const r = await agent.inject({ kind: 'xid', gpu: 2, xid: 79 });
     expect(r.status).toBe(200);
-    const fault = await waitFor('active XID 79 fault', async () =>
-      (await agent.status()).activeFaults.find((f) => f.key === 'gpu2/xid/79'),
-    );
+    const fault = await waitFor('active XID 79 fault', async () => (await agent.status()).activeFaults.find((f) => f.key === 'gpu2/xid/79'));
     expect(fault).toMatchObject({ type: 'xid', severity: 'critical', gpuIndex: 2 });
     const m = await waitFor('xid metrics', async () => {
       const t = await agent.metrics();
@@ -97,14 +95,19 @@ describe.skipIf(!DIST_BUILT)('agent on the fake backend', () => {
 
 describe.skipIf(!DIST_BUILT)('agent shutdown', () => {
   it('SIGTERM with the control plane down: exits 0, keeps events on disk, delivers them on the next start', async () => {
-    const a = await startAgent({ args: ['--gpu-backend', 'fake', '--server', 'http://127.0.0.1:9', '--node-id', 'e2e-down', '--kmsg-path', 'none', '--shutdown-timeout', '2s'] });
+    const a = await startAgent({
+      args: ['--gpu-backend', 'fake', '--server', 'http://127.0.0.1:9', '--node-id', 'e2e-down', '--kmsg-path', 'none', '--shutdown-timeout', '2s'],
+    });
     expect((await a.inject({ kind: 'xid', gpu: 0, xid: 48 })).status).toBe(200);
     await waitFor('stored event', async () => (await a.status()).events.pending >= 1);
     expect(await a.stop('SIGTERM')).toBe(0);
     expect(a.logs.some((l) => l.msg.includes('events still pending at exit'))).toBe(true);
     expect(a.logs.at(-1)?.msg).toBe('navarch-agent exiting');
     // With no agent running, `faults` reads the state directory.
-    const f = spawnSync(process.execPath, [MAIN_JS, 'faults', '--json', '--state-dir', a.stateDir, '--api', 'http://127.0.0.1:9'], { encoding: 'utf8', timeout: 30_000 });
+    const f = spawnSync(process.execPath, [MAIN_JS, 'faults', '--json', '--state-dir', a.stateDir, '--api', 'http://127.0.0.1:9'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(f.status).toBe(1); // XID 48 is critical
     const fj = JSON.parse(f.stdout) as { source: string; activeFaults: Array<{ key: string }> };
     expect(fj.source).toMatch(/^state dir/);
@@ -140,7 +143,10 @@ describe.skipIf(!DIST_BUILT)('agent authentication', () => {
   it('reports a rejected token in /status and still detects faults; a token file is accepted', async () => {
     const cp = await startDevControlPlane({ authToken: 'fleet-token' });
     try {
-      const bad = await startAgent({ args: ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', 'e2e-badtoken', '--kmsg-path', 'none'], env: { NAVARCH_AUTH_TOKEN: 'nope' } });
+      const bad = await startAgent({
+        args: ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', 'e2e-badtoken', '--kmsg-path', 'none'],
+        env: { NAVARCH_AUTH_TOKEN: 'nope' },
+      });
       await waitFor('unauthorized state', async () => (await bad.status()).controlPlane.state === 'unauthorized');
       expect((await bad.inject({ kind: 'xid', gpu: 0, xid: 79 })).status).toBe(200);
       await waitFor('fault recorded without the control plane', async () => (await bad.status()).activeFaults.some((f) => f.key === 'gpu0/xid/79'));
@@ -149,7 +155,9 @@ describe.skipIf(!DIST_BUILT)('agent authentication', () => {
 
       const tokenFile = join(bad.stateDir, 'token');
       writeFileSync(tokenFile, 'fleet-token\n');
-      const good = await startAgent({ args: ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', 'e2e-goodtoken', '--kmsg-path', 'none', '--auth-token-file', tokenFile] });
+      const good = await startAgent({
+        args: ['--gpu-backend', 'fake', '--server', cp.url, '--node-id', 'e2e-goodtoken', '--kmsg-path', 'none', '--auth-token-file', tokenFile],
+      });
       await waitFor('connected', async () => (await good.status()).controlPlane.state === 'connected');
       expect(cp.node('e2e-goodtoken')).toBeTruthy();
       expect(await good.stop('SIGTERM')).toBe(0);

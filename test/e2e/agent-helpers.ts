@@ -36,7 +36,12 @@ export async function freePort(): Promise<number> {
 }
 
 /** Poll `fn` until it returns a truthy value; throws with `what` after timeoutMs. Errors count as "not yet". */
-export function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+export function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false> | T | null | undefined | false,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<T> {
   return poll(what, fn, { timeoutMs, everyMs, retryErrors: true }) as Promise<T>;
 }
 
@@ -140,12 +145,14 @@ export async function startAgent(opts: StartAgentOptions = {}): Promise<AgentPro
   };
   if (opts.waitReady !== false) {
     const early = exited.then((code) => {
-      throw new Error(`agent exited with ${code} before it was ready: ${err.trim()} ${logs.slice(-5).map((l) => l.msg).join(' | ')}`);
+      throw new Error(
+        `agent exited with ${code} before it was ready: ${err.trim()} ${logs
+          .slice(-5)
+          .map((l) => l.msg)
+          .join(' | ')}`,
+      );
     });
-    await Promise.race([
-      waitFor('agent /healthz', async () => (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) })).ok, 60_000),
-      early,
-    ]);
+    await Promise.race([waitFor('agent /healthz', async () => (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) })).ok, 60_000), early]);
     early.catch(() => undefined);
   }
   return agent;

@@ -26,9 +26,7 @@ function fakeLibAvailable(): boolean {
 const addonReady = DIST_BUILT && existsSync(ADDON) && existsSync(FACADE) && fakeLibAvailable();
 if (!DIST_BUILT) console.warn(`skipping agent NVML e2e tests: ${MAIN_JS} is not built (npm run build)`);
 else if (!addonReady) {
-  console.warn(
-    `skipping addon-over-fake-libnvidia-ml e2e tests: needs ${ADDON} (npm run build:addon), ${FACADE} and ${FAKE_NVML_LIB} (npm run build:fake)`,
-  );
+  console.warn(`skipping addon-over-fake-libnvidia-ml e2e tests: needs ${ADDON} (npm run build:addon), ${FACADE} and ${FAKE_NVML_LIB} (npm run build:fake)`);
 }
 
 describe('addon required', () => {
@@ -170,7 +168,11 @@ describe.skipIf(!addonReady)('agent on the NVML addon over the fake libnvidia-ml
     const t = spawnSync(process.execPath, [MAIN_JS, 'devices', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
     expect(t.status).toBe(1); // a lost GPU: unhealthy (src/cli/status-view.ts judgeHealth)
     // Columns: GPU NAME UUID PCI MEMORY TEMP POWER UTIL HEALTH, two spaces apart.
-    const cells = (gpu: number) => t.stdout.split('\n').find((l) => l.startsWith(`${gpu} `))!.split(/\s{2,}/);
+    const cells = (gpu: number) =>
+      t.stdout
+        .split('\n')
+        .find((l) => l.startsWith(`${gpu} `))!
+        .split(/\s{2,}/);
     expect(cells(3).slice(5)).toEqual(['-', '-', '-', 'error: NVML_ERROR_GPU_IS_LOST']);
     expect(cells(2)[5]).toMatch(/^\d+C$/);
     await fake.recover(3);
@@ -208,9 +210,7 @@ describe.skipIf(!canWriteKmsg)('agent reading a real NVRM line from /dev/kmsg', 
         // Our line, identified by its pid (or, if an older NVRM line for the same bus id was
         // replayed from the ring buffer and coalesced with it, by its time).
         async () =>
-          (await agent.status()).activeFaults.find(
-            (x) => x.key === 'gpu1/xid/79' && (x.metrics.pid === String(pid) || x.lastSeenMs >= writtenAt - 2000),
-          ),
+          (await agent.status()).activeFaults.find((x) => x.key === 'gpu1/xid/79' && (x.metrics.pid === String(pid) || x.lastSeenMs >= writtenAt - 2000)),
         30_000,
       );
       expect(f.gpuUuid).toBe(dev.uuid);
@@ -254,7 +254,9 @@ describe.skipIf(!DIST_BUILT)('auto mode on a GPU host whose NVML fails', () => {
       expect(agent.logs.some((l) => l.level >= 40 && /NOT falling back to fake GPUs/.test(l.msg))).toBe(true);
       // In Navarch's vocabulary a driver error without an XID goes out as an xid event (src/controlplane/vocabulary.ts).
       await waitFor('driver_error at the control plane', () =>
-        cp.events('e2e-broken').some((e) => e.eventType === 'xid' && e.metrics.agent_event_type === 'driver_error' && e.metrics.fault_key === 'node/driver_error'),
+        cp
+          .events('e2e-broken')
+          .some((e) => e.eventType === 'xid' && e.metrics.agent_event_type === 'driver_error' && e.metrics.fault_key === 'node/driver_error'),
       );
       // The node-side boot check is UNHEALTHY, so the control plane marks the node unhealthy.
       await waitFor('node unhealthy', () => cp.node('e2e-broken')?.status === 'unhealthy');

@@ -42,8 +42,19 @@ describe.skipIf(!DIST_BUILT)('agent process on a hostile state directory', () =>
     // A real pending event, then foreign records with valid CRCs, and a directory at events.lock.
     const s = await openEventStore({ dir: storeDir, tryFlock: null });
     const good = await s.append({
-      type: 'xid', system: 'DRIVER', gpuIndex: 1, gpuUuid: '', metrics: { xid_code: '48' }, message: 'XID 48', timeMs: Date.now(),
-      severity: 'critical', action: 'reboot', citation: 'test', source: 'kmsg', key: 'gpu1/xid/48', fault: 'none',
+      type: 'xid',
+      system: 'DRIVER',
+      gpuIndex: 1,
+      gpuUuid: '',
+      metrics: { xid_code: '48' },
+      message: 'XID 48',
+      timeMs: Date.now(),
+      severity: 'critical',
+      action: 'reboot',
+      citation: 'test',
+      source: 'kmsg',
+      key: 'gpu1/xid/48',
+      fault: 'none',
     });
     await s.close();
     const log = join(storeDir, 'events.log');

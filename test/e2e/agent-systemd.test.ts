@@ -17,7 +17,8 @@ const ok = DIST_BUILT && addon && python;
 if (!ok) console.warn(`skipping the systemd notify e2e test: needs dist/ (${DIST_BUILT}), the addon build (${addon}) and python3 (${python})`);
 const systemdNotify = findSystemdNotify();
 const okExec = DIST_BUILT && python && systemdNotify !== null;
-if (!okExec) console.warn(`skipping the no-addon systemd notify e2e test: needs dist/ (${DIST_BUILT}), python3 (${python}) and systemd-notify (${systemdNotify})`);
+if (!okExec)
+  console.warn(`skipping the no-addon systemd notify e2e test: needs dist/ (${DIST_BUILT}), python3 (${python}) and systemd-notify (${systemdNotify})`);
 
 describe.skipIf(!ok)('agent under systemd notify', () => {
   it('sends READY=1 after the API listens, watchdog pings, and STOPPING=1 on SIGTERM', async () => {

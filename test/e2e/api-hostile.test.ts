@@ -37,15 +37,17 @@ describe.skipIf(!DIST_BUILT)('local API under hostile clients (agent process)', 
 
   it('140 idle half-open connections do not starve /healthz (or /status)', async () => {
     await Promise.all(
-      Array.from({ length: 140 }, (_, i) =>
-        new Promise<void>((resolve) => {
-          const s = connect({ host: '127.0.0.1', port: agent.port }, () => {
-            if (i % 2 === 0) s.write('GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n'); // headers never finished
-            resolve();
-          });
-          s.on('error', () => resolve());
-          idle.push(s);
-        }),
+      Array.from(
+        { length: 140 },
+        (_, i) =>
+          new Promise<void>((resolve) => {
+            const s = connect({ host: '127.0.0.1', port: agent.port }, () => {
+              if (i % 2 === 0) s.write('GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n'); // headers never finished
+              resolve();
+            });
+            s.on('error', () => resolve());
+            idle.push(s);
+          }),
       ),
     );
     const h = await get(agent.port, '/healthz');
@@ -64,7 +66,13 @@ describe.skipIf(!DIST_BUILT)('local API under hostile clients (agent process)', 
     }
     const inj = await get(agent.port, '/inject', { ...evil, 'Content-Type': 'application/json' }, 'POST', JSON.stringify({ kind: 'xid', gpu: 0, xid: 79 }));
     expect(inj.status).toBe(403);
-    const o = await get(agent.port, '/inject', { Origin: 'http://rebind.evil.example', 'Content-Type': 'application/json' }, 'POST', JSON.stringify({ kind: 'xid', gpu: 0, xid: 79 }));
+    const o = await get(
+      agent.port,
+      '/inject',
+      { Origin: 'http://rebind.evil.example', 'Content-Type': 'application/json' },
+      'POST',
+      JSON.stringify({ kind: 'xid', gpu: 0, xid: 79 }),
+    );
     expect(o.status).toBe(403);
     expect((JSON.parse(o.body) as { error: string }).error).toMatch(/^Origin "http:\/\/rebind\.evil\.example" is not this agent/);
     expect((await agent.status()).activeFaults.some((f) => f.type === 'xid')).toBe(false);

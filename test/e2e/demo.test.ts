@@ -11,7 +11,10 @@ if (!DIST_BUILT) console.warn(`skipping the demo e2e test: ${MAIN_JS} is not bui
 
 describe.skipIf(!DIST_BUILT)('navarch-agent demo', () => {
   it('shows the fault reach the control plane and exits cleanly on SIGINT', async () => {
-    const p = spawn(process.execPath, [MAIN_JS, 'demo', '--json', '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH } });
+    const p = spawn(process.execPath, [MAIN_JS, 'demo', '--json', '--log-level', 'silent'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH },
+    });
     const lines: Array<Record<string, unknown>> = [];
     let buf = '';
     let err = '';
@@ -48,7 +51,10 @@ describe.skipIf(!DIST_BUILT)('navarch-agent demo', () => {
 
 /** Spawn the demo with --json; returns its lines, stderr and exit code. */
 function demo(args: string[]): { lines: Array<Record<string, unknown>>; err: () => string; exited: Promise<number | null>; p: ReturnType<typeof spawn> } {
-  const p = spawn(process.execPath, [MAIN_JS, 'demo', '--json', '--log-level', 'silent', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH } });
+  const p = spawn(process.execPath, [MAIN_JS, 'demo', '--json', '--log-level', 'silent', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH },
+  });
   const lines: Array<Record<string, unknown>> = [];
   let buf = '';
   let err = '';
@@ -71,7 +77,15 @@ describe.skipIf(!DIST_BUILT)('navarch-agent demo ends', () => {
     try {
       expect(await d.exited).toBe(0);
       expect(d.err()).toBe('');
-      const summary = d.lines.at(-1) as { kind: string; stoppedBy: string; seconds: number; node: { health: string } | null; eventsReceived: Record<string, number>; activeFaults: string[]; stateDir: string };
+      const summary = d.lines.at(-1) as {
+        kind: string;
+        stoppedBy: string;
+        seconds: number;
+        node: { health: string } | null;
+        eventsReceived: Record<string, number>;
+        activeFaults: string[];
+        stateDir: string;
+      };
       expect(summary.kind).toBe('summary');
       expect(summary.stoppedBy).toBe('end of the demo');
       expect(summary.seconds).toBeGreaterThanOrEqual(14); // after the last scripted step (t+14s)

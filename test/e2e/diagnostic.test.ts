@@ -23,7 +23,20 @@ describe.skipIf(!DIST_BUILT)('RUN_DIAGNOSTIC: agent process + development contro
     cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
     const agent = await startAgent({
       stateDir,
-      args: ['--server', cp.url, '--gpu-backend', 'fake', '--kmsg-path', 'none', '--node-id', 'diag-node', '--command-poll-interval', '1s', '--log-level', 'info'],
+      args: [
+        '--server',
+        cp.url,
+        '--gpu-backend',
+        'fake',
+        '--kmsg-path',
+        'none',
+        '--node-id',
+        'diag-node',
+        '--command-poll-interval',
+        '1s',
+        '--log-level',
+        'info',
+      ],
       env: { NAVARCH_GPU_COUNT: '4' },
     });
     cleanups.push(() => agent.stop('SIGKILL'));
@@ -38,10 +51,14 @@ describe.skipIf(!DIST_BUILT)('RUN_DIAGNOSTIC: agent process + development contro
     const { commandId, queued } = cp.issueCommand('diag-node', 'run_diagnostic', { test: 'all' });
     expect(queued).toBe(true);
     const ofCommand = (): ReceivedResult[] => cp.results('diag-node').filter((r) => r.details.command_id === commandId);
-    const got = await waitFor('diagnostic results at the control plane', () => {
-      const rs = ofCommand();
-      return ['nvml', 'inventory', 'gpu0', 'gpu1', 'gpu2', 'gpu3', 'active_faults'].every((n) => rs.some((r) => r.checkName === n)) ? rs : null;
-    }, 90_000);
+    const got = await waitFor(
+      'diagnostic results at the control plane',
+      () => {
+        const rs = ofCommand();
+        return ['nvml', 'inventory', 'gpu0', 'gpu1', 'gpu2', 'gpu3', 'active_faults'].every((n) => rs.some((r) => r.checkName === n)) ? rs : null;
+      },
+      90_000,
+    );
     const r = Object.fromEntries(got.map((x) => [x.checkName, x]));
 
     expect(r.nvml).toMatchObject({ status: 'healthy' });
@@ -63,10 +80,14 @@ describe.skipIf(!DIST_BUILT)('RUN_DIAGNOSTIC: agent process + development contro
 
     // A selection: only GPU 1.
     const second = cp.issueCommand('diag-node', 'run_diagnostic', { test: 'gpu1' });
-    const only = await waitFor('second diagnostic', () => {
-      const rs = cp.results('diag-node').filter((x) => x.details.command_id === second.commandId);
-      return rs.length > 0 ? rs : null;
-    }, 90_000);
+    const only = await waitFor(
+      'second diagnostic',
+      () => {
+        const rs = cp.results('diag-node').filter((x) => x.details.command_id === second.commandId);
+        return rs.length > 0 ? rs : null;
+      },
+      90_000,
+    );
     expect(only.map((x) => x.checkName)).toEqual(['gpu1']);
     expect(only[0]!.status).toBe('healthy');
 

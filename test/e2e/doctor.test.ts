@@ -64,7 +64,9 @@ describe.skipIf(!DIST_BUILT)('doctor: local API port', () => {
     const agent = await startAgent({ args: ['--gpu-backend', 'fake', '--server', 'http://127.0.0.1:9', '--node-id', 'e2e-doctor', '--kmsg-path', 'none'] });
     try {
       const r2 = await doctor([...base(dir), '--listen', `127.0.0.1:${agent.port}`]);
-      expect(r2.stdout).toMatch(new RegExp(`\\[ OK \\] local API port: http://127\\.0\\.0\\.1:${agent.port} served by navarch-agent \\S+ \\(pid ${agent.proc.pid}, node e2e-doctor\\)`));
+      expect(r2.stdout).toMatch(
+        new RegExp(`\\[ OK \\] local API port: http://127\\.0\\.0\\.1:${agent.port} served by navarch-agent \\S+ \\(pid ${agent.proc.pid}, node e2e-doctor\\)`),
+      );
     } finally {
       await agent.stop('SIGTERM');
     }
@@ -72,10 +74,14 @@ describe.skipIf(!DIST_BUILT)('doctor: local API port', () => {
     const other = await listenHttp((_req, res) => res.end('hello from another exporter\n'));
     try {
       const r3 = await doctor([...base(dir), '--listen', `127.0.0.1:${other.port}`]);
-      expect(r3.stdout).toMatch(new RegExp(`\\[WARN\\] local API port: http://127\\.0\\.0\\.1:${other.port} is held by another program \\(HTTP 200 with an unreadable body`));
+      expect(r3.stdout).toMatch(
+        new RegExp(`\\[WARN\\] local API port: http://127\\.0\\.0\\.1:${other.port} is held by another program \\(HTTP 200 with an unreadable body`),
+      );
       expect(r3.stdout).toMatch(new RegExp(`fix: stop the program on port ${other.port} .* --listen 127\\.0\\.0\\.1:<port>`));
       // A warning, not a failure: the agent still runs there (without its API).
-      const j = JSON.parse((await doctor([...base(dir), '--listen', `127.0.0.1:${other.port}`, '--json'])).stdout) as { checks: Array<{ name: string; state: string }> };
+      const j = JSON.parse((await doctor([...base(dir), '--listen', `127.0.0.1:${other.port}`, '--json'])).stdout) as {
+        checks: Array<{ name: string; state: string }>;
+      };
       expect(j.checks.find((c) => c.name === 'local API port')?.state).toBe('warn');
     } finally {
       other.server.close();
@@ -109,7 +115,22 @@ describe.skipIf(!DIST_BUILT)('doctor: no side effects, n/a, fix lines, progress'
     const before = tree(root);
     for (const stateDir of ['missing-state', 'existing-state']) {
       for (const backend of ['fake', 'auto']) {
-        const r = await doctor(['--gpu-backend', backend, '--state-dir', join(root, stateDir), '--kmsg-path', join(root, 'kmsg'), '--server', 'http://127.0.0.1:9', '--listen', `127.0.0.1:${await freePort()}`], env, root);
+        const r = await doctor(
+          [
+            '--gpu-backend',
+            backend,
+            '--state-dir',
+            join(root, stateDir),
+            '--kmsg-path',
+            join(root, 'kmsg'),
+            '--server',
+            'http://127.0.0.1:9',
+            '--listen',
+            `127.0.0.1:${await freePort()}`,
+          ],
+          env,
+          root,
+        );
         expect(r.stdout).toMatch(/\[ OK \] state directory/);
       }
     }
@@ -122,18 +143,27 @@ describe.skipIf(!DIST_BUILT)('doctor: no side effects, n/a, fix lines, progress'
     expect(r.stdout).toContain('[SKIP] persistence mode: n/a: fake GPUs have no persistence mode\n');
     expect(r.stdout).not.toMatch(/\[ OK \] persistence mode/);
     const j = JSON.parse((await doctor([...base(dir), '--json'])).stdout) as { checks: Array<{ name: string; state: string; detail: string }> };
-    expect(j.checks.find((c) => c.name === 'persistence mode')).toEqual({ name: 'persistence mode', state: 'skip', detail: 'n/a: fake GPUs have no persistence mode' });
+    expect(j.checks.find((c) => c.name === 'persistence mode')).toEqual({
+      name: 'persistence mode',
+      state: 'skip',
+      detail: 'n/a: fake GPUs have no persistence mode',
+    });
   });
 
   it('a missing native addon gets the addon fix, not a driver fix (nvml mode, and auto on a GPU host)', async () => {
     const dir = tempDir('doctor-addon');
     const env = { NAVARCH_NVML_ADDON: join(dir, 'no-such-addon.node') };
     const common = ['--state-dir', join(dir, 'state'), '--kmsg-path', 'none', '--server', 'http://127.0.0.1:9'];
-    for (const args of [['--gpu-backend', 'nvml'], ['--gpu-backend', 'auto', '--instance-type', 'p5.48xlarge']]) {
+    for (const args of [
+      ['--gpu-backend', 'nvml'],
+      ['--gpu-backend', 'auto', '--instance-type', 'p5.48xlarge'],
+    ]) {
       const r = await doctor([...args, ...common], env);
       expect(r.status, args.join(' ')).toBe(1);
       expect(r.stdout).toMatch(/\[FAIL\] gpu driver: .*NVML_ADDON_UNAVAILABLE/);
-      expect(r.stdout).toMatch(/\n {7}fix: the native addon did not load \(the driver may be fine\): reinstall so its install hook runs .*allowScripts.*NAVARCH_NVML_ADDON=/);
+      expect(r.stdout).toMatch(
+        /\n {7}fix: the native addon did not load \(the driver may be fine\): reinstall so its install hook runs .*allowScripts.*NAVARCH_NVML_ADDON=/,
+      );
       expect(r.stdout).not.toContain('install/load the NVIDIA driver');
       expect(r.stdout).not.toContain('a reboot reloads the driver');
     }
@@ -147,7 +177,18 @@ describe.skipIf(!DIST_BUILT)('doctor: no side effects, n/a, fix lines, progress'
     const port = (hole.address() as { port: number }).port;
     try {
       const dir = tempDir('doctor-progress');
-      const args = ['--gpu-backend', 'fake', '--state-dir', join(dir, 'state'), '--kmsg-path', 'none', '--server', `http://127.0.0.1:${port}`, '--listen', `127.0.0.1:${await freePort()}`];
+      const args = [
+        '--gpu-backend',
+        'fake',
+        '--state-dir',
+        join(dir, 'state'),
+        '--kmsg-path',
+        'none',
+        '--server',
+        `http://127.0.0.1:${port}`,
+        '--listen',
+        `127.0.0.1:${await freePort()}`,
+      ];
       const r = await doctor(args);
       expect(r.status).toBe(1);
       const progressLine = `doctor: control plane: asking http://127.0.0.1:${port} (up to 6 s)...\n`;

@@ -48,7 +48,24 @@ describe.skipIf(!DIST_BUILT)('drop-in start (issue 8)', () => {
       command: null,
       nodeArgs: ['--require', HOOK],
       // Go's flags, in both spellings Go's flag package accepts, then the agent's own.
-      args: ['--server', server, '--node-id', 'go-node', '-provider', 'aws', '-region', 'us-east-1', '--zone', 'us-east-1a', '--pool', 'train', '--auth-token', 'dropin-token', '--kmsg-path', 'none'],
+      args: [
+        '--server',
+        server,
+        '--node-id',
+        'go-node',
+        '-provider',
+        'aws',
+        '-region',
+        'us-east-1',
+        '--zone',
+        'us-east-1a',
+        '--pool',
+        'train',
+        '--auth-token',
+        'dropin-token',
+        '--kmsg-path',
+        'none',
+      ],
       env: { ...HOOK_ENV, NAVARCH_FAKE_GPU: 'true', NAVARCH_GPU_COUNT: '2' },
     });
     cleanups.push(() => agent.stop('SIGKILL'));
@@ -63,7 +80,9 @@ describe.skipIf(!DIST_BUILT)('drop-in start (issue 8)', () => {
       return s.controlPlane.state === 'connected' ? s : null;
     });
     expect(st.controlPlane.server).toBe(server);
-    expect(st.controlPlane.transportWarning).toMatch(new RegExp(`plain http:// to non-loopback host ${CP_NAME.replace(/\./g, '\\.')}: the auth token and every report travel in clear text`));
+    expect(st.controlPlane.transportWarning).toMatch(
+      new RegExp(`plain http:// to non-loopback host ${CP_NAME.replace(/\./g, '\\.')}: the auth token and every report travel in clear text`),
+    );
     const warns = agent.logs.filter((l) => String(l.msg).includes('INSECURE TRANSPORT'));
     expect(warns).toHaveLength(1);
     expect(warns[0]!.level).toBe(40);
@@ -75,7 +94,19 @@ describe.skipIf(!DIST_BUILT)('drop-in start (issue 8)', () => {
     cleanups.push(() => cp.close());
     const state = tempDir('dropin-doctor');
     cleanups.push(() => rmSync(state, { recursive: true, force: true }));
-    const r = await cli(['doctor', '--server', `http://${CP_NAME}:${cp.port}`, '--auth-token', 'dropin-token', '--gpu-backend', 'fake', '--kmsg-path', 'none', '--state-dir', state]);
+    const r = await cli([
+      'doctor',
+      '--server',
+      `http://${CP_NAME}:${cp.port}`,
+      '--auth-token',
+      'dropin-token',
+      '--gpu-backend',
+      'fake',
+      '--kmsg-path',
+      'none',
+      '--state-dir',
+      state,
+    ]);
     expect(r.out).toMatch(/\[WARN\] transport: plain http:\/\/ to non-loopback host navarch-cp\.dropin\.test: the auth token/);
     expect(r.out).toMatch(/fix: .*--require-tls/);
     expect(r.out).toMatch(/\[ OK \] control plane: .*token accepted/);
@@ -128,7 +159,10 @@ describe.skipIf(!DIST_BUILT)('drop-in start (issue 8)', () => {
     await waitFor('XID 79 delivered', () => cp.events('ro-node').find((e) => e.metrics.xid_code === '79'), 60_000);
     expect(await agent.stop('SIGTERM')).toBe(0);
 
-    const d = await cli(['doctor', '--server', cp.url, '--gpu-backend', 'fake', '--kmsg-path', 'none'], { NAVARCH_STATE_DIR: configured, STATE_DIRECTORY: systemd });
+    const d = await cli(['doctor', '--server', cp.url, '--gpu-backend', 'fake', '--kmsg-path', 'none'], {
+      NAVARCH_STATE_DIR: configured,
+      STATE_DIRECTORY: systemd,
+    });
     expect(d.code).toBe(1);
     expect(d.out).toMatch(/\[FAIL\] state directory: no writable state directory .*in memory only/);
     expect(d.out).toMatch(/fix: .*StateDirectory=navarch-agent/);

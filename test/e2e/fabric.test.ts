@@ -26,11 +26,15 @@ async function faults(a: AgentProcess, prefix: string): Promise<ActiveFault[]> {
 async function expectFaults(a: AgentProcess, prefix: string, want: string[]): Promise<ActiveFault[]> {
   let last: string[] = [];
   try {
-    return await waitFor(`faults under ${prefix} = ${want.join(', ')}`, async () => {
-      const fs = await faults(a, prefix);
-      last = fs.map((f) => `${f.key}:${f.gpuIndex}:${f.severity}`).sort();
-      return JSON.stringify(last) === JSON.stringify([...want].sort()) ? fs : null;
-    }, 20_000);
+    return await waitFor(
+      `faults under ${prefix} = ${want.join(', ')}`,
+      async () => {
+        const fs = await faults(a, prefix);
+        last = fs.map((f) => `${f.key}:${f.gpuIndex}:${f.severity}`).sort();
+        return JSON.stringify(last) === JSON.stringify([...want].sort()) ? fs : null;
+      },
+      20_000,
+    );
   } catch (err) {
     throw new Error(`${(err as Error).message}; last seen: ${JSON.stringify(last)}`);
   }
@@ -51,13 +55,24 @@ describe.skipIf(!DIST_BUILT)('fabric faults from the fake backend', () => {
     expect(f).toMatchObject({ type: 'nvlink', system: 'NVSWITCH', action: 'none', metrics: { fabric_health_summary_name: 'limited_capacity' } });
     expect((await agent.inject({ kind: 'fabric', gpu: 5, healthSummary: 2, healthMask: 6 << 8 })).status).toBe(200);
     const fs = await expectFaults(agent, 'gpu', ['gpu5/fabric/health:5:critical', 'gpu5/fabric/incorrect_configuration:5:critical']);
-    expect(fs.find((x) => x.key.endsWith('incorrect_configuration'))).toMatchObject({ action: 'replace', metrics: { fabric_incorrect_configuration: 'incompatible_gpu_firmware' } });
+    expect(fs.find((x) => x.key.endsWith('incorrect_configuration'))).toMatchObject({
+      action: 'replace',
+      metrics: { fabric_incorrect_configuration: 'incompatible_gpu_firmware' },
+    });
     expect((await agent.inject({ kind: 'fabric', gpu: 2, status: 27 })).status).toBe(200);
     await expectFaults(agent, 'gpu', ['gpu5/fabric/health:5:critical', 'gpu5/fabric/incorrect_configuration:5:critical', 'gpu2/fabric/status:2:critical']);
     // The same through the CLI: `navarch-agent inject fabric` (hex mask, dashed flags).
-    const cli = spawnSync(process.execPath, [MAIN_JS, 'inject', 'fabric', '--gpu', '7', '--health-mask', '0x10', '--api', agent.url], { encoding: 'utf8', timeout: 30_000 });
+    const cli = spawnSync(process.execPath, [MAIN_JS, 'inject', 'fabric', '--gpu', '7', '--health-mask', '0x10', '--api', agent.url], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(cli.status, cli.stderr).toBe(0);
-    await expectFaults(agent, 'gpu', ['gpu5/fabric/health:5:critical', 'gpu5/fabric/incorrect_configuration:5:critical', 'gpu2/fabric/status:2:critical', 'gpu7/fabric/route_unhealthy:7:critical']);
+    await expectFaults(agent, 'gpu', [
+      'gpu5/fabric/health:5:critical',
+      'gpu5/fabric/incorrect_configuration:5:critical',
+      'gpu2/fabric/status:2:critical',
+      'gpu7/fabric/route_unhealthy:7:critical',
+    ]);
     expect((await agent.inject({ kind: 'recover' })).status).toBe(200);
     await expectFaults(agent, 'gpu', []);
     expect((await agent.status()).fabricManager?.state).toBe('no_nvswitch');
@@ -73,7 +88,8 @@ function fakeLibAvailable(): boolean {
   return existsSync(FAKE_NVML_LIB);
 }
 const addonReady = DIST_BUILT && existsSync(join(REPO_ROOT, 'build', 'Release', 'navarch_nvml.node')) && fakeLibAvailable();
-if (DIST_BUILT && !addonReady) console.warn('skipping the fabric e2e test over the fake libnvidia-ml: the addon or the fake library is not built (npm run build:addon)');
+if (DIST_BUILT && !addonReady)
+  console.warn('skipping the fabric e2e test over the fake libnvidia-ml: the addon or the fake library is not built (npm run build:addon)');
 
 describe.skipIf(!addonReady)('fabric faults over the NVML addon and the fake libnvidia-ml', () => {
   let fake: FakeNvml;
@@ -136,7 +152,10 @@ describe.skipIf(!DIST_BUILT)('nvidia-fabricmanager on an NVSwitch host', () => {
     expect(f).toMatchObject({ gpuIndex: -1, system: 'NVSWITCH', action: 'reboot', metrics: { service_state: 'failed' } });
     const st = (await agent.status()).fabricManager;
     expect(st).toMatchObject({ state: 'running', nvswitch: '4 NVSwitch PCI devices', logPath: log });
-    appendFileSync(log, '[Feb 27 2025 15:10:02] [ERROR] [tid 12727] detected NVSwitch non-fatal error 12028 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 61\n');
+    appendFileSync(
+      log,
+      '[Feb 27 2025 15:10:02] [ERROR] [tid 12727] detected NVSwitch non-fatal error 12028 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 61\n',
+    );
     const fs = await expectFaults(agent, 'node/fabric_manager', ['node/fabric_manager:-1:critical', 'node/fabric_manager/log:-1:warning']);
     expect(fs.find((x) => x.key.endsWith('/log'))).toMatchObject({ metrics: { sxid: '12028', nvswitch_pci: '00000000:86:00.0' } });
     writeFileSync(stateFile, 'active\n');

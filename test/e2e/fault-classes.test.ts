@@ -44,7 +44,13 @@ interface Case {
 }
 
 const c = (cls: string, key: string, gpu: number, severity: Severity, kind: Case['kind'], clears: boolean | 'itself'): Case => ({
-  cls, key, gpu, severity, kind, clears: clears !== false, ...(clears === 'itself' ? { transient: true } : {}),
+  cls,
+  key,
+  gpu,
+  severity,
+  kind,
+  clears: clears !== false,
+  ...(clears === 'itself' ? { transient: true } : {}),
 });
 
 /** Classes through the TypeScript fake backend and the kernel-log file (8 fake H100s). */
@@ -97,20 +103,25 @@ const ARGS = ['--telemetry-interval', '200ms', '--fabric-boot-grace', '0s', '--h
 async function expectDetected(agent: AgentProcess, cp: DevControlPlane, node: string, cases: Case[]): Promise<void> {
   let missing: string[] = [];
   try {
-    await waitFor(`${cases.length} fault classes detected`, async () => {
-      const active = new Map((await agent.status()).activeFaults.map((f) => [f.key, f]));
-      const sent = cp.events(node);
-      missing = [];
-      for (const k of cases) {
-        const f = active.get(k.key);
-        const atCp = sent.find((e) => e.metrics.fault_key === k.key && e.metrics.severity === k.severity && e.gpuIndex === k.gpu);
-        const inStatus = k.kind === 'event' || k.transient === true || (f !== undefined && f.severity === k.severity && f.gpuIndex === k.gpu);
-        if (!atCp || !inStatus) {
-          missing.push(`${k.key} (${k.severity}; status: ${f ? `${f.severity} on ${f.gpuIndex}` : 'none'}, control plane: ${atCp ? 'yes' : 'no'})`);
+    await waitFor(
+      `${cases.length} fault classes detected`,
+      async () => {
+        const active = new Map((await agent.status()).activeFaults.map((f) => [f.key, f]));
+        const sent = cp.events(node);
+        missing = [];
+        for (const k of cases) {
+          const f = active.get(k.key);
+          const atCp = sent.find((e) => e.metrics.fault_key === k.key && e.metrics.severity === k.severity && e.gpuIndex === k.gpu);
+          const inStatus = k.kind === 'event' || k.transient === true || (f !== undefined && f.severity === k.severity && f.gpuIndex === k.gpu);
+          if (!atCp || !inStatus) {
+            missing.push(`${k.key} (${k.severity}; status: ${f ? `${f.severity} on ${f.gpuIndex}` : 'none'}, control plane: ${atCp ? 'yes' : 'no'})`);
+          }
         }
-      }
-      return missing.length === 0;
-    }, 40_000, 200);
+        return missing.length === 0;
+      },
+      40_000,
+      200,
+    );
   } catch (err) {
     throw new Error(`${(err as Error).message}; not yet: ${missing.join('; ')}`);
   }
@@ -125,15 +136,20 @@ async function expectDetected(agent: AgentProcess, cp: DevControlPlane, node: st
 async function expectCleared(agent: AgentProcess, cp: DevControlPlane, node: string, cases: Case[]): Promise<void> {
   let left: string[] = [];
   try {
-    await waitFor('faults cleared', async () => {
-      const active = new Set((await agent.status()).activeFaults.map((f) => f.key));
-      const sent = cp.events(node);
-      left = cases
-        .filter((k) => k.clears)
-        .filter((k) => active.has(k.key) || !sent.some((e) => e.metrics.fault_key === k.key && e.metrics.severity === 'info' && e.gpuIndex === k.gpu))
-        .map((k) => k.key);
-      return left.length === 0;
-    }, 40_000, 200);
+    await waitFor(
+      'faults cleared',
+      async () => {
+        const active = new Set((await agent.status()).activeFaults.map((f) => f.key));
+        const sent = cp.events(node);
+        left = cases
+          .filter((k) => k.clears)
+          .filter((k) => active.has(k.key) || !sent.some((e) => e.metrics.fault_key === k.key && e.metrics.severity === 'info' && e.gpuIndex === k.gpu))
+          .map((k) => k.key);
+        return left.length === 0;
+      },
+      40_000,
+      200,
+    );
   } catch (err) {
     throw new Error(`${(err as Error).message}; still: ${left.join(', ')}`);
   }
@@ -210,7 +226,8 @@ function fakeLibAvailable(): boolean {
   return existsSync(FAKE_NVML_LIB);
 }
 const addonReady = DIST_BUILT && existsSync(join(REPO_ROOT, 'build', 'Release', 'navarch_nvml.node')) && fakeLibAvailable();
-if (DIST_BUILT && !addonReady) console.warn('skipping the fault-class e2e test over the fake libnvidia-ml: the addon or the fake library is not built (npm run build:addon)');
+if (DIST_BUILT && !addonReady)
+  console.warn('skipping the fault-class e2e test over the fake libnvidia-ml: the addon or the fake library is not built (npm run build:addon)');
 
 describe.skipIf(!addonReady)('fault classes through the NVML addon over the fake libnvidia-ml', () => {
   let fake: FakeNvml;
@@ -219,7 +236,18 @@ describe.skipIf(!addonReady)('fault classes through the NVML addon over the fake
   const NODE = 'classes-nvml';
 
   beforeAll(async () => {
-    const events = ['xid', 'ecc_sbe', 'ecc_dbe', 'ecc_storm', 'dram_retirement_event', 'dram_retirement_failure', 'non_fatal_poison', 'fatal_poison', 'gpu_unavailable', 'gpu_recovery_action'] as const;
+    const events = [
+      'xid',
+      'ecc_sbe',
+      'ecc_dbe',
+      'ecc_storm',
+      'dram_retirement_event',
+      'dram_retirement_failure',
+      'non_fatal_poison',
+      'fatal_poison',
+      'gpu_unavailable',
+      'gpu_recovery_action',
+    ] as const;
     const devs = defaultDevices(7).map((d) => ({ ...d, supportedEvents: [...events] }));
     // GPU 6 busy (not GpuIdle, 80 % utilised): the link generation is judged only then.
     devs[6]!.telemetry = { ...devs[6]!.telemetry, clockEventReasons: 0, gpuUtil: 80 };

@@ -92,10 +92,15 @@ describe.skipIf(!DIST_BUILT)('hostile control plane (agent process)', () => {
     expect(logBytes(agent)).toBeLessThan(256 * 1024);
     // Under the response limit, the message itself is cut to a few hundred bytes.
     size = 3 * MiB;
-    const st = await waitFor('a 3 MB error in /status', async () => {
-      const s = await agent!.status();
-      return (s.controlPlane.lastError ?? '').includes(`(${3 * MiB} bytes)`) ? s : null;
-    }, 30_000, 250);
+    const st = await waitFor(
+      'a 3 MB error in /status',
+      async () => {
+        const s = await agent!.status();
+        return (s.controlPlane.lastError ?? '').includes(`(${3 * MiB} bytes)`) ? s : null;
+      },
+      30_000,
+      250,
+    );
     expect((st.controlPlane.lastError ?? '').length).toBeLessThan(600);
     await new Promise((r) => setTimeout(r, 3_000));
     expect(logBytes(agent)).toBeLessThan(256 * 1024);

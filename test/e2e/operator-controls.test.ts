@@ -62,7 +62,12 @@ describe.skipIf(!DIST_BUILT)('operator controls (agent process)', () => {
     expect(s.activeFaults.some((f) => f.key.endsWith('/xid/31'))).toBe(false);
     expect(s.overrides?.suppressedTotal).toBe(1);
     expect(s.overrides?.suppressed).toEqual([expect.objectContaining({ rule: 'xid:31', count: 1, lastKey: 'gpu0/xid/31' })]);
-    expect(s.overrides?.rules).toEqual(expect.arrayContaining([{ rule: 'xid:43', severity: 'critical', action: 'reset_gpu' }, { rule: 'xid:31', suppress: true }]));
+    expect(s.overrides?.rules).toEqual(
+      expect.arrayContaining([
+        { rule: 'xid:43', severity: 'critical', action: 'reset_gpu' },
+        { rule: 'xid:31', suppress: true },
+      ]),
+    );
     const m = await agent.metrics();
     expect(metricValue(m, 'navarch_agent_suppressed_events_total', 'rule="xid:31"')).toBe(1);
     // The suppressed XID is not counted as seen either.
@@ -114,7 +119,11 @@ describe.skipIf(!DIST_BUILT)('operator controls (agent process)', () => {
     await waitFor('thermal fault', async () => (await agent.status()).activeFaults.some((f) => f.key === 'gpu1/thermal'), 30_000);
     const byGpu = await run(['faults', 'clear', '--gpu', '1', '--reason', 'checked the fans', '--api', agent.url]);
     expect(byGpu).toEqual({ code: 0, out: 'cleared gpu1/thermal\n', err: '' });
-    await waitFor('thermal clear at the control plane', () => cp.events(node).some((e) => e.metrics.cleared_event_type === 'thermal' && e.metrics.reason === 'checked the fans'), 30_000);
+    await waitFor(
+      'thermal clear at the control plane',
+      () => cp.events(node).some((e) => e.metrics.cleared_event_type === 'thermal' && e.metrics.reason === 'checked the fans'),
+      30_000,
+    );
     await waitFor('thermal raised again', async () => (await agent.status()).activeFaults.some((f) => f.key === 'gpu1/thermal'), 30_000);
     expect((await agent.inject({ kind: 'recover', gpu: 1 })).status).toBe(200);
     await waitFor('thermal cleared by telemetry', async () => (await agent.status()).activeFaults.length === 0, 30_000);
@@ -177,11 +186,15 @@ describe.skipIf(!DIST_BUILT)('operator controls (agent process)', () => {
     const dir = scratch('bad-override');
     const config = join(dir, 'agent.yaml');
     writeFileSync(config, 'faultOverrides:\n  classes:\n    thermal: { severity: fatal }\n');
-    const r = spawnSync(process.execPath, [MAIN_JS, 'run', '--config', config, '--gpu-backend', 'fake', '--state-dir', join(dir, 'state'), '--listen', '127.0.0.1:0'], {
-      encoding: 'utf8',
-      timeout: 30_000,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    });
+    const r = spawnSync(
+      process.execPath,
+      [MAIN_JS, 'run', '--config', config, '--gpu-backend', 'fake', '--state-dir', join(dir, 'state'), '--listen', '127.0.0.1:0'],
+      {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      },
+    );
     expect(r.status).toBe(2);
     const lines = r.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);

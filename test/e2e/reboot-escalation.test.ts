@@ -73,7 +73,14 @@ describe.skipIf(!DIST_BUILT)('reboot-aware escalation across agent restarts', ()
     const a = await bootAgent(bootIds[2] as string);
     const f = await xid79Once(a);
     expect(f).toMatchObject({ severity: 'critical', action: 'replace', gpuIndex: 2 });
-    expect(f.metrics).toMatchObject({ xid_code: '79', reboot_escalated: 'true', reboots_since_first: '2', boots_seen: '3', escalated_from: 'reboot', reboot_threshold: '2' });
+    expect(f.metrics).toMatchObject({
+      xid_code: '79',
+      reboot_escalated: 'true',
+      reboots_since_first: '2',
+      boots_seen: '3',
+      escalated_from: 'reboot',
+      reboot_threshold: '2',
+    });
     expect(f.message).toMatch(/came back after 2 reboots/);
     const s = await a.status();
     expect(s.faultHistory).toMatchObject({ bootId: bootIds[2], boots: 3, faults: 1, escalated: 1, problem: null });
@@ -97,7 +104,11 @@ describe.skipIf(!DIST_BUILT)('reboot-aware escalation across agent restarts', ()
     expect(kept).toMatchObject({ action: 'replace', severity: 'critical' });
     // An operator's clear (POST /faults/clear) ends it and restarts the count, as gpud's SetHealthy:
     // the same XID in this boot is a reboot fault again.
-    const r = await fetch(`${d.url}/faults/clear`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ key: 'gpu2/xid/79', reason: 'GPU reseated' }) });
+    const r = await fetch(`${d.url}/faults/clear`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ key: 'gpu2/xid/79', reason: 'GPU reseated' }),
+    });
     expect(r.status).toBe(200);
     await waitFor('fault cleared', async () => !(await d.status()).activeFaults.some((x) => x.key === 'gpu2/xid/79'));
     expect((await d.status()).faultHistory).toMatchObject({ faults: 0 });

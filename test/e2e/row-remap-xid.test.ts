@@ -86,7 +86,8 @@ function fakeLibAvailable(): boolean {
   return existsSync(FAKE_NVML_LIB);
 }
 const addonReady = DIST_BUILT && existsSync(ADDON) && fakeLibAvailable();
-if (DIST_BUILT && !addonReady) console.warn(`skipping the NVML half of the row-remap XID e2e: needs ${ADDON} (npm run build:addon) and ${FAKE_NVML_LIB} (npm run build:fake)`);
+if (DIST_BUILT && !addonReady)
+  console.warn(`skipping the NVML half of the row-remap XID e2e: needs ${ADDON} (npm run build:addon) and ${FAKE_NVML_LIB} (npm run build:fake)`);
 
 describe.skipIf(!addonReady)('XID 63/64 over the addon and the fake libnvidia-ml', () => {
   let fake: FakeNvml;
@@ -112,7 +113,7 @@ describe.skipIf(!addonReady)('XID 63/64 over the addon and the fake libnvidia-ml
     fake?.cleanup();
   });
 
-  it('GPU 0 (counters answer): no fault; GPU 1 (NOT_SUPPORTED): the catalog\'s fault', async () => {
+  it("GPU 0 (counters answer): no fault; GPU 1 (NOT_SUPPORTED): the catalog's fault", async () => {
     const devs = (await agent.status()).devices;
     expect(devs[0]?.telemetry?.remappedRowsCorrected).toBe(0);
     expect(devs[1]?.telemetry?.remappedRowsCorrected).toBeNull();

@@ -94,7 +94,10 @@ describe.skipIf(!DIST_BUILT)('status, devices, faults: live, then from disk', ()
     expect(err).toBe('');
     expect(code).toBe(1);
     expect(p.signalCode).toBeNull(); // it exited by itself, not killed by the signal
-    const frames = out.trimEnd().split('\n').map((l) => JSON.parse(l) as StatusDoc);
+    const frames = out
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as StatusDoc);
     expect(frames.length).toBeGreaterThanOrEqual(3);
     for (const fr of frames) expect(fr).toMatchObject({ live: true, health: 'unhealthy' });
   });

@@ -71,7 +71,11 @@ describe.skipIf(!DIST_BUILT)('the control plane concludes what the agent knows (
       // A critical memory fault: row remapping failed on GPU 0. Sent as ecc_dbe, the default policy's own rule says UNHEALTHY.
       const beforeRemap = reports.length;
       expect((await agent.inject({ kind: 'remapped_rows', gpu: 0, failure: true })).status).toBe(200);
-      const judged = await waitFor('the policy judges a report UNHEALTHY (row remapping failure)', () => reports.slice(beforeRemap).find((r) => result(r, 'cel_policy') === 'unhealthy'), 30_000);
+      const judged = await waitFor(
+        'the policy judges a report UNHEALTHY (row remapping failure)',
+        () => reports.slice(beforeRemap).find((r) => result(r, 'cel_policy') === 'unhealthy'),
+        30_000,
+      );
       const remap = cp.events(node).find((e) => e.metrics.fault_key === 'gpu0/remapped_rows/failure');
       expect(remap).toMatchObject({ eventType: 'ecc_dbe', system: 'DCGM_HEALTH_WATCH_MEM', metrics: { agent_event_type: 'memory', severity: 'critical' } });
       expect(judged.health).toBe('unhealthy');

@@ -12,9 +12,19 @@ import { Probe } from './probe.js';
 import { poll } from '../helpers/wait.js';
 
 const NVML = {
-  SUCCESS: 0, UNINITIALIZED: 1, INVALID_ARGUMENT: 2, NOT_SUPPORTED: 3, NOT_FOUND: 6,
-  INSUFFICIENT_SIZE: 7, DRIVER_NOT_LOADED: 9, TIMEOUT: 10, GPU_IS_LOST: 15,
-  LIB_RM_VERSION_MISMATCH: 18, ARGUMENT_VERSION_MISMATCH: 25, GPU_NOT_FOUND: 28, UNKNOWN: 999,
+  SUCCESS: 0,
+  UNINITIALIZED: 1,
+  INVALID_ARGUMENT: 2,
+  NOT_SUPPORTED: 3,
+  NOT_FOUND: 6,
+  INSUFFICIENT_SIZE: 7,
+  DRIVER_NOT_LOADED: 9,
+  TIMEOUT: 10,
+  GPU_IS_LOST: 15,
+  LIB_RM_VERSION_MISMATCH: 18,
+  ARGUMENT_VERSION_MISMATCH: 25,
+  GPU_NOT_FOUND: 28,
+  UNKNOWN: 999,
 } as const;
 const EV = { SBE: 0x1, DBE: 0x2, PSTATE: 0x4, XID: 0x8, CLOCK: 0x10 } as const;
 
@@ -59,9 +69,17 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     const dyn = execFileSync('readelf', ['-dW', FAKE_NVML_LIB], { encoding: 'utf8' });
     expect(dyn).toMatch(/SONAME.*\[libnvidia-ml\.so\.1\]/);
     const syms = execFileSync('readelf', ['--dyn-syms', '-W', FAKE_NVML_LIB], { encoding: 'utf8' });
-    for (const name of ['nvmlInit_v2', 'nvmlInitWithFlags', 'nvmlEventSetWait_v2', 'nvmlEventSetWait',
-      'nvmlDeviceGetPciInfo_v3', 'nvmlDeviceGetCount_v2', 'nvmlDeviceGetHandleByIndex_v2',
-      'nvmlDeviceGetCurrentClocksEventReasons', 'nvmlDeviceGetCurrentClocksThrottleReasons']) {
+    for (const name of [
+      'nvmlInit_v2',
+      'nvmlInitWithFlags',
+      'nvmlEventSetWait_v2',
+      'nvmlEventSetWait',
+      'nvmlDeviceGetPciInfo_v3',
+      'nvmlDeviceGetCount_v2',
+      'nvmlDeviceGetHandleByIndex_v2',
+      'nvmlDeviceGetCurrentClocksEventReasons',
+      'nvmlDeviceGetCurrentClocksThrottleReasons',
+    ]) {
       expect(syms).toMatch(new RegExp(`IFUNC\\s+GLOBAL\\s+DEFAULT\\s+\\d+\\s+${name}$`, 'm'));
     }
     // nothing but the NVML API leaks out of the library
@@ -108,7 +126,9 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
       expect(info.minorNumber.value).toBe(i);
       expect(info.index.value).toBe(i);
       expect(info.pci.value.pciDeviceId).toBe(0x233010de);
-      expect(info.pci.value.busId).toBe(`${d.pci!.domain!.toString(16).toUpperCase().padStart(8, '0')}:${d.pci!.bus!.toString(16).toUpperCase().padStart(2, '0')}:00.0`);
+      expect(info.pci.value.busId).toBe(
+        `${d.pci!.domain!.toString(16).toUpperCase().padStart(8, '0')}:${d.pci!.bus!.toString(16).toUpperCase().padStart(2, '0')}:00.0`,
+      );
       expect(info.pci.value.busIdLegacy).toBe(info.pci.value.busId.slice(4));
       expect(info.memory.value).toEqual({ total: t.memoryTotal, used: t.memoryUsed, free: t.memoryTotal! - t.memoryUsed! });
       expect(info.memory_v2.value.total).toBe(t.memoryTotal);
@@ -133,17 +153,30 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
 
   it('applies configured telemetry, unsupported getters and identities', async () => {
     const { p } = await open({
-      devices: [{
-        name: 'NVIDIA A100-SXM4-80GB',
-        uuid: 'GPU-11111111-2222-3333-4444-555555555555',
-        pci: { domain: 0, bus: 0x41, device: 0, pciDeviceId: 0x20b210de },
-        telemetry: {
-          temperatureC: 91, powerUsageMw: 412345, eccVolatileUncorrected: 3, eccAggregateCorrected: 77,
-          retiredPagesDbe: 2, retiredPagesPending: true, remappedUncorrected: 1, remappedPending: 1,
-          nvlinkCount: 4, nvlinkDown: [2], nvlinkCrcData: 9, pcieReplay: 12, memoryReserved: 1000, memoryUsed: 500,
+      devices: [
+        {
+          name: 'NVIDIA A100-SXM4-80GB',
+          uuid: 'GPU-11111111-2222-3333-4444-555555555555',
+          pci: { domain: 0, bus: 0x41, device: 0, pciDeviceId: 0x20b210de },
+          telemetry: {
+            temperatureC: 91,
+            powerUsageMw: 412345,
+            eccVolatileUncorrected: 3,
+            eccAggregateCorrected: 77,
+            retiredPagesDbe: 2,
+            retiredPagesPending: true,
+            remappedUncorrected: 1,
+            remappedPending: 1,
+            nvlinkCount: 4,
+            nvlinkDown: [2],
+            nvlinkCrcData: 9,
+            pcieReplay: 12,
+            memoryReserved: 1000,
+            memoryUsed: 500,
+          },
+          unsupported: ['fanSpeed', 'serial', 'clockEventReasons'],
         },
-        unsupported: ['fanSpeed', 'serial', 'clockEventReasons'],
-      }],
+      ],
     });
     await p.call({ call: 'nvmlInit_v2' });
     await p.call({ call: 'handle', index: 0 });
@@ -162,8 +195,10 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     expect(info.pcieReplay.value).toBe(12);
     expect(info.memory_v2.value).toMatchObject({ reserved: 1000, used: 1000 });
     expect(info.nvlinks.slice(0, 5)).toEqual([
-      { link: 0, rc: 0, active: 1, crcData: 9 }, { link: 1, rc: 0, active: 1, crcData: 9 },
-      { link: 2, rc: 0, active: 0, crcData: 9 }, { link: 3, rc: 0, active: 1, crcData: 9 },
+      { link: 0, rc: 0, active: 1, crcData: 9 },
+      { link: 1, rc: 0, active: 1, crcData: 9 },
+      { link: 2, rc: 0, active: 0, crcData: 9 },
+      { link: 3, rc: 0, active: 1, crcData: 9 },
       { link: 4, rc: NVML.INVALID_ARGUMENT },
     ]);
     expect(info.fan.rc).toBe(NVML.NOT_SUPPORTED);
@@ -178,8 +213,12 @@ describe.skipIf(!PYTHON)('fake libnvidia-ml.so.1', () => {
     await p.call({ call: 'nvmlInit_v2' });
     await p.call({ call: 'handle', index: 0 });
     expect(await p.call({ call: 'foreign' })).toEqual({
-      foreign: NVML.INVALID_ARGUMENT, nullOut: NVML.INVALID_ARGUMENT, badIndex: NVML.INVALID_ARGUMENT,
-      badClock: NVML.INVALID_ARGUMENT, badMemVersion: NVML.ARGUMENT_VERSION_MISMATCH, unknownUUID: NVML.NOT_FOUND,
+      foreign: NVML.INVALID_ARGUMENT,
+      nullOut: NVML.INVALID_ARGUMENT,
+      badIndex: NVML.INVALID_ARGUMENT,
+      badClock: NVML.INVALID_ARGUMENT,
+      badMemVersion: NVML.ARGUMENT_VERSION_MISMATCH,
+      unknownUUID: NVML.NOT_FOUND,
     });
     const uuid = defaultDevices(2)[1]!.uuid!;
     expect(await p.call({ call: 'handleByUUID', key: uuid })).toEqual({ rc: 0, index: 1 });

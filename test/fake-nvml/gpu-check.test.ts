@@ -21,11 +21,15 @@ function ok(cmd: string, args: string[]): boolean {
 }
 const PYTHON = ok('python3', ['-c', 'import ctypes']);
 const REAL_PYNVML = PYTHON && ok('python3', ['-c', 'import pynvml']);
-const ADDON_BUILT = existsSync(join(ROOT, 'dist', 'nvml', 'index.js')) &&
-  (existsSync(join(ROOT, 'build', 'Release')) && readdirSync(join(ROOT, 'build', 'Release')).some((f) => f.endsWith('.node')));
+const ADDON_BUILT =
+  existsSync(join(ROOT, 'dist', 'nvml', 'index.js')) &&
+  existsSync(join(ROOT, 'build', 'Release')) &&
+  readdirSync(join(ROOT, 'build', 'Release')).some((f) => f.endsWith('.node'));
 if (!PYTHON) console.warn('gpu-check tests: pynvml dump skipped, python3 is not available');
-if (PYTHON && !REAL_PYNVML) console.warn('gpu-check tests: nvidia-ml-py is not installed; pynvml_dump.py runs over the test stand-in test/fake-nvml/pynvml_shim');
-if (!ADDON_BUILT) console.warn('gpu-check tests: addon dump skipped, dist/nvml/index.js or build/Release/*.node is missing (npm run build:ts && npm run build:addon)');
+if (PYTHON && !REAL_PYNVML)
+  console.warn('gpu-check tests: nvidia-ml-py is not installed; pynvml_dump.py runs over the test stand-in test/fake-nvml/pynvml_shim');
+if (!ADDON_BUILT)
+  console.warn('gpu-check tests: addon dump skipped, dist/nvml/index.js or build/Release/*.node is missing (npm run build:ts && npm run build:addon)');
 
 let work: string;
 beforeAll(() => {
@@ -35,7 +39,8 @@ beforeAll(() => {
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 function compare(a: object, b: object): { status: number; out: string } {
-  const fa = join(work, `a-${Math.random()}.json`), fb = join(work, `b-${Math.random()}.json`);
+  const fa = join(work, `a-${Math.random()}.json`),
+    fb = join(work, `b-${Math.random()}.json`);
   writeFileSync(fa, JSON.stringify(a));
   writeFileSync(fb, JSON.stringify(b));
   const r = spawnSync(process.execPath, [join(SCRIPTS, 'compare.mjs'), fa, fb], { encoding: 'utf8' });
@@ -58,7 +63,9 @@ function pynvmlDump(fake: FakeNvml): { status: number; json: any; stderr: string
 function addonDump(fake: FakeNvml): { status: number; json: any; stderr: string } {
   const out = join(work, `addon-${Math.random()}.json`);
   const r = spawnSync(process.execPath, [join(SCRIPTS, 'addon_dump.mjs'), '--out', out], {
-    env: { ...process.env, ...fake.env() }, encoding: 'utf8', timeout: 60_000,
+    env: { ...process.env, ...fake.env() },
+    encoding: 'utf8',
+    timeout: 60_000,
   });
   return { status: r.status ?? -1, json: r.status === 0 ? JSON.parse(readFileSync(out, 'utf8')) : null, stderr: r.stderr };
 }
@@ -66,17 +73,36 @@ function addonDump(fake: FakeNvml): { status: number; json: any; stderr: string 
 const sample = {
   source: 'x',
   system: { driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: '12.4' },
-  devices: [{
-    index: 0, uuid: 'GPU-1', name: 'NVIDIA H100 80GB HBM3', serial: null, pciBusId: '00000000:18:00.0',
-    minorNumber: 0, memoryTotalBytes: 85520809984, powerLimitW: 700, pcieLinkGenMax: 5, pcieLinkWidthMax: 16,
-    eccModeCurrent: true, eccModePending: true, persistenceMode: false,
-  }],
+  devices: [
+    {
+      index: 0,
+      uuid: 'GPU-1',
+      name: 'NVIDIA H100 80GB HBM3',
+      serial: null,
+      pciBusId: '00000000:18:00.0',
+      minorNumber: 0,
+      memoryTotalBytes: 85520809984,
+      powerLimitW: 700,
+      pcieLinkGenMax: 5,
+      pcieLinkWidthMax: 16,
+      eccModeCurrent: true,
+      eccModePending: true,
+      persistenceMode: false,
+    },
+  ],
 };
 
 describe('scripts/gpu-check/compare.mjs', () => {
   it('passes identical dumps and fails on any single-field difference', () => {
     expect(compare({ ...sample, source: 'pynvml' }, { ...sample, source: 'addon' })).toMatchObject({ status: 0 });
-    for (const [field, value] of [['uuid', 'GPU-2'], ['serial', 'S1'], ['powerLimitW', 699], ['eccModePending', false], ['minorNumber', 1], ['memoryTotalBytes', 85520809985]] as const) {
+    for (const [field, value] of [
+      ['uuid', 'GPU-2'],
+      ['serial', 'S1'],
+      ['powerLimitW', 699],
+      ['eccModePending', false],
+      ['minorNumber', 1],
+      ['memoryTotalBytes', 85520809985],
+    ] as const) {
       const other = { ...sample, devices: [{ ...sample.devices[0], [field]: value }] };
       const r = compare(sample, other);
       expect(r.status).toBe(1);
@@ -110,9 +136,19 @@ describe.skipIf(!PYTHON)('scripts/gpu-check/pynvml_dump.py over the fake library
       expect(r.json.system).toEqual({ driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: '12.2' });
       expect(r.json.devices).toHaveLength(3);
       expect(r.json.devices[0]).toEqual({
-        index: 0, uuid: devs[0]!.uuid, name: 'NVIDIA H100 80GB HBM3', serial: devs[0]!.serial, pciBusId: '00000000:18:00.0',
-        minorNumber: 0, memoryTotalBytes: 85520809984, powerLimitW: 700, pcieLinkGenMax: 5, pcieLinkWidthMax: 16,
-        eccModeCurrent: true, eccModePending: true, persistenceMode: true,
+        index: 0,
+        uuid: devs[0]!.uuid,
+        name: 'NVIDIA H100 80GB HBM3',
+        serial: devs[0]!.serial,
+        pciBusId: '00000000:18:00.0',
+        minorNumber: 0,
+        memoryTotalBytes: 85520809984,
+        powerLimitW: 700,
+        pcieLinkGenMax: 5,
+        pcieLinkWidthMax: 16,
+        eccModeCurrent: true,
+        eccModePending: true,
+        persistenceMode: true,
       });
       expect(r.json.devices[1]).toMatchObject({ serial: null, eccModeCurrent: null, eccModePending: null, persistenceMode: false });
     } finally {
@@ -168,53 +204,69 @@ describe('scripts/gpu-check.sh', () => {
     execFileSync('mkdir', ['-p', bin]);
     execFileSync('ln', ['-sf', process.execPath, join(bin, 'node')]);
     const r = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--out', out], {
-      env: { PATH: `${bin}:/usr/bin:/bin`, HOME: work }, encoding: 'utf8', timeout: 60_000,
+      env: { PATH: `${bin}:/usr/bin:/bin`, HOME: work },
+      encoding: 'utf8',
+      timeout: 60_000,
     });
     if (ok('bash', ['-c', 'PATH=/usr/bin:/bin command -v nvidia-smi'])) return; // a real GPU host
     expect(r.status).toBe(2);
     expect(r.stdout).toMatch(/nvidia-smi not found/);
   });
 
-  it.skipIf(!PYTHON || !ADDON_BUILT)('runs end to end over the fake library (stand-in nvidia-smi)', () => {
-    // Everything real except the GPU: the addon dlopens "libnvidia-ml.so.1" and finds the fake
-    // through LD_LIBRARY_PATH, as pynvml does; nvidia-smi is a stand-in script printing one line.
-    const bin = join(work, 'smi-bin');
-    const out = join(work, 'gc-e2e');
-    execFileSync('mkdir', ['-p', bin]);
-    writeFileSync(join(bin, 'nvidia-smi'), '#!/bin/sh\nif [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-x)"; else echo "0, NVIDIA H100 80GB HBM3, 550.163.01"; fi\n', { mode: 0o755 });
-    const fake = FakeNvml.create({ devices: defaultDevices(2) });
-    try {
-      const env: Record<string, string> = {
-        PATH: `${bin}:${dirname(process.execPath)}:/usr/bin:/bin`,
-        HOME: work,
-        NAVARCH_FAKE_NVML_CONFIG: fake.configPath,
-        NAVARCH_NVML_LIBRARY: '/nonexistent/must-be-unset-by-the-script',
-        LD_LIBRARY_PATH: dirname(FAKE_NVML_LIB),
-        ...(REAL_PYNVML ? {} : { PYTHONPATH: SHIM }),
-      };
-      const r = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-tests', '--out', out], { env, encoding: 'utf8', timeout: 300_000 });
-      expect(r.stdout).toMatch(/PASS benchmark: snapshot via addon vs nvidia-smi/);
-      expect(r.stdout).toMatch(/PASS compare pynvml vs addon/);
-      expect(r.stdout).toMatch(/addon is \d+x faster/);
-      expect(r.status, r.stdout + r.stderr).toBe(0);
-      expect(JSON.parse(readFileSync(join(out, 'bench-real.json'), 'utf8')).results.snapshot.devices).toBe(2);
-      // the GPU tier skips itself without /dev/nvidiactl: a run where no GPU test passed fails
-      const r2 = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-bench', '--skip-pynvml', '--out', out], { env, encoding: 'utf8', timeout: 300_000 });
-      expect(r2.status).toBe(1);
-      expect(r2.stdout).toMatch(/FAIL native GPU tests ran no test|FAIL test\/native\/gpu\.test\.ts is missing/);
-      // pointed at the fake (the tier's own self-check switch), the GPU tier runs and passes
-      if (existsSync(join(ROOT, 'test', 'native', 'gpu.test.ts'))) {
-        const r3 = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-bench', '--skip-pynvml', '--out', out], {
-          env: { ...env, NAVARCH_GPU_TEST_LIBRARY: FAKE_NVML_LIB }, encoding: 'utf8', timeout: 300_000,
+  it.skipIf(!PYTHON || !ADDON_BUILT)(
+    'runs end to end over the fake library (stand-in nvidia-smi)',
+    () => {
+      // Everything real except the GPU: the addon dlopens "libnvidia-ml.so.1" and finds the fake
+      // through LD_LIBRARY_PATH, as pynvml does; nvidia-smi is a stand-in script printing one line.
+      const bin = join(work, 'smi-bin');
+      const out = join(work, 'gc-e2e');
+      execFileSync('mkdir', ['-p', bin]);
+      writeFileSync(
+        join(bin, 'nvidia-smi'),
+        '#!/bin/sh\nif [ "$1" = "-L" ]; then echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-x)"; else echo "0, NVIDIA H100 80GB HBM3, 550.163.01"; fi\n',
+        { mode: 0o755 },
+      );
+      const fake = FakeNvml.create({ devices: defaultDevices(2) });
+      try {
+        const env: Record<string, string> = {
+          PATH: `${bin}:${dirname(process.execPath)}:/usr/bin:/bin`,
+          HOME: work,
+          NAVARCH_FAKE_NVML_CONFIG: fake.configPath,
+          NAVARCH_NVML_LIBRARY: '/nonexistent/must-be-unset-by-the-script',
+          LD_LIBRARY_PATH: dirname(FAKE_NVML_LIB),
+          ...(REAL_PYNVML ? {} : { PYTHONPATH: SHIM }),
+        };
+        const r = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-tests', '--out', out], { env, encoding: 'utf8', timeout: 300_000 });
+        expect(r.stdout).toMatch(/PASS benchmark: snapshot via addon vs nvidia-smi/);
+        expect(r.stdout).toMatch(/PASS compare pynvml vs addon/);
+        expect(r.stdout).toMatch(/addon is \d+x faster/);
+        expect(r.status, r.stdout + r.stderr).toBe(0);
+        expect(JSON.parse(readFileSync(join(out, 'bench-real.json'), 'utf8')).results.snapshot.devices).toBe(2);
+        // the GPU tier skips itself without /dev/nvidiactl: a run where no GPU test passed fails
+        const r2 = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-bench', '--skip-pynvml', '--out', out], {
+          env,
+          encoding: 'utf8',
+          timeout: 300_000,
         });
-        expect(r3.stdout).toMatch(/PASS native GPU tests/);
-        expect(r3.stdout).toMatch(/native GPU tests: \d+ passed/);
-        expect(r3.status, r3.stdout + r3.stderr).toBe(0);
+        expect(r2.status).toBe(1);
+        expect(r2.stdout).toMatch(/FAIL native GPU tests ran no test|FAIL test\/native\/gpu\.test\.ts is missing/);
+        // pointed at the fake (the tier's own self-check switch), the GPU tier runs and passes
+        if (existsSync(join(ROOT, 'test', 'native', 'gpu.test.ts'))) {
+          const r3 = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--skip-bench', '--skip-pynvml', '--out', out], {
+            env: { ...env, NAVARCH_GPU_TEST_LIBRARY: FAKE_NVML_LIB },
+            encoding: 'utf8',
+            timeout: 300_000,
+          });
+          expect(r3.stdout).toMatch(/PASS native GPU tests/);
+          expect(r3.stdout).toMatch(/native GPU tests: \d+ passed/);
+          expect(r3.status, r3.stdout + r3.stderr).toBe(0);
+        }
+      } finally {
+        fake.cleanup();
       }
-    } finally {
-      fake.cleanup();
-    }
-  }, 600_000);
+    },
+    600_000,
+  );
 
   it('rejects unknown arguments', () => {
     const r = spawnSync('bash', [join(ROOT, 'scripts', 'gpu-check.sh'), '--bogus'], { encoding: 'utf8' });

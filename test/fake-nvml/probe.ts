@@ -18,7 +18,9 @@ export class Probe {
   private constructor(env: Record<string, string>) {
     this.child = spawn('python3', [PROBE, FAKE_NVML_LIB], { env: { ...process.env, ...env }, stdio: 'pipe' });
     this.child.stderr.setEncoding('utf8');
-    this.child.stderr.on('data', (d: string) => { this.stderr += d; });
+    this.child.stderr.on('data', (d: string) => {
+      this.stderr += d;
+    });
     this.child.on('exit', () => {
       this.exited = true;
       for (const p of this.pending.splice(0)) p('{"error":"probe exited"}');

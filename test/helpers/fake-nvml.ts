@@ -25,9 +25,20 @@ export const FAKE_NVML_LIB: string = join(REPO_ROOT, 'build', 'fake-nvml', 'libn
 
 /** NVML event type names understood by the fake (same names as NvmlEventType). */
 export type FakeEventName =
-  | 'xid' | 'ecc_sbe' | 'ecc_dbe' | 'pstate' | 'clock' | 'power_source' | 'mig_config'
-  | 'ecc_storm' | 'dram_retirement_event' | 'dram_retirement_failure' | 'non_fatal_poison'
-  | 'fatal_poison' | 'gpu_unavailable' | 'gpu_recovery_action';
+  | 'xid'
+  | 'ecc_sbe'
+  | 'ecc_dbe'
+  | 'pstate'
+  | 'clock'
+  | 'power_source'
+  | 'mig_config'
+  | 'ecc_storm'
+  | 'dram_retirement_event'
+  | 'dram_retirement_failure'
+  | 'non_fatal_poison'
+  | 'fatal_poison'
+  | 'gpu_unavailable'
+  | 'gpu_recovery_action';
 
 /** Telemetry values in NVML units (see docs/fake-nvml.md). */
 export interface FakeTelemetry {
@@ -97,9 +108,7 @@ export type FakeTelemetryField = Exclude<keyof FakeTelemetry, 'nvlinkDown'>;
 
 /** Getter groups that can be made NOT_SUPPORTED (telemetry keys plus these). */
 export type FakeUnsupportedName =
-  | keyof FakeTelemetry
-  | 'serial' | 'minorNumber' | 'nvlink' | 'ecc' | 'retiredPages' | 'remappedRows' | 'pcie'
-  | 'name' | 'uuid' | 'pciInfo';
+  keyof FakeTelemetry | 'serial' | 'minorNumber' | 'nvlink' | 'ecc' | 'retiredPages' | 'remappedRows' | 'pcie' | 'name' | 'uuid' | 'pciInfo';
 
 export interface FakeDeviceConfig {
   name?: string;
@@ -378,7 +387,9 @@ export function ensureFakeNvmlBuilt(): void {
     } catch {
       try {
         if (Date.now() - statSync(lock).mtimeMs > 120_000) rmdirSync(lock); // stale
-      } catch { /* raced with the owner */ }
+      } catch {
+        /* raced with the owner */
+      }
       if (Date.now() > deadline) throw new Error(`fake-nvml: build lock ${lock} held for over 120 s`);
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
     }

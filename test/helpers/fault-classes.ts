@@ -24,7 +24,15 @@ import { RebootHistory, emptyHistory } from '../../src/xid/reboot-escalation.js'
 const T0 = 1_700_000_000_000;
 
 function links(n: number, over: (l: number) => Partial<NvLinkStatus> = () => ({})): NvLinkStatus[] {
-  return Array.from({ length: n }, (_, link) => ({ link, active: true, replayErrors: 0, recoveryErrors: 0, crcFlitErrors: 0, crcDataErrors: 0, ...over(link) }));
+  return Array.from({ length: n }, (_, link) => ({
+    link,
+    active: true,
+    replayErrors: 0,
+    recoveryErrors: 0,
+    crcFlitErrors: 0,
+    crcDataErrors: 0,
+    ...over(link),
+  }));
 }
 
 /** A healthy, busy H100 at 50 C. */
@@ -76,7 +84,13 @@ function judged(samples: Sample[], config: Partial<TelemetryConfig> = {}): Healt
     const at = T0 + i * 10_000;
     const snap = devs.map((d) =>
       'error' in d
-        ? { index: d.index, uuid: `GPU-${d.index}`, ok: false as const, error: { code: d.error, status: d.error === 'NVML_CALL_TIMEOUT' ? -1 : 999, fn: 'nvmlDeviceGetTemperature', message: d.error }, takenAtMs: at }
+        ? {
+            index: d.index,
+            uuid: `GPU-${d.index}`,
+            ok: false as const,
+            error: { code: d.error, status: d.error === 'NVML_CALL_TIMEOUT' ? -1 : 999, fn: 'nvmlDeviceGetTemperature', message: d.error },
+            takenAtMs: at,
+          }
         : { index: d.index, uuid: `GPU-${d.index}`, ok: true as const, telemetry: d.t, takenAtMs: at },
     );
     const r = judgeSnapshot(state, snap, { ...DEFAULT_TELEMETRY_CONFIG, ...config }, at);
@@ -92,7 +106,19 @@ function gpu0(then: Partial<Telemetry>, times = 1): HealthEventInput[] {
 }
 
 function nvml(type: NvmlEventType, data = 0, count = 1): HealthEventInput {
-  const ev: NvmlEvent = { type, eventTypeMask: 0, data, deviceIndex: 0, uuid: 'GPU-0', pciBusId: '00000000:41:00.0', gpuInstanceId: null, computeInstanceId: null, monotonicNs: 0n, wallTimeMs: T0, count };
+  const ev: NvmlEvent = {
+    type,
+    eventTypeMask: 0,
+    data,
+    deviceIndex: 0,
+    uuid: 'GPU-0',
+    pciBusId: '00000000:41:00.0',
+    gpuInstanceId: null,
+    computeInstanceId: null,
+    monotonicNs: 0n,
+    wallTimeMs: T0,
+    count,
+  };
   const input = classifyNvmlEvent(ev);
   if (!input) throw new Error(`no event for NVML ${type}`);
   return input;
@@ -105,7 +131,15 @@ async function kmsg(lines: string[]): Promise<HealthEventInput[]> {
     const file = path.join(dir, 'kmsg');
     fs.writeFileSync(file, lines.map((message, i) => formatKmsgRecord({ level: 3, seq: i + 1, usecSinceBoot: (i + 1) * 1_000_000, message })).join(''));
     const got: HealthEventInput[] = [];
-    const src = new KmsgSource({ path: file, bootId: 'fault-classes', bootTimeMs: T0, pollMinMs: 5, pollMaxMs: 20, resolveGpu: () => ({ index: 0, uuid: 'GPU-0' }), onEvent: (e) => void got.push(e) });
+    const src = new KmsgSource({
+      path: file,
+      bootId: 'fault-classes',
+      bootTimeMs: T0,
+      pollMinMs: 5,
+      pollMaxMs: 20,
+      resolveGpu: () => ({ index: 0, uuid: 'GPU-0' }),
+      onEvent: (e) => void got.push(e),
+    });
     await src.start();
     try {
       await src.waitBacklog();
@@ -180,9 +214,25 @@ export async function faultClassEvents(): Promise<FaultClassEvent[]> {
     { cls: 'XID 8, warning, not in the list', input: xid(8) },
     { cls: 'XID 154, info', input: xid(154) },
     { cls: 'XID back after 2 reboots (escalated to replace)', input: afterReboots(xid(109), 2) },
-    { cls: 'GPU lost (NVML_ERROR_GPU_IS_LOST on a call)', input: one(judged([[{ index: 0, t: tel() }], [{ index: 0, error: 'NVML_ERROR_GPU_IS_LOST' }]]), 'xid/79', 'lost') },
+    {
+      cls: 'GPU lost (NVML_ERROR_GPU_IS_LOST on a call)',
+      input: one(judged([[{ index: 0, t: tel() }], [{ index: 0, error: 'NVML_ERROR_GPU_IS_LOST' }]]), 'xid/79', 'lost'),
+    },
     { cls: 'GPU lost (NVML event)', input: nvml('gpu_lost') },
-    { cls: 'GPU gone from the device list', input: one(judged([[{ index: 0, t: tel() }, { index: 1, t: tel() }], [{ index: 0, t: tel() }]]), 'xid/79', 'gone') },
+    {
+      cls: 'GPU gone from the device list',
+      input: one(
+        judged([
+          [
+            { index: 0, t: tel() },
+            { index: 1, t: tel() },
+          ],
+          [{ index: 0, t: tel() }],
+        ]),
+        'xid/79',
+        'gone',
+      ),
+    },
     { cls: 'fewer GPUs than the instance type', input: one(judged([[{ index: 0, t: tel() }]], { expectedGpuCount: 8 }), 'node/gpu_count', 'gpu_count') },
     { cls: 'NVML call failed on a GPU', input: one(judged([[{ index: 0, error: 'NVML_ERROR_UNKNOWN' }]]), 'driver_error', 'nvml failed') },
     { cls: 'NVML call timed out on a GPU', input: one(judged([[{ index: 0, error: 'NVML_CALL_TIMEOUT' }]]), 'driver_error', 'nvml timeout') },
@@ -190,7 +240,14 @@ export async function faultClassEvents(): Promise<FaultClassEvent[]> {
       cls: 'NVML missing on a GPU host',
       input: driverErrorEvent(
         { code: 'NVML_ERROR_LIBRARY_NOT_FOUND', status: 12, fn: 'nvmlInit_v2', message: 'libnvidia-ml.so.1: cannot open shared object file' },
-        { nvidiaPciDevices: ['0000:41:00.0'], gpuDeviceNodes: ['nvidia0'], controlNode: true, instanceType: null, isGpuHost: true, summary: '1 NVIDIA PCI device' },
+        {
+          nvidiaPciDevices: ['0000:41:00.0'],
+          gpuDeviceNodes: ['nvidia0'],
+          controlNode: true,
+          instanceType: null,
+          isGpuHost: true,
+          summary: '1 NVIDIA PCI device',
+        },
         T0,
       ),
     },
@@ -211,8 +268,14 @@ export async function faultClassEvents(): Promise<FaultClassEvent[]> {
     { cls: 'power above the limit', input: one(gpu0({ powerUsageW: 800 }), 'power', 'power') },
     { cls: 'ECC uncorrectable (counters)', input: one(gpu0({ eccVolatileUncorrected: 2, eccAggregateUncorrected: 2 }), 'ecc_dbe', 'ecc dbe') },
     { cls: 'ECC uncorrectable (NVML event)', input: nvml('ecc_dbe') },
-    { cls: 'ECC corrected rising, up to 100 in a sample', input: one(gpu0({ eccVolatileCorrected: 50, eccAggregateCorrected: 50 }), 'ecc_sbe_rate', 'sbe rate') },
-    { cls: 'ECC corrected rising, over 100 in a sample', input: one(gpu0({ eccVolatileCorrected: 500, eccAggregateCorrected: 500 }), 'ecc_sbe_rate', 'sbe rate high') },
+    {
+      cls: 'ECC corrected rising, up to 100 in a sample',
+      input: one(gpu0({ eccVolatileCorrected: 50, eccAggregateCorrected: 50 }), 'ecc_sbe_rate', 'sbe rate'),
+    },
+    {
+      cls: 'ECC corrected rising, over 100 in a sample',
+      input: one(gpu0({ eccVolatileCorrected: 500, eccAggregateCorrected: 500 }), 'ecc_sbe_rate', 'sbe rate high'),
+    },
     { cls: 'ECC corrected (NVML event)', input: nvml('ecc_sbe') },
     { cls: 'ECC corrected storm (NVML event)', input: nvml('ecc_storm') },
     { cls: 'retired pages pending', input: one(gpu0({ retiredPagesPending: true }), 'retired_pages/pending', 'retired') },
@@ -236,10 +299,25 @@ export async function faultClassEvents(): Promise<FaultClassEvent[]> {
     { cls: 'fabric bandwidth degraded (health mask)', input: one(fabric({ healthMask: 1 }), 'fabric/degraded_bandwidth', 'fabric bandwidth') },
     { cls: 'fabric route recovery in progress (health mask)', input: one(fabric({ healthMask: 1 << 2 }), 'fabric/route_recovery', 'fabric route recovery') },
     { cls: 'fabric route unhealthy (health mask)', input: one(fabric({ healthMask: 1 << 4 }), 'fabric/route_unhealthy', 'fabric route unhealthy') },
-    { cls: 'fabric access-timeout recovery in progress (health mask)', input: one(fabric({ healthMask: 1 << 6 }), 'fabric/access_timeout_recovery', 'fabric access timeout') },
-    { cls: 'fabric configuration incorrect (health mask)', input: one(fabric({ healthMask: 5 << 8 }), 'fabric/incorrect_configuration', 'fabric configuration') },
+    {
+      cls: 'fabric access-timeout recovery in progress (health mask)',
+      input: one(fabric({ healthMask: 1 << 6 }), 'fabric/access_timeout_recovery', 'fabric access timeout'),
+    },
+    {
+      cls: 'fabric configuration incorrect (health mask)',
+      input: one(fabric({ healthMask: 5 << 8 }), 'fabric/incorrect_configuration', 'fabric configuration'),
+    },
     { cls: 'nvidia-fabricmanager not active on an NVSwitch host', input: one(fabricManager('failed'), 'node/fabric_manager', 'fabric manager') },
-    { cls: 'nvidia-fabricmanager logged an error', input: one(fabricManager('active', ['[Feb 27 2025 15:10:02] [ERROR] [tid 12727] detected NVSwitch non-fatal error 12028 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 61']), 'fabric_manager/log', 'fabric manager log') },
+    {
+      cls: 'nvidia-fabricmanager logged an error',
+      input: one(
+        fabricManager('active', [
+          '[Feb 27 2025 15:10:02] [ERROR] [tid 12727] detected NVSwitch non-fatal error 12028 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 61',
+        ]),
+        'fabric_manager/log',
+        'fabric manager log',
+      ),
+    },
   ];
   return out;
 }

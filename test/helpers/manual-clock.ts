@@ -76,7 +76,11 @@ export class ManualClock implements Clock {
    * Moves time on in steps of stepMs (a real pause of pauseMs between steps, for real I/O) until
    * cond() holds; fails naming `what` after maxMs of clock time or realTimeoutMs of real time.
    */
-  async until(what: string, cond: () => boolean | Promise<boolean>, o: { stepMs?: number; pauseMs?: number; maxMs?: number; realTimeoutMs?: number } = {}): Promise<void> {
+  async until(
+    what: string,
+    cond: () => boolean | Promise<boolean>,
+    o: { stepMs?: number; pauseMs?: number; maxMs?: number; realTimeoutMs?: number } = {},
+  ): Promise<void> {
     const stepMs = o.stepMs ?? 50;
     const startAt = this.t;
     const endAt = startAt + (o.maxMs ?? 600_000);
@@ -98,7 +102,13 @@ export class ManualClock implements Clock {
       settled = true;
     });
     while (!settled) {
-      await Promise.race([watched.then(() => undefined, () => undefined), realPause(2)]);
+      await Promise.race([
+        watched.then(
+          () => undefined,
+          () => undefined,
+        ),
+        realPause(2),
+      ]);
       if (!settled) await this.advance(stepMs);
     }
     return watched;

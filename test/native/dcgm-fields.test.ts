@@ -8,8 +8,14 @@ import { openNvml, type DeviceSnapshot, type Telemetry } from '../../src/nvml/in
 import { skipReason, until, useFake, useSession } from './util.js';
 
 const KEYS = [
-  'memoryTemperatureC', 'totalEnergyMj', 'encoderUtilPercent', 'decoderUtilPercent',
-  'pcieTxKBps', 'pcieRxKBps', 'nvlinkDataTxKiB', 'nvlinkDataRxKiB',
+  'memoryTemperatureC',
+  'totalEnergyMj',
+  'encoderUtilPercent',
+  'decoderUtilPercent',
+  'pcieTxKBps',
+  'pcieRxKBps',
+  'nvlinkDataTxKiB',
+  'nvlinkDataRxKiB',
 ] as const;
 
 function fields(s: DeviceSnapshot | undefined): Pick<Telemetry, (typeof KEYS)[number]> {
@@ -23,20 +29,38 @@ describe.skipIf(skipReason !== null)('NVML addon: dcgm-exporter default fields',
   it('reads each field in its unit (energy beyond 32 bits); set changes it in the next snapshot', async () => {
     const devs = defaultDevices(2);
     Object.assign(devs[0]!.telemetry!, {
-      memoryTempC: 57, totalEnergyMj: 123_456_789_012, encoderUtil: 12, decoderUtil: 34,
-      pcieTxKBps: 250_000, pcieRxKBps: 1_250_000, nvlinkDataTxKiB: 9_876_543_210, nvlinkDataRxKiB: 8_765_432_109,
+      memoryTempC: 57,
+      totalEnergyMj: 123_456_789_012,
+      encoderUtil: 12,
+      decoderUtil: 34,
+      pcieTxKBps: 250_000,
+      pcieRxKBps: 1_250_000,
+      nvlinkDataTxKiB: 9_876_543_210,
+      nvlinkDataRxKiB: 8_765_432_109,
     });
     ctx.fake = useFake({ devices: devs });
     ctx.nvml = await openNvml();
     const snap = await ctx.nvml.snapshot();
     expect(fields(snap[0])).toEqual({
-      memoryTemperatureC: 57, totalEnergyMj: 123_456_789_012, encoderUtilPercent: 12, decoderUtilPercent: 34,
-      pcieTxKBps: 250_000, pcieRxKBps: 1_250_000, nvlinkDataTxKiB: 9_876_543_210, nvlinkDataRxKiB: 8_765_432_109,
+      memoryTemperatureC: 57,
+      totalEnergyMj: 123_456_789_012,
+      encoderUtilPercent: 12,
+      decoderUtilPercent: 34,
+      pcieTxKBps: 250_000,
+      pcieRxKBps: 1_250_000,
+      nvlinkDataTxKiB: 9_876_543_210,
+      nvlinkDataRxKiB: 8_765_432_109,
     });
     // GPU 1 keeps the fake's defaults.
     expect(fields(snap[1])).toEqual({
-      memoryTemperatureC: 40, totalEnergyMj: 0, encoderUtilPercent: 0, decoderUtilPercent: 0,
-      pcieTxKBps: 0, pcieRxKBps: 0, nvlinkDataTxKiB: 0, nvlinkDataRxKiB: 0,
+      memoryTemperatureC: 40,
+      totalEnergyMj: 0,
+      encoderUtilPercent: 0,
+      decoderUtilPercent: 0,
+      pcieTxKBps: 0,
+      pcieRxKBps: 0,
+      nvlinkDataTxKiB: 0,
+      nvlinkDataRxKiB: 0,
     });
     await ctx.fake.set(1, 'memoryTempC', 91);
     await ctx.fake.set(1, 'totalEnergyMj', 5_000_000);
@@ -55,8 +79,14 @@ describe.skipIf(skipReason !== null)('NVML addon: dcgm-exporter default fields',
     ctx.nvml = await openNvml();
     const snap = await ctx.nvml.snapshot();
     expect(fields(snap[0])).toEqual({
-      memoryTemperatureC: null, totalEnergyMj: null, encoderUtilPercent: 7, decoderUtilPercent: null,
-      pcieTxKBps: 0, pcieRxKBps: null, nvlinkDataTxKiB: null, nvlinkDataRxKiB: 0,
+      memoryTemperatureC: null,
+      totalEnergyMj: null,
+      encoderUtilPercent: 7,
+      decoderUtilPercent: null,
+      pcieTxKBps: 0,
+      pcieRxKBps: null,
+      nvlinkDataTxKiB: null,
+      nvlinkDataRxKiB: 0,
     });
     const s0 = snap[0]!;
     expect(s0.ok && s0.telemetry.temperatureC).toBe(33);
@@ -75,8 +105,11 @@ describe.skipIf(skipReason !== null)('NVML addon: dcgm-exporter default fields',
     ctx.fake = useFake({
       devices: defaultDevices(1),
       missingSymbols: [
-        'nvmlDeviceGetTotalEnergyConsumption', 'nvmlDeviceGetEncoderUtilization', 'nvmlDeviceGetDecoderUtilization',
-        'nvmlDeviceGetPcieThroughput', 'nvmlDeviceGetFieldValues',
+        'nvmlDeviceGetTotalEnergyConsumption',
+        'nvmlDeviceGetEncoderUtilization',
+        'nvmlDeviceGetDecoderUtilization',
+        'nvmlDeviceGetPcieThroughput',
+        'nvmlDeviceGetFieldValues',
       ],
     });
     ctx.nvml = await openNvml();

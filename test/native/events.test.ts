@@ -34,8 +34,15 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
     await until(() => events.length >= 3, '3 events');
     const xid999 = events.find((e) => e.type === 'xid' && e.data === 999)!;
     expect(xid999).toMatchObject({
-      type: 'xid', eventTypeMask: 8, data: 999, deviceIndex: 1, uuid: defaultDevices(2)[1]!.uuid,
-      pciBusId: '00000000:2A:00.0', gpuInstanceId: null, computeInstanceId: null, count: 1,
+      type: 'xid',
+      eventTypeMask: 8,
+      data: 999,
+      deviceIndex: 1,
+      uuid: defaultDevices(2)[1]!.uuid,
+      pciBusId: '00000000:2A:00.0',
+      gpuInstanceId: null,
+      computeInstanceId: null,
+      count: 1,
     });
     expect(typeof xid999.monotonicNs).toBe('bigint');
     expect(xid999.monotonicNs).toBeGreaterThan(before);
@@ -119,7 +126,10 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
     // The healthy GPUs' events arrive (under the old 30 s back-off the shared set kept failing).
     await ctx.fake!.xid(0, 48);
     await ctx.fake!.xid(2, 94);
-    await until(() => events.some((e) => e.data === 48 && e.deviceIndex === 0) && events.some((e) => e.data === 94 && e.deviceIndex === 2), 'xids from GPUs 0 and 2');
+    await until(
+      () => events.some((e) => e.data === 48 && e.deviceIndex === 0) && events.some((e) => e.data === 94 && e.deviceIndex === 2),
+      'xids from GPUs 0 and 2',
+    );
     // Past a recovery probe (every 2 s): its answering calls do not make it look recovered.
     await new Promise((r) => setTimeout(r, 2500));
     expect(events.filter((e) => e.type === 'gpu_lost')).toHaveLength(1);
@@ -177,13 +187,16 @@ describe.skipIf(skipReason !== null)('NVML addon: events', () => {
     process.prependListener('uncaughtException', onUncaught);
     try {
       let first = true;
-      const w = ctx.nvml!.watch((evs) => {
-        if (first) {
-          first = false;
-          throw new Error('callback bug');
-        }
-        events.push(...evs);
-      }, { waitTimeoutMs: 100 });
+      const w = ctx.nvml!.watch(
+        (evs) => {
+          if (first) {
+            first = false;
+            throw new Error('callback bug');
+          }
+          events.push(...evs);
+        },
+        { waitTimeoutMs: 100 },
+      );
       await until(() => w.stats().registered.length === 1, 'registration');
       await ctx.fake!.xid(0, 31);
       await until(() => thrown === 1, 'uncaught exception');

@@ -17,16 +17,35 @@ describe.skipIf(skipReason !== null)('NVML addon: GPU fabric info', () => {
 
   it('v3 with health summary; v2 (driver < 580) without; unsupported -> null; set changes it live', async () => {
     const devs = defaultDevices(3);
-    devs[0]!.telemetry = { ...devs[0]!.telemetry, fabricInfoVersion: 3, fabricState: 3, fabricCliqueId: 7, fabricHealthMask: 0x1 | (0x2 << 4), fabricHealthSummary: 3 };
+    devs[0]!.telemetry = {
+      ...devs[0]!.telemetry,
+      fabricInfoVersion: 3,
+      fabricState: 3,
+      fabricCliqueId: 7,
+      fabricHealthMask: 0x1 | (0x2 << 4),
+      fabricHealthSummary: 3,
+    };
     devs[1]!.telemetry = { ...devs[1]!.telemetry, fabricInfoVersion: 2, fabricState: 2, fabricStatus: 0, fabricHealthMask: 0x2 };
     ctx.fake = useFake({ devices: devs });
     ctx.nvml = await openNvml();
     const snap = await ctx.nvml.snapshot();
     expect(fabricOf(snap[0])).toEqual({
-      version: 3, state: 3, status: 0, cliqueId: 7, clusterUuid: 'c0c1c2c3c4c5c6c7c8c9cacbcccdcecf', healthMask: 0x21, healthSummary: 3,
+      version: 3,
+      state: 3,
+      status: 0,
+      cliqueId: 7,
+      clusterUuid: 'c0c1c2c3c4c5c6c7c8c9cacbcccdcecf',
+      healthMask: 0x21,
+      healthSummary: 3,
     });
     expect(fabricOf(snap[1])).toEqual({
-      version: 2, state: 2, status: 0, cliqueId: 0, clusterUuid: 'c0c1c2c3c4c5c6c7c8c9cacbcccdcecf', healthMask: 2, healthSummary: null,
+      version: 2,
+      state: 2,
+      status: 0,
+      cliqueId: 0,
+      clusterUuid: 'c0c1c2c3c4c5c6c7c8c9cacbcccdcecf',
+      healthMask: 2,
+      healthSummary: null,
     });
     expect(fabricOf(snap[2])).toBeNull();
     await ctx.fake.set(0, 'fabricStatus', 999);

@@ -39,13 +39,42 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
   it('snapshot converts units and matches the configured telemetry', async () => {
     const devs = defaultDevices(2);
     Object.assign(devs[1]!.telemetry!, {
-      temperatureC: 71, powerUsageMw: 412345, powerLimitMw: 700000, gpuUtil: 93, memUtil: 41,
-      memoryUsed: 1234567890, smClockMhz: 1980, memClockMhz: 2619, clockEventReasons: 0x44, pstate: 2,
-      fanSpeed: 55, persistenceMode: 0, eccCurrent: 1, eccPending: 0, eccVolatileCorrected: 3,
-      eccVolatileUncorrected: 1, eccAggregateCorrected: 30, eccAggregateUncorrected: 2, retiredPagesSbe: 4,
-      retiredPagesDbe: 1, retiredPagesPending: 1, remappedCorrected: 5, remappedUncorrected: 2, remappedPending: 1,
-      remappedFailure: 0, pcieReplay: 17, pcieGenCurrent: 4, pcieGenMax: 5, pcieWidthCurrent: 8, pcieWidthMax: 16,
-      nvlinkCount: 4, nvlinkDown: [2], nvlinkReplay: 6, nvlinkRecovery: 7, nvlinkCrcFlit: 8, nvlinkCrcData: 9,
+      temperatureC: 71,
+      powerUsageMw: 412345,
+      powerLimitMw: 700000,
+      gpuUtil: 93,
+      memUtil: 41,
+      memoryUsed: 1234567890,
+      smClockMhz: 1980,
+      memClockMhz: 2619,
+      clockEventReasons: 0x44,
+      pstate: 2,
+      fanSpeed: 55,
+      persistenceMode: 0,
+      eccCurrent: 1,
+      eccPending: 0,
+      eccVolatileCorrected: 3,
+      eccVolatileUncorrected: 1,
+      eccAggregateCorrected: 30,
+      eccAggregateUncorrected: 2,
+      retiredPagesSbe: 4,
+      retiredPagesDbe: 1,
+      retiredPagesPending: 1,
+      remappedCorrected: 5,
+      remappedUncorrected: 2,
+      remappedPending: 1,
+      remappedFailure: 0,
+      pcieReplay: 17,
+      pcieGenCurrent: 4,
+      pcieGenMax: 5,
+      pcieWidthCurrent: 8,
+      pcieWidthMax: 16,
+      nvlinkCount: 4,
+      nvlinkDown: [2],
+      nvlinkReplay: 6,
+      nvlinkRecovery: 7,
+      nvlinkCrcFlit: 8,
+      nvlinkCrcData: 9,
     });
     ctx.fake = useFake({ devices: devs });
     ctx.nvml = await openNvml();
@@ -58,21 +87,55 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
     expect(s.uuid).toBe(devs[1]!.uuid);
     expect(Math.abs(s.takenAtMs - Date.now())).toBeLessThan(60_000);
     expect(s.telemetry).toEqual({
-      temperatureC: 71, powerUsageW: 412.345, powerLimitW: 700, gpuUtilPercent: 93, memUtilPercent: 41,
-      memoryUsedBytes: 1234567890, memoryTotalBytes: 85520809984, smClockMhz: 1980, memClockMhz: 2619,
-      clockEventReasons: 0x44, performanceState: 2, fanSpeedPercent: 55, persistenceMode: false,
-      eccModeCurrent: true, eccModePending: false, eccVolatileCorrected: 3, eccVolatileUncorrected: 1,
-      eccAggregateCorrected: 30, eccAggregateUncorrected: 2, retiredPagesSbe: 4, retiredPagesDbe: 1,
-      retiredPagesPending: true, remappedRowsCorrected: 5, remappedRowsUncorrected: 2, remappedRowsPending: true,
-      remappedRowsFailure: false, pcieReplayCounter: 17, pcieLinkGenCurrent: 4, pcieLinkGenMax: 5,
-      pcieLinkWidthCurrent: 8, pcieLinkWidthMax: 16,
+      temperatureC: 71,
+      powerUsageW: 412.345,
+      powerLimitW: 700,
+      gpuUtilPercent: 93,
+      memUtilPercent: 41,
+      memoryUsedBytes: 1234567890,
+      memoryTotalBytes: 85520809984,
+      smClockMhz: 1980,
+      memClockMhz: 2619,
+      clockEventReasons: 0x44,
+      performanceState: 2,
+      fanSpeedPercent: 55,
+      persistenceMode: false,
+      eccModeCurrent: true,
+      eccModePending: false,
+      eccVolatileCorrected: 3,
+      eccVolatileUncorrected: 1,
+      eccAggregateCorrected: 30,
+      eccAggregateUncorrected: 2,
+      retiredPagesSbe: 4,
+      retiredPagesDbe: 1,
+      retiredPagesPending: true,
+      remappedRowsCorrected: 5,
+      remappedRowsUncorrected: 2,
+      remappedRowsPending: true,
+      remappedRowsFailure: false,
+      pcieReplayCounter: 17,
+      pcieLinkGenCurrent: 4,
+      pcieLinkGenMax: 5,
+      pcieLinkWidthCurrent: 8,
+      pcieLinkWidthMax: 16,
       nvlinks: [0, 1, 2, 3].map((link) => ({
-        link, active: link !== 2, replayErrors: 6, recoveryErrors: 7, crcFlitErrors: 8, crcDataErrors: 9,
+        link,
+        active: link !== 2,
+        replayErrors: 6,
+        recoveryErrors: 7,
+        crcFlitErrors: 8,
+        crcDataErrors: 9,
       })),
       fabric: null, // fabricInfoVersion 0: NOT_SUPPORTED (test/native/fabric.test.ts covers the rest)
       // the fake's defaults (test/native/dcgm-fields.test.ts covers these fields)
-      memoryTemperatureC: 40, totalEnergyMj: 0, encoderUtilPercent: 0, decoderUtilPercent: 0,
-      pcieTxKBps: 0, pcieRxKBps: 0, nvlinkDataTxKiB: 0, nvlinkDataRxKiB: 0,
+      memoryTemperatureC: 40,
+      totalEnergyMj: 0,
+      encoderUtilPercent: 0,
+      decoderUtilPercent: 0,
+      pcieTxKBps: 0,
+      pcieRxKBps: 0,
+      nvlinkDataTxKiB: 0,
+      nvlinkDataRxKiB: 0,
     });
     const s0 = snap[0]!;
     expect(s0.ok && s0.telemetry.temperatureC).toBe(33);
@@ -93,9 +156,22 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
     if (!s!.ok) return;
     const t = s!.telemetry;
     for (const k of [
-      'fanSpeedPercent', 'eccModeCurrent', 'eccModePending', 'eccVolatileCorrected', 'eccAggregateUncorrected',
-      'retiredPagesSbe', 'retiredPagesDbe', 'retiredPagesPending', 'remappedRowsCorrected', 'remappedRowsFailure',
-      'pcieReplayCounter', 'pcieLinkGenCurrent', 'pcieLinkWidthMax', 'clockEventReasons', 'performanceState', 'nvlinks',
+      'fanSpeedPercent',
+      'eccModeCurrent',
+      'eccModePending',
+      'eccVolatileCorrected',
+      'eccAggregateUncorrected',
+      'retiredPagesSbe',
+      'retiredPagesDbe',
+      'retiredPagesPending',
+      'remappedRowsCorrected',
+      'remappedRowsFailure',
+      'pcieReplayCounter',
+      'pcieLinkGenCurrent',
+      'pcieLinkWidthMax',
+      'clockEventReasons',
+      'performanceState',
+      'nvlinks',
     ] as const) {
       expect(t[k], k).toBeNull();
     }
@@ -105,7 +181,15 @@ describe.skipIf(skipReason !== null)('NVML addon: inventory and snapshot', () =>
   it('an absent optional entry point gives null or the throttle-reasons fallback', async () => {
     const devs = defaultDevices(1);
     devs[0]!.telemetry!.clockEventReasons = 0x24;
-    ctx.fake = useFake({ devices: devs, missingSymbols: ['nvmlDeviceGetCurrentClocksEventReasons', 'nvmlDeviceGetFanSpeed', 'nvmlSystemGetCudaDriverVersion_v2', 'nvmlSystemGetCudaDriverVersion'] });
+    ctx.fake = useFake({
+      devices: devs,
+      missingSymbols: [
+        'nvmlDeviceGetCurrentClocksEventReasons',
+        'nvmlDeviceGetFanSpeed',
+        'nvmlSystemGetCudaDriverVersion_v2',
+        'nvmlSystemGetCudaDriverVersion',
+      ],
+    });
     ctx.nvml = await openNvml();
     const [s] = await ctx.nvml.snapshot();
     expect(s!.ok).toBe(true);

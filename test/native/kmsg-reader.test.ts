@@ -18,7 +18,11 @@ const kmsgRw = ((): boolean => {
     return false;
   }
 })();
-const reason = !load.ok ? `the addon does not load (${load.reason})` : !kmsgRw ? '/dev/kmsg is not a readable and writable character device here (needs root)' : null;
+const reason = !load.ok
+  ? `the addon does not load (${load.reason})`
+  : !kmsgRw
+    ? '/dev/kmsg is not a readable and writable character device here (needs root)'
+    : null;
 if (reason) console.warn(`SKIP native kmsg reader tests: ${reason}`);
 
 function open(limits?: { maxRecords?: number; maxBytes?: number }): { reader: NativeKmsgReader; wakes: () => number } {

@@ -105,11 +105,15 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
       return out;
     };
     const refs = await makeWatches(ctx.nvml);
-    await until(async () => {
-      gc();
-      await sleep(20);
-      return refs.every((r) => r.deref() === undefined);
-    }, 'stopped watches collected', 20_000);
+    await until(
+      async () => {
+        gc();
+        await sleep(20);
+        return refs.every((r) => r.deref() === undefined);
+      },
+      'stopped watches collected',
+      20_000,
+    );
   });
 
   it('a session dropped by its owner with a call in flight is not collected before it settles', async () => {
@@ -144,11 +148,15 @@ describe.skipIf(skipReason !== null)('NVML addon: lifecycle', () => {
       return new WeakRef(cb);
     };
     const ref = await abandon();
-    await until(async () => {
-      gc();
-      await sleep(20);
-      return ref.deref() === undefined;
-    }, 'the watch of the collected session to release its callback', 20_000);
+    await until(
+      async () => {
+        gc();
+        await sleep(20);
+        return ref.deref() === undefined;
+      },
+      'the watch of the collected session to release its callback',
+      20_000,
+    );
   });
 
   it('two sessions share NVML: closing one leaves the other working', async () => {

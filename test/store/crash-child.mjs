@@ -14,9 +14,18 @@ for (;;) {
     batch.push(
       store
         .append({
-          type: 'xid', system: 'DRIVER', gpuIndex: n % 4, gpuUuid: `GPU-${n % 4}`,
-          metrics: { i: String(n) }, message: `event ${n}`, timeMs: Date.now(), severity: sev,
-          action: 'none', citation: 'crash test', source: 'agent', key: `k/${n}`,
+          type: 'xid',
+          system: 'DRIVER',
+          gpuIndex: n % 4,
+          gpuUuid: `GPU-${n % 4}`,
+          metrics: { i: String(n) },
+          message: `event ${n}`,
+          timeMs: Date.now(),
+          severity: sev,
+          action: 'none',
+          citation: 'crash test',
+          source: 'agent',
+          key: `k/${n}`,
           fault: n % 50 === 0 ? 'raise' : 'none',
         })
         .then((r) => writeSync(1, `ok ${n} ${r.event.id}\n`)),
@@ -26,8 +35,19 @@ for (;;) {
   batch.push(
     store
       .append({
-        type: 'xid', system: 'DRIVER', gpuIndex: 0, gpuUuid: 'GPU-0', metrics: { i: 'storm' }, message: 'storm',
-        timeMs: Date.now(), severity: 'critical', action: 'none', citation: 'crash test', source: 'agent', key: 'storm', fault: 'none',
+        type: 'xid',
+        system: 'DRIVER',
+        gpuIndex: 0,
+        gpuUuid: 'GPU-0',
+        metrics: { i: 'storm' },
+        message: 'storm',
+        timeMs: Date.now(),
+        severity: 'critical',
+        action: 'none',
+        citation: 'crash test',
+        source: 'agent',
+        key: 'storm',
+        fault: 'none',
       })
       .then(() => writeSync(1, 'storm\n')),
   );
@@ -35,7 +55,10 @@ for (;;) {
   if (i % 40 === 0) {
     // As many acked as appended (the storm event aside): the backlog stays level, so a fast,
     // idle machine (more appends per round) does not push the store to its bounds and shed.
-    const p = store.pending(41).filter((e) => e.key !== 'storm').slice(0, 40);
+    const p = store
+      .pending(41)
+      .filter((e) => e.key !== 'storm')
+      .slice(0, 40);
     writeSync(1, `acking ${p.map((e) => e.metrics.i).join(',')}\n`);
     await store.ack(p.map((e) => ({ id: e.id, count: e.count })));
     writeSync(1, `acked ${p.map((e) => e.metrics.i).join(',')}\n`);

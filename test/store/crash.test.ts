@@ -121,6 +121,8 @@ describe('event store under kill -9', () => {
       await s.close();
     }
     expect(resolved.size).toBeGreaterThan(50);
-    console.log(`crash test: ${rounds} SIGKILL rounds, ${resolved.size} resolved appends, ${acked.size} acked, ${storms} coalesced storm appends, ${tornTails} torn tails cut, all accounted for`);
+    console.log(
+      `crash test: ${rounds} SIGKILL rounds, ${resolved.size} resolved appends, ${acked.size} acked, ${storms} coalesced storm appends, ${tornTails} torn tails cut, all accounted for`,
+    );
   }, 300_000);
 });

@@ -177,7 +177,11 @@ describe('event store on a full disk', () => {
     fs.writeFileSync(filler, Buffer.alloc(FILLER_BYTES, 1));
     const opts = { dir, reserveBytes: 32 * 1024, maxEvents: 100_000, bootId: 'b' };
     const s = await openEventStore(opts);
-    const r = await fillScenario(s, () => fs.rmSync(filler), () => openEventStore(opts));
+    const r = await fillScenario(
+      s,
+      () => fs.rmSync(filler),
+      () => openEventStore(opts),
+    );
     console.log(`tmpfs ENOSPC: ${r.criticals} criticals kept, shed ${JSON.stringify(r.shed)}`);
   });
 
@@ -188,7 +192,11 @@ describe('event store on a full disk', () => {
       qfs._fill(FILLER_BYTES);
       const opts = { dir, reserveBytes: 32 * 1024, maxEvents: 100_000, bootId: 'b', fs: qfs };
       const s = await openEventStore(opts);
-      await fillScenario(s, () => qfs.free(FILLER_BYTES), () => openEventStore(opts));
+      await fillScenario(
+        s,
+        () => qfs.free(FILLER_BYTES),
+        () => openEventStore(opts),
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

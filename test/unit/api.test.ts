@@ -7,13 +7,37 @@ import type { FakeFault } from '../../src/backends/types.js';
 import type { Telemetry } from '../../src/nvml/types.js';
 
 const telemetry: Telemetry = {
-  temperatureC: 71, powerUsageW: 412.5, powerLimitW: 700, gpuUtilPercent: 93, memUtilPercent: 40,
-  memoryUsedBytes: 40 * 1024 ** 3, memoryTotalBytes: 80 * 1024 ** 3, smClockMhz: 1980, memClockMhz: 2619,
-  clockEventReasons: 0, performanceState: 0, fanSpeedPercent: null, persistenceMode: true, eccModeCurrent: true,
-  eccModePending: true, eccVolatileCorrected: 3, eccVolatileUncorrected: 1, eccAggregateCorrected: 5,
-  eccAggregateUncorrected: 1, retiredPagesSbe: 2, retiredPagesDbe: 1, retiredPagesPending: false,
-  remappedRowsCorrected: 0, remappedRowsUncorrected: 0, remappedRowsPending: false, remappedRowsFailure: true,
-  pcieReplayCounter: 7, pcieLinkGenCurrent: 5, pcieLinkGenMax: 5, pcieLinkWidthCurrent: 16, pcieLinkWidthMax: 16,
+  temperatureC: 71,
+  powerUsageW: 412.5,
+  powerLimitW: 700,
+  gpuUtilPercent: 93,
+  memUtilPercent: 40,
+  memoryUsedBytes: 40 * 1024 ** 3,
+  memoryTotalBytes: 80 * 1024 ** 3,
+  smClockMhz: 1980,
+  memClockMhz: 2619,
+  clockEventReasons: 0,
+  performanceState: 0,
+  fanSpeedPercent: null,
+  persistenceMode: true,
+  eccModeCurrent: true,
+  eccModePending: true,
+  eccVolatileCorrected: 3,
+  eccVolatileUncorrected: 1,
+  eccAggregateCorrected: 5,
+  eccAggregateUncorrected: 1,
+  retiredPagesSbe: 2,
+  retiredPagesDbe: 1,
+  retiredPagesPending: false,
+  remappedRowsCorrected: 0,
+  remappedRowsUncorrected: 0,
+  remappedRowsPending: false,
+  remappedRowsFailure: true,
+  pcieReplayCounter: 7,
+  pcieLinkGenCurrent: 5,
+  pcieLinkGenMax: 5,
+  pcieLinkWidthCurrent: 16,
+  pcieLinkWidthMax: 16,
   nvlinks: [
     { link: 0, active: true, replayErrors: 1, recoveryErrors: 0, crcFlitErrors: 2, crcDataErrors: 0 },
     { link: 1, active: false, replayErrors: 2, recoveryErrors: 0, crcFlitErrors: 3, crcDataErrors: 0 },
@@ -22,9 +46,19 @@ const telemetry: Telemetry = {
 
 function device(i: number, t: Telemetry | null): DeviceStatus {
   return {
-    index: i, uuid: `GPU-${i}`, name: 'NVIDIA H100 80GB HBM3', serial: null, pciBusId: `00000000:${(0x41 + i).toString(16).toUpperCase()}:00.0`,
-    pciBusIdShort: `0000:${(0x41 + i).toString(16)}:00`, minorNumber: i, memoryTotalBytes: 80 * 1024 ** 3, error: null,
-    telemetry: t, sampleError: null, sampledAtMs: t ? Date.now() : null, lastXid: i === 1 ? 79 : 0,
+    index: i,
+    uuid: `GPU-${i}`,
+    name: 'NVIDIA H100 80GB HBM3',
+    serial: null,
+    pciBusId: `00000000:${(0x41 + i).toString(16).toUpperCase()}:00.0`,
+    pciBusIdShort: `0000:${(0x41 + i).toString(16)}:00`,
+    minorNumber: i,
+    memoryTotalBytes: 80 * 1024 ** 3,
+    error: null,
+    telemetry: t,
+    sampleError: null,
+    sampledAtMs: t ? Date.now() : null,
+    lastXid: i === 1 ? 79 : 0,
   };
 }
 
@@ -38,17 +72,39 @@ class View implements AgentView {
     system: { driverVersion: '550.1', nvmlVersion: null, cudaDriverVersion: '12.4' },
     devices: [device(0, telemetry), device(1, null)],
     activeFaults: [
-      { key: 'gpu1/xid/79', gpuIndex: 1, gpuUuid: 'GPU-1', type: 'xid', system: 'DRIVER', severity: 'critical', action: 'reboot', message: 'x', metrics: { xid_code: '79' }, sinceMs: 1, lastSeenMs: 1, count: 1, lastEventId: 'e1' },
+      {
+        key: 'gpu1/xid/79',
+        gpuIndex: 1,
+        gpuUuid: 'GPU-1',
+        type: 'xid',
+        system: 'DRIVER',
+        severity: 'critical',
+        action: 'reboot',
+        message: 'x',
+        metrics: { xid_code: '79' },
+        sinceMs: 1,
+        lastSeenMs: 1,
+        count: 1,
+        lastEventId: 'e1',
+      },
     ],
     controlPlane: { server: 'http://x', state: 'connected', registered: true, nodeStatus: null, lastError: null, lastContactMs: 1 },
     events: { pending: 4, store: null },
     kmsg: { enabled: false, path: null, state: 'disabled' },
     watch: null,
   };
-  alive() { return this.live; }
-  status() { return this.st; }
+  alive() {
+    return this.live;
+  }
+  status() {
+    return this.st;
+  }
   get inject() {
-    return this.withInject ? (f: FakeFault) => { this.injected.push(f); } : undefined;
+    return this.withInject
+      ? (f: FakeFault) => {
+          this.injected.push(f);
+        }
+      : undefined;
   }
 }
 
@@ -65,8 +121,7 @@ afterAll(async () => {
   await api.close();
 });
 
-const post = (body: string, ct = 'application/json') =>
-  fetch(`${api.url}/inject`, { method: 'POST', headers: { 'Content-Type': ct }, body });
+const post = (body: string, ct = 'application/json') => fetch(`${api.url}/inject`, { method: 'POST', headers: { 'Content-Type': ct }, body });
 
 describe('local API', () => {
   it('answers /healthz by the main loop liveness', async () => {
@@ -118,8 +173,15 @@ describe('local API', () => {
     expect(t2).toContain('# TYPE process_resident_memory_bytes gauge');
     expect(t2).toMatch(/^nodejs_heap_size_used_bytes \d+/m);
     // Cumulative NVML counts are typed as counters (dcgm-exporter's types); levels stay gauges.
-    for (const name of ['DCGM_FI_DEV_PCIE_REPLAY_COUNTER', 'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL', 'DCGM_FI_DEV_ECC_DBE_AGG_TOTAL', 'DCGM_FI_DEV_RETIRED_DBE',
-      'DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS', 'DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL', 'DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL']) {
+    for (const name of [
+      'DCGM_FI_DEV_PCIE_REPLAY_COUNTER',
+      'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL',
+      'DCGM_FI_DEV_ECC_DBE_AGG_TOTAL',
+      'DCGM_FI_DEV_RETIRED_DBE',
+      'DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS',
+      'DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL',
+      'DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL',
+    ]) {
       expect(t2, name).toContain(`# TYPE ${name} counter`);
     }
     for (const name of ['DCGM_FI_DEV_GPU_TEMP', 'DCGM_FI_DEV_XID_ERRORS', 'DCGM_FI_DEV_ROW_REMAP_PENDING']) expect(t2, name).toContain(`# TYPE ${name} gauge`);

@@ -87,7 +87,12 @@ describe('parseYamlStrict', () => {
   it('throws errors and bounds aliases', () => {
     expect(() => parseYamlStrict('a: [1\n')).toThrow();
     const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
-    for (let i = 0; i < 8; i++) bomb.push(`${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(', ')}]`);
+    for (let i = 0; i < 8; i++)
+      bomb.push(
+        `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+          .fill(`*${String.fromCharCode(97 + i)}`)
+          .join(', ')}]`,
+      );
     expect(() => parseYamlStrict(bomb.join('\n'), { maxAliasCount: 100 })).toThrow(/alias/i);
   });
 });

@@ -69,7 +69,10 @@ describe('runCli bad input: one line on stderr, exit 2', () => {
   it('bad fake-backend input', async () => {
     const scen = join(dir, 'scenario.yaml');
     writeFileSync(scen, 'name: s\nevents:\n  - at: 1s\n    gpu: 9\n    fault: xid\n    xid: 79\n');
-    expectUsage(await cli(['run', '--gpu-backend', 'fake', '--scenario', scen], { NAVARCH_GPU_COUNT: '4' }), /scenario\.yaml: events\[0\]\.gpu: 9 out of range/);
+    expectUsage(
+      await cli(['run', '--gpu-backend', 'fake', '--scenario', scen], { NAVARCH_GPU_COUNT: '4' }),
+      /scenario\.yaml: events\[0\]\.gpu: 9 out of range/,
+    );
     expectUsage(await cli(['run', '--gpu-backend', 'fake'], { NAVARCH_GPU_COUNT: 'many' }), /NAVARCH_GPU_COUNT: expected a whole number/);
   });
   it('command arguments', async () => {
@@ -92,7 +95,7 @@ describe('runCli read commands', () => {
     const j = await cli(['xid', '48', '--json']);
     expect(JSON.parse(j.out)).toMatchObject({ code: 48, navarchFatal: true });
   });
-  it('explains every code of NVIDIA\'s catalog (1-172) and says which codes it does not know', async () => {
+  it("explains every code of NVIDIA's catalog (1-172) and says which codes it does not know", async () => {
     for (let c = 1; c <= 172; c++) {
       const r = await cli(['xid', String(c)]);
       expect(r.code, `xid ${c}`).toBe(0);
@@ -157,7 +160,17 @@ describe.skipIf(!built)('built CLI process', () => {
     expect(existsSync(join(dir, 'never-created'))).toBe(false);
   });
   it('runs doctor and reports failures with exit 1', () => {
-    const r = spawnCli(['doctor', '--gpu-backend', 'fake', '--state-dir', join(dir, 'doc'), '--kmsg-path', join(dir, 'no-kmsg'), '--server', 'http://127.0.0.1:9']);
+    const r = spawnCli([
+      'doctor',
+      '--gpu-backend',
+      'fake',
+      '--state-dir',
+      join(dir, 'doc'),
+      '--kmsg-path',
+      join(dir, 'no-kmsg'),
+      '--server',
+      'http://127.0.0.1:9',
+    ]);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/\[WARN\] gpu driver: fake backend/);
     expect(r.stdout).toMatch(/\[ OK \] state directory/);

@@ -152,7 +152,9 @@ describe('resolveConfig', () => {
   it('takes a token over plain http to a remote server (Navarch has no TLS); --require-tls refuses it', () => {
     expect(resolve({ server: 'http://navarch-cp.internal:50051', 'auth-token': 't' }).authToken).toBe('t');
     expect(resolve({ server: 'http://navarch-cp.internal:50051', 'auth-token': 't', 'allow-insecure': true }).authToken).toBe('t');
-    expect(usage(() => resolve({ server: 'http://navarch-cp.internal:50051', 'require-tls': true }))).toMatch(/refusing plain http:\/\/ to non-loopback host navarch-cp\.internal \(--require-tls\)/);
+    expect(usage(() => resolve({ server: 'http://navarch-cp.internal:50051', 'require-tls': true }))).toMatch(
+      /refusing plain http:\/\/ to non-loopback host navarch-cp\.internal \(--require-tls\)/,
+    );
     expect(resolve({ server: 'https://navarch-cp.internal', 'require-tls': true }).requireTls).toBe(true);
     expect(resolve({ server: 'http://127.0.0.1:50051', 'auth-token': 't' }).authToken).toBe('t');
     expect(resolve({ server: 'https://cp.example', 'auth-token': 't' }).authToken).toBe('t');

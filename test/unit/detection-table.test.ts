@@ -39,11 +39,18 @@ function tableRows(): Row[] {
   const lines = DOC.slice(at).split('\n');
   const head = lines.findIndex((l) => l.startsWith('| Class |'));
   if (head < 0) throw new Error('docs/backends-and-detection.md: the fault-class table has no header row');
-  expect(lines[head]!.split('|').slice(1, -1).map((x) => x.trim())).toEqual(COLUMNS);
+  expect(
+    lines[head]!.split('|')
+      .slice(1, -1)
+      .map((x) => x.trim()),
+  ).toEqual(COLUMNS);
   const rows: Row[] = [];
   for (const l of lines.slice(head + 2)) {
     if (!l.startsWith('|')) break;
-    const cells = l.split('|').slice(1, -1).map((x) => x.trim());
+    const cells = l
+      .split('|')
+      .slice(1, -1)
+      .map((x) => x.trim());
     if (cells.length !== COLUMNS.length) throw new Error(`a fault-class row with ${cells.length} cells, not ${COLUMNS.length}: ${l}`);
     const m = /^`([^`]+)`$/.exec(cells[0]!);
     if (!m) throw new Error(`the class cell must be one \`class\`: ${cells[0]}`);

@@ -60,7 +60,16 @@ describe('runDiagnostics over the fake backend', () => {
     expect(r.inventory!.details).toMatchObject({ count: '8', previous_count: '8', lost: 'none', errored: 'none' });
     const g = r.gpu0!.details!;
     expect(g.temperature_c).toMatch(/^\d+$/);
-    expect(g).toMatchObject({ ecc_mode: 'enabled', ecc_uncorrected_volatile: '0', nvlink_links: '18', nvlink_down: 'none', persistence_mode: 'true', pcie_link_width: '16', findings: 'none', active_faults: '0' });
+    expect(g).toMatchObject({
+      ecc_mode: 'enabled',
+      ecc_uncorrected_volatile: '0',
+      nvlink_links: '18',
+      nvlink_down: 'none',
+      persistence_mode: 'true',
+      pcie_link_width: '16',
+      findings: 'none',
+      active_faults: '0',
+    });
     // H100 retires rows, not pages: unsupported, and not a failure.
     expect(g.retired_pages_pending).toBe('unsupported');
     for (const v of Object.values(g)) expect(typeof v).toBe('string');
@@ -169,11 +178,18 @@ describe('runDiagnostics over the fake backend', () => {
   it('unsupported (null) telemetry never fails a check', async () => {
     const b = await fake(1);
     const nulls = async (): Promise<DeviceSnapshot[]> =>
-      (await b.snapshot()).map((s) => (s.ok ? { ...s, telemetry: Object.fromEntries(Object.keys(s.telemetry).map((k) => [k, null])) as unknown as Telemetry } : s));
+      (await b.snapshot()).map((s) =>
+        s.ok ? { ...s, telemetry: Object.fromEntries(Object.keys(s.telemetry).map((k) => [k, null])) as unknown as Telemetry } : s,
+      );
     const bare: GpuBackend = Object.assign(Object.create(b) as GpuBackend, { snapshot: nulls });
     const r = byName(await runDiagnostics({ backend: bare, previousDevices: () => b.devices() }));
     expect(r.gpu0!.status).toBe('healthy');
-    expect(r.gpu0!.details).toMatchObject({ temperature_c: 'unsupported', ecc_mode: 'unsupported', nvlink_down: 'unsupported', persistence_mode: 'unsupported' });
+    expect(r.gpu0!.details).toMatchObject({
+      temperature_c: 'unsupported',
+      ecc_mode: 'unsupported',
+      nvlink_down: 'unsupported',
+      persistence_mode: 'unsupported',
+    });
     expect(r.gpu0!.message).toBe('GPU 0 healthy');
   });
 
@@ -190,8 +206,19 @@ describe('runDiagnostics over the fake backend', () => {
   it('active faults from the store', async () => {
     const b = await fake(2);
     const fault: ActiveFault = {
-      key: 'gpu1/xid/48', gpuIndex: 1, gpuUuid: b.devices()[1]!.uuid, type: 'xid', system: 'MEM', severity: 'critical', action: 'reset_gpu',
-      message: 'GPU 1: XID 48 double-bit ECC error', metrics: { xid_code: '48' }, sinceMs: 1, lastSeenMs: 2, count: 1, lastEventId: 'e1',
+      key: 'gpu1/xid/48',
+      gpuIndex: 1,
+      gpuUuid: b.devices()[1]!.uuid,
+      type: 'xid',
+      system: 'MEM',
+      severity: 'critical',
+      action: 'reset_gpu',
+      message: 'GPU 1: XID 48 double-bit ECC error',
+      metrics: { xid_code: '48' },
+      sinceMs: 1,
+      lastSeenMs: 2,
+      count: 1,
+      lastEventId: 'e1',
     };
     const r = byName(await runDiagnostics(opts(b, { activeFaults: () => [fault] })));
     expect(r.active_faults!.status).toBe('unhealthy');

@@ -43,7 +43,10 @@ describe('runDoctor on a terminal', () => {
     });
     let out = '';
     let err = '';
-    const code = await runDoctor(cfg, { json: false, io: { stdout: (s) => (out += s), stderr: (s) => (err += s), env: { NAVARCH_GPU_COUNT: '1' }, isTTY: true } });
+    const code = await runDoctor(cfg, {
+      json: false,
+      io: { stdout: (s) => (out += s), stderr: (s) => (err += s), env: { NAVARCH_GPU_COUNT: '1' }, isTTY: true },
+    });
     expect(code).toBe(1);
     expect(err).toBe('');
     expect(out).toContain('[....] control plane: asking http://127.0.0.1:9 (up to 6 s)...\r\x1b[K[ OK ] transport:');
@@ -58,7 +61,11 @@ describe('checkFabricManager', () => {
     try {
       const run = async (state: 'active' | 'failed' | 'unknown', log: string | null) => {
         const out: CheckResult[] = [];
-        await checkFabricManager({ sysRoot: root, fabricManagerLog: log }, out, async (unit) => (expect(unit).toBe('nvidia-fabricmanager'), { state, detail: state === 'unknown' ? 'systemctl not found' : state }));
+        await checkFabricManager(
+          { sysRoot: root, fabricManagerLog: log },
+          out,
+          async (unit) => (expect(unit).toBe('nvidia-fabricmanager'), { state, detail: state === 'unknown' ? 'systemctl not found' : state }),
+        );
         return out.map((r) => `${r.state} ${r.name}: ${r.detail}`);
       };
       expect(await run('failed', null)).toEqual(['skip fabric manager: no NVSwitch on this host']);
@@ -66,8 +73,13 @@ describe('checkFabricManager', () => {
       writeFileSync(join(root, 'dev', 'nvidia-nvswitch0'), '');
       const log = join(root, 'fabricmanager.log');
       writeFileSync(log, '');
-      expect(await run('active', log)).toEqual([`ok fabric manager: nvidia-fabricmanager active (1 /dev/nvidia-nvswitchN node)`, `ok fabric manager log: ${log} readable`]);
-      expect(await run('failed', null)).toEqual(['fail fabric manager: 1 /dev/nvidia-nvswitchN node; nvidia-fabricmanager is failed: CUDA cannot use the GPUs']);
+      expect(await run('active', log)).toEqual([
+        `ok fabric manager: nvidia-fabricmanager active (1 /dev/nvidia-nvswitchN node)`,
+        `ok fabric manager log: ${log} readable`,
+      ]);
+      expect(await run('failed', null)).toEqual([
+        'fail fabric manager: 1 /dev/nvidia-nvswitchN node; nvidia-fabricmanager is failed: CUDA cannot use the GPUs',
+      ]);
       expect(await run('unknown', join(root, 'none.log'))).toEqual([
         'warn fabric manager: 1 /dev/nvidia-nvswitchN node; nvidia-fabricmanager state unknown: systemctl not found',
         `warn fabric manager log: ${join(root, 'none.log')}: ENOENT`,

@@ -30,15 +30,27 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-const ERR_NONFATAL = '[Feb 27 2025 15:10:02] [ERROR] [tid 12727] detected NVSwitch non-fatal error 12028 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 61';
-const ERR_FATAL = '[Jul 23 2024 07:53:55] [ERROR] [tid 841] detected NVSwitch fatal error 20034 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 33';
+const ERR_NONFATAL =
+  '[Feb 27 2025 15:10:02] [ERROR] [tid 12727] detected NVSwitch non-fatal error 12028 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 61';
+const ERR_FATAL =
+  '[Jul 23 2024 07:53:55] [ERROR] [tid 841] detected NVSwitch fatal error 20034 on fid 0 on NVSwitch pci bus id 00000000:86:00.0 physical id 3 port 33';
 const INFO = '[Feb 27 2025 14:10:02] [INFO] [tid 1808] multicast group 1 is allocated.';
 
 describe('fabric manager log lines', () => {
   it('ERROR/FATAL lines are errors with the SXid and NVSwitch PCI id picked out; INFO and text are not', () => {
-    expect(parseFabricManagerLine(ERR_NONFATAL)).toEqual({ level: 'ERROR', text: ERR_NONFATAL, sxid: 12028, sxidFatal: false, nvswitchPci: '00000000:86:00.0' });
+    expect(parseFabricManagerLine(ERR_NONFATAL)).toEqual({
+      level: 'ERROR',
+      text: ERR_NONFATAL,
+      sxid: 12028,
+      sxidFatal: false,
+      nvswitchPci: '00000000:86:00.0',
+    });
     expect(parseFabricManagerLine(ERR_FATAL)).toMatchObject({ sxid: 20034, sxidFatal: true });
-    expect(parseFabricManagerLine('[Sep 17 2024 06:01:46] [ERROR] [tid 1230079] failed to find the GPU handle 5410063385821516767 in the multicast team request setup 6130285411925746235.')).toMatchObject({ level: 'ERROR', sxid: null, sxidFatal: null, nvswitchPci: null });
+    expect(
+      parseFabricManagerLine(
+        '[Sep 17 2024 06:01:46] [ERROR] [tid 1230079] failed to find the GPU handle 5410063385821516767 in the multicast team request setup 6130285411925746235.',
+      ),
+    ).toMatchObject({ level: 'ERROR', sxid: null, sxidFatal: null, nvswitchPci: null });
     expect(parseFabricManagerLine('[Jan 01 2025 00:00:00] [FATAL] [tid 1] fabric manager exiting')).toMatchObject({ level: 'FATAL' });
     expect(parseFabricManagerLine(INFO)).toBeNull();
     expect(parseFabricManagerLine('Message payload details: ERROR in text only')).toBeNull();
@@ -115,25 +127,38 @@ describe('judgeFabricManager', () => {
   function run(steps: Array<{ at: number; service: ServiceState; errors?: string[] }>): string[][] {
     let st: FabricManagerJudgeState | null = null;
     return steps.map((s) => {
-      const r = judgeFabricManager(st, { nowMs: s.at, sinceBootMs: s.at, service: s.service, errors: (s.errors ?? []).map((l) => parseFabricManagerLine(l)!) }, cfg);
+      const r = judgeFabricManager(
+        st,
+        { nowMs: s.at, sinceBootMs: s.at, service: s.service, errors: (s.errors ?? []).map((l) => parseFabricManagerLine(l)!) },
+        cfg,
+      );
       st = r.state;
       return r.events.map((e) => `${e.fault}:${e.key}:${e.severity}`);
     });
   }
 
   it('not active after the boot grace is critical; clears after 2 active checks; unknown judges nothing', () => {
-    expect(run([
-      { at: 60_000, service: failed },
-      { at: 300_000, service: failed },
-      { at: 310_000, service: failed },
-      { at: 320_000, service: active },
-      { at: 330_000, service: unknown },
-      { at: 340_000, service: failed },
-      { at: 350_000, service: active },
-      { at: 360_000, service: active },
-    ])).toEqual([[], ['raise:node/fabric_manager:critical'], [], [], [], [], [], ['clear:node/fabric_manager:info']]);
+    expect(
+      run([
+        { at: 60_000, service: failed },
+        { at: 300_000, service: failed },
+        { at: 310_000, service: failed },
+        { at: 320_000, service: active },
+        { at: 330_000, service: unknown },
+        { at: 340_000, service: failed },
+        { at: 350_000, service: active },
+        { at: 360_000, service: active },
+      ]),
+    ).toEqual([[], ['raise:node/fabric_manager:critical'], [], [], [], [], [], ['clear:node/fabric_manager:info']]);
     const r = judgeFabricManager(null, { nowMs: 400_000, sinceBootMs: 400_000, service: { state: 'inactive', detail: 'inactive' }, errors: [] }, cfg);
-    expect(r.events[0]).toMatchObject({ gpuIndex: -1, type: 'nvlink', system: 'NVSWITCH', action: 'reboot', source: 'agent', metrics: { service: 'nvidia-fabricmanager', service_state: 'inactive' } });
+    expect(r.events[0]).toMatchObject({
+      gpuIndex: -1,
+      type: 'nvlink',
+      system: 'NVSWITCH',
+      action: 'reboot',
+      source: 'agent',
+      metrics: { service: 'nvidia-fabricmanager', service_state: 'inactive' },
+    });
     expect(r.events[0]!.message).toContain('CUDA cannot use the GPUs');
   });
 
@@ -146,7 +171,13 @@ describe('judgeFabricManager', () => {
     };
     const a = step(1_000_000, [ERR_FATAL, ERR_NONFATAL]);
     expect(a).toHaveLength(1);
-    expect(a[0]).toMatchObject({ key: 'node/fabric_manager/log', fault: 'raise', severity: 'warning', count: 2, metrics: { error_lines: '2', sxid: '12028', sxid_fatal: 'false', nvswitch_pci: '00000000:86:00.0', last_error: ERR_NONFATAL } });
+    expect(a[0]).toMatchObject({
+      key: 'node/fabric_manager/log',
+      fault: 'raise',
+      severity: 'warning',
+      count: 2,
+      metrics: { error_lines: '2', sxid: '12028', sxid_fatal: 'false', nvswitch_pci: '00000000:86:00.0', last_error: ERR_NONFATAL },
+    });
     expect(step(1_300_000, [])).toEqual([]);
     expect(step(1_599_999, [])).toEqual([]);
     expect(step(1_600_000, []).map((e) => `${e.fault}:${e.key}`)).toEqual(['clear:node/fabric_manager/log']);
@@ -172,7 +203,10 @@ describe('systemctlIsActive (a real child process)', () => {
     } finally {
       delete process.env.STUB_STATE;
     }
-    expect(await systemctlIsActive('nvidia-fabricmanager', 5000, join(d, 'nope'))).toMatchObject({ state: 'unknown', detail: expect.stringContaining('not found') });
+    expect(await systemctlIsActive('nvidia-fabricmanager', 5000, join(d, 'nope'))).toMatchObject({
+      state: 'unknown',
+      detail: expect.stringContaining('not found'),
+    });
     const hang = join(d, 'hang');
     writeFileSync(hang, '#!/bin/sh\nexec sleep 30\n');
     chmodSync(hang, 0o755);
@@ -217,7 +251,6 @@ describe('NVSwitch detection', () => {
     expect(await detectNvSwitches(sysTree({ switches: 0, devNodes: 0 }))).toMatchObject({ present: false, summary: 'no NVSwitch' });
     expect((await detectNvSwitches(join(scratch(), 'missing'))).present).toBe(false);
   });
-
 });
 
 describe('FabricManagerMonitor', () => {

@@ -20,11 +20,38 @@ const healthy: GpuFabricInfo = { version: 3, state: 3, status: 0, cliqueId: 4, c
 /** Telemetry with nothing but fabric info: every other rule sees nulls and stays silent. */
 function tel(fabric: GpuFabricInfo | null): Telemetry {
   const base = {
-    temperatureC: null, powerUsageW: null, powerLimitW: null, gpuUtilPercent: null, memUtilPercent: null, memoryUsedBytes: null, memoryTotalBytes: null,
-    smClockMhz: null, memClockMhz: null, clockEventReasons: null, performanceState: null, fanSpeedPercent: null, persistenceMode: null,
-    eccModeCurrent: null, eccModePending: null, eccVolatileCorrected: null, eccVolatileUncorrected: null, eccAggregateCorrected: null, eccAggregateUncorrected: null,
-    retiredPagesSbe: null, retiredPagesDbe: null, retiredPagesPending: null, remappedRowsCorrected: null, remappedRowsUncorrected: null, remappedRowsPending: null,
-    remappedRowsFailure: null, pcieReplayCounter: null, pcieLinkGenCurrent: null, pcieLinkGenMax: null, pcieLinkWidthCurrent: null, pcieLinkWidthMax: null, nvlinks: null,
+    temperatureC: null,
+    powerUsageW: null,
+    powerLimitW: null,
+    gpuUtilPercent: null,
+    memUtilPercent: null,
+    memoryUsedBytes: null,
+    memoryTotalBytes: null,
+    smClockMhz: null,
+    memClockMhz: null,
+    clockEventReasons: null,
+    performanceState: null,
+    fanSpeedPercent: null,
+    persistenceMode: null,
+    eccModeCurrent: null,
+    eccModePending: null,
+    eccVolatileCorrected: null,
+    eccVolatileUncorrected: null,
+    eccAggregateCorrected: null,
+    eccAggregateUncorrected: null,
+    retiredPagesSbe: null,
+    retiredPagesDbe: null,
+    retiredPagesPending: null,
+    remappedRowsCorrected: null,
+    remappedRowsUncorrected: null,
+    remappedRowsPending: null,
+    remappedRowsFailure: null,
+    pcieReplayCounter: null,
+    pcieLinkGenCurrent: null,
+    pcieLinkGenMax: null,
+    pcieLinkWidthCurrent: null,
+    pcieLinkWidthMax: null,
+    nvlinks: null,
   };
   return { ...base, fabric } as Telemetry;
 }
@@ -45,16 +72,39 @@ const brief = (evs: HealthEventInput[]): string[] => evs.map((e) => `${e.fault}:
 
 describe('fabric judge', () => {
   it('a healthy completed fabric raises nothing; unsupported (null, state 0) is no check', () => {
-    expect(run([[1, healthy], [2, healthy], [10, null], [11, { ...healthy, state: 0, healthSummary: 2 }]]).flat()).toEqual([]);
+    expect(
+      run([
+        [1, healthy],
+        [2, healthy],
+        [10, null],
+        [11, { ...healthy, state: 0, healthSummary: 2 }],
+      ]).flat(),
+    ).toEqual([]);
   });
 
   it('registration not completed: nothing inside the boot grace, critical after it, clears after 3 good samples', () => {
     const inProgress = { ...healthy, state: 2, healthSummary: 2 };
-    const ev = run([[1, inProgress], [4.9, inProgress], [5, inProgress], [6, inProgress], [7, healthy], [8, healthy], [9, healthy]]);
+    const ev = run([
+      [1, inProgress],
+      [4.9, inProgress],
+      [5, inProgress],
+      [6, inProgress],
+      [7, healthy],
+      [8, healthy],
+      [9, healthy],
+    ]);
     expect(ev[0]).toEqual([]);
     expect(ev[1]).toEqual([]); // the unhealthy summary of an unfinished registration is not judged either
     expect(brief(ev[2]!)).toEqual(['raise:gpu2/fabric/state:critical', 'raise:gpu2/fabric/health:critical']);
-    expect(ev[2]![0]).toMatchObject({ gpuIndex: 2, gpuUuid: 'GPU-2', type: 'nvlink', system: 'NVSWITCH', action: 'reboot', source: 'telemetry', metrics: { fabric_state: '2', fabric_state_name: 'in_progress', uptime_seconds: '300', boot_grace_seconds: '300' } });
+    expect(ev[2]![0]).toMatchObject({
+      gpuIndex: 2,
+      gpuUuid: 'GPU-2',
+      type: 'nvlink',
+      system: 'NVSWITCH',
+      action: 'reboot',
+      source: 'telemetry',
+      metrics: { fabric_state: '2', fabric_state_name: 'in_progress', uptime_seconds: '300', boot_grace_seconds: '300' },
+    });
     expect(ev[3]).toEqual([]);
     expect(ev[4]).toEqual([]);
     expect(ev[5]).toEqual([]);
@@ -75,7 +125,10 @@ describe('fabric judge', () => {
   });
 
   it('a failed probe status of a completed registration is critical with the nvmlReturn name', () => {
-    const ev = run([[10, { ...healthy, status: 27 }], [11, { ...healthy, status: 27 }]]);
+    const ev = run([
+      [10, { ...healthy, status: 27 }],
+      [11, { ...healthy, status: 27 }],
+    ]);
     expect(brief(ev[0]!)).toEqual(['raise:gpu2/fabric/status:critical']);
     expect(ev[0]![0]).toMatchObject({ action: 'reboot', metrics: { fabric_status: '27', fabric_status_name: 'NVML_ERROR_NOT_READY' } });
     expect(ev[0]![0]!.message).toContain('NVML_ERROR_NOT_READY');
@@ -84,7 +137,11 @@ describe('fabric judge', () => {
   });
 
   it('health summary: UNHEALTHY critical, LIMITED_CAPACITY warning, severity change re-raises', () => {
-    const ev = run([[10, { ...healthy, healthSummary: 3 }], [11, { ...healthy, healthSummary: 2 }], [12, { ...healthy, healthSummary: 2 }]]);
+    const ev = run([
+      [10, { ...healthy, healthSummary: 3 }],
+      [11, { ...healthy, healthSummary: 2 }],
+      [12, { ...healthy, healthSummary: 2 }],
+    ]);
     expect(brief(ev[0]!)).toEqual(['raise:gpu2/fabric/health:warning']);
     expect(ev[0]![0]).toMatchObject({ action: 'none', metrics: { fabric_health_summary: '3', fabric_health_summary_name: 'limited_capacity' } });
     expect(brief(ev[1]!)).toEqual(['raise:gpu2/fabric/health:critical']);
@@ -105,7 +162,12 @@ describe('fabric judge', () => {
     ['access_timeout_recovery', 1 << 6, 'warning', 'none'],
     ['incorrect_configuration', 5 << 8, 'critical', 'replace'],
   ] as const)('health mask %s raises %s and clears', (name, mask, severity, action) => {
-    const ev = run([[10, { ...healthy, healthMask: mask }], [11, healthy], [12, healthy], [13, healthy]]);
+    const ev = run([
+      [10, { ...healthy, healthMask: mask }],
+      [11, healthy],
+      [12, healthy],
+      [13, healthy],
+    ]);
     expect(brief(ev[0]!)).toEqual([`raise:gpu2/fabric/${name}:${severity}`]);
     expect(ev[0]![0]!.action).toBe(action);
     expect(ev[0]![0]!.metrics[`fabric_${name}`]).not.toBe('not_supported');
@@ -130,7 +192,12 @@ describe('fabric judge', () => {
 
   it('an active fault clears when the GPU stops reporting fabric info', () => {
     const bad = { ...healthy, healthSummary: 2 };
-    const ev = run([[10, bad], [11, null], [12, null], [13, null]]);
+    const ev = run([
+      [10, bad],
+      [11, null],
+      [12, null],
+      [13, null],
+    ]);
     expect(brief(ev[0]!)).toEqual(['raise:gpu2/fabric/health:critical']);
     expect(brief(ev[3]!)).toEqual(['clear:gpu2/fabric/health:info']);
     expect(ev[3]![0]!.message).toContain('no longer reported');

@@ -38,7 +38,9 @@ describe('fault history file', () => {
     const file = join(dir, FAULT_HISTORY_FILE);
     const stored = JSON.parse(readFileSync(file, 'utf8'));
     expect(stored.boots).toEqual([{ n: 1, id: 'boot-a', ms: T0 }]);
-    expect(stored.entries).toEqual([{ id: 'GPU-11111111-2222-3333-4444-555555555555/xid/79', key: 'gpu1/xid/79', xid: 79, seen: [{ n: 1, first: T0, last: T0 }] }]);
+    expect(stored.entries).toEqual([
+      { id: 'GPU-11111111-2222-3333-4444-555555555555/xid/79', key: 'gpu1/xid/79', xid: 79, seen: [{ n: 1, first: T0, last: T0 }] },
+    ]);
     // A restart in the same boot changes nothing.
     const a2 = await runBoot(dir, 'boot-a', T0 + 1000);
     expect(a2.out.action).toBe('reboot');
@@ -73,7 +75,9 @@ describe('fault history file', () => {
     // Too large or not a plain file: the same, with the reason.
     writeFileSync(file, 'x'.repeat(FILE_LIMITS.state + 10));
     const big = await runBoot(dir, 'boot-y', T0);
-    expect(big.lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([`fault history unreadable (larger than ${FILE_LIMITS.state} bytes (${FILE_LIMITS.state + 10} bytes)): starting a fresh one`]);
+    expect(big.lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
+      `fault history unreadable (larger than ${FILE_LIMITS.state} bytes (${FILE_LIMITS.state + 10} bytes)): starting a fresh one`,
+    ]);
   });
 
   it('a history that cannot be written is said once and in the status; detection goes on', async () => {

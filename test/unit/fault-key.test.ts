@@ -36,7 +36,13 @@ describe('fault keys (src/events/fault-key.ts)', () => {
       const parts = cls.split('/');
       // A numeric part (link, code) inside the path is not part of the class.
       const withNumber = cls === 'xid' || cls === 'sxid' ? [...parts, 79] : cls.startsWith('nvlink') ? [parts[0] as string, 5, ...parts.slice(1)] : parts;
-      for (const key of [gpuKey(0, ...withNumber), gpuKey(17, ...withNumber), nodeKey(...withNumber), nvswitchKey(2, ...withNumber), pciKey('0000:b3:00.0', ...withNumber)]) {
+      for (const key of [
+        gpuKey(0, ...withNumber),
+        gpuKey(17, ...withNumber),
+        nodeKey(...withNumber),
+        nvswitchKey(2, ...withNumber),
+        pciKey('0000:b3:00.0', ...withNumber),
+      ]) {
         expect(faultClassOf(key), key).toBe(cls);
       }
     }

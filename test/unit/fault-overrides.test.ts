@@ -76,10 +76,36 @@ describe('fault classes', () => {
 
   it('every key in the detection docs and every NVML event maps to a known class', () => {
     const doc = readFileSync(new URL('../../docs/backends-and-detection.md', import.meta.url), 'utf8');
-    const keys = [...doc.matchAll(/`((?:gpu<i>|node)\/[a-z_<>/]+)`/g)].map((m) => (m[1] as string).replace('<i>', '0').replace('<l>', '3').replace('<code>', '79'));
+    const keys = [...doc.matchAll(/`((?:gpu<i>|node)\/[a-z_<>/]+)`/g)].map((m) =>
+      (m[1] as string).replace('<i>', '0').replace('<l>', '3').replace('<code>', '79'),
+    );
     expect(keys.length).toBeGreaterThan(25);
-    const types: NvmlEventType[] = ['xid', 'ecc_sbe', 'ecc_dbe', 'ecc_storm', 'dram_retirement_event', 'dram_retirement_failure', 'non_fatal_poison', 'fatal_poison', 'gpu_unavailable', 'gpu_recovery_action', 'gpu_lost'];
-    const events: NvmlEvent[] = types.map((type) => ({ type, eventTypeMask: 0, data: type === 'xid' ? 79 : 1, deviceIndex: 1, uuid: 'GPU-1', pciBusId: '', gpuInstanceId: null, computeInstanceId: null, monotonicNs: 0n, wallTimeMs: 1, count: 1 }));
+    const types: NvmlEventType[] = [
+      'xid',
+      'ecc_sbe',
+      'ecc_dbe',
+      'ecc_storm',
+      'dram_retirement_event',
+      'dram_retirement_failure',
+      'non_fatal_poison',
+      'fatal_poison',
+      'gpu_unavailable',
+      'gpu_recovery_action',
+      'gpu_lost',
+    ];
+    const events: NvmlEvent[] = types.map((type) => ({
+      type,
+      eventTypeMask: 0,
+      data: type === 'xid' ? 79 : 1,
+      deviceIndex: 1,
+      uuid: 'GPU-1',
+      pciBusId: '',
+      gpuInstanceId: null,
+      computeInstanceId: null,
+      monotonicNs: 0n,
+      wallTimeMs: 1,
+      count: 1,
+    }));
     for (const i of nvmlEventsToInputs(events)) keys.push(i.key);
     const unknown = [...new Set(keys.map(faultClassOf))].filter((c) => !isKnownFaultClass(c));
     expect(unknown).toEqual([]);
@@ -113,8 +139,12 @@ describe('parseFaultOverrides', () => {
     expect(overrideError({ xid: { abc: { suppress: true } } })).toContain('"faultOverrides.xid.abc"');
     expect(overrideError({ xid: { '-3': { suppress: true } } })).toContain('"faultOverrides.xid.-3"');
     expect(overrideError({ classes: { thermals: { suppress: true } } })).toContain('key "faultOverrides.classes.thermals": unknown fault class');
-    expect(overrideError({ xid: { '13': { severity: 'fatal' } } })).toBe('key "faultOverrides.xid.13.severity": expected one of info, warning, critical, got "fatal"');
-    expect(overrideError({ xid: { '13': { action: 'explode' } } })).toContain('key "faultOverrides.xid.13.action": expected one of none, restart_app, reset_gpu, reboot, replace');
+    expect(overrideError({ xid: { '13': { severity: 'fatal' } } })).toBe(
+      'key "faultOverrides.xid.13.severity": expected one of info, warning, critical, got "fatal"',
+    );
+    expect(overrideError({ xid: { '13': { action: 'explode' } } })).toContain(
+      'key "faultOverrides.xid.13.action": expected one of none, restart_app, reset_gpu, reboot, replace',
+    );
     expect(overrideError({ xid: { '13': { suppress: 'yes' } } })).toBe('key "faultOverrides.xid.13.suppress": expected true or false');
     expect(overrideError({ xid: { '13': { severity: 3 } } })).toContain('got 3');
     expect(overrideError({ xid: { '13': { colour: 'red' } } })).toContain('key "faultOverrides.xid.13.colour": unknown field');
@@ -130,7 +160,10 @@ describe('parseFaultOverrides', () => {
   });
 
   it('the config file: YAML numeric keys, JSON, and exit-2 errors naming the file and key', () => {
-    const y = configWith('o.yaml', 'faultOverrides:\n  xid:\n    43: { severity: critical, action: reset_gpu }\n  classes:\n    persistence_mode: { suppress: true }\n');
+    const y = configWith(
+      'o.yaml',
+      'faultOverrides:\n  xid:\n    43: { severity: critical, action: reset_gpu }\n  classes:\n    persistence_mode: { suppress: true }\n',
+    );
     const c = resolveFile(y);
     expect(c.faultOverrides.xid.get(43)?.severity).toBe('critical');
     expect(c.faultOverrides.classes.get('persistence_mode')?.suppress).toBe(true);

@@ -37,7 +37,11 @@ describe('one fault schema (src/backends/fault-spec.ts)', () => {
         const min = spec.min as number;
         const max = spec.max as number;
         const over = spec.type === 'number' ? max + 0.5 : max + 1;
-        for (const [v, ok] of [[min, true], [max, true], [over, Number.isSafeInteger(over) ? false : null]] as Array<[number, boolean | null]>) {
+        for (const [v, ok] of [
+          [min, true],
+          [max, true],
+          [over, Number.isSafeInteger(over) ? false : null],
+        ] as Array<[number, boolean | null]>) {
           if (ok === null) continue;
           const f = { kind, gpu: 0, [field]: v };
           if (ok) expect(requestError(f), `${kind}.${field}=${v} request`).toBe('accepted');
@@ -73,6 +77,7 @@ describe('one fault schema (src/backends/fault-spec.ts)', () => {
     expect(scenarioError({ gpu: 0, fault: 'ecc' })).toBe('accepted');
     expect(scenarioError({ gpu: 0, fault: 'clock_reasons', mask: '0x48' })).toBe('accepted');
     expect(requestError({ kind: 'xid', gpu: 0, xid: 79, message: 'x'.repeat(1025) })).toBe('"message" must be a string of at most 1024 characters');
-    for (const m of [requestError({ kind: 'power', gpu: 0, watts: 'lots' }), scenarioError({ gpu: 0, fault: 'power', watts: 'lots' })]) expect(m).not.toContain('\n');
+    for (const m of [requestError({ kind: 'power', gpu: 0, watts: 'lots' }), scenarioError({ gpu: 0, fault: 'power', watts: 'lots' })])
+      expect(m).not.toContain('\n');
   });
 });

@@ -5,7 +5,8 @@ import { isLoopbackHost } from '../../src/util/loopback.js';
 describe('isLoopbackHost', () => {
   it('knows localhost, 127/8 and ::1, and nothing else', () => {
     for (const h of ['localhost', 'LOCALHOST', '127.0.0.1', '127.1.2.3', '::1', '[::1]', '::ffff:127.0.0.1']) expect(isLoopbackHost(h), h).toBe(true);
-    for (const h of ['evil.example', 'localhost.evil.example', '10.0.0.1', '0.0.0.0', '::', '128.0.0.1', '127.0.0.1.nip.io']) expect(isLoopbackHost(h), h).toBe(false);
+    for (const h of ['evil.example', 'localhost.evil.example', '10.0.0.1', '0.0.0.0', '::', '128.0.0.1', '127.0.0.1.nip.io'])
+      expect(isLoopbackHost(h), h).toBe(false);
   });
 });
 
@@ -26,7 +27,7 @@ describe('hostCheck', () => {
     expect(loop('a@127.0.0.1', undefined)).not.toBeNull();
     expect(hostCheck('10.1.2.3')('10.9.9.9:9400', undefined)).not.toBeNull();
   });
-  it('on a wildcard listen address allows this machine\'s IP literals, never a DNS name', () => {
+  it("on a wildcard listen address allows this machine's IP literals, never a DNS name", () => {
     const any = hostCheck('0.0.0.0', () => new Set(['10.1.2.3']));
     expect(any('10.1.2.3:9400', undefined)).toBeNull();
     expect(any('10.9.9.9:9400', undefined)).not.toBeNull();

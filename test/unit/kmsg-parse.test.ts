@@ -1,13 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import {
-  formatKmsgRecord,
-  normalizePciBusId,
-  parseKmsgRecord,
-  parseNvrmLine,
-  parseXidLine,
-  MAX_MESSAGE_CHARS,
-} from '../../src/sources/kmsg-parse.js';
+import { formatKmsgRecord, normalizePciBusId, parseKmsgRecord, parseNvrmLine, parseXidLine, MAX_MESSAGE_CHARS } from '../../src/sources/kmsg-parse.js';
 
 describe('parseKmsgRecord', () => {
   it('parses the raw record from the catalog', () => {
@@ -39,7 +32,18 @@ describe('parseKmsgRecord', () => {
   });
 
   it('returns null for garbage', () => {
-    for (const g of ['', ';', 'hello', '1,2,3;x', 'a,b,c,d;x', '1,2,3,-', '-1,2,3,-;x', '1,2,99999999999999999999999,-;x', `${'1'.repeat(200)},2,3,-;x`, '1,2,3,??;x']) {
+    for (const g of [
+      '',
+      ';',
+      'hello',
+      '1,2,3;x',
+      'a,b,c,d;x',
+      '1,2,3,-',
+      '-1,2,3,-;x',
+      '1,2,99999999999999999999999,-;x',
+      `${'1'.repeat(200)},2,3,-;x`,
+      '1,2,3,??;x',
+    ]) {
       expect(parseKmsgRecord(g), JSON.stringify(g)).toBeNull();
     }
   });
@@ -141,13 +145,26 @@ describe('normalizePciBusId', () => {
 describe('NVRM line parser: every example of the catalog', () => {
   const cases: Array<[string, Partial<ReturnType<typeof parseXidLine> & object>]> = [
     [
-      "NVRM: Xid (PCI:0000:9b:00): 119, pid=2024380, name=nvidia-smi, Timeout after 6s of waiting for RPC response from GPU4 GSP! Expected function 103 (GSP_RM_ALLOC) (0x2081 0x4).",
-      { pciShort: '0000:9b:00', code: 119, pid: 2024380, processName: 'nvidia-smi', detail: 'Timeout after 6s of waiting for RPC response from GPU4 GSP! Expected function 103 (GSP_RM_ALLOC) (0x2081 0x4).' },
+      'NVRM: Xid (PCI:0000:9b:00): 119, pid=2024380, name=nvidia-smi, Timeout after 6s of waiting for RPC response from GPU4 GSP! Expected function 103 (GSP_RM_ALLOC) (0x2081 0x4).',
+      {
+        pciShort: '0000:9b:00',
+        code: 119,
+        pid: 2024380,
+        processName: 'nvidia-smi',
+        detail: 'Timeout after 6s of waiting for RPC response from GPU4 GSP! Expected function 103 (GSP_RM_ALLOC) (0x2081 0x4).',
+      },
     ],
     ['NVRM: Xid (PCI:0000:2b:00): 79, GPU has fallen off the bus.', { pciShort: '0000:2b:00', code: 79, detail: 'GPU has fallen off the bus.' }],
     [
       'NVRM: Xid (PCI:0000:01:00): 31, pid=13705, name=UnrealEditor, channel 0x0000000c, intr 00000000. MMU Fault: ENGINE GRAPHICS GPC2 GPCCLIENT_PROP_0 faulted @ 0x0_00000000. Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ',
-      { pciShort: '0000:01:00', code: 31, pid: 13705, processName: 'UnrealEditor', detail: 'channel 0x0000000c, intr 00000000. MMU Fault: ENGINE GRAPHICS GPC2 GPCCLIENT_PROP_0 faulted @ 0x0_00000000. Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ' },
+      {
+        pciShort: '0000:01:00',
+        code: 31,
+        pid: 13705,
+        processName: 'UnrealEditor',
+        detail:
+          'channel 0x0000000c, intr 00000000. MMU Fault: ENGINE GRAPHICS GPC2 GPCCLIENT_PROP_0 faulted @ 0x0_00000000. Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ',
+      },
     ],
     [
       "NVRM: Xid (PCI:0000:cb:00): 13, pid='<unknown>', name=<unknown>, Graphics SM Warp Exception on (GPC 7, TPC 7, SM 0): Illegal Instruction Parameter",
@@ -163,7 +180,11 @@ describe('NVRM line parser: every example of the catalog', () => {
     ],
     [
       'NVRM: Xid (PCI:0000:8a:00): 48, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 4, subpartition 1.',
-      { pciShort: '0000:8a:00', code: 48, detail: 'An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 4, subpartition 1.' },
+      {
+        pciShort: '0000:8a:00',
+        code: 48,
+        detail: 'An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 4, subpartition 1.',
+      },
     ],
     [
       'NVRM: Xid (PCI:0000:8a:00): 63, Dynamic Page Retirement: New page retired, reboot to activate (0x00000000002ce8ac).',
@@ -179,7 +200,11 @@ describe('NVRM line parser: every example of the catalog', () => {
     ],
     [
       'NVRM: Xid (PCI:0008:01:00): 149, NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)',
-      { pciShort: '0008:01:00', code: 149, detail: 'NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)' },
+      {
+        pciShort: '0008:01:00',
+        code: 149,
+        detail: 'NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)',
+      },
     ],
     [
       'NVRM: Xid (PCI:0008:01:00): 154, GPU recovery action changed from 0x4 (Drain and Reset) to 0x1 (GPU Reset Required)',
@@ -212,7 +237,8 @@ describe('NVRM line parser: every example of the catalog', () => {
   });
 
   it('the three-line fallen-off-bus record, matched whole', () => {
-    const msg = 'NVRM: The NVIDIA GPU 0000:b3:00.0\nNVRM: (PCI ID: 10de:26b5) installed in this system has\nNVRM: fallen off the bus and is not responding to commands.';
+    const msg =
+      'NVRM: The NVIDIA GPU 0000:b3:00.0\nNVRM: (PCI ID: 10de:26b5) installed in this system has\nNVRM: fallen off the bus and is not responding to commands.';
     expect(parseNvrmLine(msg)).toEqual({ kind: 'fallen_off_bus', pciShort: '0000:b3:00', form: 'multi' });
     // as /dev/kmsg delivers it: one record, newlines escaped
     const rec = parseKmsgRecord(`3,1227,1843308145,-;${msg.replaceAll('\n', '\\x0a')}\n`);
@@ -223,10 +249,21 @@ describe('NVRM line parser: every example of the catalog', () => {
   });
 
   it('RmInitAdapter failed, and MIG-attributed XID lines', () => {
-    expect(parseNvrmLine('NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)')).toEqual({ kind: 'init_failed', pciShort: '0000:98:00', detail: '(0x62:0x65:1792)' });
+    expect(parseNvrmLine('NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)')).toEqual({
+      kind: 'init_failed',
+      pciShort: '0000:98:00',
+      detail: '(0x62:0x65:1792)',
+    });
     expect(parseNvrmLine('NVRM: GPU 0000:98:00.0: rm_init_adapter failed, device minor number 0')).toBeNull();
     expect(parseNvrmLine('NVRM: Xid (PCI:0000:3b:00 GPU-I:01 GPU-CI:00): 31, pid=1234, name=python3, MMU Fault')).toEqual({
-      kind: 'xid', pciShort: '0000:3b:00', code: 31, pid: 1234, processName: 'python3', detail: 'MMU Fault', gpuInstance: 1, computeInstance: 0,
+      kind: 'xid',
+      pciShort: '0000:3b:00',
+      code: 31,
+      pid: 1234,
+      processName: 'python3',
+      detail: 'MMU Fault',
+      gpuInstance: 1,
+      computeInstance: 0,
     });
     expect(parseNvrmLine('NVRM: Xid (PCI:0000:3b:00 GPU-I:02): 43, detail')).toMatchObject({ code: 43, gpuInstance: 2 });
     expect(parseNvrmLine('NVRM: Xid (PCI:0000:3b:00 junk): 43, detail')).toBeNull();

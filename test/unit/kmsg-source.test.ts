@@ -48,9 +48,15 @@ describe('KmsgSource over a regular file', () => {
       rec(1, 'Linux version 6.x') +
         rec(2, 'NVRM: GPU at PCI:0000:41:00: GPU-41414141-0000-1111-2222-333344445555') +
         rec(3, 'NVRM: Xid (PCI:0000:9b:00): 119, pid=2024380, name=nvidia-smi, Timeout after 6s of waiting for RPC response') +
-        formatKmsgRecord({ level: 3, seq: 4, usecSinceBoot: 4_500_000, message: 'NVRM: Xid (PCI:0000:41:00): 79, GPU has fallen off the bus.', dict: { SUBSYSTEM: 'pci' } }) +
+        formatKmsgRecord({
+          level: 3,
+          seq: 4,
+          usecSinceBoot: 4_500_000,
+          message: 'NVRM: Xid (PCI:0000:41:00): 79, GPU has fallen off the bus.',
+          dict: { SUBSYSTEM: 'pci' },
+        }) +
         rec(5, 'NVRM: GPU 0000:41:00.0: GPU has fallen off the bus.') +
-        rec(6, 'NVRM: Xid (PCI:0000:9b:00): 13, pid=\'<unknown>\', name=<unknown>, Graphics SM Warp Exception'),
+        rec(6, "NVRM: Xid (PCI:0000:9b:00): 13, pid='<unknown>', name=<unknown>, Graphics SM Warp Exception"),
     );
     const got: HealthEventInput[] = [];
     const s = source({ path: file, resolveGpu: resolver, onEvent: (e) => void got.push(e) });
@@ -58,12 +64,48 @@ describe('KmsgSource over a regular file', () => {
     await s.waitBacklog();
     expect(s.stats().mode).toBe('stream');
     // the fallen-off-bus line without an XID number is reported as XID 79 too (same fault key)
-    expect(got.map((e) => e.key)).toEqual(['gpu3/xid/119', 'gpu3/gsp', 'pci/0000:41:00/xid/79', 'pci/0000:41:00/xid/79', 'pci/0000:41:00/gpu_lost', 'gpu3/xid/13']);
-    const [x119, gsp, x79, derived79, lost, x13] = got as [HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput, HealthEventInput];
-    expect(derived79).toMatchObject({ type: 'xid', severity: 'critical', action: 'reboot', fault: 'raise', gpuUuid: 'GPU-41414141-0000-1111-2222-333344445555' });
+    expect(got.map((e) => e.key)).toEqual([
+      'gpu3/xid/119',
+      'gpu3/gsp',
+      'pci/0000:41:00/xid/79',
+      'pci/0000:41:00/xid/79',
+      'pci/0000:41:00/gpu_lost',
+      'gpu3/xid/13',
+    ]);
+    const [x119, gsp, x79, derived79, lost, x13] = got as [
+      HealthEventInput,
+      HealthEventInput,
+      HealthEventInput,
+      HealthEventInput,
+      HealthEventInput,
+      HealthEventInput,
+    ];
+    expect(derived79).toMatchObject({
+      type: 'xid',
+      severity: 'critical',
+      action: 'reboot',
+      fault: 'raise',
+      gpuUuid: 'GPU-41414141-0000-1111-2222-333344445555',
+    });
     expect(derived79.metrics).toMatchObject({ xid_code: '79', xid_derived: 'fallen_off_bus', pci_bus_id: '0000:41:00', kmsg_seq: '5' });
-    expect(x119).toMatchObject({ type: 'xid', system: 'DRIVER', gpuIndex: 3, gpuUuid: 'GPU-three', source: 'kmsg', severity: 'critical', fault: 'raise', timeMs: BOOT_MS + 3000 });
-    expect(x119.metrics).toMatchObject({ xid_code: '119', pid: '2024380', process_name: 'nvidia-smi', pci_bus_id: '0000:9b:00', kmsg_seq: '3', replayed: 'true' });
+    expect(x119).toMatchObject({
+      type: 'xid',
+      system: 'DRIVER',
+      gpuIndex: 3,
+      gpuUuid: 'GPU-three',
+      source: 'kmsg',
+      severity: 'critical',
+      fault: 'raise',
+      timeMs: BOOT_MS + 3000,
+    });
+    expect(x119.metrics).toMatchObject({
+      xid_code: '119',
+      pid: '2024380',
+      process_name: 'nvidia-smi',
+      pci_bus_id: '0000:9b:00',
+      kmsg_seq: '3',
+      replayed: 'true',
+    });
     expect(gsp).toMatchObject({ type: 'driver_error', severity: 'critical', action: 'reset_gpu' });
     expect(x79).toMatchObject({ gpuIndex: -1, gpuUuid: 'GPU-41414141-0000-1111-2222-333344445555', action: 'reboot', timeMs: BOOT_MS + 4500 });
     expect(x79.metrics.pci_bus_id).toBe('0000:41:00');
@@ -86,7 +128,13 @@ describe('KmsgSource over a regular file', () => {
     fs.writeFileSync(
       file,
       // one record of three lines: the kernel escapes the newlines (\x0a), formatKmsgRecord does the same
-      formatKmsgRecord({ level: 3, seq: 1, usecSinceBoot: 1_843_308_145, message: 'NVRM: The NVIDIA GPU 0000:9b:00.0\nNVRM: (PCI ID: 10de:26b5) installed in this system has\nNVRM: fallen off the bus and is not responding to commands.' }) +
+      formatKmsgRecord({
+        level: 3,
+        seq: 1,
+        usecSinceBoot: 1_843_308_145,
+        message:
+          'NVRM: The NVIDIA GPU 0000:9b:00.0\nNVRM: (PCI ID: 10de:26b5) installed in this system has\nNVRM: fallen off the bus and is not responding to commands.',
+      }) +
         rec(2, 'NVRM: The NVIDIA probe routine failed for 1 device(s).') +
         rec(3, 'NVRM: GPU 0000:91:00.0: GPU has fallen off the bus.') +
         rec(4, 'NVRM: RmInitAdapter: Cannot initialize GSP firmware RM') +
@@ -99,7 +147,14 @@ describe('KmsgSource over a regular file', () => {
     await s.start();
     await s.waitBacklog();
     await s.stop();
-    expect(got.map((e) => e.key)).toEqual(['gpu3/xid/79', 'gpu3/gpu_lost', 'pci/0000:91:00/xid/79', 'pci/0000:91:00/gpu_lost', 'gpu3/init_failed', 'gpu3/xid/31']);
+    expect(got.map((e) => e.key)).toEqual([
+      'gpu3/xid/79',
+      'gpu3/gpu_lost',
+      'pci/0000:91:00/xid/79',
+      'pci/0000:91:00/gpu_lost',
+      'gpu3/init_failed',
+      'gpu3/xid/31',
+    ]);
     expect(got[0]).toMatchObject({ type: 'xid', gpuIndex: 3, severity: 'critical', action: 'reboot', fault: 'raise' });
     expect(got[0]?.metrics).toMatchObject({ xid_code: '79', xid_derived: 'fallen_off_bus', pci_bus_id: '0000:9b:00' });
     expect(got[0]?.message).toMatch(/multi-line form/);
@@ -322,7 +377,14 @@ describe('KmsgSource storms', () => {
     const file = path.join(dir, 'kmsg');
     const lines: string[] = [];
     for (let i = 1; i <= 5000; i++) {
-      lines.push(rec(i, i === 2500 ? 'NVRM: Xid (PCI:0000:9b:00): 79, pid=1, name=a, GPU has fallen off the bus.' : 'NVRM: Xid (PCI:0000:9b:00): 13, pid=1, name=a, Graphics SM Warp Exception'));
+      lines.push(
+        rec(
+          i,
+          i === 2500
+            ? 'NVRM: Xid (PCI:0000:9b:00): 79, pid=1, name=a, GPU has fallen off the bus.'
+            : 'NVRM: Xid (PCI:0000:9b:00): 13, pid=1, name=a, Graphics SM Warp Exception',
+        ),
+      );
     }
     fs.writeFileSync(file, lines.join(''));
     const store = await openEventStore({ dir: path.join(dir, 'store'), bootId: 'boot-A' });
@@ -428,7 +490,13 @@ describe.skipIf(!kmsgReadable)('KmsgSource on a character device (records mode; 
   it('records read while an earlier batch is still committing are no gap (no false lost-records event)', async () => {
     // rec 2's batch commits slowly (a slow fsync); rec 3 is read meanwhile and follows rec 2 directly.
     const eagain = (): Error => Object.assign(new Error('EAGAIN'), { code: 'EAGAIN' });
-    const script: Array<string | Error> = [rec(1, 'NVRM: Xid (PCI:0000:9b:00): 13, a'), eagain(), rec(2, 'NVRM: Xid (PCI:0000:9b:00): 31, b'), eagain(), rec(3, 'NVRM: Xid (PCI:0000:9b:00): 43, c')];
+    const script: Array<string | Error> = [
+      rec(1, 'NVRM: Xid (PCI:0000:9b:00): 13, a'),
+      eagain(),
+      rec(2, 'NVRM: Xid (PCI:0000:9b:00): 31, b'),
+      eagain(),
+      rec(3, 'NVRM: Xid (PCI:0000:9b:00): 43, c'),
+    ];
     const got: HealthEventInput[] = [];
     let release: () => void = () => {};
     const slow = new Promise<void>((r) => (release = r));
@@ -532,7 +600,12 @@ describe.skipIf(!kmsgWritable)('KmsgSource over the real /dev/kmsg', () => {
     const seen: Record<string, string[]> = { auto: [], js: [] };
     const started: KmsgSource[] = [];
     for (const reader of ['auto', 'js'] as const) {
-      const s = new KmsgSource({ reader, pollMinMs: 5, pollMaxMs: 50, onEvent: (e) => void (e.message.includes(tag) && seen[reader]!.push(e.metrics.xid_code ?? '')) });
+      const s = new KmsgSource({
+        reader,
+        pollMinMs: 5,
+        pollMaxMs: 50,
+        onEvent: (e) => void (e.message.includes(tag) && seen[reader]!.push(e.metrics.xid_code ?? '')),
+      });
       sources.push(s);
       started.push(s);
       await s.start();

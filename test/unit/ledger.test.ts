@@ -12,8 +12,20 @@ import { validateRecord, type LogRecord } from '../../src/store/records.js';
 
 function input(over: Partial<HealthEventInput> = {}): HealthEventInput {
   return {
-    type: 'xid', system: 'DRIVER', gpuIndex: 0, gpuUuid: 'GPU-0', metrics: {}, message: 'm', timeMs: 1000,
-    severity: 'warning', action: 'none', citation: 't', source: 'kmsg', key: 'gpu0/xid/13', fault: 'none', ...over,
+    type: 'xid',
+    system: 'DRIVER',
+    gpuIndex: 0,
+    gpuUuid: 'GPU-0',
+    metrics: {},
+    message: 'm',
+    timeMs: 1000,
+    severity: 'warning',
+    action: 'none',
+    citation: 't',
+    source: 'kmsg',
+    key: 'gpu0/xid/13',
+    fault: 'none',
+    ...over,
   };
 }
 

@@ -38,7 +38,11 @@ describe('bounded logger', () => {
     log.error(new Error(huge), 'boom');
     now += 5_000;
     log.warn({ err: 'short' }, 'registration failed');
-    const parsed = lines.join('').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const parsed = lines
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const failed = parsed.filter((p) => p.msg === 'registration failed');
     expect(failed).toHaveLength(LOG_BURST + 1);
     expect(failed.at(-1)?.suppressed).toBe(1000 - LOG_BURST);

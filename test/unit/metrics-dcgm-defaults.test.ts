@@ -36,23 +36,63 @@ const DCGM_DEFAULTS: Record<string, 'gauge' | 'counter'> = {
 const NOT_FROM_NVML = new Set(['DCGM_FI_DEV_VGPU_LICENSE_STATUS']);
 
 const base: Telemetry = {
-  temperatureC: 61, powerUsageW: 300, powerLimitW: 700, gpuUtilPercent: 50, memUtilPercent: 20,
-  memoryUsedBytes: 1024 ** 3, memoryTotalBytes: 80 * 1024 ** 3, smClockMhz: 1980, memClockMhz: 2619,
-  clockEventReasons: 0, performanceState: 0, fanSpeedPercent: null, persistenceMode: true, eccModeCurrent: true,
-  eccModePending: true, eccVolatileCorrected: 0, eccVolatileUncorrected: 0, eccAggregateCorrected: 0,
-  eccAggregateUncorrected: 0, retiredPagesSbe: null, retiredPagesDbe: null, retiredPagesPending: null,
-  remappedRowsCorrected: 0, remappedRowsUncorrected: 0, remappedRowsPending: false, remappedRowsFailure: false,
-  pcieReplayCounter: 0, pcieLinkGenCurrent: 5, pcieLinkGenMax: 5, pcieLinkWidthCurrent: 16, pcieLinkWidthMax: 16,
+  temperatureC: 61,
+  powerUsageW: 300,
+  powerLimitW: 700,
+  gpuUtilPercent: 50,
+  memUtilPercent: 20,
+  memoryUsedBytes: 1024 ** 3,
+  memoryTotalBytes: 80 * 1024 ** 3,
+  smClockMhz: 1980,
+  memClockMhz: 2619,
+  clockEventReasons: 0,
+  performanceState: 0,
+  fanSpeedPercent: null,
+  persistenceMode: true,
+  eccModeCurrent: true,
+  eccModePending: true,
+  eccVolatileCorrected: 0,
+  eccVolatileUncorrected: 0,
+  eccAggregateCorrected: 0,
+  eccAggregateUncorrected: 0,
+  retiredPagesSbe: null,
+  retiredPagesDbe: null,
+  retiredPagesPending: null,
+  remappedRowsCorrected: 0,
+  remappedRowsUncorrected: 0,
+  remappedRowsPending: false,
+  remappedRowsFailure: false,
+  pcieReplayCounter: 0,
+  pcieLinkGenCurrent: 5,
+  pcieLinkGenMax: 5,
+  pcieLinkWidthCurrent: 16,
+  pcieLinkWidthMax: 16,
   nvlinks: [{ link: 0, active: true, replayErrors: 0, recoveryErrors: 0, crcFlitErrors: 0, crcDataErrors: 0 }],
-  memoryTemperatureC: 66, totalEnergyMj: 123_456_789_012, encoderUtilPercent: 12, decoderUtilPercent: 34,
-  pcieTxKBps: 250_000, pcieRxKBps: 1_250_000, nvlinkDataTxKiB: 9_000_000_000, nvlinkDataRxKiB: 1_000_000_000,
+  memoryTemperatureC: 66,
+  totalEnergyMj: 123_456_789_012,
+  encoderUtilPercent: 12,
+  decoderUtilPercent: 34,
+  pcieTxKBps: 250_000,
+  pcieRxKBps: 1_250_000,
+  nvlinkDataTxKiB: 9_000_000_000,
+  nvlinkDataRxKiB: 1_000_000_000,
 };
 
 function device(i: number, t: Telemetry | null): DeviceStatus {
   return {
-    index: i, uuid: `GPU-${i}`, name: 'NVIDIA H100 80GB HBM3', serial: null, pciBusId: `00000000:1${i}:00.0`,
-    pciBusIdShort: `0000:1${i}:00`, minorNumber: i, memoryTotalBytes: 80 * 1024 ** 3, error: null,
-    telemetry: t, sampleError: null, sampledAtMs: t ? 1 : null, lastXid: 0,
+    index: i,
+    uuid: `GPU-${i}`,
+    name: 'NVIDIA H100 80GB HBM3',
+    serial: null,
+    pciBusId: `00000000:1${i}:00.0`,
+    pciBusIdShort: `0000:1${i}:00`,
+    minorNumber: i,
+    memoryTotalBytes: 80 * 1024 ** 3,
+    error: null,
+    telemetry: t,
+    sampleError: null,
+    sampledAtMs: t ? 1 : null,
+    lastXid: 0,
   };
 }
 
@@ -107,7 +147,12 @@ describe('metrics: dcgm-exporter default fields', () => {
     const partial: Telemetry = { ...base, memoryTemperatureC: null, totalEnergyMj: null, pcieRxKBps: null, nvlinkDataTxKiB: null, nvlinkDataRxKiB: null };
     const { encoderUtilPercent: _e, ...noEnc } = base; // field missing from the object altogether
     const text = await render(statusWith([device(0, partial), device(1, noEnc)], SYS));
-    for (const name of ['DCGM_FI_DEV_MEMORY_TEMP', 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION', 'DCGM_FI_DEV_PCIE_RX_THROUGHPUT', 'DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL']) {
+    for (const name of [
+      'DCGM_FI_DEV_MEMORY_TEMP',
+      'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION',
+      'DCGM_FI_DEV_PCIE_RX_THROUGHPUT',
+      'DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL',
+    ]) {
       expect(text, name).not.toMatch(new RegExp(`^${name}\\{gpu="0"`, 'm'));
       expect(text, name).toMatch(new RegExp(`^${name}\\{gpu="1"`, 'm'));
     }

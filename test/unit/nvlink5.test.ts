@@ -6,19 +6,29 @@ import { nvlink5Verdict, parseNvlink5 } from '../../src/xid/nvlink5.js';
 // Real lines (gpud's test data, from NVIDIA's catalog and production logs), and one constructed
 // with pid='<unknown>' (a form gpud's decoder misses).
 const LINES = {
-  netirLinkFatal: "NVRM: Xid (PCI:0009:01:00): 149, NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)",
+  netirLinkFatal: 'NVRM: Xid (PCI:0009:01:00): 149, NETIR_LINK_EVT  Fatal   XC0 i0 Link 01 (0x021425c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)',
   netirGeneral: 'NVRM: Xid (PCI:0019:01:00): 149, NETIR Fatal XC0 i0 Link -1 (0x000fe406 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)',
   berNonfatal: 'NVRM: Xid (PCI:0018:01:00): 149, NETIR_BER_EVENT Nonfatal XC0 i0 Link 03 (0x00086226 0x00000001 0x00000000 0x00000000 0x00000000 0x00000000)',
-  rlwPid: 'NVRM: Xid (PCI:0018:01:00): 145, pid=876767, name=ray::WorkerDict, RLW_RXPIPE Nonfatal XC0 i0 Link 13 (0x0409a0c2 0x00000008 0x00000001 0x00000000 0x00100000 0x00000004)',
+  rlwPid:
+    'NVRM: Xid (PCI:0018:01:00): 145, pid=876767, name=ray::WorkerDict, RLW_RXPIPE Nonfatal XC0 i0 Link 13 (0x0409a0c2 0x00000008 0x00000001 0x00000000 0x00100000 0x00000004)',
   srcTrackXc1: 'NVRM: Xid (PCI:0019:01:00): 145, RLW_SRC_TRACK Nonfatal XC1 i0 Link 12 (0x040988e2 0x00000008 0x00000000 0x00000000 0x00000000 0x00000000)',
-  unknownPidFatal: "NVRM: Xid (PCI:0008:01:00): 149, pid='<unknown>', name=<unknown>, NETIR_LINK_EVT  Fatal   XC0 i0 Link 08 (0x004505c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)",
+  unknownPidFatal:
+    "NVRM: Xid (PCI:0008:01:00): 149, pid='<unknown>', name=<unknown>, NETIR_LINK_EVT  Fatal   XC0 i0 Link 08 (0x004505c6 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)",
   tlwPipe: 'NVRM: Xid (PCI:0008:01:00): 146, TLW_RX/TLW_RX_PIPE0 Fatal XC0 i0 Link 02 (0x0000000a 0x00000004 0x00000000 0x00000000 0x00000000 0x00000000)',
 };
 
 function event(line: string) {
   const x = parseXidLine(line);
   expect(x, line).not.toBeNull();
-  return xidEventInput({ code: x!.code, gpuIndex: 2, gpuUuid: 'GPU-2', timeMs: 1, source: 'kmsg', message: x!.detail, ...(x!.pid !== undefined ? { pid: x!.pid } : {}) });
+  return xidEventInput({
+    code: x!.code,
+    gpuIndex: 2,
+    gpuUuid: 'GPU-2',
+    timeMs: 1,
+    source: 'kmsg',
+    message: x!.detail,
+    ...(x!.pid !== undefined ? { pid: x!.pid } : {}),
+  });
 }
 
 describe('NVLink5 XID decoding (144-150)', () => {
@@ -37,7 +47,17 @@ describe('NVLink5 XID decoding (144-150)', () => {
       nvlink_word2: '0x00000000',
     });
     const r = event(LINES.rlwPid);
-    expect(r.metrics).toMatchObject({ xid_code: '145', pid: '876767', nvlink_unit: 'RLW_RXPIPE', nvlink_link: '13', nvlink_error_status: '0x00000008', nvlink_word2: '0x00000001', nvlink_word4: '0x00100000', nvlink_word5: '0x00000004', nvlink_sub_code: '0' });
+    expect(r.metrics).toMatchObject({
+      xid_code: '145',
+      pid: '876767',
+      nvlink_unit: 'RLW_RXPIPE',
+      nvlink_link: '13',
+      nvlink_error_status: '0x00000008',
+      nvlink_word2: '0x00000001',
+      nvlink_word4: '0x00100000',
+      nvlink_word5: '0x00000004',
+      nvlink_sub_code: '0',
+    });
     expect(event(LINES.srcTrackXc1).metrics.nvlink_xc).toBe('1');
     expect(event(LINES.netirGeneral).metrics.nvlink_link).toBe('-1');
     expect(event(LINES.tlwPipe).metrics.nvlink_unit).toBe('TLW_RX/TLW_RX_PIPE0');
@@ -63,7 +83,16 @@ describe('NVLink5 XID decoding (144-150)', () => {
 
   it('leaves other codes and undecodable text to the catalog', () => {
     expect(nvlink5Verdict(48, 'NETIR Fatal XC0 i0 Link -1 (0x0 0x0)')).toBeNull();
-    for (const bad of ['', 'NETIR Fatal XC0 i0 Link -1', 'NETIR Maybe XC0 i0 Link 1 (0x0 0x0)', 'NETIR Fatal XC2 i0 Link 1 (0x0 0x0)', 'NETIR Fatal XC0 i0 Link 1 (0x0)', 'netir Fatal XC0 i0 Link 1 (0x0 0x0)', 'NETIR Fatal XC0 i0 Link 1 (0x0 zz)', `${'A'.repeat(600)} Fatal XC0 i0 Link 1 (0x0 0x0)`])
+    for (const bad of [
+      '',
+      'NETIR Fatal XC0 i0 Link -1',
+      'NETIR Maybe XC0 i0 Link 1 (0x0 0x0)',
+      'NETIR Fatal XC2 i0 Link 1 (0x0 0x0)',
+      'NETIR Fatal XC0 i0 Link 1 (0x0)',
+      'netir Fatal XC0 i0 Link 1 (0x0 0x0)',
+      'NETIR Fatal XC0 i0 Link 1 (0x0 zz)',
+      `${'A'.repeat(600)} Fatal XC0 i0 Link 1 (0x0 0x0)`,
+    ])
       expect(parseNvlink5(bad), bad).toBeNull();
     const e = xidEventInput({ code: 149, gpuIndex: 0, gpuUuid: '', timeMs: 0, source: 'nvml' });
     expect(e).toMatchObject({ severity: 'warning', action: 'reset_gpu' });

@@ -31,12 +31,22 @@ describe('the ledger op: an operator clear is a stored clear event', () => {
     ledger.append(raise(79, 3));
     ledger.append(raise(48, 3));
     ledger.append(raise(79, 1));
-    expect(ledger.activeFaults().map((f) => f.key).sort()).toEqual(['gpu1/xid/79', 'gpu3/xid/48', 'gpu3/xid/79']);
+    expect(
+      ledger
+        .activeFaults()
+        .map((f) => f.key)
+        .sort(),
+    ).toEqual(['gpu1/xid/79', 'gpu3/xid/48', 'gpu3/xid/79']);
     const target = selectFaults(ledger.activeFaults(), { key: 'gpu3/xid/79' });
     expect(target).toHaveLength(1);
     const input = operatorClearInput(target[0]!, 'operator', ++now);
     ledger.append(input);
-    expect(ledger.activeFaults().map((f) => f.key).sort()).toEqual(['gpu1/xid/79', 'gpu3/xid/48']);
+    expect(
+      ledger
+        .activeFaults()
+        .map((f) => f.key)
+        .sort(),
+    ).toEqual(['gpu1/xid/79', 'gpu3/xid/48']);
     ledger.startBatch();
     ledger.reveal(1);
     const pending = ledger.pending();
@@ -55,21 +65,53 @@ describe('the ledger op: an operator clear is a stored clear event', () => {
     // The raise is still there to send too: the control plane sees both, in order.
     expect(pending.filter((e) => e.key === 'gpu3/xid/79').map((e) => e.fault)).toEqual(['raise', 'clear']);
     // Sent in Navarch's clear vocabulary, like every clear.
-    expect(navarchForm(clear!)).toEqual({ type: 'unknown', system: 'UNKNOWN', metrics: { fault: 'clear', cleared_event_type: 'xid', cleared_system: 'DCGM_HEALTH_WATCH_DRIVER' } });
+    expect(navarchForm(clear!)).toEqual({
+      type: 'unknown',
+      system: 'UNKNOWN',
+      metrics: { fault: 'clear', cleared_event_type: 'xid', cleared_system: 'DCGM_HEALTH_WATCH_DRIVER' },
+    });
     // A fault still physically there is raised again by its next detection.
     ledger.append(raise(79, 3));
     expect(ledger.activeFaults().some((f) => f.key === 'gpu3/xid/79')).toBe(true);
   });
 
   it('the faults table shows the key faults clear takes', () => {
-    const f: ActiveFault = { key: 'gpu3/xid/79', gpuIndex: 3, gpuUuid: '', type: 'xid', system: 'DRIVER', severity: 'critical', action: 'reboot', message: 'lost', metrics: {}, sinceMs: 0, lastSeenMs: 0, count: 1, lastEventId: 'x' };
+    const f: ActiveFault = {
+      key: 'gpu3/xid/79',
+      gpuIndex: 3,
+      gpuUuid: '',
+      type: 'xid',
+      system: 'DRIVER',
+      severity: 'critical',
+      action: 'reboot',
+      message: 'lost',
+      metrics: {},
+      sinceMs: 0,
+      lastSeenMs: 0,
+      count: 1,
+      lastEventId: 'x',
+    };
     const lines = faultsTable([f], 5000).split('\n');
     expect(lines[0]).toMatch(/^GPU\s+KEY\s+TYPE\s+SEVERITY/);
     expect(lines[1]).toMatch(/^3\s+gpu3\/xid\/79\s+xid\s+critical\s+reboot/);
   });
 
   it('selects by key, GPU (-1 = node) or all', () => {
-    const f = (key: string, gpuIndex: number): ActiveFault => ({ key, gpuIndex, gpuUuid: '', type: 'xid', system: 'DRIVER', severity: 'critical', action: 'reboot', message: '', metrics: {}, sinceMs: 0, lastSeenMs: 0, count: 1, lastEventId: 'x' });
+    const f = (key: string, gpuIndex: number): ActiveFault => ({
+      key,
+      gpuIndex,
+      gpuUuid: '',
+      type: 'xid',
+      system: 'DRIVER',
+      severity: 'critical',
+      action: 'reboot',
+      message: '',
+      metrics: {},
+      sinceMs: 0,
+      lastSeenMs: 0,
+      count: 1,
+      lastEventId: 'x',
+    });
     const all = [f('gpu0/xid/79', 0), f('gpu1/thermal', 1), f('gpu1/xid/48', 1), f('node/gpu_count', -1)];
     const keys = (s: ClearSelector) => selectFaults(all, s).map((x) => x.key);
     expect(keys({ key: 'gpu1/thermal' })).toEqual(['gpu1/thermal']);
@@ -172,10 +214,13 @@ describe('POST /faults/clear', () => {
     const raw = (headers: Record<string, string>): Promise<number> =>
       new Promise((resolve, reject) => {
         const u = new URL(api.url);
-        const req = request({ host: u.hostname, port: Number(u.port), path: '/faults/clear', method: 'POST', headers: { 'Content-Type': 'application/json', ...headers } }, (res) => {
-          res.resume();
-          resolve(res.statusCode ?? 0);
-        });
+        const req = request(
+          { host: u.hostname, port: Number(u.port), path: '/faults/clear', method: 'POST', headers: { 'Content-Type': 'application/json', ...headers } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
         req.on('error', reject);
         req.end('{"all":true}');
       });
@@ -229,12 +274,19 @@ describe('navarch-agent faults clear: usage and no agent', () => {
   });
 
   it('no running agent: one line saying so, exit 1', async () => {
-    const free = await startApiServer({ host: '127.0.0.1', port: 0, view: { alive: () => true, status: () => ({}) as AgentStatus }, metrics: new AgentMetrics({ view: { alive: () => true, status: () => ({}) as AgentStatus }, hostname: 'h', version: '0' }) });
+    const free = await startApiServer({
+      host: '127.0.0.1',
+      port: 0,
+      view: { alive: () => true, status: () => ({}) as AgentStatus },
+      metrics: new AgentMetrics({ view: { alive: () => true, status: () => ({}) as AgentStatus }, hostname: 'h', version: '0' }),
+    });
     const url = free.url;
     await free.close(); // nothing listens there now
     const c = await cli(['faults', 'clear', '--all', '--api', url]);
     expect(c.code).toBe(1);
-    expect(c.err).toMatch(new RegExp(`^navarch-agent: faults clear: no running agent answers at ${url.replace(/[.]/g, '\\.')} \\(ECONNREFUSED\\); nothing was cleared\\n$`));
+    expect(c.err).toMatch(
+      new RegExp(`^navarch-agent: faults clear: no running agent answers at ${url.replace(/[.]/g, '\\.')} \\(ECONNREFUSED\\); nothing was cleared\\n$`),
+    );
   });
 
   it('help', async () => {

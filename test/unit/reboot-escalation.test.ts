@@ -34,7 +34,7 @@ function boot(data: FaultHistoryData, bootId: string, now: number, inputs: Healt
 }
 
 describe('reboot-aware escalation', () => {
-  it('uses gpud\'s threshold and exception', () => {
+  it("uses gpud's threshold and exception", () => {
     expect(REBOOT_THRESHOLD).toBe(2);
     expect([...NEVER_ESCALATES.keys()]).toEqual([94]);
     expect(LOOKBACK_MS).toBe(3 * 24 * HOUR);

@@ -17,7 +17,15 @@ async function telemetryOf(model: string): Promise<Telemetry> {
   return s.telemetry;
 }
 
-const xid = (code: number) => xidEventInput({ code, gpuIndex: 0, gpuUuid: 'GPU-x', timeMs: 1, source: 'kmsg', message: 'Row Remapper: New row marked for remapping, reset gpu to activate.' });
+const xid = (code: number) =>
+  xidEventInput({
+    code,
+    gpuIndex: 0,
+    gpuUuid: 'GPU-x',
+    timeMs: 1,
+    source: 'kmsg',
+    message: 'Row Remapper: New row marked for remapping, reset gpu to activate.',
+  });
 
 describe('XID 63/64 and the remapped-rows counters', () => {
   it('are the two codes, and the catalog alone raises both', () => {

@@ -14,15 +14,39 @@ const NOW = 1_750_000_000_000;
 
 function dev(i: number, over: Partial<DeviceStatus> = {}): DeviceStatus {
   return {
-    index: i, uuid: `GPU-${i}`, name: 'NVIDIA H100 80GB HBM3', serial: null, pciBusId: `00000000:4${i}:00.0`, pciBusIdShort: `0000:4${i}:00`,
-    minorNumber: i, memoryTotalBytes: 80 * 1024 ** 3, error: null, telemetry: null, sampleError: null, sampledAtMs: null, lastXid: 0, ...over,
+    index: i,
+    uuid: `GPU-${i}`,
+    name: 'NVIDIA H100 80GB HBM3',
+    serial: null,
+    pciBusId: `00000000:4${i}:00.0`,
+    pciBusIdShort: `0000:4${i}:00`,
+    minorNumber: i,
+    memoryTotalBytes: 80 * 1024 ** 3,
+    error: null,
+    telemetry: null,
+    sampleError: null,
+    sampledAtMs: null,
+    lastXid: 0,
+    ...over,
   };
 }
 
 function fault(gpu: number, severity: ActiveFault['severity'], over: Partial<ActiveFault> = {}): ActiveFault {
   return {
-    key: `gpu${gpu}/xid/79`, gpuIndex: gpu, gpuUuid: `GPU-${gpu}`, type: 'xid', system: 'DRIVER', severity, action: 'reboot',
-    message: 'GPU has fallen off the bus', metrics: { xid_code: '79' }, sinceMs: NOW - 120_000, lastSeenMs: NOW, count: 2, lastEventId: 'e1', ...over,
+    key: `gpu${gpu}/xid/79`,
+    gpuIndex: gpu,
+    gpuUuid: `GPU-${gpu}`,
+    type: 'xid',
+    system: 'DRIVER',
+    severity,
+    action: 'reboot',
+    message: 'GPU has fallen off the bus',
+    metrics: { xid_code: '79' },
+    sinceMs: NOW - 120_000,
+    lastSeenMs: NOW,
+    count: 2,
+    lastEventId: 'e1',
+    ...over,
   };
 }
 
@@ -36,7 +60,14 @@ function view(over: Partial<StatusView> = {}): StatusView {
     system: { driverVersion: '550.163.01', nvmlVersion: '12.550.163.01', cudaDriverVersion: '12.4' },
     devices: [dev(0), dev(1)],
     activeFaults: [],
-    controlPlane: { server: 'http://cp:50051', state: 'connected', registered: true, nodeStatus: 'NODE_STATUS_HEALTHY', lastError: null, lastContactMs: NOW - 5_000 },
+    controlPlane: {
+      server: 'http://cp:50051',
+      state: 'connected',
+      registered: true,
+      nodeStatus: 'NODE_STATUS_HEALTHY',
+      lastError: null,
+      lastContactMs: NOW - 5_000,
+    },
     backlog: { pending: 0, oldestPendingMs: null },
     durable: true,
     api: { address: '127.0.0.1:19400', state: 'listening', url: 'http://127.0.0.1:19400', failures: 0, lastError: null, nextTryMs: null },
@@ -52,21 +83,29 @@ describe('judgeHealth and exit codes', () => {
     expect(exitCodeFor('healthy')).toBe(0);
   });
   it('degraded: a warning fault, a GPU that cannot be sampled, events in memory only; exit 1', () => {
-    expect(judgeHealth({ activeFaults: [fault(1, 'warning', { type: 'thermal', metrics: {} })] })).toEqual({ health: 'degraded', reasons: ['GPU 1: thermal warning'] });
+    expect(judgeHealth({ activeFaults: [fault(1, 'warning', { type: 'thermal', metrics: {} })] })).toEqual({
+      health: 'degraded',
+      reasons: ['GPU 1: thermal warning'],
+    });
     const unk = dev(0, { sampleError: { code: 'NVML_ERROR_UNKNOWN', status: 999, message: 'x', fn: null } as never });
     expect(judgeHealth({ activeFaults: [], devices: [unk] })).toEqual({ health: 'degraded', reasons: ['GPU 0: NVML_ERROR_UNKNOWN'] });
     expect(judgeHealth({ activeFaults: [], durable: false }).health).toBe('degraded');
     expect(exitCodeFor('degraded')).toBe(1);
   });
   it('unhealthy: driver error, lost GPU, critical fault; worst reasons first; exit 1', () => {
-    expect(judgeHealth({ activeFaults: [], driverError: 'NVML failed: DRIVER_NOT_LOADED' })).toEqual({ health: 'unhealthy', reasons: ['driver error: NVML failed: DRIVER_NOT_LOADED'] });
+    expect(judgeHealth({ activeFaults: [], driverError: 'NVML failed: DRIVER_NOT_LOADED' })).toEqual({
+      health: 'unhealthy',
+      reasons: ['driver error: NVML failed: DRIVER_NOT_LOADED'],
+    });
     const lost = dev(3, { error: { code: 'NVML_ERROR_GPU_IS_LOST', status: 15, message: 'lost', fn: null } as never });
     const v = judgeHealth({ activeFaults: [fault(1, 'warning', { type: 'pcie', metrics: {} }), fault(3, 'critical')], devices: [lost] });
     expect(v.health).toBe('unhealthy');
     expect(v.reasons).toEqual(['GPU 3: NVML_ERROR_GPU_IS_LOST', 'GPU 3: xid 79 critical', 'GPU 1: pcie warning']);
     expect(judgeHealth({ activeFaults: [fault(-1, 'critical', { type: 'driver_error', metrics: {} })] }).reasons).toEqual(['node: driver_error critical']);
     // the driver error and its driver_error fault are one failure: said once
-    expect(judgeHealth({ driverError: 'NVML failed', activeFaults: [fault(-1, 'critical', { type: 'driver_error', metrics: {} })] }).reasons).toEqual(['driver error: NVML failed']);
+    expect(judgeHealth({ driverError: 'NVML failed', activeFaults: [fault(-1, 'critical', { type: 'driver_error', metrics: {} })] }).reasons).toEqual([
+      'driver error: NVML failed',
+    ]);
     expect(exitCodeFor('unhealthy')).toBe(1);
   });
 });
@@ -101,7 +140,12 @@ describe('renderStatus', () => {
     expect(t).toContain('control plane: unknown (no running agent answered; only the agent knows its link)\n');
     expect(t).toContain('event backlog: 2 pending, oldest 1h ago (from disk: the agent sends them when it runs)\n');
     expect(t).not.toContain('agent:');
-    const none = renderStatus({ ...disk, source: { ...disk.source, stateDir: null } as StatusView['source'], backlog: null, stateProblem: 'state directory /x does not exist' });
+    const none = renderStatus({
+      ...disk,
+      source: { ...disk.source, stateDir: null } as StatusView['source'],
+      backlog: null,
+      stateProblem: 'state directory /x does not exist',
+    });
     expect(none).toContain('no state directory on disk');
     expect(none).toContain('event backlog: unknown (state directory /x does not exist)\n');
   });
@@ -181,13 +225,21 @@ describe('watchLoop', () => {
   });
   it('a frame error (not a stop) propagates', async () => {
     const ac = new AbortController();
-    await expect(watchLoop({ intervalMs: 1, stop: ac.signal, sleep: async () => undefined, frame: async () => Promise.reject(new Error('boom')) })).rejects.toThrow('boom');
+    await expect(
+      watchLoop({ intervalMs: 1, stop: ac.signal, sleep: async () => undefined, frame: async () => Promise.reject(new Error('boom')) }),
+    ).rejects.toThrow('boom');
   });
 });
 
 describe('runStatus --watch on a terminal', () => {
   it('clears and redraws each frame in place, with the refresh hint; ends on stop', async () => {
-    const cfg = resolveConfig({ flags: new Map([['gpu-backend', 'fake'], ['state-dir', '/nonexistent-status-unit']]), env: {} });
+    const cfg = resolveConfig({
+      flags: new Map([
+        ['gpu-backend', 'fake'],
+        ['state-dir', '/nonexistent-status-unit'],
+      ]),
+      env: {},
+    });
     const stop = new AbortController();
     const frames: string[] = [];
     const code = await runStatus({
@@ -223,7 +275,9 @@ describe('reboot-aware escalation in status', () => {
     expect(renderStatus(view())).not.toMatch(/reboot escalation/);
   });
   it('counts escalated faults, and says why escalation cannot work', () => {
-    expect(renderStatus(view({ faultHistory: { ...fh, escalated: 1 } }))).toMatch(/\nreboot escalation: +1 XID fault\(s\) escalated to replace: back after 2 reboots \(3 boots in the history\)\n/);
+    expect(renderStatus(view({ faultHistory: { ...fh, escalated: 1 } }))).toMatch(
+      /\nreboot escalation: +1 XID fault\(s\) escalated to replace: back after 2 reboots \(3 boots in the history\)\n/,
+    );
     const problem = 'no writable state directory: the history is lost on restart, XIDs do not escalate across reboots';
     expect(renderStatus(view({ faultHistory: { ...fh, file: null, problem } }))).toContain(`reboot escalation: ${problem}`);
     expect(statusJson(view({ faultHistory: fh })).faultHistory).toEqual(fh);

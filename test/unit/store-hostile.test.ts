@@ -44,8 +44,20 @@ function captureLogger(): { logger: pino.Logger; lines: Array<Record<string, unk
 
 function input(over: Partial<HealthEventInput> = {}): HealthEventInput {
   return {
-    type: 'xid', system: 'DRIVER', gpuIndex: 0, gpuUuid: 'GPU-0', metrics: {}, message: 'm', timeMs: 1_700_000_000_000,
-    severity: 'warning', action: 'none', citation: 't', source: 'agent', key: 'gpu0/k', fault: 'none', ...over,
+    type: 'xid',
+    system: 'DRIVER',
+    gpuIndex: 0,
+    gpuUuid: 'GPU-0',
+    metrics: {},
+    message: 'm',
+    timeMs: 1_700_000_000_000,
+    severity: 'warning',
+    action: 'none',
+    citation: 't',
+    source: 'agent',
+    key: 'gpu0/k',
+    fault: 'none',
+    ...over,
   };
 }
 

@@ -330,9 +330,19 @@ describe('durability and compaction', () => {
     await s.append(xidEventInput({ code: 64, gpuIndex: 1, gpuUuid: 'GPU-1', timeMs: 2, source: 'nvml' }));
     await s.append(xidEventInput({ code: 13, gpuIndex: 2, gpuUuid: 'GPU-2', timeMs: 3, source: 'nvml' }));
     await s.append(input({ key: 'gpu3/thermal', fault: 'raise', severity: 'warning' }));
-    expect(s.activeFaults().map((f) => f.key).sort()).toEqual(['gpu0/xid/79', 'gpu1/xid/64', 'gpu3/thermal']);
+    expect(
+      s
+        .activeFaults()
+        .map((f) => f.key)
+        .sort(),
+    ).toEqual(['gpu0/xid/79', 'gpu1/xid/64', 'gpu3/thermal']);
     await s.append(input({ key: 'gpu3/thermal', fault: 'clear', severity: 'info', message: 'cool again' }));
-    expect(s.activeFaults().map((f) => f.key).sort()).toEqual(['gpu0/xid/79', 'gpu1/xid/64']);
+    expect(
+      s
+        .activeFaults()
+        .map((f) => f.key)
+        .sort(),
+    ).toEqual(['gpu0/xid/79', 'gpu1/xid/64']);
     await s.close();
     const s2 = await openStore({ bootId: 'boot-a' });
     const f = s2.activeFaults().find((x) => x.key === 'gpu0/xid/79');

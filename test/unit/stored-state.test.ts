@@ -13,8 +13,20 @@ import { storeHolderPid } from '../../src/store/lock.js';
 
 function input(over: Partial<HealthEventInput>): HealthEventInput {
   return {
-    type: 'xid', system: 'DRIVER', gpuIndex: 0, gpuUuid: 'GPU-0', metrics: { xid_code: '48' }, message: 'dbe', timeMs: 1_000, severity: 'critical',
-    action: 'reboot', citation: 'test', source: 'fake', key: 'gpu0/xid/48', fault: 'raise', ...over,
+    type: 'xid',
+    system: 'DRIVER',
+    gpuIndex: 0,
+    gpuUuid: 'GPU-0',
+    metrics: { xid_code: '48' },
+    message: 'dbe',
+    timeMs: 1_000,
+    severity: 'critical',
+    action: 'reboot',
+    citation: 'test',
+    source: 'fake',
+    key: 'gpu0/xid/48',
+    fault: 'raise',
+    ...over,
   };
 }
 

@@ -11,13 +11,16 @@ const DATA = 'nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 20034, Data {0x10000000
 const NONFATAL = 'nvidia-nvswitch3: SXid (PCI:0000:05:00.0): 12028, Non-fatal, Link 32 egress non-posted PRIV error (First)';
 
 describe('NVSwitch SXid', () => {
-  it('the table holds every code of sxid-codes.tsv with the guide\'s flags', (ctx) => {
+  it("the table holds every code of sxid-codes.tsv with the guide's flags", (ctx) => {
     if (!fs.existsSync(TSV)) {
       console.warn(`SKIP SXid TSV coverage: ${TSV} not found`);
       ctx.skip();
       return;
     }
-    const [header, ...lines] = fs.readFileSync(TSV, 'utf8').split('\n').filter((l) => l.length > 0);
+    const [header, ...lines] = fs
+      .readFileSync(TSV, 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0);
     const cols = (header ?? '').split('\t');
     expect(lines).toHaveLength(93);
     const byCode = new Map(SXID_FACTS.map((f) => [f.code, f]));
@@ -34,18 +37,41 @@ describe('NVSwitch SXid', () => {
   });
 
   it('parses the headline and the follow-up lines, attributed to the NVSwitch', () => {
-    expect(parseSxidLine(HEADLINE)).toEqual({ kind: 'headline', nvswitch: 1, pciShort: '0000:06:00', code: 20034, fatal: true, link: 48, detail: 'Link 48 LTSSM Fault Up' });
+    expect(parseSxidLine(HEADLINE)).toEqual({
+      kind: 'headline',
+      nvswitch: 1,
+      pciShort: '0000:06:00',
+      code: 20034,
+      fatal: true,
+      link: 48,
+      detail: 'Link 48 LTSSM Fault Up',
+    });
     expect(parseSxidLine(SEVERITY)).toMatchObject({ kind: 'followup', nvswitch: 2, pciShort: '0000:07:00', code: 20034 });
     expect(parseSxidLine(DATA)).toMatchObject({ kind: 'followup', nvswitch: 0, code: 20034 });
     expect(parseSxidLine(NONFATAL)).toMatchObject({ kind: 'headline', code: 12028, fatal: false, link: 32 });
-    for (const bad of ['', 'nvidia-nvswitch1: something else', 'nvidia-nvswitch1: SXid (PCI:zz): 1, Fatal', 'NVRM: Xid (PCI:0000:9b:00): 79, x', `${'x'.repeat(600)}nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 20034, Fatal, Link 1`])
+    for (const bad of [
+      '',
+      'nvidia-nvswitch1: something else',
+      'nvidia-nvswitch1: SXid (PCI:zz): 1, Fatal',
+      'NVRM: Xid (PCI:0000:9b:00): 79, x',
+      `${'x'.repeat(600)}nvidia-nvswitch1: SXid (PCI:0000:06:00.0): 20034, Fatal, Link 1`,
+    ])
       expect(parseSxidLine(bad), bad).toBeNull();
   });
 
-  it('rates with the guide\'s flags and the driver\'s word', () => {
+  it("rates with the guide's flags and the driver's word", () => {
     // potentially fatal, line says Fatal: critical, reboot, fault raised on the switch
     const e = sxidEventInput(parseSxidLine(HEADLINE)!, 5);
-    expect(e).toMatchObject({ type: 'nvlink', system: 'NVSWITCH', gpuIndex: -1, severity: 'critical', action: 'reboot', fault: 'raise', key: 'nvswitch1/sxid/20034', timeMs: 5 });
+    expect(e).toMatchObject({
+      type: 'nvlink',
+      system: 'NVSWITCH',
+      gpuIndex: -1,
+      severity: 'critical',
+      action: 'reboot',
+      fault: 'raise',
+      key: 'nvswitch1/sxid/20034',
+      timeMs: 5,
+    });
     expect(e.metrics).toMatchObject({ sxid_code: '20034', nvswitch_index: '1', pci_bus_id: '0000:06:00', sxid_fatal: 'true', link: '48' });
     // potentially fatal, line says Non-fatal: warning
     expect(sxidVerdict(20034, false)).toMatchObject({ severity: 'warning', action: 'none' });

@@ -44,17 +44,19 @@ const telemetryArb: fc.Arbitrary<Telemetry> = fc.record({
   pcieLinkWidthCurrent: nullable(fc.constantFrom(4, 8, 16)),
   pcieLinkWidthMax: nullable(fc.constant(16)),
   nvlinks: nullable(
-    fc.array(
-      fc.record({
-        link: fc.integer({ min: 0, max: 3 }),
-        active: fc.boolean(),
-        replayErrors: nullable(fc.integer({ min: 0, max: 100 })),
-        recoveryErrors: nullable(fc.integer({ min: 0, max: 100 })),
-        crcFlitErrors: nullable(fc.integer({ min: 0, max: 100 })),
-        crcDataErrors: nullable(fc.integer({ min: 0, max: 100 })),
-      }),
-      { maxLength: 4 },
-    ).map((ls) => ls.filter((l, i) => ls.findIndex((x) => x.link === l.link) === i)),
+    fc
+      .array(
+        fc.record({
+          link: fc.integer({ min: 0, max: 3 }),
+          active: fc.boolean(),
+          replayErrors: nullable(fc.integer({ min: 0, max: 100 })),
+          recoveryErrors: nullable(fc.integer({ min: 0, max: 100 })),
+          crcFlitErrors: nullable(fc.integer({ min: 0, max: 100 })),
+          crcDataErrors: nullable(fc.integer({ min: 0, max: 100 })),
+        }),
+        { maxLength: 4 },
+      )
+      .map((ls) => ls.filter((l, i) => ls.findIndex((x) => x.link === l.link) === i)),
   ),
 });
 
@@ -63,9 +65,13 @@ const deviceArb = (index: number): fc.Arbitrary<DeviceSnapshot | null> =>
     { weight: 8, arbitrary: telemetryArb.map((telemetry): DeviceSnapshot => ({ index, uuid: `GPU-${index}`, ok: true, telemetry, takenAtMs: 0 })) },
     {
       weight: 1,
-      arbitrary: fc.constantFrom('NVML_ERROR_GPU_IS_LOST', 'NVML_CALL_TIMEOUT', 'NVML_ERROR_UNKNOWN').map(
-        (code): DeviceSnapshot => ({ index, uuid: `GPU-${index}`, ok: false, error: { code: code as 'NVML_CALL_TIMEOUT', status: -1, fn: 'nvmlDeviceGetTemperature', message: code }, takenAtMs: 0 }),
-      ),
+      arbitrary: fc.constantFrom('NVML_ERROR_GPU_IS_LOST', 'NVML_CALL_TIMEOUT', 'NVML_ERROR_UNKNOWN').map((code): DeviceSnapshot => ({
+        index,
+        uuid: `GPU-${index}`,
+        ok: false,
+        error: { code: code as 'NVML_CALL_TIMEOUT', status: -1, fn: 'nvmlDeviceGetTemperature', message: code },
+        takenAtMs: 0,
+      })),
     },
     { weight: 1, arbitrary: fc.constant(null) }, // not listed in this sample
   );
@@ -77,34 +83,39 @@ const METRIC_VALUE = /^(-?\d+|-?\d+\.\d{6}|true|false|[A-Za-z][A-Za-z0-9_]*|)$/;
 describe('judgeSnapshot properties', () => {
   it('raise/clear bookkeeping is consistent per key and metrics follow Navarch encoding', () => {
     fc.assert(
-      fc.property(fc.array(sampleArb, { minLength: 1, maxLength: 25 }), fc.integer({ min: 1, max: 4 }), fc.option(fc.integer({ min: 0, max: 3 }), { nil: null }), (samples, n, expected) => {
-        const cfg = telemetryConfig({ clearAfterGoodSamples: n, expectedGpuCount: expected });
-        let state: JudgeState | null = null;
-        const active = new Map<string, HealthEventInput['severity']>();
-        samples.forEach((snap, i) => {
-          const timed = snap.map((s) => ({ ...s, takenAtMs: 1e12 + i * 10_000 }));
-          const r = judgeSnapshot(state, timed, cfg, 1e12 + i * 10_000);
-          for (const e of r.events) {
-            expect(e.fault).not.toBe('none');
-            if (e.fault === 'raise') {
-              // A raise only on entering or on a severity change.
-              expect(active.get(e.key)).not.toBe(e.severity);
-              expect(e.severity).not.toBe('info');
-              active.set(e.key, e.severity);
-            } else {
-              expect(active.has(e.key)).toBe(true);
-              expect(e.severity).toBe('info');
-              active.delete(e.key);
+      fc.property(
+        fc.array(sampleArb, { minLength: 1, maxLength: 25 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.option(fc.integer({ min: 0, max: 3 }), { nil: null }),
+        (samples, n, expected) => {
+          const cfg = telemetryConfig({ clearAfterGoodSamples: n, expectedGpuCount: expected });
+          let state: JudgeState | null = null;
+          const active = new Map<string, HealthEventInput['severity']>();
+          samples.forEach((snap, i) => {
+            const timed = snap.map((s) => ({ ...s, takenAtMs: 1e12 + i * 10_000 }));
+            const r = judgeSnapshot(state, timed, cfg, 1e12 + i * 10_000);
+            for (const e of r.events) {
+              expect(e.fault).not.toBe('none');
+              if (e.fault === 'raise') {
+                // A raise only on entering or on a severity change.
+                expect(active.get(e.key)).not.toBe(e.severity);
+                expect(e.severity).not.toBe('info');
+                active.set(e.key, e.severity);
+              } else {
+                expect(active.has(e.key)).toBe(true);
+                expect(e.severity).toBe('info');
+                active.delete(e.key);
+              }
+              expect(e.source).toBe('telemetry');
+              expect(e.gpuIndex === -1 ? e.key.startsWith('node/') : e.key.startsWith(`gpu${e.gpuIndex}/`)).toBe(true);
+              for (const v of Object.values(e.metrics)) expect(v).toMatch(METRIC_VALUE);
+              if (e.type === 'thermal' && e.fault === 'raise' && e.metrics.temperature !== undefined) expect(e.metrics.temperature).toMatch(/^\d+$/);
             }
-            expect(e.source).toBe('telemetry');
-            expect(e.gpuIndex === -1 ? e.key.startsWith('node/') : e.key.startsWith(`gpu${e.gpuIndex}/`)).toBe(true);
-            for (const v of Object.values(e.metrics)) expect(v).toMatch(METRIC_VALUE);
-            if (e.type === 'thermal' && e.fault === 'raise' && e.metrics.temperature !== undefined) expect(e.metrics.temperature).toMatch(/^\d+$/);
-          }
-          state = r.state;
-          expect(new Set(Object.keys(r.state.conditions))).toEqual(new Set(active.keys()));
-        });
-      }),
+            state = r.state;
+            expect(new Set(Object.keys(r.state.conditions))).toEqual(new Set(active.keys()));
+          });
+        },
+      ),
       { numRuns: 150 },
     );
   });

@@ -21,15 +21,35 @@ describe('telemetry rule table (src/sources/telemetry-rules.ts)', () => {
       ok: true as const,
       takenAtMs: 1_000_000,
       telemetry: {
-        temperatureC: 99, powerUsageW: 900, powerLimitW: 700, clockEventReasons: 0x8, persistenceMode: false, pcieLinkWidthCurrent: 8, pcieLinkWidthMax: 16,
-        retiredPagesPending: true, remappedRowsPending: true, remappedRowsFailure: true, eccVolatileUncorrected: 2,
+        temperatureC: 99,
+        powerUsageW: 900,
+        powerLimitW: 700,
+        clockEventReasons: 0x8,
+        persistenceMode: false,
+        pcieLinkWidthCurrent: 8,
+        pcieLinkWidthMax: 16,
+        retiredPagesPending: true,
+        remappedRowsPending: true,
+        remappedRowsFailure: true,
+        eccVolatileUncorrected: 2,
         nvlinks: [{ link: 0, active: false, replayErrors: null, recoveryErrors: null, crcFlitErrors: null, crcDataErrors: null }],
       },
     };
     const { events } = judgeSnapshot(emptyJudgeState(), [hot as never], { ...DEFAULT_TELEMETRY_CONFIG, clockEventRatePerMinute: 0.1 });
     const byClass = new Map(TELEMETRY_RULES.map((r) => [r.class, r]));
     const raised = events.filter((e) => e.fault === 'raise');
-    expect(raised.map((e) => e.key)).toEqual(['gpu0/thermal', 'gpu0/clock/hw_slowdown', 'gpu0/power', 'gpu0/ecc_dbe', 'gpu0/retired_pages/pending', 'gpu0/remapped_rows/pending', 'gpu0/remapped_rows/failure', 'gpu0/pcie/link_width', 'gpu0/nvlink/0', 'gpu0/persistence_mode']);
+    expect(raised.map((e) => e.key)).toEqual([
+      'gpu0/thermal',
+      'gpu0/clock/hw_slowdown',
+      'gpu0/power',
+      'gpu0/ecc_dbe',
+      'gpu0/retired_pages/pending',
+      'gpu0/remapped_rows/pending',
+      'gpu0/remapped_rows/failure',
+      'gpu0/pcie/link_width',
+      'gpu0/nvlink/0',
+      'gpu0/persistence_mode',
+    ]);
     for (const e of raised) {
       const row = byClass.get(faultClassOf(e.key)) as (typeof TELEMETRY_RULES)[number];
       expect(row, e.key).toBeDefined();

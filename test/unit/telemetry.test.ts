@@ -10,7 +10,14 @@ import { FakeBackend } from '../../src/backends/fake.js';
 import { selectBackend } from '../../src/backends/select.js';
 import type { HealthEventInput } from '../../src/events/types.js';
 import type { DeviceSnapshot, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
-import { DEFAULT_TELEMETRY_CONFIG, judgeSnapshot, telemetryConfig, TelemetrySampler, type JudgeState, type TelemetryConfig } from '../../src/sources/telemetry.js';
+import {
+  DEFAULT_TELEMETRY_CONFIG,
+  judgeSnapshot,
+  telemetryConfig,
+  TelemetrySampler,
+  type JudgeState,
+  type TelemetryConfig,
+} from '../../src/sources/telemetry.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -81,7 +88,16 @@ describe('judgeSnapshot', () => {
   });
 
   it('thermal: warning at 85, critical at 95, clears below threshold - margin', () => {
-    const steps = run([{ temperatureC: 84 }, { temperatureC: 85 }, { temperatureC: 81 }, { temperatureC: 95 }, { temperatureC: 91 }, { temperatureC: 89 }, { temperatureC: 80 }, { temperatureC: 79 }]);
+    const steps = run([
+      { temperatureC: 84 },
+      { temperatureC: 85 },
+      { temperatureC: 81 },
+      { temperatureC: 95 },
+      { temperatureC: 91 },
+      { temperatureC: 89 },
+      { temperatureC: 80 },
+      { temperatureC: 79 },
+    ]);
     expect(steps.map(brief)).toEqual([
       [],
       ['raise:gpu0/thermal:warning'],
@@ -93,21 +109,51 @@ describe('judgeSnapshot', () => {
       ['clear:gpu0/thermal:info'],
     ]);
     const raise = steps[1]![0]!;
-    expect(raise).toMatchObject({ type: 'thermal', system: 'THERMAL', gpuIndex: 0, gpuUuid: 'GPU-0', metrics: { temperature: '85' }, source: 'telemetry', timeMs: T0 + 10_000 });
+    expect(raise).toMatchObject({
+      type: 'thermal',
+      system: 'THERMAL',
+      gpuIndex: 0,
+      gpuUuid: 'GPU-0',
+      metrics: { temperature: '85' },
+      source: 'telemetry',
+      timeMs: T0 + 10_000,
+    });
     expect(steps[3]![0]!.metrics.temperature).toBe('95');
-    expect(steps[7]![0]).toMatchObject({ fault: 'clear', severity: 'info', action: 'none', type: 'thermal', system: 'THERMAL', metrics: { temperature: '79' } });
+    expect(steps[7]![0]).toMatchObject({
+      fault: 'clear',
+      severity: 'info',
+      action: 'none',
+      type: 'thermal',
+      system: 'THERMAL',
+      metrics: { temperature: '79' },
+    });
   });
 
   it('thermal thresholds are configurable', () => {
     const cfg = telemetryConfig({ temperatureWarningC: 70, temperatureCriticalC: 80, temperatureClearMarginC: 2 });
-    expect(run([{ temperatureC: 70 }, { temperatureC: 68 }, { temperatureC: 67 }], cfg).map(brief)).toEqual([['raise:gpu0/thermal:warning'], [], ['clear:gpu0/thermal:info']]);
+    expect(run([{ temperatureC: 70 }, { temperatureC: 68 }, { temperatureC: 67 }], cfg).map(brief)).toEqual([
+      ['raise:gpu0/thermal:warning'],
+      [],
+      ['clear:gpu0/thermal:info'],
+    ]);
   });
 
   it('clock reasons: a warning at >= 0.6 events/min over 10 min (6 samples), never critical; clear after 3 samples below the rate', () => {
     const slow = { clockEventReasons: 0x8 | 0x40 };
     // 5 slowed samples in 10 min is 0.5/min: below the rate, nothing raised.
     expect(run([slow, slow, slow, slow, slow]).flat()).toEqual([]);
-    const steps = run([slow, slow, slow, slow, slow, slow, { clockEventReasons: 0x40 }, { clockEventReasons: 0 }, { clockEventReasons: 0 }, { clockEventReasons: 0 }]);
+    const steps = run([
+      slow,
+      slow,
+      slow,
+      slow,
+      slow,
+      slow,
+      { clockEventReasons: 0x40 },
+      { clockEventReasons: 0 },
+      { clockEventReasons: 0 },
+      { clockEventReasons: 0 },
+    ]);
     expect(steps.map(brief)).toEqual([
       [],
       [],
@@ -120,8 +166,15 @@ describe('judgeSnapshot', () => {
       ['clear:gpu0/clock/hw_slowdown:info'],
       ['clear:gpu0/clock/hw_thermal_slowdown:info'],
     ]);
-    expect(steps[5]![0]!.metrics).toMatchObject({ clock_event_reasons: '72', clock_events_in_window: '6', clock_events_per_minute: '0.600000', window_seconds: '600', temperature: '50', power_watts: '450.500000' });
-    const six = <T,>(x: T): T[] => Array.from({ length: 6 }, () => x);
+    expect(steps[5]![0]!.metrics).toMatchObject({
+      clock_event_reasons: '72',
+      clock_events_in_window: '6',
+      clock_events_per_minute: '0.600000',
+      window_seconds: '600',
+      temperature: '50',
+      power_watts: '450.500000',
+    });
+    const six = <T>(x: T): T[] => Array.from({ length: 6 }, () => x);
     const brake = run(six({ clockEventReasons: 0x80 }))[5]!;
     expect(brake).toHaveLength(1);
     expect(brake[0]).toMatchObject({ key: 'gpu0/clock/hw_power_brake', type: 'power', system: 'POWER', severity: 'warning' });
@@ -143,7 +196,11 @@ describe('judgeSnapshot', () => {
     expect(state!.clockEvents['gpu0/clock/hw_slowdown']!.length).toBeLessThanOrEqual(6);
     // Configurable: 0.3/min over 10 min needs 3 samples.
     const cfg = telemetryConfig({ clockEventRatePerMinute: 0.3 });
-    expect(run([{ clockEventReasons: 0x8 }, { clockEventReasons: 0x8 }, { clockEventReasons: 0x8 }], cfg).map(brief)).toEqual([[], [], ['raise:gpu0/clock/hw_slowdown:warning']]);
+    expect(run([{ clockEventReasons: 0x8 }, { clockEventReasons: 0x8 }, { clockEventReasons: 0x8 }], cfg).map(brief)).toEqual([
+      [],
+      [],
+      ['raise:gpu0/clock/hw_slowdown:warning'],
+    ]);
     expect(() => telemetryConfig({ clockEventRatePerMinute: 0 })).toThrow(/clockEventRatePerMinute must be a number > 0/);
   });
 
@@ -177,9 +234,23 @@ describe('judgeSnapshot', () => {
 
   it('retired pages pending, remapped rows pending and failure', () => {
     expect(run([{ retiredPagesPending: true, retiredPagesSbe: 2, retiredPagesDbe: 1 }])[0]).toMatchObject([
-      { key: 'gpu0/retired_pages/pending', type: 'memory', system: 'MEM', severity: 'warning', action: 'reboot', metrics: { retired_pages_sbe: '2', retired_pages_dbe: '1' } },
+      {
+        key: 'gpu0/retired_pages/pending',
+        type: 'memory',
+        system: 'MEM',
+        severity: 'warning',
+        action: 'reboot',
+        metrics: { retired_pages_sbe: '2', retired_pages_dbe: '1' },
+      },
     ]);
-    const steps = run([{ remappedRowsPending: true, remappedRowsUncorrected: 1 }, { remappedRowsPending: false, remappedRowsFailure: true }, { remappedRowsFailure: false }, {}, {}, {}]);
+    const steps = run([
+      { remappedRowsPending: true, remappedRowsUncorrected: 1 },
+      { remappedRowsPending: false, remappedRowsFailure: true },
+      { remappedRowsFailure: false },
+      {},
+      {},
+      {},
+    ]);
     expect(steps.map(brief)).toEqual([
       ['raise:gpu0/remapped_rows/pending:warning'],
       ['raise:gpu0/remapped_rows/failure:critical'],
@@ -201,13 +272,20 @@ describe('judgeSnapshot', () => {
   });
 
   it('PCIe width below max at any time; generation below max only while busy', () => {
-    expect(brief(run([{ pcieLinkWidthCurrent: 8, gpuUtilPercent: 0, clockEventReasons: 1, performanceState: 8 }])[0]!)).toEqual(['raise:gpu0/pcie/link_width:warning']);
+    expect(brief(run([{ pcieLinkWidthCurrent: 8, gpuUtilPercent: 0, clockEventReasons: 1, performanceState: 8 }])[0]!)).toEqual([
+      'raise:gpu0/pcie/link_width:warning',
+    ]);
     expect(brief(run([{ pcieLinkGenCurrent: 4 }])[0]!)).toEqual(['raise:gpu0/pcie/link_gen:warning']);
     // Idle GPU at gen1: power saving, not a fault.
     expect(run([{ pcieLinkGenCurrent: 1, gpuUtilPercent: 0, clockEventReasons: 0x1, performanceState: 8 }])[0]).toEqual([]);
     // Raised while busy, the GPU goes idle: clears after 3 samples.
     const idle = { pcieLinkGenCurrent: 1, gpuUtilPercent: 0, clockEventReasons: 0x1, performanceState: 8 };
-    expect(run([{ pcieLinkGenCurrent: 3 }, idle, idle, idle]).map(brief)).toEqual([['raise:gpu0/pcie/link_gen:warning'], [], [], ['clear:gpu0/pcie/link_gen:info']]);
+    expect(run([{ pcieLinkGenCurrent: 3 }, idle, idle, idle]).map(brief)).toEqual([
+      ['raise:gpu0/pcie/link_gen:warning'],
+      [],
+      [],
+      ['clear:gpu0/pcie/link_gen:info'],
+    ]);
   });
 
   it('NVLink: a link down, error counters rising', () => {
@@ -223,7 +301,9 @@ describe('judgeSnapshot', () => {
 
   it('persistence mode off is a warning; power above the limit is a power event', () => {
     expect(run([{ persistenceMode: false }])[0]).toMatchObject([{ key: 'gpu0/persistence_mode', severity: 'warning', metrics: { persistence_mode: 'false' } }]);
-    expect(run([{ powerUsageW: 800 }])[0]).toMatchObject([{ key: 'gpu0/power', type: 'power', system: 'POWER', metrics: { power_watts: '800.000000', power_limit_watts: '700.000000' } }]);
+    expect(run([{ powerUsageW: 800 }])[0]).toMatchObject([
+      { key: 'gpu0/power', type: 'power', system: 'POWER', metrics: { power_watts: '800.000000', power_limit_watts: '700.000000' } },
+    ]);
     expect(run([{ powerUsageW: 760 }])[0]).toEqual([]); // within limit + 10%
   });
 
@@ -234,14 +314,35 @@ describe('judgeSnapshot', () => {
 
   it('an active fault whose field becomes unsupported clears after N samples', () => {
     const slow = { clockEventReasons: 0x8 };
-    expect(run([slow, slow, slow, slow, slow, slow, ALL_NULL, ALL_NULL, ALL_NULL]).map(brief)).toEqual([[], [], [], [], [], ['raise:gpu0/clock/hw_slowdown:warning'], [], [], ['clear:gpu0/clock/hw_slowdown:info']]);
+    expect(run([slow, slow, slow, slow, slow, slow, ALL_NULL, ALL_NULL, ALL_NULL]).map(brief)).toEqual([
+      [],
+      [],
+      [],
+      [],
+      [],
+      ['raise:gpu0/clock/hw_slowdown:warning'],
+      [],
+      [],
+      ['clear:gpu0/clock/hw_slowdown:info'],
+    ]);
   });
 
   it('GPU count below the instance type', () => {
     const cfg = telemetryConfig({ expectedGpuCount: 8 });
     const snap = (n: number, t: number): DeviceSnapshot[] => Array.from({ length: n }, (_, i) => ok(i, tel(), t));
     const a = judgeSnapshot(null, snap(7, T0), cfg);
-    expect(a.events).toMatchObject([{ key: 'node/gpu_count', gpuIndex: -1, gpuUuid: '', severity: 'critical', type: 'driver_error', system: 'DRIVER', fault: 'raise', metrics: { gpu_count: '7', expected_gpu_count: '8' } }]);
+    expect(a.events).toMatchObject([
+      {
+        key: 'node/gpu_count',
+        gpuIndex: -1,
+        gpuUuid: '',
+        severity: 'critical',
+        type: 'driver_error',
+        system: 'DRIVER',
+        fault: 'raise',
+        metrics: { gpu_count: '7', expected_gpu_count: '8' },
+      },
+    ]);
     const b = judgeSnapshot(a.state, snap(8, T0 + 1), cfg);
     expect(brief(b.events)).toEqual(['clear:node/gpu_count:info']);
     // No GPUs at all (the none backend on a p5.48xlarge).
@@ -252,7 +353,19 @@ describe('judgeSnapshot', () => {
     const two = (t: number): DeviceSnapshot[] => [ok(0, tel(), t), ok(1, tel(), t)];
     const a = judgeSnapshot(null, two(T0), DEFAULT_TELEMETRY_CONFIG);
     const b = judgeSnapshot(a.state, [ok(0, tel(), T0 + 10_000)], DEFAULT_TELEMETRY_CONFIG, T0 + 10_000);
-    expect(b.events).toMatchObject([{ key: 'gpu1/xid/79', type: 'xid', system: 'DRIVER', gpuIndex: 1, gpuUuid: 'GPU-1', severity: 'critical', fault: 'raise', metrics: { xid_code: '79' }, timeMs: T0 + 10_000 }]);
+    expect(b.events).toMatchObject([
+      {
+        key: 'gpu1/xid/79',
+        type: 'xid',
+        system: 'DRIVER',
+        gpuIndex: 1,
+        gpuUuid: 'GPU-1',
+        severity: 'critical',
+        fault: 'raise',
+        metrics: { xid_code: '79' },
+        timeMs: T0 + 10_000,
+      },
+    ]);
     let s = judgeSnapshot(b.state, [ok(0, tel(), T0 + 20_000)], DEFAULT_TELEMETRY_CONFIG).state;
     const back: string[] = [];
     for (let k = 3; k < 6; k++) {
@@ -264,11 +377,33 @@ describe('judgeSnapshot', () => {
   });
 
   it('a snapshot error: lost -> XID 79; timeout -> driver_error with the NVML function', () => {
-    const lost: DeviceSnapshot = { index: 1, uuid: 'GPU-1', ok: false, takenAtMs: T0, error: { code: 'NVML_ERROR_GPU_IS_LOST', status: 15, fn: 'nvmlDeviceGetTemperature', message: 'lost' } };
-    expect(judgeSnapshot(null, [lost]).events).toMatchObject([{ key: 'gpu1/xid/79', severity: 'critical', metrics: { xid_code: '79', nvml_error: 'NVML_ERROR_GPU_IS_LOST' } }]);
-    const hung: DeviceSnapshot = { index: 1, uuid: 'GPU-1', ok: false, takenAtMs: T0, error: { code: 'NVML_CALL_TIMEOUT', status: -1, fn: 'nvmlDeviceGetPowerUsage', message: 'timeout' } };
+    const lost: DeviceSnapshot = {
+      index: 1,
+      uuid: 'GPU-1',
+      ok: false,
+      takenAtMs: T0,
+      error: { code: 'NVML_ERROR_GPU_IS_LOST', status: 15, fn: 'nvmlDeviceGetTemperature', message: 'lost' },
+    };
+    expect(judgeSnapshot(null, [lost]).events).toMatchObject([
+      { key: 'gpu1/xid/79', severity: 'critical', metrics: { xid_code: '79', nvml_error: 'NVML_ERROR_GPU_IS_LOST' } },
+    ]);
+    const hung: DeviceSnapshot = {
+      index: 1,
+      uuid: 'GPU-1',
+      ok: false,
+      takenAtMs: T0,
+      error: { code: 'NVML_CALL_TIMEOUT', status: -1, fn: 'nvmlDeviceGetPowerUsage', message: 'timeout' },
+    };
     const h = judgeSnapshot(null, [hung]);
-    expect(h.events).toMatchObject([{ key: 'gpu1/driver_error', type: 'driver_error', system: 'DRIVER', severity: 'critical', metrics: { nvml_error: 'NVML_CALL_TIMEOUT', nvml_function: 'nvmlDeviceGetPowerUsage' } }]);
+    expect(h.events).toMatchObject([
+      {
+        key: 'gpu1/driver_error',
+        type: 'driver_error',
+        system: 'DRIVER',
+        severity: 'critical',
+        metrics: { nvml_error: 'NVML_CALL_TIMEOUT', nvml_function: 'nvmlDeviceGetPowerUsage' },
+      },
+    ]);
     // The same error again: no repeat.
     expect(judgeSnapshot(h.state, [hung]).events).toEqual([]);
   });
@@ -282,7 +417,9 @@ describe('judgeSnapshot', () => {
 
   it('rejects nonsense configuration with one-line errors', () => {
     expect(() => telemetryConfig({ clearAfterGoodSamples: 0 })).toThrow('telemetry config: clearAfterGoodSamples must be a number >= 1, got 0');
-    expect(() => telemetryConfig({ temperatureWarningC: 90, temperatureCriticalC: 80 })).toThrow('telemetry config: temperatureCriticalC is below temperatureWarningC');
+    expect(() => telemetryConfig({ temperatureWarningC: 90, temperatureCriticalC: 80 })).toThrow(
+      'telemetry config: temperatureCriticalC is below temperatureWarningC',
+    );
     expect(() => telemetryConfig({ expectedGpuCount: -1 })).toThrow(/expectedGpuCount/);
   });
 });

@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
-import { BY_RESOLUTION, DECISIONS, NAVARCH_FATAL_XIDS, XID_CATALOG, departures, decisionFor, xidEventInput, xidInfo, recoveryActionFrom154 } from '../../src/xid/catalog.js';
+import {
+  BY_RESOLUTION,
+  DECISIONS,
+  NAVARCH_FATAL_XIDS,
+  XID_CATALOG,
+  departures,
+  decisionFor,
+  xidEventInput,
+  xidInfo,
+  recoveryActionFrom154,
+} from '../../src/xid/catalog.js';
 import { XID_FACTS } from '../../src/xid/nvidia-facts.js';
 
 const REFERENCE = '/work/shared/reference/xid-catalog.md';
@@ -63,7 +73,16 @@ describe('XID catalog', () => {
 
 describe('xidEventInput', () => {
   it('builds the Navarch form', () => {
-    const e = xidEventInput({ code: 79, gpuIndex: 3, gpuUuid: 'GPU-3', timeMs: 1234, source: 'kmsg', message: 'GPU has fallen off the bus.', pid: 7, processName: 'python3' });
+    const e = xidEventInput({
+      code: 79,
+      gpuIndex: 3,
+      gpuUuid: 'GPU-3',
+      timeMs: 1234,
+      source: 'kmsg',
+      message: 'GPU has fallen off the bus.',
+      pid: 7,
+      processName: 'python3',
+    });
     expect(e).toMatchObject({
       type: 'xid',
       system: 'DRIVER',
@@ -81,7 +100,7 @@ describe('xidEventInput', () => {
     expect(e.citation).toContain('RESTART_BM');
   });
 
-  it("raises faults only for reset/reboot/replace XIDs; app-level ones are one-off", () => {
+  it('raises faults only for reset/reboot/replace XIDs; app-level ones are one-off', () => {
     for (const x of XID_CATALOG) {
       const e = xidEventInput({ code: x.code, gpuIndex: 0, gpuUuid: '', timeMs: 0, source: 'nvml' });
       expect(e.fault).toBe(['reset_gpu', 'reboot', 'replace'].includes(x.action) ? 'raise' : 'none');
@@ -102,7 +121,14 @@ describe('xidEventInput', () => {
     expect(recoveryActionFrom154('changed from 0x0 to 0x5 (Recover IMEX Domain)')).toBe('restart_app');
     expect(recoveryActionFrom154('changed from 0x0 to 0x3 (Drain P2P)')).toBe('reset_gpu');
     expect(recoveryActionFrom154('changed from 0x0 to 0x6')).toBeNull();
-    const e = xidEventInput({ code: 154, gpuIndex: 1, gpuUuid: '', timeMs: 0, source: 'kmsg', message: 'GPU recovery action changed from 0x4 (Drain and Reset) to 0x1 (GPU Reset Required)' });
+    const e = xidEventInput({
+      code: 154,
+      gpuIndex: 1,
+      gpuUuid: '',
+      timeMs: 0,
+      source: 'kmsg',
+      message: 'GPU recovery action changed from 0x4 (Drain and Reset) to 0x1 (GPU Reset Required)',
+    });
     expect(e.action).toBe('reset_gpu');
     expect(e.fault).toBe('raise');
     expect(xidEventInput({ code: 154, gpuIndex: 1, gpuUuid: '', timeMs: 0, source: 'nvml' }).fault).toBe('none');
@@ -110,13 +136,16 @@ describe('xidEventInput', () => {
 });
 
 describe('full XID catalog (NVIDIA codes 1-172)', () => {
-  it('every code of xid-codes.tsv is in the catalog with NVIDIA\'s resolutions and the other tools\' views', (ctx) => {
+  it("every code of xid-codes.tsv is in the catalog with NVIDIA's resolutions and the other tools' views", (ctx) => {
     if (!fs.existsSync(TSV)) {
       console.warn(`SKIP TSV coverage: ${TSV} not found`);
       ctx.skip();
       return;
     }
-    const [header, ...lines] = fs.readFileSync(TSV, 'utf8').split('\n').filter((l) => l.length > 0);
+    const [header, ...lines] = fs
+      .readFileSync(TSV, 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0);
     const cols = (header ?? '').split('\t');
     const at = (f: string[], name: string) => f[cols.indexOf(name)] ?? '';
     const dash = (s: string) => (s === '-' ? '' : s);
@@ -154,7 +183,7 @@ describe('full XID catalog (NVIDIA codes 1-172)', () => {
     }
   });
 
-  it('severity follows NVIDIA\'s resolution unless the code has its own decision', () => {
+  it("severity follows NVIDIA's resolution unless the code has its own decision", () => {
     for (const f of XID_FACTS) {
       const x = xidInfo(f.code);
       const own = DECISIONS[f.code];

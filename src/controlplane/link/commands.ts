@@ -87,7 +87,16 @@ export class Commands {
     const r = await runHook(path, [arg], env, this.hookTimeout(cmd.parameters), c.clock);
     const level = r.ok ? 'info' : 'error';
     c.log[level](
-      { hook: path, arg, exitCode: r.exitCode, signal: r.signal, timedOut: r.timedOut, error: r.error, durationMs: r.durationMs, output: r.output.slice(-1024) },
+      {
+        hook: path,
+        arg,
+        exitCode: r.exitCode,
+        signal: r.signal,
+        timedOut: r.timedOut,
+        error: r.error,
+        durationMs: r.durationMs,
+        output: r.output.slice(-1024),
+      },
       r.ok ? `${kind} hook succeeded` : `${kind} hook failed`,
     );
     return r;
@@ -160,7 +169,14 @@ export class Commands {
       // Navarch's `exit=false`: prepare for termination (cordon, drain) but keep running.
       c.log.warn({ commandId: cmd.commandId, parameters: cmd.parameters }, 'TERMINATE with exit=false: draining, staying up');
       await this.hook('drain', 'terminate', cmd);
-      this.delivery.addResults([{ name: 'agent', status: 'unknown', message: `drained for termination on command ${cmd.commandId} (exit=false)`, details: { command_id: cmd.commandId } }]);
+      this.delivery.addResults([
+        {
+          name: 'agent',
+          status: 'unknown',
+          message: `drained for termination on command ${cmd.commandId} (exit=false)`,
+          details: { command_id: cmd.commandId },
+        },
+      ]);
       this.terminating = false;
       this.delivery.kick();
       return;
@@ -176,7 +192,9 @@ export class Commands {
         c.log.error({ err: (e as Error).message, markerPath: terminationMarkerPath(c.o.stateDir) }, 'cannot write the termination marker');
       }
     }
-    this.delivery.addResults([{ name: 'agent', status: 'unknown', message: `terminating on command ${cmd.commandId}`, details: { command_id: cmd.commandId } }]);
+    this.delivery.addResults([
+      { name: 'agent', status: 'unknown', message: `terminating on command ${cmd.commandId}`, details: { command_id: cmd.commandId } },
+    ]);
     // When stop() is already under way it waits for this command and finishes the shutdown itself;
     // waiting here for it to finish would only run out its deadline.
     if (!c.stopping) await this.shutdown(Math.min(30_000, this.hookTimeout(cmd.parameters)));

@@ -146,7 +146,8 @@ export class Delivery {
         if (again.length > 0) c.log.warn({ faults: again.map((f) => f.key) }, 're-asserting active faults after registration');
       }
       const state = wholeState(this.verdict, faults, c.clock.now(), { cap: c.o.stateCap, skipKeys: sentKeys });
-      if (state.omitted > 0 && worthLogging(c.st.reportsSent)) c.log.warn({ omitted: state.omitted, cap: c.o.stateCap }, 'more active faults than one report re-sends; the worst are sent');
+      if (state.omitted > 0 && worthLogging(c.st.reportsSent))
+        c.log.warn({ omitted: state.omitted, cap: c.o.stateCap }, 'more active faults than one report re-sends; the worst are sent');
       results.push(...state.results);
       events.push(...state.faults.map(faultToProto));
       results.push(...extra);
@@ -165,7 +166,9 @@ export class Delivery {
           for (const e of batch) this.acking.add(e.id);
           const ack = store
             .ack(batch.map((e) => ({ id: e.id, count: e.count })))
-            .catch((e: unknown) => c.log.error({ err: (e as Error).message }, 'store ack failed; the events stay on disk and are sent again after a restart (at-least-once)'))
+            .catch((e: unknown) =>
+              c.log.error({ err: (e as Error).message }, 'store ack failed; the events stay on disk and are sent again after a restart (at-least-once)'),
+            )
             .finally(() => {
               for (const e of batch) this.acking.delete(e.id);
               this.acks.delete(ack);

@@ -134,7 +134,8 @@ export class Registration {
         } else {
           const r = retryDelayMs(ce, attempt, c.retry);
           delay = r.ms;
-          if (worthLogging(attempt)) c.log.warn({ code: codeName(ce.code), err: ce.rawMessage, refused: r.refused, retryInMs: delay, attempt: attempt + 1 }, 'registration failed');
+          if (worthLogging(attempt))
+            c.log.warn({ code: codeName(ce.code), err: ce.rawMessage, refused: r.refused, retryInMs: delay, attempt: attempt + 1 }, 'registration failed');
         }
         attempt += 1;
       }
