@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { driverErrorEvent } from '../../src/backends/select.js';
 import type { ActiveFault, HealthEvent, HealthEventInput } from '../../src/events/types.js';
-import type { GpuFabricInfo, NvmlErrorCode, NvmlEvent, NvmlEventType, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
+import type { GpuFabricInfo, NvmlErrorCode, NvmlEvent, NvmlEventType, Telemetry } from '../../src/nvml/types.js';
 import { KmsgSource } from '../../src/sources/kmsg.js';
 import { formatKmsgRecord, parseKmsgRecord } from '../../src/sources/kmsg-parse.js';
 import { KmsgClassifier } from '../../src/sources/kmsg-classify.js';
@@ -20,58 +20,15 @@ import { DEFAULT_TELEMETRY_CONFIG, judgeSnapshot, type JudgeState, type Telemetr
 import { parseSxidLine, sxidEventInput } from '../../src/xid/sxid.js';
 import { xidEventInput } from '../../src/xid/catalog.js';
 import { RebootHistory, emptyHistory } from '../../src/xid/reboot-escalation.js';
+import { healthyLinks, healthyTelemetry } from './telemetry.js';
 
 const T0 = 1_700_000_000_000;
 
-function links(n: number, over: (l: number) => Partial<NvLinkStatus> = () => ({})): NvLinkStatus[] {
-  return Array.from({ length: n }, (_, link) => ({
-    link,
-    active: true,
-    replayErrors: 0,
-    recoveryErrors: 0,
-    crcFlitErrors: 0,
-    crcDataErrors: 0,
-    ...over(link),
-  }));
-}
+const links = healthyLinks;
 
-/** A healthy, busy H100 at 50 C. */
+/** A healthy, busy H100 at 50 C, with page-retirement counters at 0. */
 function tel(over: Partial<Telemetry> = {}): Telemetry {
-  return {
-    temperatureC: 50,
-    powerUsageW: 450.5,
-    powerLimitW: 700,
-    gpuUtilPercent: 80,
-    memUtilPercent: 40,
-    memoryUsedBytes: 40e9,
-    memoryTotalBytes: 85520809984,
-    smClockMhz: 1980,
-    memClockMhz: 2619,
-    clockEventReasons: 0,
-    performanceState: 0,
-    fanSpeedPercent: null,
-    persistenceMode: true,
-    eccModeCurrent: true,
-    eccModePending: true,
-    eccVolatileCorrected: 0,
-    eccVolatileUncorrected: 0,
-    eccAggregateCorrected: 0,
-    eccAggregateUncorrected: 0,
-    retiredPagesSbe: 0,
-    retiredPagesDbe: 0,
-    retiredPagesPending: false,
-    remappedRowsCorrected: 0,
-    remappedRowsUncorrected: 0,
-    remappedRowsPending: false,
-    remappedRowsFailure: false,
-    pcieReplayCounter: 0,
-    pcieLinkGenCurrent: 5,
-    pcieLinkGenMax: 5,
-    pcieLinkWidthCurrent: 16,
-    pcieLinkWidthMax: 16,
-    nvlinks: links(18),
-    ...over,
-  };
+  return healthyTelemetry({ retiredPagesSbe: 0, retiredPagesDbe: 0, retiredPagesPending: false, ...over });
 }
 
 type Sample = Array<{ index: number; t: Telemetry } | { index: number; error: NvmlErrorCode }>;

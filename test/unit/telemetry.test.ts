@@ -10,6 +10,7 @@ import { FakeBackend } from '../../src/backends/fake.js';
 import { selectBackend } from '../../src/backends/select.js';
 import type { HealthEventInput } from '../../src/events/types.js';
 import type { DeviceSnapshot, NvLinkStatus, Telemetry } from '../../src/nvml/types.js';
+import { healthyLinks, healthyTelemetry } from '../helpers/telemetry.js';
 import {
   DEFAULT_TELEMETRY_CONFIG,
   judgeSnapshot,
@@ -21,48 +22,11 @@ import {
 
 const T0 = 1_700_000_000_000;
 
-function links(n: number, over: Partial<NvLinkStatus> = {}): NvLinkStatus[] {
-  return Array.from({ length: n }, (_, link) => ({ link, active: true, replayErrors: 0, recoveryErrors: 0, crcFlitErrors: 0, crcDataErrors: 0, ...over }));
-}
+const links = (n: number, over: Partial<NvLinkStatus> = {}): NvLinkStatus[] => healthyLinks(n, () => over);
 
 /** A healthy, busy H100. */
-function tel(over: Partial<Telemetry> = {}): Telemetry {
-  return {
-    temperatureC: 50,
-    powerUsageW: 450.5,
-    powerLimitW: 700,
-    gpuUtilPercent: 80,
-    memUtilPercent: 40,
-    memoryUsedBytes: 40e9,
-    memoryTotalBytes: 85520809984,
-    smClockMhz: 1980,
-    memClockMhz: 2619,
-    clockEventReasons: 0,
-    performanceState: 0,
-    fanSpeedPercent: null,
-    persistenceMode: true,
-    eccModeCurrent: true,
-    eccModePending: true,
-    eccVolatileCorrected: 0,
-    eccVolatileUncorrected: 0,
-    eccAggregateCorrected: 0,
-    eccAggregateUncorrected: 0,
-    retiredPagesSbe: null,
-    retiredPagesDbe: null,
-    retiredPagesPending: null,
-    remappedRowsCorrected: 0,
-    remappedRowsUncorrected: 0,
-    remappedRowsPending: false,
-    remappedRowsFailure: false,
-    pcieReplayCounter: 0,
-    pcieLinkGenCurrent: 5,
-    pcieLinkGenMax: 5,
-    pcieLinkWidthCurrent: 16,
-    pcieLinkWidthMax: 16,
-    nvlinks: links(18),
-    ...over,
-  };
-}
+/** A healthy, busy H100. */
+const tel = healthyTelemetry;
 
 const ALL_NULL: Telemetry = Object.fromEntries(Object.keys(tel()).map((k) => [k, null])) as unknown as Telemetry;
 
